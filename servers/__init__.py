@@ -1,0 +1,1 @@
+"""SMART on Tango device servers: one sub-package per server, plus ``common``."""

@@ -1,0 +1,1 @@
+"""What the servers share: errors, JSON argument checking, image I/O, Tango glue."""

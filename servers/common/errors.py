@@ -1,0 +1,55 @@
+"""The SMART error vocabulary, free of Tango.
+
+Cores raise these; the Tango shells turn them into ``DevFailed`` with the same
+``reason`` (see :mod:`servers.common.tango_glue`). Keeping them Tango-free lets the
+cores be unit-tested without a control system, while the reason codes stay the
+public contract that macros and facility software branch on.
+"""
+
+from __future__ import annotations
+
+
+class SmartError(Exception):
+    """Base class: ``reason`` is the public code, ``desc`` says what to do."""
+
+    reason = "SMART_Failed"
+
+    def __init__(self, desc: str) -> None:
+        super().__init__(desc)
+        self.desc = desc
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.desc}"
+
+
+class BadArgument(SmartError):
+    """The caller's input is wrong; nothing was changed."""
+
+    reason = "SMART_BadArgument"
+
+
+class NotFound(SmartError):
+    """A named thing (slot, frame, file, device, path) does not exist."""
+
+    reason = "SMART_NotFound"
+
+
+class NotReady(SmartError):
+    """The request is valid but a prerequisite is missing (no image, no calibration)."""
+
+    reason = "SMART_NotReady"
+
+
+class Failed(SmartError):
+    """The request was valid but the computation or the hardware failed."""
+
+    reason = "SMART_Failed"
+
+
+class Unsafe(SmartError):
+    """Refused because acting on it could move hardware somewhere wrong."""
+
+    reason = "SMART_Unsafe"
+
+
+ALL_REASONS = tuple(c.reason for c in (BadArgument, NotFound, NotReady, Failed, Unsafe))
