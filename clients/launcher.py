@@ -1,0 +1,428 @@
+"""Bring the SMART stack up and down: embedded Tango database, Sardana, the four servers.
+
+The launcher is what `make demo`, the system-test fixtures and a beamline user all
+use, so it is strict about what it owns: every process it starts is recorded with
+its PID and command line in ``<run>/pids.json`` and stopped by that PID, never by
+name, so it cannot kill a facility's own servers. Logs go to ``<run>/logs/``.
+
+Two modes:
+- embedded (default): a fresh ``PyDatabaseds`` on a free loopback port with its sqlite
+  file in the run directory, the Sardana configuration loaded with ``sardana-config``,
+  Pool and MacroServer, and our servers;
+- facility (``facility=True``): the ``TANGO_HOST`` of the environment is used as it is;
+  only our servers are registered and started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "simulation" / "config" / "smart.yaml"
+DEFAULT_RUN_DIR = REPO / "run" / "stack"
+LOOPBACK = "127.0.0.1"
+STARTUP_TIMEOUT_S = 60.0
+
+
+class LaunchError(RuntimeError):
+    """The stack could not be brought up; the message says what to do."""
+
+
+@dataclass
+class ServerSpec:
+    """One device server process: ``Executable/instance`` and its devices."""
+
+    executable: str
+    instance: str
+    devices: dict[str, tuple[str, dict[str, Any]]]  # device name -> (class, properties)
+
+    @property
+    def name(self) -> str:
+        return f"{self.executable}/{self.instance}"
+
+
+@dataclass
+class StackConfig:
+    servers: list[ServerSpec]
+    sardana_config: Path | None = None
+    door: str | None = None
+    sardana_servers: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path, run_dir: Path) -> StackConfig:
+        """Read the launcher YAML, expanding ``{repo}`` and ``{run}`` in strings."""
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise LaunchError(f"cannot read stack configuration {path}: {exc}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("servers"), dict):
+            raise LaunchError(f"{path}: expected a mapping with a 'servers' section")
+        servers = []
+        for server_name, classes in raw["servers"].items():
+            executable, _, instance = str(server_name).partition("/")
+            if not instance or not isinstance(classes, dict):
+                raise LaunchError(f"{path}: server '{server_name}' must be 'Executable/instance: {{Class: ...}}'")
+            devices: dict[str, tuple[str, dict[str, Any]]] = {}
+            for class_name, devs in classes.items():
+                for dev_name, props in (devs or {}).items():
+                    devices[str(dev_name)] = (str(class_name), _expand(props or {}, run_dir))
+            servers.append(ServerSpec(executable, instance, devices))
+        sardana = raw.get("sardana") or {}
+        sardana_file = sardana.get("config")
+        return cls(
+            servers=servers,
+            sardana_config=Path(_expand(sardana_file, run_dir)) if sardana_file else None,
+            door=sardana.get("door"),
+            sardana_servers=list(sardana.get("startup_order", [])),
+        )
+
+    def device_names(self) -> list[str]:
+        return [dev for spec in self.servers for dev in spec.devices]
+
+
+def _expand(value: Any, run_dir: Path) -> Any:
+    if isinstance(value, str):
+        return value.replace("{repo}", str(REPO)).replace("{run}", str(run_dir))
+    if isinstance(value, list):
+        return [_expand(v, run_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, run_dir) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    pid: int
+    cmd: list[str]
+    log: str
+    create_time: float
+
+    def is_alive(self) -> bool:
+        """True only if the PID is still the process we started: PIDs get reused, so the
+        kernel's creation time of the PID must match the one recorded at start."""
+        try:
+            proc = psutil.Process(self.pid)
+            return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - self.create_time) < 0.01
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+
+class Stack:
+    """The processes of one run directory, and the operations on them."""
+
+    def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, config_path: Path = DEFAULT_CONFIG,
+                 facility: bool = False, echo: bool = True, port: int = 0) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.config_path = Path(config_path).resolve()
+        self.facility = facility
+        self.echo = echo
+        self.port = port
+        self.log_dir = self.run_dir / "logs"
+        self.pid_file = self.run_dir / "pids.json"
+        self.state_file = self.run_dir / "stack.json"
+        self.processes: dict[str, ManagedProcess] = {}
+        self._popen: dict[str, subprocess.Popen[bytes]] = {}
+        self.tango_host: str | None = None
+
+    # ----------------------------------------------------------------- helpers
+    def say(self, text: str) -> None:
+        if self.echo:
+            print(text, flush=True)
+
+    def env(self) -> dict[str, str]:
+        env = os.environ.copy()
+        if self.tango_host:
+            env["TANGO_HOST"] = self.tango_host
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _save_pids(self) -> None:
+        data = {name: vars(proc) for name, proc in self.processes.items()}
+        self.pid_file.write_text(json.dumps(data, indent=1))
+
+    def _load_pids(self) -> dict[str, ManagedProcess]:
+        try:
+            data = json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: ManagedProcess(**entry) for name, entry in data.items()}
+
+    def _start(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
+        log_path = self.log_dir / (name.replace("/", "-") + ".log")
+        env = self.env()
+        env.update(extra_env or {})
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=self.run_dir, start_new_session=True)
+        proc = ManagedProcess(name, popen.pid, cmd, str(log_path), psutil.Process(popen.pid).create_time())
+        self.processes[name] = proc
+        self._popen[name] = popen
+        self._save_pids()
+        return proc
+
+    def _fail(self, message: str, culprit: str | None = None) -> LaunchError:
+        """Print the culprit's log tail, stop everything started, build the error."""
+        if culprit and culprit in self.processes:
+            tail = _tail(Path(self.processes[culprit].log), 25)
+            self.say(f"--- last lines of {self.processes[culprit].log} ---\n{tail}\n---")
+        self.down(quiet=True)
+        return LaunchError(message)
+
+    # --------------------------------------------------------------------- up
+    def up(self) -> str:
+        """Start the stack; returns TANGO_HOST. Raises LaunchError, leaving nothing running."""
+        started = time.monotonic()
+        self._prepare_run_dir()
+        config = StackConfig.load(self.config_path, self.run_dir)
+        if self.facility:
+            self.tango_host = os.environ.get("TANGO_HOST")
+            if not self.tango_host:
+                raise LaunchError("facility mode needs TANGO_HOST set to your Tango database (host:port)")
+        else:
+            self.tango_host = self._start_database()
+        self.say(f"TANGO_HOST={self.tango_host}")
+        self._register_servers(config)
+        if not self.facility and config.sardana_config:
+            self._load_sardana(config)
+        for spec in config.servers:
+            self._start(spec.name, [_executable(spec.executable), spec.instance,
+                                    "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"])
+        if not self.facility:
+            for server in config.sardana_servers:
+                executable, instance = server.split("/")
+                self._start(server, [_executable(executable), instance,
+                                     "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"])
+                self._wait_devices(self._devices_of_server(server), server)
+        for spec in config.servers:
+            self._wait_devices(list(spec.devices), spec.name)
+        elapsed = time.monotonic() - started
+        self.state_file.write_text(json.dumps({
+            "tango_host": self.tango_host, "facility": self.facility,
+            "door": config.door, "devices": config.device_names(),
+            "startup_s": round(elapsed, 2)}, indent=1))
+        (self.run_dir / "env.sh").write_text(f"export TANGO_HOST={self.tango_host}\n")
+        self.say(self.status_text())
+        self.say(f"stack up in {elapsed:.1f} s (database to all devices answering); "
+                 f"logs in {self.log_dir}; `source {self.run_dir / 'env.sh'}` to use it")
+        return self.tango_host
+
+    def _prepare_run_dir(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        previous = self._load_pids()
+        alive = [p for p in previous.values() if p.is_alive()]
+        if alive:
+            names = ", ".join(f"{p.name} (pid {p.pid})" for p in alive)
+            raise LaunchError(f"a stack is already running from {self.run_dir}: {names}. "
+                              "Run `smart down` first (or use another --run-dir).")
+        if previous:
+            self.say(f"removing stale run state of a stack that is no longer running in {self.run_dir}")
+        for stale in (self.pid_file, self.state_file, self.run_dir / "env.sh",
+                      self.run_dir / "tango.db", self.run_dir / "macroserver.env"):
+            stale.unlink(missing_ok=True)
+
+    def _start_database(self) -> str:
+        if self.port and not _port_is_free(self.port):
+            raise LaunchError(f"port {self.port} on {LOOPBACK} is already in use; choose another --port "
+                              "or leave it out to let the launcher pick a free one")
+        log_path = self.log_dir / "PyDatabaseds.log"
+        log_path.unlink(missing_ok=True)
+        proc = self._start("PyDatabaseds", [_executable("PyDatabaseds"), "--port", str(self.port), "--host", LOOPBACK,
+                                            "--print-host-port", "2"],
+                           {"PYTANGO_DATABASE_NAME": str(self.run_dir / "tango.db")})
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        pattern = re.compile(r"host=([\d.]+), port=(\d+)")
+        while time.monotonic() < deadline:
+            match = pattern.search(log_path.read_text(errors="replace"))
+            if match:
+                host = f"{match.group(1)}:{match.group(2)}"
+                if self._database_answers(host):
+                    return host
+            if self._popen["PyDatabaseds"].poll() is not None:
+                raise self._fail("the Tango database (PyDatabaseds) exited during start-up", "PyDatabaseds")
+            time.sleep(0.1)
+        raise self._fail(f"the Tango database did not answer within {STARTUP_TIMEOUT_S:.0f} s "
+                         f"(pid {proc.pid})", "PyDatabaseds")
+
+    @staticmethod
+    def _database_answers(host: str) -> bool:
+        import tango
+
+        try:
+            tango.Database(*host.split(":")).get_info()
+            return True
+        except tango.DevFailed:
+            return False
+
+    def _database(self) -> Any:
+        import tango
+
+        assert self.tango_host
+        return tango.Database(*self.tango_host.split(":"))
+
+    def _register_servers(self, config: StackConfig) -> None:
+        import tango
+
+        db = self._database()
+        for spec in config.servers:
+            for dev_name, (class_name, props) in spec.devices.items():
+                info = tango.DbDevInfo()
+                info.name, info._class, info.server = dev_name, class_name, spec.name
+                db.add_device(info)
+                if props:
+                    db.put_device_property(dev_name, {k: _as_property(v) for k, v in props.items()})
+
+    def _load_sardana(self, config: StackConfig) -> None:
+        assert config.sardana_config
+        try:
+            template = config.sardana_config.read_text()
+        except OSError as exc:
+            raise self._fail(f"cannot read the Sardana configuration {config.sardana_config}: {exc}") from None
+        rendered = self.run_dir / "sardana.yaml"
+        rendered.write_text(template.replace("{repo}", str(REPO)).replace("{run}", str(self.run_dir)))
+        log_path = self.log_dir / "sardana-config.log"
+        cmd = [_executable("sardana-config"), "load", "--write", "--environment", str(rendered)]
+        with open(log_path, "ab") as log:
+            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env(), check=False)
+        if result.returncode != 0:
+            self.say(f"--- {log_path} ---\n{_tail(log_path, 25)}\n---")
+            raise self._fail(f"sardana-config could not load {config.sardana_config} "
+                             f"(exit {result.returncode}); fix the file and retry")
+
+    def _devices_of_server(self, server: str) -> list[str]:
+        db = self._database()
+        names: list[str] = []
+        for class_name in db.get_server_class_list(server):
+            names.extend(db.get_device_name(server, class_name))
+        return [n for n in names if not n.lower().startswith("dserver/")]
+
+    def _wait_devices(self, devices: Iterable[str], server: str) -> None:
+        import tango
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        pending = list(devices)
+        while pending:
+            if self._popen.get(server) is not None and self._popen[server].poll() is not None:
+                raise self._fail(f"server {server} exited during start-up "
+                                 f"(exit code {self._popen[server].returncode})", server)
+            try:
+                proxy = tango.DeviceProxy(f"tango://{self.tango_host}/{pending[0]}")
+                proxy.set_timeout_millis(3000)
+                proxy.state()
+                pending.pop(0)
+                continue
+            except tango.DevFailed:
+                pass
+            if time.monotonic() > deadline:
+                raise self._fail(f"device {pending[0]} of {server} did not answer within "
+                                 f"{STARTUP_TIMEOUT_S:.0f} s", server)
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------------ status
+    def status_text(self) -> str:
+        import tango
+
+        lines = []
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            state = {"tango_host": self.tango_host, "devices": []}
+        host = state.get("tango_host") or self.tango_host
+        lines.append(f"TANGO_HOST={host}")
+        for proc in (self.processes or self._load_pids()).values():
+            lines.append(f"  process {proc.name:28s} pid {proc.pid:<8d} "
+                         f"{'running' if proc.is_alive() else 'NOT RUNNING'}")
+        for dev in state.get("devices", []):
+            try:
+                proxy = tango.DeviceProxy(f"tango://{host}/{dev}")
+                proxy.set_timeout_millis(3000)
+                lines.append(f"  device  {dev:28s} {proxy.state()}  {proxy.status().splitlines()[0]}")
+            except tango.DevFailed as exc:
+                lines.append(f"  device  {dev:28s} UNREACHABLE ({exc.args[0].desc.strip()[:80]})")
+        return "\n".join(lines)
+
+    # -------------------------------------------------------------------- down
+    def down(self, quiet: bool = False, timeout_s: float = 10.0) -> list[str]:
+        """Stop every process this run directory started, newest first; returns the survivors."""
+        processes = {**self._load_pids(), **self.processes}
+        running = [p for p in reversed(list(processes.values())) if p.is_alive()]
+        for proc in running:
+            _signal(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in running:
+            while proc.is_alive() and time.monotonic() < deadline:
+                self._reap(proc.name)
+                time.sleep(0.05)
+            if proc.is_alive():
+                _signal(proc.pid, signal.SIGKILL)
+        survivors = []
+        for proc in running:
+            for _ in range(40):
+                self._reap(proc.name)
+                if not proc.is_alive():
+                    break
+                time.sleep(0.05)
+            else:
+                survivors.append(f"{proc.name} (pid {proc.pid})")
+        if not quiet:
+            self.say(f"stopped {len(running) - len(survivors)} process(es) of {self.run_dir}"
+                     + (f"; still running: {', '.join(survivors)}" if survivors else ""))
+        self.pid_file.unlink(missing_ok=True)
+        self.processes.clear()
+        return survivors
+
+    def _reap(self, name: str) -> None:
+        popen = self._popen.get(name)
+        if popen is not None:
+            popen.poll()
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _executable(name: str) -> str:
+    """Prefer the executable next to this Python (the project's venv) over $PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _as_property(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if isinstance(value, (dict,)):
+        return [json.dumps(value)]
+    return [str(value)]
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"

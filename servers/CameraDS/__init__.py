@@ -1,0 +1,1 @@
+"""CameraDS: Tango device server package (thin shell in device.py, plain-Python core beside it)."""
