@@ -32,7 +32,7 @@ import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "simulation" / "config" / "smart.yaml"
+DEFAULT_CONFIG = REPO / "simulation" / "launch" / "smart.yaml"
 DEFAULT_RUN_DIR = REPO / "run" / "stack"
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
