@@ -1,0 +1,74 @@
+"""One detection's results, immutable so readers never see half of a new detection.
+
+The core swaps a whole :class:`ParticleResults` in when a detection succeeds; a failed
+detection never touches the previous one. Positions are in the source image's pixels
+(ROI offset added), x = column, y = row, (0, 0) = centre of the top-left pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TABLE_COLUMNS: tuple[str, ...] = ("index", "x", "y", "mass", "size", "ecc", "signal", "isolated",
+                                  "nn_distance")
+"""Columns of Table rows and of the CSV export, in order."""
+
+
+@dataclass(frozen=True)
+class ParticleResults:
+    """Per-particle arrays (all the same length, index = particle number) and their context."""
+
+    x: np.ndarray
+    y: np.ndarray
+    mass: np.ndarray
+    size: np.ndarray
+    ecc: np.ndarray
+    signal: np.ndarray
+    isolated: np.ndarray
+    nn_distance: np.ndarray
+    roi: tuple[int, int, int, int]
+    image_shape: tuple[int, int]
+    settings: dict[str, Any]
+    elapsed_ms: float
+    timestamp: float
+    neighbours_only: int = 0
+    """Features counted as neighbours but not reported (larger than MaxSize: clusters)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance"):
+            getattr(self, name).setflags(write=False)
+
+    @property
+    def count(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def isolated_count(self) -> int:
+        return int(np.count_nonzero(self.isolated))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Table rows as plain Python values; non-finite distances become None."""
+        rows = []
+        for i in range(self.count):
+            distance = float(self.nn_distance[i])
+            rows.append({
+                "index": i,
+                "x": float(self.x[i]),
+                "y": float(self.y[i]),
+                "mass": float(self.mass[i]),
+                "size": float(self.size[i]),
+                "ecc": float(self.ecc[i]),
+                "signal": float(self.signal[i]),
+                "isolated": bool(self.isolated[i]),
+                "nn_distance": distance if np.isfinite(distance) else None,
+            })
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """The Detect reply: count, isolated, elapsed_ms, plus the ROI actually used."""
+        return {"count": self.count, "isolated": self.isolated_count, "elapsed_ms": round(self.elapsed_ms, 3),
+                "roi": list(self.roi)}
