@@ -1,0 +1,85 @@
+"""Argument models of the RegistrationDS commands (INTERFACE.md, RegistrationDS).
+
+The shell only does ``parse_args(text, Model)`` and hands the model to
+:class:`~servers.RegistrationDS.core.RegistrationCore`; every rule a caller can break
+is declared here so that it is refused before any work is done and with the key named.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from servers.common.jsonargs import StrictArgs
+from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
+
+SLOT_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+"""Slot names are short identifiers so they can appear in Tango attribute values and logs."""
+
+SlotName = Annotated[str, Field(pattern=SLOT_PATTERN)]
+PositiveSize = Annotated[float, Field(gt=0, le=1e6)]
+Roi = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]
+MAX_FIDUCIAL_PAIRS = 10_000
+
+
+class LoadImageArgs(StrictArgs):
+    """``LoadImage``: read a file into a slot; ``pixel_size_um`` overrides the file's metadata."""
+
+    slot: SlotName
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    pixel_size_um: PositiveSize | None = None
+
+
+class GrabImageArgs(StrictArgs):
+    """``GrabImage``: copy the current frame of a camera device (the shell does the grabbing)."""
+
+    slot: SlotName
+    device: Annotated[str, Field(min_length=3, max_length=256)]
+
+
+class RegisterArgs(StrictArgs):
+    """``Register``: image-based registration of ``target`` onto ``reference``.
+
+    ROIs are ``[x, y, w, h]`` in the pixels of their own image, ``x`` = column.
+    ``max_shift_px`` bounds the displacement between the two (ROI) crops, in reference pixels.
+    ``representation`` chooses what is correlated: ``intensity`` (same modality, best
+    precision), ``gradient`` (gradient magnitude: survives contrast inversion and different
+    instruments) or ``auto`` (intensity for translation, gradient for similarity).
+    """
+
+    reference: SlotName
+    target: SlotName
+    model: Literal["translation", "similarity"] = "translation"
+    reference_roi: Roi | None = None
+    target_roi: Roi | None = None
+    upsample: Annotated[int, Field(ge=1, le=1000)] = 100
+    max_shift_px: PositiveSize | None = None
+    representation: Literal["auto", "intensity", "gradient"] = "auto"
+    min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = DEFAULT_MIN_CONFIDENCE
+
+    @field_validator("reference_roi", "target_roi")
+    @classmethod
+    def _roi_has_area(cls, roi: list[int] | None) -> list[int] | None:
+        if roi is not None and (roi[2] < 1 or roi[3] < 1):
+            raise ValueError("ROI width and height must be at least 1 pixel: [x, y, w, h]")
+        return roi
+
+
+FiducialPair = Annotated[list[float], Field(min_length=4, max_length=4)]
+
+
+class RegisterFiducialsArgs(StrictArgs):
+    """``RegisterFiducials``: fit from clicked point pairs ``[xt, yt, xr, yr]`` (target -> reference px)."""
+
+    reference: SlotName
+    target: SlotName
+    pairs: Annotated[list[FiducialPair], Field(min_length=2, max_length=MAX_FIDUCIAL_PAIRS)]
+    model: Literal["similarity", "affine"] = "similarity"
+
+    @model_validator(mode="after")
+    def _enough_pairs(self) -> RegisterFiducialsArgs:
+        needed = 2 if self.model == "similarity" else 3
+        if len(self.pairs) < needed:
+            raise ValueError(f"a {self.model} fit needs at least {needed} pairs, got {len(self.pairs)}")
+        return self

@@ -1,0 +1,292 @@
+"""RegistrationCore: everything RegistrationDS does, without Tango.
+
+The device shell parses arguments with the models in :mod:`args`, calls one method here
+and maps :class:`~servers.common.errors.SmartError` to ``DevFailed``. Every method either
+completes or raises before it changes anything, so a refused command leaves the slots
+and the last results as they were. A registration that completes but is doubtful is not
+an error: it becomes ``last_result`` with ``success: false`` (the device shows ALARM)
+while ``last_good_result`` keeps the previous trustworthy one.
+
+Thread safety: slots are immutable snapshots in a locked store; results are swapped
+under a lock; the computation itself runs on snapshots without holding any lock, so a
+client reading ``last_result`` is never blocked by a registration in progress.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from servers.common.errors import BadArgument
+from servers.common.imageio import read_image
+from servers.RegistrationDS.args import LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
+from servers.RegistrationDS.confidence import confidence_from_peak
+from servers.RegistrationDS.fiducials import register_pairs
+from servers.RegistrationDS.overlay import blend
+from servers.RegistrationDS.preprocess import (
+    MAX_WORKING_SIDE,
+    MIN_REGISTRATION_SIZE,
+    apodise,
+    check_has_structure,
+    crop,
+    hann_window,
+    pad_to,
+    represent,
+    resample,
+    resample_matrix,
+)
+from servers.RegistrationDS.similarity import estimate_similarity, rotation_and_scale
+from servers.RegistrationDS.slots import (
+    ImageSlot,
+    SlotStore,
+    validate_image,
+    validate_pixel_size,
+    validate_slot_name,
+)
+from servers.RegistrationDS.translation import estimate_translation
+
+DEFAULT_PIXEL_SIZE_UM = 1.0
+SIMILARITY_MIN_PATCH_AGREEMENT = 0.5
+"""If fewer than half of the refinement patches agree with the fitted similarity, the
+global peak may be right by luck but the rotation/scale are not trustworthy."""
+
+
+@dataclass(frozen=True)
+class _Registered:
+    """What the overlay needs: the two snapshots and the matrix between them."""
+
+    reference: ImageSlot
+    target: ImageSlot
+    matrix: np.ndarray
+
+
+def _as_model(args: Any, model: type[BaseModel]) -> Any:
+    if isinstance(args, model):
+        return args
+    if isinstance(args, dict):
+        try:
+            return model.model_validate(args)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'argument'}: {e['msg']}"
+                                 for e in exc.errors()[:5])
+            raise BadArgument(f"bad argument: {problems}") from None
+    raise BadArgument(f"expected a {model.__name__} or a dict, got {type(args).__name__}")
+
+
+class RegistrationCore:
+    """Image slots and registrations between them (see module doc for the guarantees)."""
+
+    def __init__(self) -> None:
+        self.slots = SlotStore()
+        self._lock = threading.Lock()
+        self._last_result: dict[str, Any] | None = None
+        self._last_good_result: dict[str, Any] | None = None
+        self._last_registered: _Registered | None = None
+        self._last_good_registered: _Registered | None = None
+        self._overlay_cache: dict[int, np.ndarray] = {}
+
+    # ----------------------------------------------------------------- slots
+    def load_image(self, slot: str, path: str, pixel_size_um: float | None = None) -> dict[str, Any]:
+        """Read ``path`` into ``slot``. Pixel size: argument, else file metadata, else 1.0 + warning."""
+        args = _as_model({"slot": slot, "path": path, "pixel_size_um": pixel_size_um}, LoadImageArgs)
+        loaded = read_image(args.path)
+        data = validate_image(loaded.data, f"the image in '{args.path}'")
+        warnings = list(loaded.warnings)
+        if args.pixel_size_um is not None:
+            size = float(args.pixel_size_um)
+        elif loaded.pixel_size_um is not None:
+            size = validate_pixel_size(loaded.pixel_size_um)
+        else:
+            size = DEFAULT_PIXEL_SIZE_UM
+            warnings.append("the file gives no pixel size; 1.0 um/px assumed. Pass pixel_size_um "
+                            "when slots of different instruments are registered")
+        image = ImageSlot(args.slot, data, size, loaded.source_dtype, f"file:{args.path}",
+                          loaded.metadata, tuple(warnings))
+        self.slots.put(image)
+        return image.describe()
+
+    def put_image(self, slot: str, array: np.ndarray, pixel_size_um: float,
+                  metadata: dict[str, Any] | None = None, source: str = "array") -> dict[str, Any]:
+        """Store a grabbed frame; the result is LoadImage's plus the frame's ``metadata``."""
+        name = validate_slot_name(slot)
+        size = validate_pixel_size(pixel_size_um)
+        source_dtype = str(np.asarray(array).dtype)
+        data = validate_image(array, f"the image for slot '{name}'")
+        metadata = dict(metadata or {})
+        image = ImageSlot(name, data, size, source_dtype, source, metadata, ())
+        self.slots.put(image)
+        result = image.describe()
+        result["metadata"] = metadata
+        return result
+
+    def remove_slot(self, slot: str) -> None:
+        self.slots.remove(slot)
+
+    @property
+    def slot_names(self) -> list[str]:
+        return self.slots.names()
+
+    def describe_slots(self) -> list[dict[str, Any]]:
+        return self.slots.describe_all()
+
+    # -------------------------------------------------------------- results
+    @property
+    def last_result(self) -> dict[str, Any] | None:
+        with self._lock:
+            return None if self._last_result is None else dict(self._last_result)
+
+    @property
+    def last_good_result(self) -> dict[str, Any] | None:
+        with self._lock:
+            return None if self._last_good_result is None else dict(self._last_good_result)
+
+    @property
+    def overlay(self) -> np.ndarray | None:
+        """Overlay of the last result (good or not: a doubtful one is exactly what to look at)."""
+        return self._overlay_of(lambda: self._last_registered)
+
+    @property
+    def good_overlay(self) -> np.ndarray | None:
+        """Overlay of the last good result."""
+        return self._overlay_of(lambda: self._last_good_registered)
+
+    def _overlay_of(self, pick: Any) -> np.ndarray | None:
+        with self._lock:
+            registered = pick()
+            if registered is None:
+                return None
+            cached = self._overlay_cache.get(id(registered))
+        if cached is None:
+            cached = blend(registered.reference.data, registered.target.data, registered.matrix)
+            cached.setflags(write=False)
+            with self._lock:
+                if len(self._overlay_cache) > 4:
+                    self._overlay_cache.clear()
+                self._overlay_cache[id(registered)] = cached
+        return cached
+
+    def _publish(self, result: dict[str, Any], registered: _Registered) -> dict[str, Any]:
+        with self._lock:
+            self._last_result = result
+            self._last_registered = registered
+            if result["success"]:
+                self._last_good_result = result
+                self._last_good_registered = registered
+        return dict(result)
+
+    # --------------------------------------------------------- registration
+    def register(self, args: RegisterArgs | dict[str, Any]) -> dict[str, Any]:
+        """Image-based registration; see INTERFACE.md ``Register`` and docs/registration.md."""
+        started = time.perf_counter()
+        args = _as_model(args, RegisterArgs)
+        reference = self.slots.get(args.reference)
+        target = self.slots.get(args.target)
+        ref_crop, ref_offset = crop(reference.data, args.reference_roi, "reference")
+        tgt_crop, tgt_offset = crop(target.data, args.target_roi, "target")
+        check_has_structure(ref_crop, "reference")
+        check_has_structure(tgt_crop, "target")
+
+        common = max(reference.pixel_size_um, target.pixel_size_um)
+        ref_factor = reference.pixel_size_um / common
+        tgt_factor = target.pixel_size_um / common
+        longest = max(max(ref_crop.shape) * ref_factor, max(tgt_crop.shape) * tgt_factor)
+        warnings: list[str] = []
+        if longest > MAX_WORKING_SIDE:
+            binning = MAX_WORKING_SIDE / longest
+            ref_factor *= binning
+            tgt_factor *= binning
+            warnings.append(f"images binned by {1 / binning:.2f} to at most {MAX_WORKING_SIDE} px for "
+                            "registration; use ROIs for full-resolution precision")
+        ref_work = resample(ref_crop.astype(np.float32), ref_factor)
+        tgt_work = resample(tgt_crop.astype(np.float32), tgt_factor)
+        if min(ref_work.shape + tgt_work.shape) < MIN_REGISTRATION_SIZE:
+            raise BadArgument(
+                f"after resampling to a common pixel size of {common:g} um the images are "
+                f"{ref_work.shape[1]}x{ref_work.shape[0]} and {tgt_work.shape[1]}x{tgt_work.shape[0]} px; "
+                f"at least {MIN_REGISTRATION_SIZE} px per side are needed. Enlarge the ROIs")
+
+        representation = args.representation
+        if representation == "auto":
+            representation = "intensity" if args.model == "translation" else "gradient"
+        ref_rep = represent(ref_work, representation)
+        tgt_rep = represent(tgt_work, representation)
+        max_shift = None if args.max_shift_px is None else args.max_shift_px * ref_factor
+
+        if args.model == "translation":
+            shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
+            peak = estimate_translation(pad_to(apodise(ref_rep, hann_window(ref_rep.shape)), shape),
+                                        pad_to(apodise(tgt_rep, hann_window(tgt_rep.shape)), shape),
+                                        args.upsample, max_shift, polarity_invariant=True)
+            working_matrix = np.eye(3)
+            working_matrix[0, 2], working_matrix[1, 2] = peak.shift
+            confidence = confidence_from_peak(peak.distinctness)
+        else:
+            estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift)
+            working_matrix, peak = estimate.matrix, estimate.peak
+            warnings.extend(estimate.warnings)
+            confidence = confidence_from_peak(peak.distinctness)
+            if (estimate.patches_total >= 3
+                    and estimate.patches_used < SIMILARITY_MIN_PATCH_AGREEMENT * estimate.patches_total):
+                confidence = min(confidence, 0.5)
+                warnings.append(f"only {estimate.patches_used} of {estimate.patches_total} image patches "
+                                "agree with the fitted similarity")
+
+        to_ref_work = resample_matrix(ref_crop.shape, ref_factor) @ _offset(-ref_offset[0], -ref_offset[1])
+        to_tgt_work = resample_matrix(tgt_crop.shape, tgt_factor) @ _offset(-tgt_offset[0], -tgt_offset[1])
+        matrix = np.linalg.inv(to_ref_work) @ working_matrix @ to_tgt_work
+        matrix[2] = (0.0, 0.0, 1.0)
+        rotation, scale = rotation_and_scale(matrix)
+        if peak.polarity < 0:
+            warnings.append("the target matched with inverted contrast")
+        success = bool(confidence >= args.min_confidence)
+        if not success:
+            warnings.append(f"confidence {confidence:.3g} is below {args.min_confidence}: the images may "
+                            "not show the same area; check ROIs, pixel sizes, or use fiducials")
+        result = {
+            "model": args.model,
+            "reference": args.reference,
+            "target": args.target,
+            "matrix": matrix.tolist(),
+            "shift_px": [float(matrix[0, 2]), float(matrix[1, 2])],
+            "rotation_deg": float(rotation),
+            "scale": float(scale),
+            "confidence": float(confidence),
+            "success": success,
+            "distinctness": float(peak.distinctness),
+            "polarity": int(peak.polarity),
+            "representation": representation,
+            "common_pixel_size_um": float(common),
+            "warnings": warnings,
+            "elapsed_ms": (time.perf_counter() - started) * 1000.0,
+        }
+        return self._publish(result, _Registered(reference, target, matrix))
+
+    def register_fiducials(self, args: RegisterFiducialsArgs | dict[str, Any]) -> dict[str, Any]:
+        """Least-squares registration from point pairs; adds residuals, RMS and inliers."""
+        started = time.perf_counter()
+        args = _as_model(args, RegisterFiducialsArgs)
+        reference = self.slots.get(args.reference)
+        target = self.slots.get(args.target)
+        for index, (xt, yt, xr, yr) in enumerate(args.pairs):
+            if not (-0.5 <= xt <= target.width - 0.5 and -0.5 <= yt <= target.height - 0.5):
+                raise BadArgument(f"pair {index}: target point ({xt}, {yt}) is outside the "
+                                  f"{target.width}x{target.height} target image")
+            if not (-0.5 <= xr <= reference.width - 0.5 and -0.5 <= yr <= reference.height - 0.5):
+                raise BadArgument(f"pair {index}: reference point ({xr}, {yr}) is outside the "
+                                  f"{reference.width}x{reference.height} reference image")
+        result = register_pairs([list(p) for p in args.pairs], args.model)
+        matrix = np.asarray(result["matrix"], dtype=float)
+        result.update({"reference": args.reference, "target": args.target, "matrix": matrix.tolist(),
+                       "elapsed_ms": (time.perf_counter() - started) * 1000.0})
+        return self._publish(result, _Registered(reference, target, matrix))
+
+
+def _offset(dx: float, dy: float) -> np.ndarray:
+    matrix = np.eye(3)
+    matrix[0, 2], matrix[1, 2] = dx, dy
+    return matrix

@@ -1,0 +1,218 @@
+"""Rotation, scale and translation between two images of a common pixel size.
+
+Two stages, because each is good at what the other is bad at:
+
+1. Fourier-Mellin (coarse, global, needs no starting guess): the magnitude spectrum is
+   blind to translation, and in log-polar coordinates a rotation or a scale of the image
+   is a shift, found by phase correlation. Done on images binned to at most
+   :data:`COARSE_SIDE` px, which is plenty for ~0.2 deg / ~0.3 % and keeps it fast. The
+   180 deg ambiguity of the spectrum is settled by trying both and keeping the translation
+   peak that stands out more.
+2. Patch refinement (fine, local): the target is warped with the coarse estimate, a grid
+   of patches is matched by sub-pixel phase correlation, and a similarity is fitted to the
+   patch displacements with :mod:`servers.common.pointfit` (outlier patches rejected).
+   Rotation and scale then come from displacements measured to ~0.02 px over the width
+   of the image, not from the angular sampling of a log-polar grid, which is why this is
+   more accurate than iterating Fourier-Mellin as imreg_dft does.
+
+The matrix returned maps target pixels to reference pixels of the two given arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import scipy.fft
+
+from servers.common.errors import Failed
+from servers.common.pointfit import fit_points
+from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to, resample
+from servers.RegistrationDS.translation import FFT_WORKERS, PeakEstimate, estimate_translation
+
+COARSE_SIDE = 512
+"""Longest side used for the Fourier-Mellin stage."""
+
+LOG_POLAR_ANGLES = 720
+"""Angular samples over 180 deg (0.25 deg each; the peak is located to ~1/10 of that)."""
+
+LOG_POLAR_RADII = 256
+
+PATCH_GRID = 5
+"""Patches per side in the refinement: enough pairs to reject a few bad ones and still
+over-determine the 4 similarity parameters."""
+
+PATCH_MIN_DISTINCTNESS = 2.0
+"""A patch whose correlation peak is less distinct than this carries no position."""
+
+REFINEMENT_ROUNDS = 2
+
+
+@dataclass
+class SimilarityEstimate:
+    """Result in the pixels of the arrays given to :func:`estimate_similarity`."""
+
+    matrix: np.ndarray
+    peak: PeakEstimate
+    patches_used: int = 0
+    patches_total: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def similarity_matrix(rotation_deg: float, scale: float, centre: tuple[float, float],
+                      shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """3x3 matrix: rotate by ``rotation_deg`` (x towards y) and scale about ``centre``, then shift."""
+    angle = math.radians(rotation_deg)
+    a, b = scale * math.cos(angle), scale * math.sin(angle)
+    cx, cy = centre
+    return np.array([[a, -b, cx - a * cx + b * cy + shift[0]],
+                     [b, a, cy - b * cx - a * cy + shift[1]],
+                     [0.0, 0.0, 1.0]])
+
+
+def rotation_and_scale(matrix: np.ndarray) -> tuple[float, float]:
+    """Rotation (deg) and isotropic scale of the linear part (for an affine: the closest similarity)."""
+    a = 0.5 * (matrix[0, 0] + matrix[1, 1])
+    b = 0.5 * (matrix[1, 0] - matrix[0, 1])
+    return math.degrees(math.atan2(b, a)), math.hypot(a, b)
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Image resampled into the frame where ``matrix`` sends it (bicubic, zero outside)."""
+    return cv2.warpAffine(image, matrix[:2].astype(np.float64), (shape[1], shape[0]),
+                          flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def _log_polar_spectrum(image: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """High-passed magnitude spectrum in log-polar coordinates; returns it and the log step."""
+    spectrum = scipy.fft.fftshift(np.abs(scipy.fft.fft2(pad_to(apodise(image), shape), workers=FFT_WORKERS)))
+    fy = scipy.fft.fftshift(scipy.fft.fftfreq(shape[0]))[:, None]
+    fx = scipy.fft.fftshift(scipy.fft.fftfreq(shape[1]))[None, :]
+    # Emphasise mid frequencies: low ones are the window's, high ones the noise's.
+    spectrum = (spectrum * np.hypot(fx, fy) * np.exp(-(fx ** 2 + fy ** 2) / 0.09)).astype(np.float32)
+    side = min(shape)
+    r_min, r_max = 2.0, 0.45 * side
+    log_step = math.log(r_max / r_min) / LOG_POLAR_RADII
+    radii = r_min * np.exp(log_step * np.arange(LOG_POLAR_RADII))
+    angles = np.pi * np.arange(LOG_POLAR_ANGLES) / LOG_POLAR_ANGLES
+    scale_y, scale_x = shape[0] / side, shape[1] / side  # a circle in frequency is an ellipse on the grid
+    map_x = (shape[1] // 2 + scale_x * radii[None, :] * np.cos(angles[:, None])).astype(np.float32)
+    map_y = (shape[0] // 2 + scale_y * radii[None, :] * np.sin(angles[:, None])).astype(np.float32)
+    polar = cv2.remap(spectrum, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return polar, log_step
+
+
+def coarse_rotation_scale(reference: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Fourier-Mellin estimate of the rotation (mod 180 deg) and scale of target -> reference."""
+    shape = (max(reference.shape[0], target.shape[0]), max(reference.shape[1], target.shape[1]))
+    side = max(shape)
+    shape = (side, side)  # square spectra: equal frequency spacing on both axes
+    ref_polar, log_step = _log_polar_spectrum(reference, shape)
+    tgt_polar, _ = _log_polar_spectrum(target, shape)
+    radial_window = np.hanning(LOG_POLAR_RADII + 2)[1:-1].astype(np.float32)[None, :]
+    ref_polar = (ref_polar - ref_polar.mean()) * radial_window
+    tgt_polar = (tgt_polar - tgt_polar.mean()) * radial_window
+    estimate = estimate_translation(ref_polar, tgt_polar, upsample=20, polarity_invariant=False)
+    d_radius, d_angle = estimate.shift
+    rotation = d_angle * 180.0 / LOG_POLAR_ANGLES
+    # A larger reference spectrum radius means finer reference features: the target was zoomed out.
+    scale = math.exp(-d_radius * log_step)
+    return rotation, scale
+
+
+def _binning_factor(shape: tuple[int, ...]) -> float:
+    return min(1.0, COARSE_SIDE / max(shape))
+
+
+def _translation_after(reference: np.ndarray, target: np.ndarray, linear: np.ndarray,
+                       upsample: int, max_shift_px: float | None) -> tuple[np.ndarray, PeakEstimate]:
+    """Warp ``target`` by ``linear`` then find the remaining shift; return the full matrix."""
+    shape = reference.shape
+    warped = warp(target, linear, shape)
+    window = hann_window(shape)
+    peak = estimate_translation(apodise(reference, window), apodise(warped, window), upsample,
+                                max_shift_px, polarity_invariant=True)
+    shift = np.eye(3)
+    shift[0, 2], shift[1, 2] = peak.shift
+    return shift @ linear, peak
+
+
+def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
+                      warnings: list[str]) -> tuple[np.ndarray, int, int]:
+    """Improve ``matrix`` from the displacements of a grid of patches (see module doc)."""
+    height, width = reference.shape
+    patch = int(min(height, width) // (PATCH_GRID - 1))
+    patch = max(32, min(patch, 256))
+    if min(height, width) < 2 * patch:
+        warnings.append("image too small for patch refinement; rotation/scale from Fourier-Mellin only")
+        return matrix, 0, 0
+    window = hann_window((patch, patch))
+    ys = np.linspace(0, height - patch, PATCH_GRID).astype(int)
+    xs = np.linspace(0, width - patch, PATCH_GRID).astype(int)
+    used = total = 0
+    for _ in range(REFINEMENT_ROUNDS):
+        warped = warp(target, matrix, reference.shape)
+        coverage = warp(np.ones_like(target), matrix, reference.shape)
+        centres, moved = [], []
+        total = 0
+        for y in ys:
+            for x in xs:
+                if coverage[y:y + patch, x:x + patch].min() < 0.99:
+                    continue  # the target does not cover this patch
+                total += 1
+                ref_patch = reference[y:y + patch, x:x + patch]
+                tgt_patch = warped[y:y + patch, x:x + patch]
+                if np.ptp(ref_patch) == 0 or np.ptp(tgt_patch) == 0:
+                    continue
+                peak = estimate_translation(apodise(ref_patch, window), apodise(tgt_patch, window), 50,
+                                            max_shift_px=patch / 4)
+                if peak.distinctness < PATCH_MIN_DISTINCTNESS:
+                    continue
+                centre = (x + (patch - 1) / 2, y + (patch - 1) / 2)
+                centres.append(centre)
+                moved.append((centre[0] + peak.shift[0], centre[1] + peak.shift[1]))
+        if len(centres) < 3:
+            warnings.append(f"only {len(centres)} of {total} patches matched; "
+                            "rotation/scale from Fourier-Mellin only")
+            return matrix, len(centres), total
+        fit = fit_points(np.array(centres), np.array(moved), "similarity")
+        used = int(np.count_nonzero(fit.inliers))
+        matrix = fit.matrix @ matrix
+    return matrix, used, total
+
+
+def estimate_similarity(reference: np.ndarray, target: np.ndarray, upsample: int = 100,
+                        max_shift_px: float | None = None) -> SimilarityEstimate:
+    """Similarity mapping ``target`` pixels onto ``reference`` pixels (both float32 representations)."""
+    warnings: list[str] = []
+    factor = min(_binning_factor(reference.shape), _binning_factor(target.shape))
+    ref_small = resample(reference, factor)
+    tgt_small = resample(target, factor)
+    rotation, scale = coarse_rotation_scale(ref_small, tgt_small)
+    if not (0.2 < scale < 5.0):
+        raise Failed(f"the scale between the images came out as {scale:.3g}, outside 0.2-5; check the "
+                     "slots' pixel sizes, or register a region that shows the same features")
+    # Candidates are built in full-resolution pixels; the image centre is the natural pivot.
+    centre = ((target.shape[1] - 1) / 2, (target.shape[0] - 1) / 2)
+    best: tuple[np.ndarray, PeakEstimate] | None = None
+    shift_limit_small = None if max_shift_px is None else max_shift_px * factor
+    to_small = np.diag([factor, factor, 1.0])
+    to_small[:2, 2] = 0.5 * factor - 0.5
+    for candidate in (rotation, rotation + 180.0):
+        linear = similarity_matrix(candidate, scale, centre)
+        linear[:2, 2] += np.array([(reference.shape[1] - target.shape[1]) / 2,
+                                   (reference.shape[0] - target.shape[0]) / 2])
+        small_linear = to_small @ linear @ np.linalg.inv(to_small)
+        matrix_small, peak = _translation_after(ref_small, tgt_small, small_linear, 10, shift_limit_small)
+        if best is None or peak.distinctness > best[1].distinctness:
+            best = (np.linalg.inv(to_small) @ matrix_small @ to_small, peak)
+    assert best is not None
+    matrix, peak = best
+    # Full-resolution translation at the requested precision with the coarse rotation/scale.
+    matrix, fine_peak = _translation_after(reference, target, matrix, upsample, None)
+    matrix, used, total = _patch_refinement(reference, target, matrix, warnings)
+    peak = PeakEstimate(fine_peak.shift, fine_peak.peak, peak.distinctness, fine_peak.z, peak.tests * 2,
+                        fine_peak.polarity)
+    return SimilarityEstimate(matrix, peak, used, total, warnings)
