@@ -34,10 +34,7 @@ class ParticleCore:
     """Detection settings, the last results, and the operations on them."""
 
     def __init__(self, settings: ParticleSettings | dict[str, Any] | None = None) -> None:
-        if isinstance(settings, ParticleSettings):
-            initial = settings
-        else:
-            initial = validated_settings(dict(settings or {}))
+        initial = settings if isinstance(settings, ParticleSettings) else validated_settings(dict(settings or {}))
         self._state_lock = threading.RLock()
         self._detect_lock = threading.Lock()
         self._settings: ParticleSettings = initial
@@ -116,10 +113,12 @@ class ParticleCore:
         kept = features.kept
         all_xy = np.column_stack([x_all, y_all])
         nn = isolation.nearest_neighbour_distance(all_xy[kept], all_xy)
+        isolated = isolation.isolated_mask(nn, settings.IsolationRadius)
+        isolated &= isolation.edge_distance(all_xy[kept], roi) >= settings.IsolationRadius
         return ParticleResults(
             x=x_all[kept], y=y_all[kept], mass=features.mass[kept], size=features.size[kept],
             ecc=features.ecc[kept], signal=features.signal[kept],
-            isolated=isolation.isolated_mask(nn, settings.IsolationRadius), nn_distance=nn,
+            isolated=isolated, nn_distance=nn,
             roi=roi, image_shape=(int(shape[0]), int(shape[1])), settings=settings.model_dump(),
             elapsed_ms=(time.perf_counter() - start) * 1e3, timestamp=time.time(),
             neighbours_only=int(np.count_nonzero(~kept)),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 from trackpy.find import where_close
 from trackpy.preprocessing import invert_image
 from trackpy.refine import refine_brightfield_ring
@@ -35,9 +36,11 @@ MAX_ITERATIONS = 10
 class Features:
     """Detected features in the coordinates of the image given to the detector.
 
-    ``kept`` marks the particles (mass and size filters passed); the rows with
-    ``kept == False`` passed MinMass but are larger than MaxSize: clusters. They are no
-    result, but they are neighbours when isolation is judged.
+    ``kept`` marks the particles: exactly what trackpy would return. The other rows are
+    neighbours only, features that trackpy discards but that a beam would still hit:
+    clusters larger than MaxSize, and maxima that trackpy's duplicate removal dropped
+    although they sit clearly apart from the brighter feature (two touching particles
+    closer than Separation). They are no result, but they count when isolation is judged.
     """
 
     y: np.ndarray
@@ -53,12 +56,23 @@ class Features:
         empty = np.empty(0, dtype=np.float64)
         return cls(empty, empty, empty, empty, empty, empty, np.empty(0, dtype=bool))
 
+    @classmethod
+    def from_refined(cls, refined: np.ndarray, scale_factor: float, kept: np.ndarray) -> Features:
+        """From trackpy's refine_com_arr columns (y, x, mass, size, ecc, signal, raw_mass)."""
+        return cls(y=refined[:, 0].copy(), x=refined[:, 1].copy(), mass=refined[:, 2] / scale_factor,
+                   size=refined[:, 3].copy(), ecc=refined[:, 4].copy(), signal=refined[:, 5] / scale_factor,
+                   kept=np.asarray(kept, dtype=bool))
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def select(self, rows: np.ndarray) -> Features:
         return Features(self.y[rows], self.x[rows], self.mass[rows], self.size[rows], self.ecc[rows],
                         self.signal[rows], self.kept[rows])
+
+    def concat(self, other: Features) -> Features:
+        return Features(*(np.concatenate([getattr(self, n), getattr(other, n)])
+                          for n in ("y", "x", "mass", "size", "ecc", "signal", "kept")))
 
 
 def _processed_dtype(raw: np.ndarray) -> type[np.integer]:
@@ -90,8 +104,8 @@ def prepare_raw(image: np.ndarray) -> np.ndarray:
 def locate(image: np.ndarray, settings: ParticleSettings) -> Features:
     """trackpy.locate with these settings; features in (row, col) = (y, x) of ``image``.
 
-    Returns every feature above MinMass; ``kept`` applies MaxSize, so that trackpy's result
-    is ``features.select(features.kept)``.
+    Returns every feature above MinMass, neighbours included (see :class:`Features`);
+    trackpy's own result is ``features.select(features.kept)``.
     """
     raw = prepare_raw(image)
     diameter = settings.Diameter
@@ -112,28 +126,41 @@ def locate(image: np.ndarray, settings: ParticleSettings) -> Features:
 
     refined = refine_com_arr(raw, processed, (radius, radius), candidates, max_iterations=MAX_ITERATIONS,
                              engine="numba", characterize=True)
+    dropped = np.empty((0, refined.shape[1]))
     if separation > 0:
-        to_drop = where_close(refined[:, :2], (separation, separation), refined[:, 2])
-        refined = np.delete(refined, np.asarray(to_drop, dtype=np.intp), axis=0)
-    mass = refined[:, 2] / scale_factor
-    signal = refined[:, 5] / scale_factor
-    passed_mass = mass > settings.MinMass
-    kept = passed_mass.copy()
+        to_drop = np.asarray(where_close(refined[:, :2], (separation, separation), refined[:, 2]), dtype=np.intp)
+        dropped = refined[to_drop]
+        refined = np.delete(refined, to_drop, axis=0)
+    kept = refined[:, 2] / scale_factor > settings.MinMass
     if settings.max_size_px is not None:
         kept &= refined[:, 3] < settings.max_size_px
-    features = Features(y=refined[:, 0].copy(), x=refined[:, 1].copy(), mass=mass, size=refined[:, 3].copy(),
-                        ecc=refined[:, 4].copy(), signal=signal, kept=kept)
-    return features.select(passed_mass)
+    features = Features.from_refined(refined, scale_factor, kept)
+    neighbours = Features.from_refined(dropped, scale_factor, np.zeros(len(dropped), dtype=bool))
+    features = features.concat(neighbours)
+    passed_mass = features.mass > settings.MinMass
+    distinct = np.ones(len(features), dtype=bool)
+    if len(dropped) and len(refined):
+        distance, _ = cKDTree(refined[:, :2]).query(dropped[:, :2])
+        distinct[len(refined):] = distance > duplicate_tolerance_px(settings.Diameter)
+    return features.select(passed_mass & distinct)
+
+
+def duplicate_tolerance_px(diameter: int) -> float:
+    """Maxima dropped by trackpy that refine to within this of a kept feature are the same
+    particle (a flat peak seen twice); farther ones are a second, touching particle."""
+    return max(1.0, (diameter // 2) / 2.0)
 
 
 def locate_brightfield_ring(image: np.ndarray, settings: ParticleSettings) -> Features:
     """Ring-fitted positions for bright-field images; ``size`` is the fitted ring radius in px.
 
-    Particles whose ring cannot be fitted (too little of the circumference found) are
-    dropped, as in trackpy; mass, eccentricity and signal come from the initial locate.
+    Only particles are ring-fitted; neighbours keep their centroid. A particle whose ring
+    cannot be fitted (too little of the circumference found) is no result, as in trackpy,
+    but stays a neighbour: something is there. Mass, eccentricity and signal come from
+    the initial locate.
     """
     initial = locate(image, settings)
-    if len(initial) == 0:
+    if not initial.kept.any():
         return initial
     raw = prepare_raw(image)
     if not np.issubdtype(raw.dtype, np.integer):
@@ -141,27 +168,21 @@ def locate_brightfield_ring(image: np.ndarray, settings: ParticleSettings) -> Fe
     else:
         ring_image = raw
     radius = settings.Diameter / 2.0
-    rows, ys, xs, rs = [], [], [], []
+    y, x, size, kept = initial.y.copy(), initial.x.copy(), initial.size.copy(), initial.kept.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for row in range(len(initial)):
+        for row in np.flatnonzero(initial.kept):
             fitted = _fit_ring(ring_image, radius, float(initial.y[row]), float(initial.x[row]))
             if fitted is None:
+                kept[row] = False
                 continue
-            rows.append(row)
-            ys.append(fitted[0])
-            xs.append(fitted[1])
-            rs.append(fitted[2])
-    if not rows:
-        return Features.empty()
-    chosen = initial.select(np.asarray(rows, dtype=np.intp))
-    fitted_features = Features(y=np.asarray(ys), x=np.asarray(xs), mass=chosen.mass, size=np.asarray(rs),
-                               ecc=chosen.ecc, signal=chosen.signal, kept=chosen.kept)
+            y[row], x[row], size[row] = fitted
+    particles = np.flatnonzero(kept)
     separation = settings.separation_px
-    to_drop = where_close(np.column_stack([fitted_features.y, fitted_features.x]), (separation, separation))
-    keep = np.ones(len(fitted_features), dtype=bool)
-    keep[np.asarray(to_drop, dtype=np.intp)] = False
-    return fitted_features.select(keep)
+    to_drop = np.asarray(where_close(np.column_stack([y[particles], x[particles]]), (separation, separation),
+                                     initial.mass[particles]), dtype=np.intp)
+    kept[particles[to_drop]] = False  # two rings fitted onto one particle: keep the brighter start
+    return Features(y=y, x=x, mass=initial.mass, size=size, ecc=initial.ecc, signal=initial.signal, kept=kept)
 
 
 RING_WINDOW_RADII = 2.4
