@@ -58,7 +58,7 @@ def annotate(image: np.ndarray, results: ParticleResults, diameter: int, *, rgb:
     for index in range(results.count):
         centre = (int(round(results.x[index])), int(round(results.y[index])))
         colour = isolated_colour if results.isolated[index] else crowded_colour
-        cv2.circle(canvas, centre, radius, colour, 1, lineType=cv2.LINE_AA)
+        cv2.circle(canvas, centre, radius, colour, 1, lineType=cv2.LINE_8)
         if labels:
             label_at = (centre[0] + radius, centre[1] - radius)
             cv2.putText(canvas, str(index), label_at, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1,
