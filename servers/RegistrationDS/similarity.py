@@ -166,7 +166,7 @@ def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndar
                 tgt_patch = warped[y:y + patch, x:x + patch]
                 if np.ptp(ref_patch) == 0 or np.ptp(tgt_patch) == 0:
                     continue
-                peak = estimate_translation(apodise(ref_patch, window), apodise(tgt_patch, window), 50,
+                peak = estimate_translation(apodise(ref_patch, window), apodise(tgt_patch, window), 20,
                                             max_shift_px=patch / 4)
                 if peak.distinctness < PATCH_MIN_DISTINCTNESS:
                     continue
@@ -211,7 +211,8 @@ def estimate_similarity(reference: np.ndarray, target: np.ndarray, upsample: int
     assert best is not None
     matrix, peak = best
     # Full-resolution translation at the requested precision with the coarse rotation/scale.
-    matrix, fine_peak = _translation_after(reference, target, matrix, upsample, None)
+    # The patches below refine the shift to sub-pixel; a 1/10 px start is all they need.
+    matrix, fine_peak = _translation_after(reference, target, matrix, min(upsample, 10), None)
     matrix, used, total = _patch_refinement(reference, target, matrix, warnings)
     peak = PeakEstimate(fine_peak.shift, fine_peak.peak, peak.distinctness, fine_peak.z, peak.tests * 2,
                         fine_peak.polarity)

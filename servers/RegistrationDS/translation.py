@@ -116,7 +116,9 @@ def upsampled_correlation(spectrum: np.ndarray, shape: tuple[int, int], centre: 
     row_kernel = np.exp(2j * np.pi * np.outer(rows, ky) / height).astype(np.complex64)
     col_kernel = np.exp(2j * np.pi * np.outer(kx, cols) / width).astype(np.complex64)
     weighted = spectrum * _half_spectrum_weights(width)[None, :]
-    surface = (row_kernel @ weighted) @ col_kernel
+    # Contract the long, contiguous axis first: OpenBLAS is ~10x faster for (H x W) @ (W x U)
+    # than for (U x H) @ (H x W) when U is small (measured, complex64, 2048 x 1025).
+    surface = row_kernel @ (weighted @ col_kernel)
     return surface.real / (height * width)
 
 
