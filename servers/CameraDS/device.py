@@ -1,20 +1,282 @@
-"""The CameraDS Tango shell: declares the public interface and delegates to the core."""
+"""The CameraDS Tango shell: declares the public interface and delegates to the core.
+
+The core (:mod:`servers.CameraDS.acquisition` with a source from
+:mod:`servers.CameraDS.sources`) does the work; this class only builds it from the
+device properties, maps its state to Tango states and pushes one change and one
+data-ready event per frame. See docs/camera.md.
+
+Consistency of Image and FrameMetadata: ``read_attr_hardware`` takes one snapshot of the
+current frame per client request, and every attribute of that request is read from it,
+so ``read_attributes(["Image", "FrameMetadata"])`` always returns one frame's pixels with
+that frame's metadata even while frames keep arriving.
+"""
 
 from __future__ import annotations
 
-from tango import DevState
-from tango.server import Device
+import logging
+import threading
+from typing import Any
 
-from servers.common.tango_glue import run_server
+import numpy as np
+import tango
+from tango import AttrQuality, AttrWriteType, DevState
+from tango.server import Device, attribute, command, device_property
+
+from servers.CameraDS.acquisition import FAULT, RUNNING, Acquisition, Frame
+from servers.CameraDS.simbuild import SimProperties, build_sim_source
+from servers.CameraDS.sources import NoStage, Source, make_source
+from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoStageReader
+from servers.CameraDS.tiffsave import save_tiff
+from servers.common.errors import NotReady
+from servers.common.jsonargs import dumps
+from servers.common.tango_glue import run_server, smart_errors
+
+log = logging.getLogger(__name__)
+
+MAX_DIM = 8192
+_TANGO_TYPES = {np.dtype(np.uint8): tango.CmdArgType.DevUChar, np.dtype(np.uint16): tango.CmdArgType.DevUShort}
 
 
 class CameraDS(Device):
-    """See docs/interface.md for the public interface of this device."""
+    """Live camera acquisition: sim, OpenCV, another Tango image attribute, or files."""
 
+    Source = device_property(dtype=str, default_value="sim",
+                             doc="sim | opencv:<index or URL> | tango:<device>/<attribute> | files:<glob>")
+    StageMotors = device_property(dtype=(str,), default_value=[],
+                                  doc="Tango names of the x and y motors (Position attribute) stamped on every frame")
+    SimBeamline = device_property(dtype=str, default_value="",
+                                  doc="sim: virtual beamline JSON (sample, mounting, stage, camera optics)")
+    SimSample = device_property(dtype=str, default_value="",
+                                doc="sim: sample JSON, used with SimSeed's random mounting if SimBeamline is empty")
+    SimSeed = device_property(dtype=int, default_value=1,
+                              doc="sim: seed of the generated sample and mounting when no SimBeamline is given")
+    SimZoom = device_property(dtype=str, default_value="",
+                              doc="sim: zoom level (low, mid, high); empty = the beamline's camera zoom")
+    SimMicroscope = device_property(dtype=str, default_value="",
+                                    doc="sim: device whose Zoom attribute the sim follows (SimMicroscope)")
+    SimNoise = device_property(dtype=bool, default_value=True, doc="sim: add shot and read noise")
+    AutoStart = device_property(dtype=bool, default_value=False,
+                                doc="start streaming when the server starts")
+
+    # ------------------------------------------------------------------ life
     def init_device(self) -> None:
         super().init_device()
-        self.set_state(DevState.ON)
-        self.set_status("CameraDS is ready.")
+        self._acq: Acquisition | None = None
+        self._config_error: str | None = None
+        self._snapshot: Frame | None = None
+        self._publish_lock = threading.Lock()
+        for name in ("FrameNumber", "FrameMetadata"):
+            self.set_change_event(name, True, False)
+        try:
+            source = self._build_source()
+            stage = TangoStageReader(list(self.StageMotors)) if self.StageMotors else NoStage()
+            dtype = source.natural_dtype()
+            self._acq = Acquisition(source, stage, self._publisher(), dtype=dtype)
+        except Exception as exc:  # noqa: BLE001 - a bad configuration must leave a device that explains it
+            desc = getattr(exc, "desc", f"{type(exc).__name__}: {exc}")
+            self._config_error = (f"the camera is not configured: {desc} Fix the device properties and run Init.")
+            log.error("CameraDS configuration error: %s", desc)
+            dtype = np.dtype(np.uint16)
+        self._ensure_image_attribute(dtype)
+        if self._acq is not None and self.AutoStart:
+            self._acq.start()
+
+    def delete_device(self) -> None:
+        acq, self._acq = getattr(self, "_acq", None), None
+        if acq is not None:
+            acq.close()
+
+    def _build_source(self) -> Source:
+        def sim_factory(spec: str) -> Source:
+            props = SimProperties(beamline=self.SimBeamline, sample=self.SimSample, seed=int(self.SimSeed),
+                                  zoom=self.SimZoom, noise=bool(self.SimNoise))
+            stage = TangoStageReader(list(self.StageMotors))
+            return build_sim_source(spec, props, stage, self._zoom_reader())
+
+        return make_source(self.Source, tango_factory=TangoImageSource, sim_factory=sim_factory)
+
+    def _zoom_reader(self) -> Any:
+        name = self.SimMicroscope
+        if not name:
+            return None
+        holder: dict[str, Any] = {}
+
+        def read() -> str | None:
+            try:
+                if "proxy" not in holder:
+                    holder["proxy"] = tango.DeviceProxy(name)
+                    holder["proxy"].set_timeout_millis(PROXY_TIMEOUT_MS)
+                return str(holder["proxy"].read_attribute("Zoom").value)
+            except tango.DevFailed:
+                holder.pop("proxy", None)
+                return None
+
+        return read
+
+    def _ensure_image_attribute(self, dtype: np.dtype) -> None:
+        """Image is declared with the source's natural dtype (uint8 or uint16); an Init with
+        a source of another depth re-declares it."""
+        current = getattr(self, "_image_dtype", None)
+        if current == dtype:
+            return
+        if current is not None:
+            self.remove_attribute("Image")
+        image = tango.ImageAttr("Image", _TANGO_TYPES[dtype], AttrWriteType.READ, MAX_DIM, MAX_DIM)
+        props = tango.UserDefaultAttrProp()
+        props.set_unit("ADU")
+        props.set_label("Camera image")
+        props.set_format("%6d")
+        props.set_description("The current camera frame at full bit depth; change and data-ready events "
+                              "(counter = frame number) on every frame.")
+        image.set_default_properties(props)
+        self.add_attribute(image, self.read_Image)
+        self.set_change_event("Image", True, False)
+        self.set_data_ready_event("Image", True)
+        self._image_dtype = dtype
+
+    def _publisher(self) -> Any:
+        def publish(frame: Frame) -> None:
+            with self._publish_lock:
+                self.push_change_event("Image", frame.data, frame.timestamp, AttrQuality.ATTR_VALID)
+                self.push_data_ready_event("Image", frame.number & 0x7FFFFFFF)
+                self.push_change_event("FrameNumber", frame.number, frame.timestamp, AttrQuality.ATTR_VALID)
+                self.push_change_event("FrameMetadata", dumps(frame.metadata()), frame.timestamp,
+                                       AttrQuality.ATTR_VALID)
+
+        return publish
+
+    def _core(self) -> Acquisition:
+        if self._acq is None:
+            raise NotReady(self._config_error or "the camera is not initialised; run Init")
+        return self._acq
+
+    # --------------------------------------------------------------- state
+    def dev_state(self) -> DevState:
+        if self._acq is None:
+            return DevState.FAULT
+        state = self._acq.state
+        return DevState.RUNNING if state == RUNNING else DevState.FAULT if state == FAULT else DevState.ON
+
+    def dev_status(self) -> str:
+        text = self._acq.status() if self._acq is not None else (self._config_error or "not initialised; run Init")
+        self.set_status(text)
+        return text
+
+    def read_attr_hardware(self, attr_list: Any) -> None:
+        self._snapshot = self._acq.latest if self._acq is not None else None
+
+    def _frame(self) -> Frame:
+        frame = self._snapshot
+        if frame is None:
+            raise NotReady("there is no frame yet; Start the camera or Snap")
+        return frame
+
+    # ------------------------------------------------------------- commands
+    @command(doc_in="Start streaming (no-op when already streaming).")
+    @smart_errors
+    def Start(self) -> None:
+        self._core().start()
+
+    @command(doc_in="Stop streaming; always works, also in FAULT.")
+    def Stop(self) -> None:
+        if self._acq is not None:
+            self._acq.stop()
+
+    @command(dtype_out=np.int64, doc_out="frame number of the new frame")
+    @smart_errors
+    def Snap(self) -> int:
+        return self._core().snap().number
+
+    @command(dtype_in=str, dtype_out=str, doc_in="absolute path ending in .tif/.tiff",
+             doc_out="the path written")
+    @smart_errors
+    def SaveImage(self, path: str) -> str:
+        core = self._core()
+        return save_tiff(path, core.latest)
+
+    # ----------------------------------------------------------- attributes
+    @smart_errors
+    def read_Image(self, attr: tango.Attribute) -> None:
+        attr.set_value(self._frame().data)
+
+    @attribute(dtype=np.int64, unit="frame", label="Frame number", format="%d",
+               doc="number of the frame in Image (counts from 1 since the server started)")
+    @smart_errors
+    def FrameNumber(self) -> int:
+        frame = self._snapshot
+        return frame.number if frame is not None else 0
+
+    @attribute(dtype=str, unit="JSON", label="Frame metadata", format="%s",
+               doc="JSON: frame_number, timestamp, exposure_ms, gain, pixel_size_um, stage {motor: position}, "
+                   "width, height, dtype, source; always of the frame in Image")
+    @smart_errors
+    def FrameMetadata(self) -> str:
+        return dumps(self._frame().metadata())
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               unit="ms", label="Exposure time", format="%.3f",
+               doc="exposure per frame (sim and opencv cameras; refused by files and tango sources)")
+    def ExposureTime(self) -> float:
+        return self._acq.settings.exposure_ms if self._acq else float("nan")
+
+    @ExposureTime.write
+    @smart_errors
+    def ExposureTime(self, value: float) -> None:
+        self._core().set_exposure(value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               unit="x", label="Gain", format="%.3f",
+               doc="gain: sim = multiple of the nominal gain; opencv = the driver's own gain units")
+    def Gain(self) -> float:
+        return self._acq.settings.gain if self._acq else float("nan")
+
+    @Gain.write
+    @smart_errors
+    def Gain(self, value: float) -> None:
+        self._core().set_gain(value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               unit="Hz", label="Target frame rate", format="%.2f",
+               doc="frames per second asked for while streaming; 0 = as fast as the source delivers")
+    def TargetFrameRate(self) -> float:
+        return self._acq.settings.target_rate_hz if self._acq else float("nan")
+
+    @TargetFrameRate.write
+    @smart_errors
+    def TargetFrameRate(self, value: float) -> None:
+        self._core().set_target_rate(value)
+
+    @attribute(dtype=float, unit="Hz", label="Frame rate", format="%.2f",
+               doc="frames per second measured over the last 30 frames (0 when idle)")
+    def FrameRate(self) -> float:
+        return self._acq.frame_rate() if self._acq else 0.0
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               unit="um/px", label="Pixel size", format="%.5f",
+               doc="sample-plane pixel size stamped on frames; the sim sets it from its zoom and refuses writes")
+    def PixelSize(self) -> float:
+        return self._acq.pixel_size_um if self._acq else float("nan")
+
+    @PixelSize.write
+    @smart_errors
+    def PixelSize(self, value: float) -> None:
+        self._core().set_pixel_size(value)
+
+    @attribute(dtype=int, unit="px", label="Width", format="%d", doc="width of the frame in Image (0 before any)")
+    def Width(self) -> int:
+        frame = self._snapshot
+        return int(frame.data.shape[1]) if frame is not None else 0
+
+    @attribute(dtype=int, unit="px", label="Height", format="%d", doc="height of the frame in Image (0 before any)")
+    def Height(self) -> int:
+        frame = self._snapshot
+        return int(frame.data.shape[0]) if frame is not None else 0
+
+    source_attribute = attribute(name="Source", dtype=str, unit="spec", label="Source", format="%s",
+                                 fget="_read_source", doc="the Source property in use")
+
+    def _read_source(self) -> str:
+        return str(self.Source)
 
 
 def main(argv: list[str] | None = None) -> int:

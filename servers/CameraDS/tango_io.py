@@ -1,0 +1,184 @@
+"""The Tango-facing collaborators of the camera core: an image source that re-publishes
+another device's image attribute, and the stage reader for StageMotors.
+
+They sit apart from :mod:`servers.CameraDS.sources` so the core stays testable without a
+control system; the shell plugs them in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import struct
+from typing import Any
+
+import numpy as np
+import tango
+
+from servers.CameraDS.sources import Source, SourceFrame, SourceLost
+from servers.common.errors import BadArgument
+
+log = logging.getLogger(__name__)
+
+LIMA_MAGIC = 0x5644454F  # "VDEO"
+LIMA_HEADER = struct.Struct("!IHHqiiHHHH")  # magic, version, mode, frame, width, height, endian, size, pad
+LIMA_MODES = {0: np.uint8, 1: np.uint16, 2: np.uint32}  # Y8, Y16, Y32 (colour modes are refused)
+PROXY_TIMEOUT_MS = 1500
+
+
+def decode_lima_video(payload: bytes) -> np.ndarray:
+    """Decode LimaCCDs' ``video_last_image`` (DevEncoded "VIDEO_IMAGE"): a 32-byte header
+    then the grey pixels. Colour video modes are refused; set Lima's video_mode to Y8/Y16."""
+    if len(payload) < LIMA_HEADER.size:
+        raise SourceLost(f"the Lima video image is {len(payload)} bytes, shorter than its header")
+    magic, _version, mode, _frame, width, height, endian, header_size, _p1, _p2 = LIMA_HEADER.unpack_from(payload)
+    if magic != LIMA_MAGIC:
+        raise SourceLost("the encoded image is not a Lima VIDEO_IMAGE (bad magic number)")
+    if mode not in LIMA_MODES:
+        raise SourceLost(f"Lima video mode {mode} is a colour/packed mode; set video_mode to Y8 or Y16")
+    dtype = np.dtype(LIMA_MODES[mode]).newbyteorder(">" if endian else "<")
+    count = int(width) * int(height)
+    body = np.frombuffer(payload, dtype=dtype, count=count, offset=header_size)
+    return body.reshape(int(height), int(width)).astype(dtype.newbyteorder("="))
+
+
+def _decode_value(value: Any) -> np.ndarray:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        fmt, payload = value
+        if fmt == "VIDEO_IMAGE":
+            return decode_lima_video(bytes(payload))
+        raise SourceLost(f"encoded images in format {fmt!r} are not supported; use a plain image attribute "
+                         "or Lima's video_last_image (VIDEO_IMAGE)")
+    data = np.asarray(value)
+    if data.ndim != 2 or data.size == 0:
+        raise SourceLost(f"the attribute delivered {data.shape} data, not an image")
+    return data
+
+
+def _split(target: str) -> tuple[str, str]:
+    device, sep, attribute = target.strip().rpartition("/")
+    if not sep or not device or not attribute or device.count("/") < 2:
+        raise BadArgument(f"Source 'tango:{target}' must be tango:<domain/family/member>/<attribute>, "
+                          "e.g. tango:id00/limaccds/cam1/video_last_image")
+    return device, attribute
+
+
+class TangoImageSource(Source):
+    """Re-publishes another device's image attribute: by change events when the device
+    pushes or polls it (every new image arrives once), else by reading it at the
+    TargetFrameRate. A device that stops answering is a :class:`SourceLost`."""
+
+    kind = "tango"
+
+    def __init__(self, spec: str, target: str) -> None:
+        super().__init__(spec)
+        self.device, self.attribute = _split(target)
+        self._proxy: Any = None
+        self._event_id: int | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.mode = "closed"
+
+    def natural_dtype(self) -> np.dtype:
+        try:
+            proxy = tango.DeviceProxy(self.device)
+            proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
+            info = proxy.get_attribute_config(self.attribute)
+        except tango.DevFailed:
+            return np.dtype(np.uint16)
+        return np.dtype(np.uint8) if info.data_type == tango.CmdArgType.DevUChar else np.dtype(np.uint16)
+
+    def open(self) -> None:
+        self.close()
+        try:
+            proxy = tango.DeviceProxy(self.device)
+            proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
+            proxy.ping()
+        except tango.DevFailed as exc:
+            raise SourceLost(f"device {self.device} does not answer ({_desc(exc)})") from None
+        self._proxy = proxy
+        self._queue = queue.Queue(maxsize=2)
+        try:
+            self._event_id = proxy.subscribe_event(self.attribute, tango.EventType.CHANGE_EVENT, self._on_event)
+            self.mode = "events"
+        except tango.DevFailed as exc:
+            log.info("no change events from %s/%s (%s); polling it instead", self.device, self.attribute,
+                     _desc(exc))
+            self._event_id = None
+            self.mode = "polling"
+
+    def _on_event(self, event: Any) -> None:
+        item = SourceLost(f"{self.device}/{self.attribute} sent an error event "
+                          f"({event.errors[0].desc.strip() if event.errors else 'no detail'})") \
+            if event.err else event.attr_value.value
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # a slow consumer keeps the newest image, as a live view should
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+            self._queue.put_nowait(item)
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        if self._proxy is None:
+            self.open()
+        if self.mode == "polling":
+            try:
+                value = self._proxy.read_attribute(self.attribute).value
+            except tango.DevFailed as exc:
+                raise SourceLost(f"cannot read {self.device}/{self.attribute} ({_desc(exc)})") from None
+            return SourceFrame(_decode_value(value))
+        try:
+            item = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            try:
+                self._proxy.ping()
+            except tango.DevFailed as exc:
+                raise SourceLost(f"device {self.device} stopped answering ({_desc(exc)})") from None
+            return None
+        if isinstance(item, SourceLost):
+            raise item
+        if item is None:
+            return None
+        return SourceFrame(_decode_value(item))
+
+    def close(self) -> None:
+        proxy, event_id = self._proxy, self._event_id
+        self._proxy, self._event_id, self.mode = None, None, "closed"
+        if proxy is not None and event_id is not None:
+            with contextlib.suppress(Exception):  # the device may already be gone
+                proxy.unsubscribe_event(event_id)
+
+
+class TangoStageReader:
+    """Reads ``Position`` of each StageMotors device (Sardana motors or anything with a
+    Position attribute). A motor that cannot be read is stamped ``None``, never guessed."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self._proxies: dict[str, Any] = {}
+
+    def _proxy(self, name: str) -> Any:
+        proxy = self._proxies.get(name)
+        if proxy is None:
+            proxy = tango.DeviceProxy(name)
+            proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
+            self._proxies[name] = proxy
+        return proxy
+
+    def read(self) -> dict[str, float | None]:
+        positions: dict[str, float | None] = {}
+        for name in self.names:
+            try:
+                positions[name] = float(self._proxy(name).read_attribute("Position").value)
+            except (tango.DevFailed, TypeError, ValueError) as exc:
+                log.debug("cannot read %s.Position: %s", name, exc)
+                self._proxies.pop(name, None)
+                positions[name] = None
+        return positions
+
+
+def _desc(exc: tango.DevFailed) -> str:
+    try:
+        return exc.args[0].desc.strip().splitlines()[0]
+    except (IndexError, AttributeError):
+        return str(exc)
