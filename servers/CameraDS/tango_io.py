@@ -57,11 +57,17 @@ def _decode_value(value: Any) -> np.ndarray:
 
 
 def _split(target: str) -> tuple[str, str]:
-    device, sep, attribute = target.strip().rpartition("/")
-    if not sep or not device or not attribute or device.count("/") < 2:
+    """``a/b/c/attr`` -> (``a/b/c``, ``attr``); a full TRL (``tango://host:port/a/b/c/attr``)
+    and the no-database suffix ``#dbase=no`` are kept on the device name."""
+    text = target.strip()
+    text, hash_sign, fragment = text.partition("#")
+    device, sep, attribute = text.rpartition("/")
+    bare = device.split("://", 1)[-1]
+    parts = bare.split("/")[1:] if "://" in device else bare.split("/")
+    if not sep or not attribute or len(parts) != 3 or not all(parts):
         raise BadArgument(f"Source 'tango:{target}' must be tango:<domain/family/member>/<attribute>, "
                           "e.g. tango:id00/limaccds/cam1/video_last_image")
-    return device, attribute
+    return device + hash_sign + fragment, attribute
 
 
 class TangoImageSource(Source):
