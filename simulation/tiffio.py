@@ -29,10 +29,11 @@ def write_tiff(path: str | Path, image: np.ndarray, pixel_size_um: float,
 
 
 def read_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Image and decoded ImageDescription JSON (empty dict if absent or not JSON)."""
+    """Image (all pages of the first series) and the decoded ImageDescription JSON (empty
+    dict if absent or not JSON)."""
     with tifffile.TiffFile(str(path)) as tif:
         page = tif.pages[0]
-        image = page.asarray()
+        image = tif.asarray()  # all pages of the first series (the XRF map has one per channel)
         try:
             meta = json.loads(page.description) if page.description else {}
         except json.JSONDecodeError:
