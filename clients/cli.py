@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="stack configuration YAML (servers, devices, properties, Sardana)")
             cmd.add_argument("--port", type=int, default=0,
                              help="port of the embedded Tango database (default: a free one)")
+            cmd.add_argument("--beamline", type=Path, default=None,
+                             help="virtual beamline JSON (default: <run-dir>/beamline.json, made from --seed)")
+            cmd.add_argument("--seed", type=int, default=0, help="seed of the virtual beamline made when none exists")
             cmd.add_argument("--facility", action="store_true",
                              help="use the TANGO_HOST of the environment; only register and start our servers")
     return parser
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "up":
-            Stack(args.run_dir, args.config, facility=args.facility, port=args.port).up()
+            Stack(args.run_dir, args.config, facility=args.facility, port=args.port,
+                  beamline=args.beamline, seed=args.seed).up()
         elif args.command == "down":
             survivors = Stack(args.run_dir).down()
             return 1 if survivors else 0

@@ -63,8 +63,8 @@ class StackConfig:
     sardana_servers: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path, run_dir: Path) -> StackConfig:
-        """Read the launcher YAML, expanding ``{repo}`` and ``{run}`` in strings."""
+    def load(cls, path: Path, places: dict[str, str]) -> StackConfig:
+        """Read the launcher YAML, expanding ``{repo}``, ``{run}`` and ``{beamline}`` in strings."""
         try:
             raw = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
@@ -79,13 +79,13 @@ class StackConfig:
             devices: dict[str, tuple[str, dict[str, Any]]] = {}
             for class_name, devs in classes.items():
                 for dev_name, props in (devs or {}).items():
-                    devices[str(dev_name)] = (str(class_name), _expand(props or {}, run_dir))
+                    devices[str(dev_name)] = (str(class_name), _expand(props or {}, places))
             servers.append(ServerSpec(executable, instance, devices))
         sardana = raw.get("sardana") or {}
         sardana_file = sardana.get("config")
         return cls(
             servers=servers,
-            sardana_config=Path(_expand(sardana_file, run_dir)) if sardana_file else None,
+            sardana_config=Path(_expand(sardana_file, places)) if sardana_file else None,
             door=sardana.get("door"),
             sardana_servers=list(sardana.get("startup_order", [])),
         )
@@ -94,13 +94,15 @@ class StackConfig:
         return [dev for spec in self.servers for dev in spec.devices]
 
 
-def _expand(value: Any, run_dir: Path) -> Any:
+def _expand(value: Any, places: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return value.replace("{repo}", str(REPO)).replace("{run}", str(run_dir))
+        for key, replacement in places.items():
+            value = value.replace("{" + key + "}", replacement)
+        return value
     if isinstance(value, list):
-        return [_expand(v, run_dir) for v in value]
+        return [_expand(v, places) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, run_dir) for k, v in value.items()}
+        return {k: _expand(v, places) for k, v in value.items()}
     return value
 
 
@@ -126,12 +128,15 @@ class Stack:
     """The processes of one run directory, and the operations on them."""
 
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, config_path: Path = DEFAULT_CONFIG,
-                 facility: bool = False, echo: bool = True, port: int = 0) -> None:
+                 facility: bool = False, echo: bool = True, port: int = 0,
+                 beamline: Path | None = None, seed: int = 0) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.config_path = Path(config_path).resolve()
         self.facility = facility
         self.echo = echo
         self.port = port
+        self.beamline = Path(beamline).resolve() if beamline else self.run_dir / "beamline.json"
+        self.seed = seed
         self.log_dir = self.run_dir / "logs"
         self.pid_file = self.run_dir / "pids.json"
         self.state_file = self.run_dir / "stack.json"
@@ -188,7 +193,9 @@ class Stack:
         """Start the stack; returns TANGO_HOST. Raises LaunchError, leaving nothing running."""
         started = time.monotonic()
         self._prepare_run_dir()
-        config = StackConfig.load(self.config_path, self.run_dir)
+        config = StackConfig.load(self.config_path, self.places())
+        if not self.facility:
+            self._ensure_beamline()
         if self.facility:
             self.tango_host = os.environ.get("TANGO_HOST")
             if not self.tango_host:
@@ -220,6 +227,18 @@ class Stack:
         self.say(f"stack up in {elapsed:.1f} s (database to all devices answering); "
                  f"logs in {self.log_dir}; `source {self.run_dir / 'env.sh'}` to use it")
         return self.tango_host
+
+    def places(self) -> dict[str, str]:
+        return {"repo": str(REPO), "run": str(self.run_dir), "beamline": str(self.beamline)}
+
+    def _ensure_beamline(self) -> None:
+        """The virtual beamline file the simulated devices share; made from the seed if absent."""
+        if self.beamline.exists():
+            return
+        from simulation.config import default_beamline
+
+        default_beamline(self.seed).save(self.beamline)
+        self.say(f"virtual beamline with seed {self.seed} written to {self.beamline}")
 
     def _prepare_run_dir(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +312,7 @@ class Stack:
         except OSError as exc:
             raise self._fail(f"cannot read the Sardana configuration {config.sardana_config}: {exc}") from None
         rendered = self.run_dir / "sardana.yaml"
-        rendered.write_text(template.replace("{repo}", str(REPO)).replace("{run}", str(self.run_dir)))
+        rendered.write_text(_expand(template, self.places()))
         log_path = self.log_dir / "sardana-config.log"
         cmd = [_executable("sardana-config"), "load", "--write", "--environment", str(rendered)]
         with open(log_path, "ab") as log:

@@ -1,0 +1,472 @@
+"""SMART correlative workflow macros: calibrate, register, find, go to, scan every particle.
+
+Orchestration only: every step is a call to a SMART device (CameraDS, RegistrationDS,
+ParticleDS, CoordMapperDS) or a Sardana motion/scan. Device names come from the
+environment (``SmartCamera``, ``SmartRegistration``, ``SmartParticles``, ``SmartMapper``,
+``SmartMotors``), so the same macros drive the virtual beamline and a real one.
+
+Lengths given to macros (steps, half widths) are in micrometres, the unit people use at
+a nanoprobe; they are converted to the stage's own units with the unit the mapper
+declares for its ``stage`` frame.
+
+Safety rules kept by every macro that moves: the target comes from the mapper and must be
+inside the motor limits; a registration the system doubts (``success`` false) never
+leads to a move; motion goes through Sardana's ``mv`` so Stop/Abort halt it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from sardana.macroserver.macro import Macro, Optional, Type
+
+# Sardana checks a macro library by executing it before the MacroPath is on sys.path.
+_MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
+if _MACRO_DIR not in sys.path:
+    sys.path.insert(0, _MACRO_DIR)
+from smart_support import (  # noqa: E402
+    SmartMacroError,
+    VisitLog,
+    call_json,
+    map_points,
+    mesh_around,
+    now_text,
+    peak_centre,
+    proxy,
+    scan_columns,
+    spread_selection,
+    stage_unit_per_um,
+)
+
+REFERENCE_SLOT = "reference"
+CAMERA_SLOT = "camera"
+FINE_FRAME_SUFFIX = ""
+
+
+class _SmartMacro(Macro):
+    """Shared access to the SMART devices and the stage for the macros below."""
+
+    def devices(self) -> tuple:
+        names = [self.getEnv(key) for key in ("SmartCamera", "SmartRegistration", "SmartParticles",
+                                               "SmartMapper")]
+        return tuple(proxy(name) for name in names)
+
+    def motor_names(self) -> tuple[str, str]:
+        motors = list(self.getEnv("SmartMotors"))
+        if len(motors) != 2:
+            raise SmartMacroError("SmartMotors must name the x and y stage motors, "
+                                  "e.g. senv SmartMotors \"['samx', 'samy']\"")
+        return motors[0], motors[1]
+
+    def env_or(self, key: str, default):
+        try:
+            return self.getEnv(key)
+        except Exception:  # noqa: BLE001 - Sardana raises UnknownEnv and relatives
+            return default
+
+    def stage_position(self) -> list[float]:
+        return [float(self.getMotor(name).getPosition()) for name in self.motor_names()]
+
+    def limits(self) -> list[tuple[float, float]]:
+        result = []
+        for name in self.motor_names():
+            config = self.getMotor(name).get_attribute_config("Position")
+            low = float(config.min_value) if config.min_value not in ("Not specified", "") else -math.inf
+            high = float(config.max_value) if config.max_value not in ("Not specified", "") else math.inf
+            result.append((low, high))
+        return result
+
+    def move_to(self, target: list[float]) -> None:
+        """Move x, y to ``target``; refuses outside the limits or while a motor is busy."""
+        motors = self.motor_names()
+        for name, value, (low, high) in zip(motors, target, self.limits(), strict=True):
+            if not (math.isfinite(value) and low <= value <= high):
+                raise SmartMacroError(f"SMART_Unsafe: {name} target {value:.6f} is outside its limits "
+                                      f"[{low}, {high}]; nothing moved")
+            state = self.getMotor(name).getState()
+            if str(state).upper().endswith("MOVING"):
+                raise SmartMacroError(f"SMART_Unsafe: {name} is already moving (another macro?); nothing moved")
+        self.checkPoint()
+        self.execMacro(f"mv {motors[0]} {target[0]!r} {motors[1]} {target[1]!r}")
+
+    def grab_camera(self, registration, camera_name: str, slot: str = CAMERA_SLOT) -> dict:
+        return call_json(registration, "GrabImage", {"slot": slot, "device": camera_name})
+
+    def frame_stage(self, grabbed: dict) -> list[float]:
+        """The stage position stamped on a grabbed frame, in SmartMotors order."""
+        stage = grabbed.get("metadata", {}).get("stage", {})
+        motors = self.motor_names()
+        values = []
+        for name in motors:
+            found = [v for k, v in stage.items() if k == name or k.rsplit("/", 1)[-1] == name]
+            if not found:
+                raise SmartMacroError(f"the camera frame carries no position for {name}: check the camera's "
+                                      "StageMotors property")
+            values.append(float(found[0]))
+        return values
+
+
+class smart_calibrate_camera(_SmartMacro):
+    """Calibrate camera pixels against the stage: move on a small grid, register the frames,
+    fit camera -> stage (rotation, scale, flip, shear) and return to the start.
+
+    The fitted calibration A (stage units per pixel) is stored in the mapper; its
+    residual RMS says how well a pure affine model explains the motions."""
+
+    param_def = [
+        ["step_um", Type.Float, 20.0, "grid step in micrometres"],
+        ["n", Type.Integer, 3, "grid size n x n (>= 2)"],
+    ]
+
+    def run(self, step_um, n):
+        if n < 2 or not step_um > 0:
+            raise SmartMacroError("smart_calibrate_camera needs step_um > 0 and n >= 2")
+        camera_name = self.getEnv("SmartCamera")
+        _, registration, _, mapper = self.devices()
+        step = step_um * stage_unit_per_um(mapper)
+        start = self.stage_position()
+        reference = self.grab_camera(registration, camera_name, "calib_ref")
+        reference_stage = self.frame_stage(reference)
+        offsets = [(i - (n - 1) / 2.0, j - (n - 1) / 2.0) for j in range(n) for i in range(n)]
+        steps = []
+        try:
+            for k, (i, j) in enumerate(offsets):
+                if i == 0 and j == 0:
+                    continue
+                self.checkPoint()
+                self.move_to([start[0] + i * step, start[1] + j * step])
+                grabbed = self.grab_camera(registration, camera_name, "calib_k")
+                here = self.frame_stage(grabbed)
+                result = call_json(registration, "Register", {"reference": "calib_ref", "target": "calib_k",
+                                                              "model": "translation", "upsample": 100})
+                if not result.get("success"):
+                    raise SmartMacroError(f"frame {k} could not be registered to the start frame "
+                                          f"(confidence {result.get('confidence', 0):.3f}); is the camera "
+                                          "focused and the field textured? Nothing was stored.")
+                dx, dy = result["shift_px"]
+                # shift_px maps target px to reference px; the content moved by -shift.
+                steps.append([here[0] - reference_stage[0], here[1] - reference_stage[1], -dx, -dy])
+                self.output(f"  step {len(steps)}: stage {steps[-1][0]:+.5f} {steps[-1][1]:+.5f} -> "
+                            f"image {-dx:+.2f} {-dy:+.2f} px (confidence {result['confidence']:.3f})")
+        finally:
+            self.move_to(start)
+        fit = call_json(mapper, "CalibrateCamera", {"steps": steps, "model": "affine",
+                                                    "stage_position": reference_stage})
+        self.output(f"camera -> stage calibrated from {len(steps)} moves: residual RMS "
+                    f"{fit.get('rms', float('nan')):.3g} stage units")
+        for key in ("pixel_size", "rotation_deg", "flip", "shear_deg", "scale_x", "scale_y"):
+            if key in fit:
+                self.output(f"  {key}: {fit[key]}")
+        self.setEnv("SmartCalibration", {"time": now_text(), "rms": fit.get("rms"), "moves": len(steps)})
+
+
+class smart_register(_SmartMacro):
+    """Register a reference image (SEM, AFM, XRF map) to the live camera and store
+    reference -> camera with the frame's stage position. Refuses to store a registration
+    in doubt (low confidence)."""
+
+    param_def = [
+        ["reference_image", Type.String, None, "path of the reference image (TIFF with pixel size)"],
+        ["model", Type.String, "similarity", "translation or similarity"],
+        ["frame", Type.String, "sem", "name of the reference frame in the mapper"],
+    ]
+
+    def run(self, reference_image, model, frame):
+        camera_name = self.getEnv("SmartCamera")
+        _, registration, _, mapper = self.devices()
+        loaded = call_json(registration, "LoadImage", {"slot": REFERENCE_SLOT, "path": reference_image})
+        self.output(f"reference {reference_image}: {loaded['width']} x {loaded['height']} px, "
+                    f"{loaded['pixel_size_um']} um/px")
+        for warning in loaded.get("warnings", []):
+            self.warning(warning)
+        grabbed = self.grab_camera(registration, camera_name)
+        stage = self.frame_stage(grabbed)
+        result = call_json(registration, "Register", {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT,
+                                                      "model": model})
+        self.output(f"registration: rotation {result['rotation_deg']:.3f} deg, scale {result['scale']:.5f}, "
+                    f"shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, confidence "
+                    f"{result['confidence']:.4f} ({result['elapsed_ms']:.0f} ms)")
+        if not result.get("success"):
+            raise SmartMacroError(f"SMART_Unsafe: the registration of {reference_image} to the camera is in "
+                                  f"doubt (confidence {result['confidence']:.3f}); nothing was stored. Bring "
+                                  "the imaged region into the camera view, check focus and illumination, retry.")
+        call_json(mapper, "SetTransform", {"from": frame, "to": "camera", "matrix": result["matrix"],
+                                           "stage_position": stage, "from_unit": "px", "to_unit": "px"})
+        self.setEnv("SmartReferenceImage", reference_image)
+        self.setEnv("SmartReferenceFrame", frame)
+        self.setEnv("SmartRegistrationStage", stage)
+        self.output(f"stored {frame} -> camera at stage position {stage[0]:.6f}, {stage[1]:.6f}")
+
+
+class smart_find_particles(_SmartMacro):
+    """Detect particles on the reference image (trackpy through ParticleDS)."""
+
+    param_def = [["reference_image", Type.String, Optional, "image path (default: the registered reference)"]]
+
+    def run(self, reference_image):
+        path = reference_image or self.env_or("SmartReferenceImage", None)
+        if not path:
+            raise SmartMacroError("no reference image: give one, or run smart_register first")
+        _, _, particles, _ = self.devices()
+        result = call_json(particles, "Detect", {"path": path})
+        self.output(f"{result['count']} particles found on {os.path.basename(path)}, {result['isolated']} "
+                    f"isolated ({result['elapsed_ms']:.0f} ms)")
+        self.setEnv("SmartParticleImage", path)
+        return [result["count"], result["isolated"]]
+
+    result_def = [["found", Type.Integer, None, "particles found"],
+                  ["isolated", Type.Integer, None, "isolated particles"]]
+
+
+class smart_goto_xy(_SmartMacro):
+    """Move the stage so that point (x, y) of a frame sits in the beam; refuses outside limits."""
+
+    param_def = [
+        ["frame", Type.String, None, "frame of the point: sem, camera, xrf, ..."],
+        ["x", Type.Float, None, "x (column) in that frame"],
+        ["y", Type.Float, None, "y (row) in that frame"],
+    ]
+
+    def run(self, frame, x, y):
+        _, _, _, mapper = self.devices()
+        here = self.stage_position()
+        mapped = map_points(mapper, frame, "stage", [[x, y]], here if frame == "camera" else None)
+        target = mapped["points"][0]
+        if not mapped["within_limits"][0]:
+            raise SmartMacroError(f"SMART_Unsafe: {frame} ({x}, {y}) maps to {target}, outside the stage "
+                                  "limits; nothing moved")
+        self.move_to(target)
+        sigma = mapped.get("uncertainty", [float("nan")])[0]
+        self.output(f"{frame} ({x:.2f}, {y:.2f}) is in the beam at {target[0]:.6f}, {target[1]:.6f} "
+                    f"(1-sigma {sigma:.2g})")
+
+
+class smart_goto(_SmartMacro):
+    """Move the stage so that detected particle ``index`` sits in the beam."""
+
+    param_def = [["particle_index", Type.Integer, None, "row of the particle table"]]
+
+    def run(self, particle_index):
+        _, _, particles, _ = self.devices()
+        xs, ys = particles.read_attribute("X").value, particles.read_attribute("Y").value
+        if xs is None or not 0 <= particle_index < len(xs):
+            raise SmartMacroError(f"no particle {particle_index}: run smart_find_particles first "
+                                  f"({0 if xs is None else len(xs)} particles known)")
+        frame = self.env_or("SmartReferenceFrame", "sem")
+        self.execMacro(["smart_goto_xy", frame, repr(float(xs[particle_index])), repr(float(ys[particle_index]))])
+
+
+class smart_gen_scan(_SmartMacro):
+    """Print (and return) the scan command that covers a region given in any frame.
+
+    The region's corners are mapped to the stage; the mesh covers their bounding box.
+    ``step_um`` is in micrometres."""
+
+    param_def = [
+        ["frame", Type.String, None, "frame of the region"],
+        ["x0", Type.Float, None, "first corner x"], ["y0", Type.Float, None, "first corner y"],
+        ["x1", Type.Float, None, "second corner x"], ["y1", Type.Float, None, "second corner y"],
+        ["step_um", Type.Float, None, "step in micrometres"],
+        ["exposure", Type.Float, None, "integration time per point (s)"],
+        ["macro", Type.String, "mesh", "scan macro (mesh)"],
+    ]
+    result_def = [["command", Type.String, None, "the scan command"]]
+
+    def run(self, frame, x0, y0, x1, y1, step_um, exposure, macro):
+        _, _, _, mapper = self.devices()
+        if not (step_um > 0 and exposure > 0):
+            raise SmartMacroError("step_um and exposure must be positive")
+        corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+        mapped = map_points(mapper, frame, "stage", corners,
+                            self.stage_position() if frame == "camera" else None)
+        if not all(mapped["within_limits"]):
+            raise SmartMacroError("SMART_Unsafe: part of the region lies outside the stage limits")
+        pts = np.array(mapped["points"])
+        step = step_um * stage_unit_per_um(mapper)
+        nx = max(1, int(math.ceil((pts[:, 0].max() - pts[:, 0].min()) / step - 1e-9)))
+        ny = max(1, int(math.ceil((pts[:, 1].max() - pts[:, 1].min()) / step - 1e-9)))
+        mx, my = self.motor_names()
+        command = (f"{macro} {mx} {pts[:, 0].min()!r} {pts[:, 0].min() + nx * step!r} {nx} "
+                   f"{my} {pts[:, 1].min()!r} {pts[:, 1].min() + ny * step!r} {ny} {exposure!r}")
+        self.output(command)
+        return command
+
+
+class smart_fine_align(_SmartMacro):
+    """Second iteration: XRF maps of a few isolated particles spread over the reference refine
+    ``sem -> stage``. Each particle is found with a coarse mesh around its coarse target,
+    then measured with a fine mesh; the Ce-map centres against the particles' reference
+    positions give a direct, least-squares ``sem -> stage`` edge (affine from 3 particles)."""
+
+    param_def = [
+        ["n_particles", Type.Integer, 4, "particles to measure (>= 2)"],
+        ["search_um", Type.Float, 1.5, "half width of the search mesh (um)"],
+        ["exposure", Type.Float, 0.01, "integration time per point (s)"],
+    ]
+
+    def run(self, n_particles, search_um, exposure):
+        _, _, particles, mapper = self.devices()
+        frame = self.env_or("SmartReferenceFrame", "sem")
+        xs, ys = particles.read_attribute("X").value, particles.read_attribute("Y").value
+        isolated = particles.read_attribute("Isolated").value
+        if xs is None or len(xs) == 0:
+            raise SmartMacroError("no particles: run smart_find_particles first")
+        candidates = np.flatnonzero(np.asarray(isolated, bool))
+        if len(candidates) < 2:
+            raise SmartMacroError("fine alignment needs at least 2 isolated particles")
+        ref_points = np.column_stack([xs[candidates], ys[candidates]])
+        coarse = map_points(mapper, frame, "stage", ref_points.tolist())
+        inside = np.asarray(coarse["within_limits"], bool)
+        chosen = [int(candidates[i]) for i in spread_selection(ref_points[inside], n_particles)] if inside.any() \
+            else []
+        per_um = stage_unit_per_um(mapper)
+        pairs = []
+        for index in chosen:
+            self.checkPoint()
+            target = map_points(mapper, frame, "stage", [[xs[index], ys[index]]])["points"][0]
+            centre = self.locate_particle(target, search_um * per_um, per_um, exposure)
+            if centre is None:
+                self.warning(f"particle {index}: no clear Ce signal near its coarse target; not used")
+                continue
+            shift_nm = (np.subtract(centre, target) / per_um * 1000)
+            self.output(f"particle {index}: Ce centre {centre[0]:.6f}, {centre[1]:.6f} "
+                        f"({shift_nm[0]:+.0f}, {shift_nm[1]:+.0f} nm from the coarse target)")
+            pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
+        if len(pairs) < 2:
+            raise SmartMacroError("fine alignment found fewer than 2 particles in the X-ray maps; the coarse "
+                                  "alignment is kept")
+        model = "affine" if len(pairs) >= 3 else "similarity"
+        fit = call_json(mapper, "FitTransform", {"from": frame, "to": "stage", "pairs": pairs, "model": model,
+                                                 "from_unit": "px"})
+        self.output(f"{frame} -> stage refined from {len(pairs)} X-ray maps ({model}): residual RMS "
+                    f"{fit['rms'] / per_um * 1000:.1f} nm")
+        self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"]})
+
+    def locate_particle(self, target, half_width, per_um, exposure):
+        """Coarse-to-fine search: a wide mesh finds the particle, a fine one centres it."""
+        mx, my = self.motor_names()
+        centre = list(target)
+        for half, step in ((half_width, half_width / 10), (0.15 * per_um, 0.02 * per_um)):
+            spec = mesh_around(centre, half, step)
+            scan = self.execMacro(spec.command("mesh", mx, my, exposure))
+            x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
+            fx, fy, significance = peak_centre(x, y, ce)
+            if not significance > 5 or not math.isfinite(fx):
+                return None
+            centre = [fx, fy]
+        return centre
+
+
+class smart_scan_particles(_SmartMacro):
+    """The unattended loop: for each particle go there, check drift every N particles, scan.
+
+    Progress lives in the environment (``SmartScanProgress``): a re-run with the same
+    particle list and parameters continues after the last finished particle. Each finished
+    particle adds one line to the CSV log (``SmartScanLog``, default ``smart_visits.csv`` in
+    ``ScanDir``). A registration in doubt stops the loop; targets outside the limits are
+    skipped and logged."""
+
+    param_def = [
+        ["scan_macro", Type.String, "mesh", "scan per particle: mesh"],
+        ["half_width_um", Type.Float, 0.3, "half width of the scan (um)"],
+        ["step_um", Type.Float, 0.05, "scan step (um)"],
+        ["exposure", Type.Float, 0.01, "integration time per point (s)"],
+        ["isolated_only", Type.Boolean, True, "only isolated particles"],
+        ["max_particles", Type.Integer, 0, "at most this many (0 = all)"],
+    ]
+
+    def run(self, scan_macro, half_width_um, step_um, exposure, isolated_only, max_particles):
+        if scan_macro != "mesh":
+            raise SmartMacroError(f"scan macro '{scan_macro}' is not supported; use mesh")
+        camera_name = self.getEnv("SmartCamera")
+        _, registration, particles, mapper = self.devices()
+        frame = self.env_or("SmartReferenceFrame", "sem")
+        xs, ys = particles.read_attribute("X").value, particles.read_attribute("Y").value
+        isolated = particles.read_attribute("Isolated").value
+        if xs is None or len(xs) == 0:
+            raise SmartMacroError("no particles: run smart_find_particles first")
+        order = [i for i in range(len(xs)) if isolated[i] or not isolated_only]
+        if max_particles > 0:
+            order = order[:max_particles]
+        key = json.dumps([self.env_or("SmartParticleImage", ""), len(xs), [round(float(xs[i]), 3) for i in order],
+                          scan_macro, half_width_um, step_um, exposure])
+        progress = self.env_or("SmartScanProgress", None)
+        if not isinstance(progress, dict) or progress.get("key") != key:
+            progress = {"key": key, "done": [], "started": now_text()}
+            self.setEnv("SmartScanProgress", progress)
+        done = set(progress["done"])
+        log_path = self.env_or("SmartScanLog", None) or os.path.join(self.env_or("ScanDir", os.getcwd()),
+                                                                      "smart_visits.csv")
+        log = VisitLog(log_path)
+        per_um = stage_unit_per_um(mapper)
+        drift_every = int(self.env_or("SmartDriftEvery", 10))
+        remaining = [i for i in order if i not in done]
+        self.output(f"{len(order)} particles, {len(done)} already done, {len(remaining)} to scan; log {log_path}")
+        mx, my = self.motor_names()
+        for count, index in enumerate(remaining):
+            self.checkPoint()
+            if drift_every > 0 and count > 0 and count % drift_every == 0:
+                self.check_drift(registration, camera_name, frame)
+            started = time.monotonic()
+            point = [[float(xs[index]), float(ys[index])]]
+            mapped = map_points(mapper, frame, "stage", point)
+            target = mapped["points"][0]
+            coarse = self.coarse_target(mapper, frame, point) or target
+            row = {"index": index, "sem_x_px": point[0][0], "sem_y_px": point[0][1], "coarse_x": coarse[0],
+                   "coarse_y": coarse[1], "target_x": target[0], "target_y": target[1]}
+            if not mapped["within_limits"][0]:
+                row.update(outcome="outside_limits", message="target outside the stage limits; skipped",
+                           finished_at=now_text(), overhead_s=time.monotonic() - started)
+                log.write(row)
+                self.warning(f"particle {index}: target outside the limits; skipped")
+                done.add(index)
+                progress["done"] = sorted(done)
+                self.setEnv("SmartScanProgress", progress)
+                continue
+            self.move_to(target)
+            spec = mesh_around(target, half_width_um * per_um, step_um * per_um)
+            scan_started = time.monotonic()
+            scan = self.execMacro(spec.command(scan_macro, mx, my, exposure))
+            scan_s = time.monotonic() - scan_started
+            try:
+                x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
+                cx, cy, significance = peak_centre(x, y, ce)
+                outcome = "scanned" if significance > 5 else "scanned_no_signal"
+            except SmartMacroError as exc:
+                cx = cy = float("nan")
+                outcome, row["message"] = "scanned_no_data", str(exc)
+            row.update(ce_center_x=cx, ce_center_y=cy, outcome=outcome, scan_s=scan_s,
+                       overhead_s=time.monotonic() - started - scan_s, finished_at=now_text())
+            log.write(row)
+            done.add(index)
+            progress["done"] = sorted(done)
+            self.setEnv("SmartScanProgress", progress)
+            self.output(f"particle {index} ({count + 1}/{len(remaining)}): {outcome}, "
+                        f"overhead {row['overhead_s']:.2f} s, scan {scan_s:.1f} s")
+        self.output(f"all {len(order)} particles done; log {log_path}")
+
+    def coarse_target(self, mapper, frame, point):
+        """Where the camera registration alone would put the particle (before fine alignment)."""
+        try:
+            stage = self.getEnv("SmartRegistrationStage")
+            in_camera = map_points(mapper, frame, "camera", point)["points"]
+            return map_points(mapper, "camera", "stage", in_camera, stage)["points"][0]
+        except Exception:  # noqa: BLE001 - no camera registration: nothing to compare with
+            return None
+
+    def check_drift(self, registration, camera_name, frame):
+        """Re-register the reference to the camera here; stop if it is in doubt."""
+        self.grab_camera(registration, camera_name)
+        result = call_json(registration, "Register", {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT,
+                                                      "model": "similarity"})
+        if not result.get("success"):
+            raise SmartMacroError(f"SMART_Unsafe: drift check failed: the reference no longer registers to the "
+                                  f"camera with confidence (confidence {result['confidence']:.3f}). The loop "
+                                  "stopped before moving; check the sample and re-run smart_register. Progress "
+                                  "is kept: a re-run continues.")
+        self.output(f"drift check: confidence {result['confidence']:.3f}, shift {result['shift_px']}")

@@ -1,0 +1,183 @@
+"""Plain helpers for the SMART macros: device calls, unit handling, scan maths, logs.
+
+Kept apart from the macro classes so the maths can be tested without a MacroServer
+and so every macro shares one way of calling the SMART devices. Only the devices'
+public Tango interface is used; nothing here imports the servers' code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import tango
+
+UNIT_PER_UM = {"mm": 1e-3, "um": 1.0, "nm": 1e3}
+"""Stage units per micrometre, for the units a CoordMapperDS stage frame may carry."""
+
+VISIT_COLUMNS = ["index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
+                 "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message"]
+
+
+class SmartMacroError(RuntimeError):
+    """A refusal or failure the user must act on; the message says how."""
+
+
+def call_json(device: tango.DeviceProxy, command: str, argument: dict[str, Any] | str) -> Any:
+    """Run a SMART JSON command and decode its answer; DevFailed becomes a readable error."""
+    text = argument if isinstance(argument, str) else json.dumps(argument)
+    try:
+        answer = device.command_inout(command, text)
+    except tango.DevFailed as exc:
+        err = exc.args[0]
+        raise SmartMacroError(f"{device.dev_name()}.{command}: {err.reason}: {err.desc.strip()}") from None
+    return json.loads(answer) if isinstance(answer, str) and answer[:1] in "{[" else answer
+
+
+def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
+    device = tango.DeviceProxy(name)
+    device.set_timeout_millis(timeout_ms)
+    return device
+
+
+def stage_unit_per_um(mapper: tango.DeviceProxy) -> float:
+    """How many stage units make one micrometre, from the mapper's stage frame unit."""
+    try:
+        frames = json.loads(mapper.read_attribute("Transforms").value or "[]")
+    except (tango.DevFailed, ValueError):
+        frames = []
+    unit = "mm"
+    if isinstance(frames, dict):
+        unit = frames.get("units", {}).get("stage", unit)
+    return UNIT_PER_UM.get(unit, 1e-3)
+
+
+def map_points(mapper: tango.DeviceProxy, frame_from: str, frame_to: str, points: Sequence[Sequence[float]],
+               stage_position: Sequence[float] | None = None) -> dict[str, Any]:
+    argument: dict[str, Any] = {"from": frame_from, "to": frame_to, "points": [list(map(float, p)) for p in points]}
+    if stage_position is not None:
+        argument["stage_position"] = [float(v) for v in stage_position]
+    return call_json(mapper, "Map", argument)
+
+
+class MeshSpec(NamedTuple):
+    """A square mesh centred on a stage position: ``intervals`` steps per axis.
+
+    A NamedTuple, not a dataclass: Sardana executes macro modules without registering
+    them in ``sys.modules``, which dataclasses need."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    intervals: int
+
+    def command(self, macro: str, motor_x: str, motor_y: str, exposure: float) -> list[str]:
+        return [macro, motor_x, repr(self.x0), repr(self.x1), str(self.intervals),
+                motor_y, repr(self.y0), repr(self.y1), str(self.intervals), repr(exposure)]
+
+
+def mesh_around(centre: Sequence[float], half_width: float, step: float) -> MeshSpec:
+    """The mesh covering ``centre +- half_width`` at ``step`` (all in stage units)."""
+    if not (half_width > 0 and step > 0 and math.isfinite(half_width) and math.isfinite(step)):
+        raise SmartMacroError("half width and step must be positive numbers")
+    intervals = max(1, int(math.ceil(2 * half_width / step - 1e-9)))
+    half = intervals * step / 2
+    return MeshSpec(centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half, intervals)
+
+
+def scan_columns(records: Sequence[Any], *names: str) -> list[np.ndarray]:
+    """Columns of a Sardana scan's records, found by (a suffix of) their column names."""
+    if not records:
+        raise SmartMacroError("the scan returned no data")
+    keys = list(records[0].data)
+    columns = []
+    for name in names:
+        match = [k for k in keys if k == name or k.endswith("/" + name) or k.rsplit("/", 1)[-1] == name]
+        if not match:
+            raise SmartMacroError(f"the scan has no column '{name}'; columns: {', '.join(map(str, keys))}")
+        columns.append(np.array([float(r.data[match[0]]) for r in records]))
+    return columns
+
+
+def peak_centre(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> tuple[float, float, float]:
+    """Centre of a single peak in a mesh map: 2-D Gaussian fit started from the centroid.
+
+    Returns (x, y, significance); significance is the fitted amplitude over the background
+    noise, so a caller can refuse a map with no particle in it.
+    """
+    from scipy.optimize import curve_fit
+
+    counts = np.asarray(counts, float)
+    background = float(np.percentile(counts, 20))
+    weights = np.clip(counts - background, 0, None)
+    if weights.sum() <= 0:
+        return float("nan"), float("nan"), 0.0
+    top = weights >= 0.5 * weights.max()
+    cx, cy = float(np.average(x[top], weights=weights[top])), float(np.average(y[top], weights=weights[top]))
+    spacing = float(np.median(np.abs(np.diff(np.unique(np.round(x, 12)))))) if len(np.unique(x)) > 1 else 1.0
+
+    def gaussian(p: tuple[np.ndarray, np.ndarray], amp: float, x0: float, y0: float, sigma: float,
+                 base: float) -> np.ndarray:
+        return amp * np.exp(-((p[0] - x0) ** 2 + (p[1] - y0) ** 2) / (2 * sigma * sigma)) + base
+
+    try:
+        params, _ = curve_fit(gaussian, (x, y), counts, p0=[weights.max(), cx, cy, 2 * spacing, background],
+                              maxfev=4000)
+    except (RuntimeError, ValueError):
+        params = np.array([weights.max(), cx, cy, 2 * spacing, background])
+    amp, fx, fy = float(params[0]), float(params[1]), float(params[2])
+    noise = math.sqrt(max(background, 1.0))
+    inside = (min(x) <= fx <= max(x)) and (min(y) <= fy <= max(y))
+    if not inside:
+        fx, fy = cx, cy
+    return fx, fy, amp / noise
+
+
+class VisitLog:
+    """The per-particle CSV log: one line per finished particle, flushed at once, so a
+    stopped or killed run always leaves complete lines only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            with open(path, "w", newline="") as handle:
+                csv.writer(handle).writerow(VISIT_COLUMNS)
+
+    def write(self, row: dict[str, Any]) -> None:
+        values = []
+        for column in VISIT_COLUMNS:
+            value = row.get(column, "")
+            if isinstance(value, float):
+                value = "" if not math.isfinite(value) else f"{value:.9g}"
+            values.append(value)
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow(values)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def now_text() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def spread_selection(points: np.ndarray, count: int) -> list[int]:
+    """Pick ``count`` indices far apart (farthest-point order, starting from the point
+    farthest from the centroid): fiducials spread over the field fit an affine best."""
+    if len(points) == 0:
+        return []
+    chosen = [int(np.argmax(np.linalg.norm(points - points.mean(axis=0), axis=1)))]
+    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+    while len(chosen) < min(count, len(points)):
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
+    return chosen
