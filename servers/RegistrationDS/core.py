@@ -202,8 +202,8 @@ class RegistrationCore:
             tgt_factor *= binning
             warnings.append(f"images binned by {1 / binning:.2f} to at most {MAX_WORKING_SIDE} px for "
                             "registration; use ROIs for full-resolution precision")
-        ref_work = resample(ref_crop.astype(np.float32), ref_factor)
-        tgt_work = resample(tgt_crop.astype(np.float32), tgt_factor)
+        ref_work = _resample_float(ref_crop, ref_factor)
+        tgt_work = _resample_float(tgt_crop, tgt_factor)
         if min(ref_work.shape + tgt_work.shape) < MIN_REGISTRATION_SIZE:
             raise BadArgument(
                 f"after resampling to a common pixel size of {common:g} um the images are "
@@ -284,6 +284,14 @@ class RegistrationCore:
         result.update({"reference": args.reference, "target": args.target, "matrix": matrix.tolist(),
                        "elapsed_ms": (time.perf_counter() - started) * 1000.0})
         return self._publish(result, _Registered(reference, target, matrix))
+
+
+def _resample_float(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resampled float32 image; at factor 1 the slot's own array is passed on (no copy: the
+    windowing makes the first float32 array anyway and nothing downstream writes to it)."""
+    if abs(factor - 1.0) < 1e-12 and image.dtype in (np.uint8, np.uint16, np.float32):
+        return image
+    return resample(image.astype(np.float32), factor)
 
 
 def _offset(dx: float, dy: float) -> np.ndarray:

@@ -9,6 +9,7 @@ illumination changes, which SEM vs optical vs XRF differ in), and an apodising w
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import cv2
@@ -90,19 +91,29 @@ def represent(image: np.ndarray, kind: Representation, smoothing_px: float = 1.0
     return cv2.magnitude(gx, gy)
 
 
-def hann_window(shape: tuple[int, int]) -> np.ndarray:
-    """Separable 2-D Hann window (float32): tapers the borders so they do not correlate."""
+def hann_window(shape: tuple[int, ...]) -> np.ndarray:
+    """Separable 2-D Hann window (float32): tapers the borders so they do not correlate.
+
+    Cached per shape (read-only): a 2048x2048 window costs ~5 ms to build."""
+    return _hann_window(int(shape[0]), int(shape[1]))
+
+
+@functools.lru_cache(maxsize=16)
+def _hann_window(height: int, width: int) -> np.ndarray:
+    shape = (height, width)
     rows = np.hanning(shape[0] + 2)[1:-1].astype(np.float32)
     cols = np.hanning(shape[1] + 2)[1:-1].astype(np.float32)
-    return rows[:, None] * cols[None, :]
+    window = rows[:, None] * cols[None, :]
+    window.setflags(write=False)
+    return window
 
 
 def apodise(image: np.ndarray, window: np.ndarray | None = None) -> np.ndarray:
     """Subtract the mean and apply the window: the input the FFT-based correlators expect."""
     if window is None:
         window = hann_window(image.shape)
-    data = np.array(image, dtype=np.float32)  # always a fresh copy: modified in place below
-    data -= np.float32(data.mean(dtype=np.float64))
+    mean = np.float32(np.mean(image, dtype=np.float64))
+    data = np.subtract(image, mean, dtype=np.float32)  # always a fresh array, any input dtype
     data *= window
     return data
 

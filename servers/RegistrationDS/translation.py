@@ -8,7 +8,12 @@ of zero-padding.
 
 Why this is faster than ``skimage.registration.phase_cross_correlation`` at the same
 accuracy, without changing the method:
-- real FFTs in float32 (``scipy.fft.rfft2`` on all cores): half the spectrum, half the bytes;
+- real FFTs in float32: half the spectrum, half the bytes. For even-sized images OpenCV's
+  ``cv2.dft`` (packed CCS layout, converted to/from the rfft layout with a few slice copies)
+  is used; it measured 13 ms forward / 15 ms inverse on 2048x2048 against 17 / 31 ms for
+  ``scipy.fft`` on the same 2 cores. Odd sizes go through ``scipy.fft``;
+- the band-pass weight is cached per shape and folded with the whitening into one real
+  factor, so the spectrum is touched in place a minimum number of times;
 - the upsampled DFT sums over the half spectrum only (the correlation is real, so the
   other half is the complex conjugate), again halving the dominant matrix product;
 - complex64 matrix products.
@@ -20,9 +25,11 @@ by ``shift``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import scipy.fft
 
@@ -52,17 +59,65 @@ class PeakEstimate:
     polarity: int
 
 
+def _use_cv2(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[0] % 2 == 0 and shape[1] % 2 == 0 and min(shape) >= 4
+
+
+def _ccs_to_half(ccs: np.ndarray) -> np.ndarray:
+    """OpenCV's packed CCS spectrum of a real even-sized image -> the ``rfft2`` layout (complex64)."""
+    height, width = ccs.shape
+    half_h, half_w = height // 2, width // 2
+    out = np.empty((height, half_w + 1), np.complex64)
+    out[:, 1:half_w] = ccs[:, 1:width - 1].view(np.complex64)
+    for column, source in ((0, ccs[:, 0]), (half_w, ccs[:, width - 1])):
+        line = out[:, column]
+        line[0] = source[0]
+        line[half_h] = source[height - 1]
+        positive = source[1:height - 1:2] + 1j * source[2:height - 1:2]
+        line[1:half_h] = positive
+        line[half_h + 1:] = np.conj(positive[::-1])
+    return out
+
+
+def _half_to_ccs(half: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`_ccs_to_half` for a Hermitian (real-image) spectrum."""
+    height, width = shape
+    half_h, half_w = height // 2, width // 2
+    ccs = np.empty(shape, np.float32)
+    ccs[:, 1:width - 1] = half[:, 1:half_w].view(np.float32)
+    for column, target in ((0, 0), (half_w, width - 1)):
+        line = half[:, column]
+        ccs[0, target] = line[0].real
+        ccs[height - 1, target] = line[half_h].real
+        ccs[1:height - 1:2, target] = line[1:half_h].real
+        ccs[2:height - 1:2, target] = line[1:half_h].imag
+    return ccs
+
+
+def real_spectrum(image: np.ndarray) -> np.ndarray:
+    """``rfft2`` of a float32 image as complex64 (OpenCV for even sizes, else scipy)."""
+    if _use_cv2(image.shape):
+        return _ccs_to_half(cv2.dft(np.ascontiguousarray(image, dtype=np.float32)))
+    return scipy.fft.rfft2(image, workers=FFT_WORKERS).astype(np.complex64, copy=False)
+
+
+def inverse_real_spectrum(spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``irfft2(spectrum, s=shape)`` as float32, same normalisation."""
+    if _use_cv2(shape):
+        return cv2.dft(_half_to_ccs(spectrum, shape), flags=cv2.DFT_INVERSE | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+    return scipy.fft.irfft2(spectrum, s=shape, workers=FFT_WORKERS).astype(np.float32, copy=False)
+
+
 def cross_power_spectrum(reference: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Whitened half cross-power spectrum of two apodised float32 images of equal shape."""
-    ref_spectrum = scipy.fft.rfft2(reference, workers=FFT_WORKERS)
-    tgt_spectrum = scipy.fft.rfft2(target, workers=FFT_WORKERS)
-    product = ref_spectrum
-    product *= np.conj(tgt_spectrum)
+    """Whitened, band-passed half cross-power spectrum of two apodised float32 images of equal shape."""
+    product = real_spectrum(reference)
+    product *= np.conj(real_spectrum(target))
     magnitude = np.abs(product)
     floor = np.float32(1e-6) * np.float32(magnitude.max()) + np.float32(1e-30)
     np.maximum(magnitude, floor, out=magnitude)
-    product /= magnitude
-    product *= spectral_weight(reference.shape)
+    # One real factor per frequency: band-pass weight / magnitude (whitening).
+    np.divide(spectral_weight(reference.shape), magnitude, out=magnitude)
+    product *= magnitude
     return product
 
 
@@ -80,14 +135,17 @@ HIGHPASS_CYCLES = 2.0
 illumination envelope, which every pair shares at zero shift, so they are suppressed."""
 
 
+@functools.lru_cache(maxsize=8)
 def spectral_weight(shape: tuple[int, int]) -> np.ndarray:
-    """Band-pass weight in rfft2 layout: Gaussian low-pass times a soft DC-notch."""
+    """Band-pass weight in rfft2 layout: Gaussian low-pass times a soft DC-notch (cached, read-only)."""
     fy = scipy.fft.fftfreq(shape[0]).astype(np.float32)
     fx = scipy.fft.rfftfreq(shape[1]).astype(np.float32)
     radius2 = fy[:, None] ** 2 + fx[None, :] ** 2
     notch = (HIGHPASS_CYCLES / min(shape)) ** 2
     weight = np.exp(-radius2 / np.float32(LOWPASS_CUTOFF ** 2)) * (1 - np.exp(-radius2 / np.float32(notch)))
-    return weight.astype(np.float32)
+    weight = weight.astype(np.float32)
+    weight.setflags(write=False)
+    return weight
 
 
 def _half_spectrum_weights(width: int) -> np.ndarray:
@@ -114,12 +172,23 @@ def upsampled_correlation(spectrum: np.ndarray, shape: tuple[int, int], centre: 
     ky = scipy.fft.fftfreq(height) * height
     kx = np.arange(width // 2 + 1, dtype=np.float64)
     row_kernel = np.exp(2j * np.pi * np.outer(rows, ky) / height).astype(np.complex64)
-    col_kernel = np.exp(2j * np.pi * np.outer(kx, cols) / width).astype(np.complex64)
-    weighted = spectrum * _half_spectrum_weights(width)[None, :]
-    # Contract the long, contiguous axis first: OpenBLAS is ~10x faster for (H x W) @ (W x U)
-    # than for (U x H) @ (H x W) when U is small (measured, complex64, 2048 x 1025).
-    surface = row_kernel @ (weighted @ col_kernel)
-    return surface.real / (height * width)
+    # The half-spectrum weights go into the small kernel, not into a copy of the spectrum.
+    col_kernel = (np.exp(2j * np.pi * np.outer(kx, cols) / width)
+                  * _half_spectrum_weights(width)[:, None]).astype(np.complex64)
+    # Contract the long, contiguous axis first: (H x W) @ (W x U) with U small is ~10x faster
+    # than (U x H) @ (H x W). And do it as one real float32 product on the interleaved
+    # (re, im) view of the spectrum: sgemm measured 16 ms against 24 ms for the same complex64
+    # cgemm (2048 x 1025 by 31 points, 2 cores). Real columns give Re(S K), the others Im(S K).
+    spectrum = np.ascontiguousarray(spectrum, dtype=np.complex64)
+    count = col_kernel.shape[1]
+    real_kernel = np.empty((2 * col_kernel.shape[0], 2 * count), np.float32)
+    real_kernel[0::2, :count] = col_kernel.real
+    real_kernel[1::2, :count] = -col_kernel.imag
+    real_kernel[0::2, count:] = col_kernel.imag
+    real_kernel[1::2, count:] = col_kernel.real
+    partial = spectrum.view(np.float32) @ real_kernel
+    surface = row_kernel.real @ partial[:, :count] - row_kernel.imag @ partial[:, count:]
+    return surface / (height * width)
 
 
 def _argmax_on_grid(spectrum: np.ndarray, shape: tuple[int, int], centre: tuple[float, float],
@@ -173,7 +242,7 @@ def estimate_translation(reference: np.ndarray, target: np.ndarray, upsample: in
         raise BadArgument(f"upsample must be >= 1, got {upsample}")
     shape = reference.shape
     spectrum = cross_power_spectrum(reference, target)
-    surface = scipy.fft.irfft2(spectrum, s=shape, workers=FFT_WORKERS)
+    surface = inverse_real_spectrum(spectrum, shape)
     searched = np.abs(surface) if polarity_invariant else surface
     mask = _shift_limit_mask(shape, max_shift_px)
     if mask is not None:
