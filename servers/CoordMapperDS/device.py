@@ -1,20 +1,421 @@
-"""The CoordMapperDS Tango shell: declares the public interface and delegates to the core."""
+"""The CoordMapperDS Tango shell: declares the public interface and delegates to the core.
+
+The core (:class:`~servers.CoordMapperDS.core.CoordMapperCore`) owns the frame graph, the
+beam position and the history. This class only
+
+* parses every JSON argument with the models of :mod:`servers.CoordMapperDS.args`,
+* reads the stage motors (``MotorX``/``MotorY``: Position, its limits and unit) through
+  Tango for every Map, because limits can change at any time,
+* persists the whole core state (``core.to_json()``) in the device property
+  ``GraphState`` after every successful change, and loads it in ``init_device``,
+* maps errors to ``SMART_*`` and reports State/Status.
+
+State: ``ON`` idle; ``ALARM`` when the motors cannot be read (Map still works, but
+``within_limits`` is false wherever the stage is involved, and Status says why);
+``FAULT`` when the stored graph cannot be loaded -- then every command and graph
+attribute is refused, so nothing overwrites what the user stored (docs/coordmapper.md).
+
+Persistence order: the core commits in memory, the device writes the new state to the
+database, and on a failed write it restores the previous state in memory and refuses the
+command (``SMART_Failed``) -- memory and database always agree.
+"""
 
 from __future__ import annotations
 
-from tango import DevState
-from tango.server import Device
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from servers.common.tango_glue import run_server
+import numpy as np
+import tango
+from tango import AttrQuality, AttrWriteType, DevState
+from tango.server import Device, attribute, command, device_property
+
+from servers.common.errors import BadArgument, Failed, NotReady, SmartError
+from servers.common.jsonargs import dumps, parse_args
+from servers.common.tango_glue import run_server, smart_errors
+from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
+from servers.CoordMapperDS.core import CoordMapperCore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STATE_PROPERTY = "GraphState"
+"""Device property holding ``core.to_json()``, split into chunks (see :func:`split_chunks`)."""
+CHUNK_CHARS = 8000
+"""A MySQL Tango database stores each property line in a TEXT column (64 KiB): stay well below."""
+MOTOR_TIMEOUT_MS = 2000
+MAX_FRAMES = 1024
+STAGE = "stage"
+CAMERA = "camera"
+DEFAULT_UNIT = "mm"
+_UNIT_ALIASES = {"": DEFAULT_UNIT, "no unit": DEFAULT_UNIT, "mm": "mm", "um": "um", "µm": "um", "μm": "um",
+                 "micron": "um", "microns": "um", "nm": "nm"}
 
 
+# ------------------------------------------------------------------- helpers
+def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Cut ``text`` into property lines of at most ``size`` characters.
+
+    Cuts never fall next to whitespace, because some databases trim property lines; the
+    JSON written by the core has no newlines, so joining the lines gives the text back.
+    """
+    chunks: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        while end > start + 1 and (text[end - 1].isspace() or text[end].isspace()):
+            end -= 1
+        chunks.append(text[start:end])
+        start = end
+    chunks.append(text[start:])
+    return chunks
+
+
+def join_chunks(lines: Any) -> str:
+    """The stored text from the property value (a list of lines, or one string)."""
+    if lines is None:
+        return ""
+    if isinstance(lines, str):
+        return lines
+    return "".join(str(line) for line in lines)
+
+
+def stage_unit_of(unit: str) -> str | None:
+    """Our unit name for a motor's Position unit (empty = mm, as the simulated stage), else None."""
+    return _UNIT_ALIASES.get(unit.strip().lower())
+
+
+def _limit(text: str, default: float) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):  # "Not specified"
+        return default
+    return value if math.isfinite(value) else default
+
+
+@dataclass(frozen=True)
+class MotorReading:
+    """What the motors say now: ``limits`` ((xmin, xmax), (ymin, ymax)); ``position`` if asked."""
+
+    limits: tuple[tuple[float, float], tuple[float, float]]
+    unit: str
+    position: tuple[float, float] | None
+
+
+class MotorProblem(Exception):
+    """The motors cannot be read (or their units make no sense); the message says why."""
+
+
+class StageMotors:
+    """Reads Position, its limits (min_value/max_value) and unit of the x and y motors."""
+
+    def __init__(self, names: tuple[str, str]) -> None:
+        self.names = names
+        self._proxies: dict[str, tango.DeviceProxy] = {}
+
+    def _proxy(self, name: str) -> tango.DeviceProxy:
+        proxy = self._proxies.get(name)
+        if proxy is None:
+            proxy = tango.DeviceProxy(name)
+            proxy.set_timeout_millis(MOTOR_TIMEOUT_MS)
+            self._proxies[name] = proxy
+        return proxy
+
+    def read(self, with_position: bool) -> MotorReading:
+        limits, units, position = [], [], []
+        for name in self.names:
+            try:
+                proxy = self._proxy(name)
+                config = proxy.get_attribute_config("Position")
+                if with_position:
+                    position.append(float(proxy.read_attribute("Position").value))
+            except tango.DevFailed as exc:
+                self._proxies.pop(name, None)
+                reason = exc.args[0].desc.strip().splitlines()[0] if exc.args else str(exc)
+                raise MotorProblem(f"motor '{name}' cannot be read ({reason})") from None
+            except (TypeError, ValueError) as exc:
+                raise MotorProblem(f"motor '{name}' has no numeric Position ({exc})") from None
+            low, high = _limit(config.min_value, -math.inf), _limit(config.max_value, math.inf)
+            if low > high:
+                raise MotorProblem(f"motor '{name}' has min_value {low} above max_value {high}")
+            limits.append((low, high))
+            unit = stage_unit_of(config.unit or "")
+            if unit is None:
+                raise MotorProblem(f"motor '{name}' Position is in '{config.unit}', not a length unit "
+                                   "(mm, um, nm)")
+            units.append(unit)
+        if units[0] != units[1]:
+            raise MotorProblem(f"motors {self.names[0]} and {self.names[1]} use different units "
+                               f"({units[0]}, {units[1]}); give both Position attributes the same unit")
+        if with_position and not all(math.isfinite(p) for p in position):
+            raise MotorProblem(f"the motor positions {position} are not finite")
+        return MotorReading((limits[0], limits[1]), units[0],
+                            (position[0], position[1]) if with_position else None)
+
+
+# -------------------------------------------------------------------- device
 class CoordMapperDS(Device):
-    """See docs/interface.md for the public interface of this device."""
+    """Viewport <-> motor mapping: a graph of named 2-D frames (see docs/coordmapper.md)."""
 
+    MotorX = device_property(dtype=str, default_value="",
+                             doc="Tango/Sardana name of the x stage motor (its Position: value, limits, unit)")
+    MotorY = device_property(dtype=str, default_value="",
+                             doc="Tango/Sardana name of the y stage motor (its Position: value, limits, unit)")
+    GraphState = device_property(dtype=(str,), default_value=[],
+                                 doc="written by the device: the whole graph, beam position and history as "
+                                     "JSON (lines to be joined). Delete it and run Init to start empty.")
+
+    # ------------------------------------------------------------------ life
     def init_device(self) -> None:
         super().init_device()
-        self.set_state(DevState.ON)
-        self.set_status("CoordMapperDS is ready.")
+        self._lock = threading.RLock()
+        self._fault: str | None = None
+        self._motor_problem: str | None = None
+        self._persisted = True
+        names = (str(self.MotorX).strip(), str(self.MotorY).strip())
+        self._motors = StageMotors(names) if all(names) else None
+        if any(names) and not all(names):
+            self._motor_problem = "only one of MotorX/MotorY is set; set both and run Init"
+        stored = self._stored_text()
+        unit = self._initial_unit(stored)
+        self._core = CoordMapperCore(stage_unit=unit)
+        if stored.strip():
+            try:
+                self._core.from_json(stored)
+            except SmartError as exc:
+                self._fault = (f"the graph stored in the device property {STATE_PROPERTY} cannot be loaded: "
+                               f"{exc.desc}. Nothing was overwritten; fix or delete that property and run "
+                               "Init (commands are refused until then)")
+                log.error("CoordMapperDS: %s", self._fault)
+        self.set_state(self.dev_state())
+
+    def _database(self) -> Any:
+        """The Tango database (or file database) of this server; None when there is none."""
+        try:
+            return tango.Util.instance().get_database()
+        except Exception:  # noqa: BLE001 - running without any database
+            return None
+
+    def _stored_text(self) -> str:
+        db = self._database()
+        if db is not None:
+            try:
+                value = db.get_device_property(self.get_name(), STATE_PROPERTY)[STATE_PROPERTY]
+                return join_chunks(list(value))
+            except tango.DevFailed as exc:
+                log.warning("cannot read %s from the database (%s); using the property value given at "
+                            "start-up", STATE_PROPERTY, exc.args[0].desc if exc.args else exc)
+        return join_chunks(self.GraphState)
+
+    def _initial_unit(self, stored: str) -> str:
+        """The motors' unit; if they cannot be read, the stored graph's (else mm) and ALARM."""
+        if self._motors is not None:
+            try:
+                return self._motors.read(with_position=False).unit
+            except MotorProblem as exc:
+                self._motor_problem = str(exc)
+        try:
+            unit = json.loads(stored).get("stage_unit") if stored.strip() else None
+        except (ValueError, AttributeError):
+            unit = None
+        return unit if unit in ("mm", "um", "nm") else DEFAULT_UNIT
+
+    # ----------------------------------------------------------------- state
+    def dev_state(self) -> DevState:
+        if self._fault:
+            return DevState.FAULT
+        if self._motor_problem:
+            return DevState.ALARM
+        return DevState.ON
+
+    def dev_status(self) -> str:
+        if self._fault:
+            text = f"FAULT: {self._fault}."
+        else:
+            core = self._core
+            beam = core.beam_position
+            beam_text = "not set" if beam is None else f"({beam[0]:g}, {beam[1]:g}) px"
+            motors = ("no motors configured (MotorX/MotorY empty): within_limits is false for every point"
+                      if self._motors is None else
+                      f"stage motors {self._motors.names[0]}/{self._motors.names[1]} in {core.stage_unit}")
+            text = (f"{len(core.frames())} frames, {len(core.transforms())} transforms, beam position "
+                    f"{beam_text}; {motors}.")
+            if self._motor_problem:
+                text = (f"ALARM: {self._motor_problem}. Map works, but within_limits is false and Maps from/to "
+                        f"camera need stage_position until the motors answer (checked on every Map). {text}")
+            else:
+                text = f"Ready: {text}"
+            if not self._persisted:
+                text += " Warning: there is no Tango database, changes are not persisted."
+        self.set_status(text)
+        return text
+
+    # ---------------------------------------------------------------- helpers
+    def _ready_core(self) -> CoordMapperCore:
+        if self._fault:
+            raise NotReady(self._fault)
+        return self._core
+
+    def _change(self, action: Callable[[CoordMapperCore], T]) -> T:
+        """Run a changing core call, persist the new state, or undo it if persisting fails."""
+        with self._lock:
+            core = self._ready_core()
+            before = core.to_json()
+            result = action(core)
+            after = core.to_json()
+            if after != before:
+                try:
+                    self._persist(after)
+                except Exception as exc:  # noqa: BLE001 - any failure to store must undo the change
+                    core.from_json(before)
+                    desc = exc.args[0].desc if isinstance(exc, tango.DevFailed) and exc.args else str(exc)
+                    raise Failed(f"the change could not be saved in the Tango database ({desc.strip()}); it "
+                                 "was undone, the stored graph is unchanged. Retry when the database "
+                                 "answers") from None
+            return result
+
+    def _persist(self, text: str) -> None:
+        db = self._database()
+        if db is None:
+            self._persisted = False
+            return
+        db.put_device_property(self.get_name(), {STATE_PROPERTY: split_chunks(text)})
+
+    def _read_motors(self, with_position: bool) -> MotorReading | None:
+        """Motor limits/unit (and position); None if unreadable (ALARM, Status says why)."""
+        if self._motors is None:
+            return None
+        try:
+            reading = self._motors.read(with_position)
+        except MotorProblem as exc:
+            self._motor_problem = str(exc)
+            return None
+        if reading.unit != self._core.stage_unit:
+            self._motor_problem = (f"the motors now use {reading.unit} but the graph is in "
+                                   f"{self._core.stage_unit}; restore the motor unit, or run Init "
+                                   "(the stored graph is then refused) and recalibrate")
+            return None
+        self._motor_problem = None
+        return reading
+
+    # ------------------------------------------------------------- commands
+    @command(dtype_in=str, dtype_out=str,
+             doc_in='JSON {"from", "to", "matrix": 3x3, "stage_position"? (camera edges), "sigma"? | '
+                    '"covariance"?, "from_unit"?, "to_unit"?}',
+             doc_out='JSON {"from", "to", "matrix", "stored"} (+ calibration details for camera <-> stage)')
+    @smart_errors
+    def SetTransform(self, argument: str) -> str:
+        args = parse_args(argument, SetTransformArgs, what="SetTransform argument")
+        return dumps(self._change(lambda core: core.set_transform(args)))
+
+    @command(dtype_in=str, dtype_out=str,
+             doc_in='JSON {"from", "to", "pairs": [[x, y, X, Y], ...], "model": "similarity" | "affine", '
+                    '"reflection"?, "noise_sigma"?, "reject_outliers"?, "stage_position"?, "from_unit"?, '
+                    '"to_unit"?}',
+             doc_out='JSON {"matrix", "residuals", "rms", "inliers", "rejected", "sigma", ...}; stored as the edge')
+    @smart_errors
+    def FitTransform(self, argument: str) -> str:
+        args = parse_args(argument, FitTransformArgs, what="FitTransform argument")
+        return dumps(self._change(lambda core: core.fit_transform(args)))
+
+    @command(dtype_in=str, dtype_out=str,
+             doc_in='JSON {"steps": [[dX, dY, dx, dy], ...] (stage step, image shift px), "model", '
+                    '"reflection"?, "noise_sigma"?, "reject_outliers"?, "stage_position"?}',
+             doc_out='JSON fit + "pixel_size", "rotation_deg", "mirrored"; stored as camera -> stage')
+    @smart_errors
+    def CalibrateCamera(self, argument: str) -> str:
+        args = parse_args(argument, CalibrateCameraArgs, what="CalibrateCamera argument")
+        return dumps(self._change(lambda core: core.calibrate_camera(args)))
+
+    @command(dtype_in=str, dtype_out=str,
+             doc_in='JSON {"from", "to", "points": [[x, y], ...], "stage_position"?}; from/to camera without '
+                    'stage_position uses the current motor positions',
+             doc_out='JSON {"points", "uncertainty", "within_limits", "unit", "matrix", "path", "warnings", '
+                     '"stage_position_used"?}')
+    @smart_errors
+    def Map(self, argument: str) -> str:
+        args = parse_args(argument, MapArgs, what="Map argument")
+        core = self._ready_core()
+        wants_position = (CAMERA in (args.from_, args.to) and args.from_ != args.to
+                          and args.stage_position is None)
+        reading = self._read_motors(with_position=wants_position and self._motors is not None)
+        warnings: list[str] = []
+        used_position = None
+        if wants_position:
+            if reading is not None and reading.position is not None:
+                used_position = list(reading.position)
+                args = args.model_copy(update={"stage_position": used_position})
+            elif self._motors is not None:
+                raise NotReady(f"a Map from or to 'camera' needs the stage position of that camera frame, and "
+                               f"the current one cannot be read: {self._motor_problem}. Give "
+                               "\"stage_position\": [X, Y]")
+        result = core.map_points(args, None if reading is None else reading.limits)
+        if reading is None:
+            why = (self._motor_problem if self._motors is not None
+                   else "no motors are configured (MotorX/MotorY)")
+            result["within_limits"] = [False] * len(result["points"])
+            warnings.append(f"within_limits is false: the stage limits are unknown, {why}")
+        result["warnings"] = warnings + list(result["warnings"])
+        if used_position is not None:
+            result["stage_position_used"] = used_position
+        return dumps(result)
+
+    @command(dtype_in=str, dtype_out=str, doc_in="frame name ('stage' cannot be removed; 'camera' loses its edges)",
+             doc_out='JSON {"frame", "removed_edges"}')
+    @smart_errors
+    def RemoveFrame(self, name: str) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise BadArgument("give the name of the frame to remove, e.g. 'sem'")
+        return dumps(self._change(lambda core: core.remove_frame(name.strip())))
+
+    # ----------------------------------------------------------- attributes
+    @attribute(dtype=(str,), max_dim_x=MAX_FRAMES, unit="frame", label="Frames", format="%s",
+               doc="names of the frames: stage and camera first, then the others alphabetically")
+    @smart_errors
+    def Frames(self) -> list[str]:
+        return self._ready_core().frames()
+
+    @attribute(dtype=str, unit="JSON", label="Transforms", format="%s",
+               doc='JSON {"frames": {name: unit}, "edges": [...], "beam_position"}: every stored edge')
+    @smart_errors
+    def Transforms(self) -> str:
+        return self._ready_core().transforms_json()
+
+    @attribute(dtype=str, unit="JSON", label="History", format="%s",
+               doc="JSON list, oldest first: which command changed what and when (UTC), last 500 kept")
+    @smart_errors
+    def History(self) -> str:
+        return dumps(self._ready_core().history())
+
+    @attribute(dtype=(float,), max_dim_x=2, access=AttrWriteType.READ_WRITE, unit="px", label="Beam position",
+               format="%.3f",
+               doc="where the X-ray beam sits in the camera image [x, y] px; invalid until set. Kept in the "
+                   "GraphState property with the graph (one source of truth), so it survives a restart")
+    @smart_errors
+    def BeamPosition(self) -> Any:
+        beam = self._ready_core().beam_position
+        if beam is None:
+            return np.array([math.nan, math.nan]), time.time(), AttrQuality.ATTR_INVALID
+        return np.array(beam)
+
+    @BeamPosition.write
+    @smart_errors
+    def BeamPosition(self, value: Any) -> None:  # noqa: F811 - the pytango write-method idiom
+        position = [float(v) for v in np.asarray(value, dtype=float).ravel()]
+        self._change(lambda core: core.set_beam_position(position))
+
+    @attribute(dtype=str, unit="text", label="Stage unit", format="%s",
+               doc="unit of the stage frame: the motors' Position unit (mm if they declare none)")
+    @smart_errors
+    def StageUnit(self) -> str:
+        return self._core.stage_unit
 
 
 def main(argv: list[str] | None = None) -> int:
