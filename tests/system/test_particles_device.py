@@ -1,0 +1,482 @@
+"""ParticleDS through Tango: the public interface, its refusals, state, events, memorized settings.
+
+Most tests run the device without a database (DeviceTestContext in its own process) beside
+a small fake camera whose Image attribute is addressed by its full TRL, exactly as a
+beamline camera would be. The tests that need the database (memorized settings surviving a
+restart, names resolved through the database, the real camera of the stack) use a real
+pytango-db.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tango
+import tifffile
+from tango import AttrWriteType, DevState
+from tango.server import Device, attribute, command
+from tango.test_context import DeviceTestContext
+from taurus.core.util.codecs import CodecFactory
+
+from clients.launcher import Stack
+from servers.ParticleDS.annotate import CROWDED_RGB, ISOLATED_RGB
+from servers.ParticleDS.device import ParticleDS
+from tests.system.conftest import device_trl
+from tests.unit.particles.synthetic import render_spots
+
+LAYOUT = np.array([[40.0, 40.0], [200.0, 60.0], [120.0, 150.0], [128.0, 152.0], [60.0, 200.0],
+                   [215.0, 215.0]])
+"""Four lone spots and one close pair (8 px apart): 6 particles, 4 isolated."""
+SETTINGS = {"Diameter": 7, "MinMass": 200.0, "Separation": 5.0, "IsolationRadius": 20.0, "NoiseSize": 1.0,
+            "MaxSize": 0.0, "Threshold": 0.0, "Percentile": 64.0, "Invert": False, "Method": "locate"}
+SPOTS = render_spots((256, 256), LAYOUT, sigma=1.5, peak=150, background=20, noise=3, seed=2)
+
+
+def _reason(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
+    return excinfo.value.args[0].reason
+
+
+def _desc(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
+    return excinfo.value.args[0].desc
+
+
+class FakeCamera(Device):
+    """Stands in for CameraDS: an image attribute, a scalar, and a read that fails like a camera."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._image = SPOTS.astype(np.uint16) * 10
+        self.set_state(DevState.ON)
+
+    @attribute(dtype=((np.uint16,),), max_dim_x=4096, max_dim_y=4096)
+    def Image(self) -> np.ndarray:
+        return self._image
+
+    @attribute(dtype=float)
+    def Temperature(self) -> float:
+        return 21.5
+
+    @attribute(dtype=((np.uint16,),), max_dim_x=4096, max_dim_y=4096)
+    def NoFrame(self) -> np.ndarray:
+        tango.Except.throw_exception("SMART_NotReady", "there is no frame yet; Start the camera or Snap",
+                                     "FakeCamera.NoFrame")
+
+    @command(dtype_in=str)
+    def LoadImage(self, path: str) -> None:
+        self._image = tifffile.imread(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("particles")
+    paths = {"spots": folder / "spots.tif", "flat": folder / "flat.tif", "big": folder / "big.tif"}
+    tifffile.imwrite(paths["spots"], SPOTS)
+    tifffile.imwrite(paths["flat"], np.full((64, 64), 7, np.uint8))
+    rng = np.random.default_rng(5)
+    tifffile.imwrite(paths["big"], render_spots((2048, 2048), rng.uniform(20, 2028, (1500, 2)), sigma=1.5,
+                                                peak=150, background=20, noise=3, seed=3, dtype=np.uint16))
+    return {name: str(path) for name, path in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def camera() -> Iterator[str]:
+    """Full TRL of the fake camera's device (no database: it ends in '#dbase=no')."""
+    context = DeviceTestContext(FakeCamera, device_name="test/fakecamera/1", process=True)
+    with context:
+        yield context.get_device_access()
+
+
+def _attr(device_trl_: str, name: str) -> str:
+    base, _, fragment = device_trl_.partition("#")
+    return f"{base}/{name}#{fragment}" if fragment else f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tango.DeviceProxy]:
+    with DeviceTestContext(ParticleDS, device_name="test/particles/1", process=True, timeout=30) as proxy:
+        proxy.set_timeout_millis(30_000)
+        yield proxy
+
+
+@pytest.fixture
+def dev(shared: tango.DeviceProxy, files: dict[str, str]) -> tango.DeviceProxy:
+    """The shared device with known settings and a fresh detection of the spots image."""
+    for name, value in SETTINGS.items():
+        shared.write_attribute(name, value)
+    shared.Detect(json.dumps({"path": files["spots"]}))
+    return shared
+
+
+def _results(dev: tango.DeviceProxy) -> dict[str, object]:
+    return {name: dev.read_attribute(name).value for name in ("Count", "X", "Y", "Isolated", "Table")}
+
+
+def _assert_same(before: dict[str, object], after: dict[str, object]) -> None:
+    assert after["Count"] == before["Count"]
+    assert after["Table"] == before["Table"]
+    np.testing.assert_array_equal(after["X"], before["X"])
+    np.testing.assert_array_equal(after["Isolated"], before["Isolated"])
+
+
+# ------------------------------------------------------------------------ fresh device
+def test_fresh_device_is_ready_and_explains_what_is_missing(tmp_path: Path) -> None:
+    with DeviceTestContext(ParticleDS, device_name="test/particles/9", process=True) as fresh:
+        assert fresh.state() == DevState.ON
+        assert "no detection yet" in fresh.status().lower()
+        assert fresh.Count == 0 and fresh.IsolatedCount == 0
+        assert fresh.X is None or len(fresh.X) == 0  # empty spectra read as None in pytango
+        assert fresh.Table == "[]" and fresh.LastResult == "{}"
+        assert fresh.Diameter == 11 and fresh.Method == "locate" and fresh.NoiseSize == 1.0
+        with pytest.raises(tango.DevFailed) as excinfo:
+            fresh.read_attribute("AnnotatedImage")
+        assert _reason(excinfo) == "SMART_NotReady" and "Detect" in _desc(excinfo)
+        with pytest.raises(tango.DevFailed) as excinfo:
+            fresh.ExportCsv(str(tmp_path / "p.csv"))
+        assert _reason(excinfo) == "SMART_NotReady"
+        with pytest.raises(tango.DevFailed) as excinfo:
+            fresh.Detect("{}")
+        assert _reason(excinfo) == "SMART_NotReady" and "'path'" in _desc(excinfo)
+        assert not (tmp_path / "p.csv").exists()
+
+
+def test_every_attribute_is_described_and_settings_are_memorized(shared: tango.DeviceProxy) -> None:
+    settings = list(SETTINGS)
+    results = ["Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccentricity", "Signal", "Isolated",
+               "NearestNeighbour", "Table", "LastResult", "AnnotatedImage", "AnnotatedImageRGB"]
+    names = set(shared.get_attribute_list())
+    assert set(settings + results) <= names
+    for name in settings + results:
+        config = shared.get_attribute_config(name)
+        assert config.unit.strip(), name
+        assert config.label.strip() and config.format.strip(), name
+        assert config.description.strip() and config.description != "No description", name
+        expected = AttrWriteType.READ_WRITE if name in settings else AttrWriteType.READ
+        assert config.writable == expected, name
+        if name in settings:
+            assert config.memorized == tango.AttrMemorizedType.MEMORIZED_WRITE_INIT, name
+    assert shared.get_attribute_config("X").max_dim_x >= 100_000
+    assert shared.get_attribute_config("MinMass").format == "%.6g"
+    assert shared.get_attribute_config("IsolationRadius").label == "Isolation radius"
+    image = shared.get_attribute_config("AnnotatedImage")
+    assert image.data_format == tango.AttrDataFormat.IMAGE and image.data_type == tango.CmdArgType.DevUChar
+    assert image.max_dim_x >= 8192 and image.max_dim_y >= 8192
+    assert shared.get_attribute_config("AnnotatedImageRGB").data_type == tango.CmdArgType.DevEncoded
+
+
+# --------------------------------------------------------------------------- detection
+def test_detect_from_a_file_publishes_every_result(dev: tango.DeviceProxy, files: dict[str, str]) -> None:
+    reply = json.loads(dev.Detect(json.dumps({"path": files["spots"]})))
+    assert reply["count"] == 6 and reply["isolated"] == 4
+    assert reply["elapsed_ms"] > 0 and reply["roi"] == [0, 0, 256, 256] and files["spots"] in reply["source"]
+    assert dev.state() == DevState.ON and "6 particles, 4 isolated" in dev.status()
+    assert dev.Count == 6 and dev.IsolatedCount == 4
+    found = np.column_stack([dev.X, dev.Y])
+    for point in LAYOUT:
+        assert np.min(np.hypot(*(found - point).T)) < 0.3
+    for name in ("Mass", "Size", "Eccentricity", "Signal", "NearestNeighbour"):
+        values = dev.read_attribute(name).value
+        assert values.dtype == np.float64 and len(values) == 6, name
+    isolated = dev.Isolated
+    assert isolated.dtype == bool and sorted(np.round(dev.X[~isolated])) == [120, 128]
+    rows = json.loads(dev.Table)
+    assert [row["index"] for row in rows] == list(range(6))
+    assert rows[0]["x"] == pytest.approx(dev.X[0]) and rows[0]["isolated"] == bool(isolated[0])
+    last = json.loads(dev.LastResult)
+    assert last["count"] == 6 and last["settings"]["Diameter"] == 7 and last["image_shape"] == [256, 256]
+
+
+def test_roi_offsets_and_per_call_overrides_leave_settings_alone(dev: tango.DeviceProxy,
+                                                                  files: dict[str, str]) -> None:
+    full = np.column_stack([dev.X, dev.Y])
+    reply = json.loads(dev.Detect(json.dumps({"path": files["spots"], "roi": [100, 120, 80, 70]})))
+    assert reply["count"] == 2 and reply["roi"] == [100, 120, 80, 70]
+    for x, y in zip(dev.X, dev.Y, strict=True):
+        assert np.min(np.hypot(full[:, 0] - x, full[:, 1] - y)) < 0.01
+    reply = json.loads(dev.Detect(json.dumps({"path": files["spots"], "IsolationRadius": 5.0, "Diameter": 9})))
+    assert reply["isolated"] == 6
+    assert dev.IsolationRadius == 20.0 and dev.Diameter == 7
+    assert json.loads(dev.LastResult)["settings"]["IsolationRadius"] == 5.0
+
+
+def test_detect_without_a_source_reuses_the_last_image(dev: tango.DeviceProxy) -> None:
+    reply = json.loads(dev.Detect(json.dumps({"IsolationRadius": 5.0})))
+    assert reply["count"] == 6 and reply["isolated"] == 6
+    assert "spots.tif" in reply["source"]
+
+
+def test_detect_from_a_camera_attribute_by_full_name(dev: tango.DeviceProxy, camera: str) -> None:
+    from_file = np.column_stack([dev.X, dev.Y])
+    dev.MinMass = 2000.0  # the fake camera serves the spots x 10 as uint16
+    reply = json.loads(dev.Detect(json.dumps({"attribute": _attr(camera, "Image")})))
+    assert reply["count"] == 6 and reply["isolated"] == 4 and reply["source"].endswith("Image#dbase=no")
+    np.testing.assert_allclose(np.column_stack([dev.X, dev.Y]), from_file, atol=0.05)
+    assert dev.state() == DevState.ON
+
+
+@pytest.mark.parametrize(("argument", "reason", "hint"), [
+    ({"path": "/no/such/image.tif"}, "SMART_NotFound", "no file"),
+    ({"path": "FLAT"}, "SMART_BadArgument", "constant"),
+    ({"path": "SPOTS", "Diameter": 8}, "SMART_BadArgument", "use 7 or 9"),
+    ({"path": "SPOTS", "roi": [200, 200, 100, 100]}, "SMART_BadArgument", "outside"),
+    ({"path": "SPOTS", "colour": "red"}, "SMART_BadArgument", "unknown key 'colour'"),
+    ({"path": "SPOTS", "attribute": "test/fakecamera/1/Image"}, "SMART_BadArgument", "not both"),
+    ({"attribute": "smart/camera/Image"}, "SMART_BadArgument", "full name"),
+    ({"attribute": "CAMERA/Temperature"}, "SMART_BadArgument", "not an image"),
+    ({"attribute": "CAMERA/NoSuchAttribute"}, "SMART_NotFound", "no attribute"),
+    ({"attribute": "CAMERA/NoFrame"}, "SMART_NotReady", "Start the camera"),
+])
+def test_refused_detect_keeps_results_settings_and_state(dev: tango.DeviceProxy, files: dict[str, str],
+                                                         camera: str, argument: dict[str, object],
+                                                         reason: str, hint: str) -> None:
+    before = _results(dev)
+    resolved = dict(argument)
+    if resolved.get("path") in ("FLAT", "SPOTS"):
+        resolved["path"] = files[str(resolved["path"]).lower()]
+    if str(resolved.get("attribute", "")).startswith("CAMERA/"):
+        resolved["attribute"] = _attr(camera, str(resolved["attribute"]).removeprefix("CAMERA/"))
+    with pytest.raises(tango.DevFailed) as excinfo:
+        dev.Detect(json.dumps(resolved))
+    assert _reason(excinfo) == reason
+    assert hint in _desc(excinfo)
+    _assert_same(before, _results(dev))
+    assert dev.Diameter == 7
+    assert dev.state() == DevState.ON
+
+
+def test_malformed_json_and_nan_are_refused(dev: tango.DeviceProxy) -> None:
+    for text in ("", "not json", "[1, 2]", '{"IsolationRadius": NaN}', '{"Diameter": "7"}'):
+        with pytest.raises(tango.DevFailed) as excinfo:
+            dev.Detect(text)
+        assert _reason(excinfo) == "SMART_BadArgument", text
+    assert dev.Count == 6
+
+
+def test_unreachable_source_is_a_fault_until_a_detection_succeeds(dev: tango.DeviceProxy,
+                                                                   files: dict[str, str]) -> None:
+    before = _results(dev)
+    lost = "tango://127.0.0.1:9/test/lostcamera/1/Image#dbase=no"
+    with pytest.raises(tango.DevFailed) as excinfo:
+        dev.Detect(json.dumps({"attribute": lost}))
+    assert _reason(excinfo) == "SMART_NotFound" and "does not answer" in _desc(excinfo)
+    assert dev.state() == DevState.FAULT
+    assert lost in dev.status() and "still readable" in dev.status()
+    _assert_same(before, _results(dev))
+    dev.Detect(json.dumps({"path": files["spots"]}))
+    assert dev.state() == DevState.ON
+
+
+# --------------------------------------------------------------------------- settings
+@pytest.mark.parametrize(("name", "value", "hint"), [
+    ("Diameter", 8, "odd"),
+    ("Diameter", 1, "Diameter"),
+    ("NoiseSize", 7.0, "smaller than Diameter"),
+    ("Percentile", 100.0, "Percentile"),
+    ("MinMass", -1.0, "MinMass"),
+    ("Method", "locate_everything", "Method"),
+])
+def test_refused_setting_keeps_the_old_value(dev: tango.DeviceProxy, name: str, value: object, hint: str) -> None:
+    old = dev.read_attribute(name).value
+    with pytest.raises(tango.DevFailed) as excinfo:
+        dev.write_attribute(name, value)
+    assert _reason(excinfo) == "SMART_BadArgument"
+    assert hint in _desc(excinfo)
+    assert dev.read_attribute(name).value == old
+
+
+def test_settings_are_used_by_the_next_detection(dev: tango.DeviceProxy) -> None:
+    dev.IsolationRadius = 5.0
+    dev.Method = "locate_brightfield_ring"
+    assert dev.IsolationRadius == 5.0 and dev.Method == "locate_brightfield_ring"
+    dev.Method = "locate"
+    assert json.loads(dev.Detect("{}"))["isolated"] == 6
+    assert json.loads(dev.LastResult)["settings"]["IsolationRadius"] == 5.0
+
+
+def test_doubtful_results_raise_an_alarm_that_says_why(dev: tango.DeviceProxy) -> None:
+    assert json.loads(dev.Detect(json.dumps({"MinMass": 1e9})))["count"] == 0
+    assert dev.state() == DevState.ALARM and "no particles" in dev.status() and "MinMass" in dev.status()
+    assert json.loads(dev.Detect(json.dumps({"IsolationRadius": 500.0})))["isolated"] == 0
+    assert dev.state() == DevState.ALARM and "none is isolated" in dev.status()
+    dev.Detect("{}")
+    assert dev.state() == DevState.ON
+
+
+# ---------------------------------------------------------------------------- outputs
+def test_export_csv_writes_the_table(dev: tango.DeviceProxy, tmp_path: Path) -> None:
+    written = dev.ExportCsv(str(tmp_path / "particles.csv"))
+    assert written == str(tmp_path / "particles.csv")
+    with open(written, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 6 and float(rows[2]["x"]) == pytest.approx(dev.X[2])
+    assert [row["isolated"] for row in rows] == ["true" if v else "false" for v in dev.Isolated]
+    with pytest.raises(tango.DevFailed) as excinfo:
+        dev.ExportCsv(str(tmp_path / "missing" / "particles.csv"))
+    assert _reason(excinfo) == "SMART_NotFound" and "does not exist" in _desc(excinfo)
+
+
+def test_annotated_images_grey_and_colour(dev: tango.DeviceProxy) -> None:
+    grey = dev.AnnotatedImage
+    assert grey.dtype == np.uint8 and grey.shape == (256, 256)
+    assert (grey == 255).any() and (grey == 0).any()  # isolated / crowded markers
+    value = dev.read_attribute("AnnotatedImageRGB").value
+    assert value[0] == "VIDEO_IMAGE"
+    fmt, rgb = CodecFactory().getCodec(value[0]).decode(value)
+    assert rgb.shape == (256, 256, 3) and rgb.dtype == np.uint8
+    colours = {tuple(int(c) for c in pixel) for pixel in rgb.reshape(-1, 3)}
+    assert ISOLATED_RGB in colours and CROWDED_RGB in colours
+    # grey pixels of the picture stay grey: the channels arrive in the right order
+    x, y = int(round(dev.X[0])), int(round(dev.Y[0]))
+    assert tuple(rgb[y, x]) == (rgb[y, x, 0],) * 3
+
+
+def test_change_events_reach_subscribers(dev: tango.DeviceProxy) -> None:
+    received: dict[str, list[object]] = {"Count": [], "AnnotatedImage": [], "Diameter": []}
+
+    def callback_for(name: str):
+        def callback(event: tango.EventData) -> None:
+            if not event.err:
+                received[name].append(event.attr_value.value)
+        return callback
+
+    ids = [dev.subscribe_event(name, tango.EventType.CHANGE_EVENT, callback_for(name)) for name in received]
+    try:
+        for values in received.values():
+            values.clear()
+        dev.Detect(json.dumps({"MinMass": 1e9}))
+        dev.Diameter = 9
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (received["Count"] and received["AnnotatedImage"]
+                                                   and received["Diameter"]):
+            time.sleep(0.05)
+    finally:
+        for event_id in ids:
+            dev.unsubscribe_event(event_id)
+    assert 0 in received["Count"]
+    assert received["AnnotatedImage"][-1].shape == (256, 256)
+    assert 9 in received["Diameter"]
+
+
+def test_state_is_running_during_detection_and_a_second_detect_is_refused(dev: tango.DeviceProxy,
+                                                                          files: dict[str, str]) -> None:
+    dev.MinMass = 200.0
+    request = dev.command_inout_asynch("Detect", json.dumps({"path": files["big"]}))
+    seen: set[DevState] = set()
+    refused = None
+    reply = None
+    deadline = time.monotonic() + 30
+    while reply is None and time.monotonic() < deadline:
+        seen.add(dev.state())
+        if refused is None and DevState.RUNNING in seen:
+            with pytest.raises(tango.DevFailed) as excinfo:
+                dev.Detect(json.dumps({"path": files["spots"]}))
+            refused = excinfo
+            assert dev.Count == 6  # the previous results stay readable meanwhile
+        try:
+            reply = dev.command_inout_reply(request)  # polls; a timeout of 0 would block
+        except tango.DevFailed as exc:
+            if exc.args[0].reason != "API_AsynReplyNotArrived":
+                raise
+            time.sleep(0.005)
+    assert DevState.RUNNING in seen
+    assert refused is not None and _reason(refused) == "SMART_NotReady" and "already running" in _desc(refused)
+    assert json.loads(reply)["count"] > 1000
+    assert dev.state() == DevState.ON
+
+
+# ----------------------------------------------------------------- through a database
+def _wait_exported(trl: str, timeout_s: float = 30.0) -> tango.DeviceProxy:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            proxy = tango.DeviceProxy(trl)
+            proxy.ping()
+            proxy.state()
+            return proxy
+        except tango.DevFailed:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _stop(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    try:
+        psutil.Process(pid).wait(10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_database(
+        tmp_path: Path, files: dict[str, str]) -> None:
+    config = tmp_path / "particles.yaml"
+    config.write_text("servers:\n  ParticleDS/t1:\n    ParticleDS:\n      test/particles/1: {}\n")
+    small = Stack(tmp_path / "run", config, echo=False)
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        host = small.up()
+        trl = f"tango://{host}/test/particles/1"
+        dev = _wait_exported(trl)
+        for name, value in {"Diameter": 21, "NoiseSize": 15.0, "MinMass": 123.5, "Invert": True,
+                            "Method": "locate_brightfield_ring", "IsolationRadius": 12.5, "Percentile": 50.0}.items():
+            dev.write_attribute(name, value)
+        with pytest.raises(tango.DevFailed) as excinfo:
+            dev.Diameter = 22
+        assert _reason(excinfo) == "SMART_BadArgument"
+        # a device defined in the database but not running is a lost source; an unknown one a typo
+        tango.Database(*host.split(":")).add_device(_device_info("Ghost/t1", "FakeCamera", "test/ghost/1"))
+        with pytest.raises(tango.DevFailed) as excinfo:
+            dev.Detect(json.dumps({"attribute": f"tango://{host}/test/nosuch/1/Image"}))
+        assert _reason(excinfo) == "SMART_NotFound" and dev.state() == DevState.ON
+        with pytest.raises(tango.DevFailed) as excinfo:
+            dev.Detect(json.dumps({"attribute": f"tango://{host}/test/ghost/1/Image"}))
+        assert _reason(excinfo) == "SMART_NotFound" and dev.state() == DevState.FAULT
+
+        _stop(small.processes["ParticleDS/t1"].pid)
+        env = {**os.environ, "TANGO_HOST": host}
+        restarted = subprocess.Popen([str(Path(sys.executable).parent / "ParticleDS"), "t1", "-ORBendPoint",
+                                      "giop:tcp:127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        dev = _wait_exported(trl)
+        deadline = time.monotonic() + 10
+        while dev.Diameter != 21 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dev.Diameter == 21 and dev.NoiseSize == 15.0 and dev.MinMass == 123.5
+        assert dev.Invert is True and dev.Method == "locate_brightfield_ring"
+        assert dev.IsolationRadius == 12.5 and dev.Percentile == 50.0
+        assert dev.state() == DevState.ON
+    finally:
+        if restarted is not None:
+            _stop(restarted.pid)
+        small.down(quiet=True)
+
+
+def _device_info(server: str, klass: str, name: str) -> tango.DbDevInfo:
+    info = tango.DbDevInfo()
+    info.server, info._class, info.name = server, klass, name
+    return info
+
+
+def test_detects_on_the_stack_camera(stack: Stack) -> None:
+    camera = tango.DeviceProxy(device_trl(stack, "smart/camera/1"))
+    camera.Snap()
+    particles = tango.DeviceProxy(device_trl(stack, "smart/particles/1"))
+    particles.set_timeout_millis(30_000)
+    reply = json.loads(particles.Detect(json.dumps({"attribute": device_trl(stack, "smart/camera/1/Image"),
+                                                    "MinMass": 0.0})))
+    assert reply["count"] >= 0 and reply["source"].endswith("smart/camera/1/Image")
+    assert particles.Count == reply["count"]
+    assert particles.AnnotatedImage.shape == (camera.Height, camera.Width)
+    assert particles.state() in (DevState.ON, DevState.ALARM)
