@@ -1,0 +1,235 @@
+"""CameraDS as a Tango device (DeviceTestContext, each in its own server process):
+events on every frame, consistent metadata, every source kind, faults and recovery,
+refusals with SMART reasons."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tango
+from tango import DevState
+from tango.server import Device, attribute, command
+from tango.test_context import DeviceTestContext
+
+from servers.common.imageio import read_image
+from tests.unit.camera.conftest import Events, camera, wait_for, write_sequence
+
+
+def reason(excinfo: pytest.ExceptionInfo) -> str:
+    return excinfo.value.args[0].reason
+
+
+def test_files_stream_pushes_change_and_data_ready_events_for_every_frame(tmp_path: Path) -> None:
+    frames = write_sequence(tmp_path / "seq")
+    with camera({"Source": f"files:{tmp_path}/seq/*.tif"}) as cam:
+        assert cam.state() == DevState.ON
+        assert cam.Source == f"files:{tmp_path}/seq/*.tif"
+        images, ready = Events(), Events()
+        ids = [cam.subscribe_event("Image", tango.EventType.CHANGE_EVENT, images),
+               cam.subscribe_event("Image", tango.EventType.DATA_READY_EVENT, ready)]
+        cam.TargetFrameRate = 25.0
+        cam.Start()
+        assert wait_for(lambda: cam.state() == DevState.RUNNING)
+        assert wait_for(lambda: len(ready.values()) >= 20)
+        cam.Stop()
+        assert cam.state() == DevState.ON
+        time.sleep(0.3)
+        counters = ready.values()
+        assert counters == list(range(counters[0], counters[0] + len(counters)))  # no frame skipped
+        assert counters[0] == 1
+        assert len(images.errors) == 1  # the subscription's first read: no frame yet, says so
+        streamed = images.values()
+        assert len(streamed) == len(counters)
+        for image, number in zip(streamed, counters, strict=True):
+            np.testing.assert_array_equal(image, frames[(number - 1) % len(frames)])
+        assert cam.FrameNumber > 15 and cam.Width == 64 and cam.Height == 48
+        for event_id in ids:
+            cam.unsubscribe_event(event_id)
+
+
+def test_image_and_metadata_read_together_describe_one_frame(tmp_path: Path) -> None:
+    write_sequence(tmp_path / "seq", n=5)
+    with camera({"Source": f"files:{tmp_path}/seq/*.tif"}) as cam:
+        cam.TargetFrameRate = 0.0  # as fast as possible: the hardest case for consistency
+        cam.PixelSize = 0.8
+        cam.Start()
+        assert wait_for(lambda: cam.FrameNumber > 5)
+        for _ in range(30):
+            image, meta, number = cam.read_attributes(["Image", "FrameMetadata", "FrameNumber"])
+            meta = json.loads(meta.value)
+            assert meta["frame_number"] == number.value
+            assert int(image.value[0, 0]) == (meta["frame_number"] - 1) % 5
+            assert meta["pixel_size_um"] == 0.8 and meta["stage"] == {}
+        assert cam.FrameRate > 20
+        cam.Stop()
+
+
+def test_snap_save_and_reload_with_pixel_size(tmp_path: Path) -> None:
+    frames = write_sequence(tmp_path / "seq", n=2)
+    with camera({"Source": f"files:{tmp_path}/seq/*.tif"}) as cam:
+        with pytest.raises(tango.DevFailed) as excinfo:
+            _ = cam.Image
+        assert reason(excinfo) == "SMART_NotReady"
+        with pytest.raises(tango.DevFailed) as excinfo:
+            cam.SaveImage(str(tmp_path / "none.tif"))
+        assert reason(excinfo) == "SMART_NotReady"
+        cam.PixelSize = 0.275
+        assert cam.Snap() == 1 and cam.Snap() == 2
+        assert cam.state() == DevState.ON
+        np.testing.assert_array_equal(cam.Image, frames[1])
+        path = cam.SaveImage(str(tmp_path / "saved.tif"))
+        loaded = read_image(path)
+        assert loaded.pixel_size_um == pytest.approx(0.275)
+        np.testing.assert_array_equal(loaded.data, frames[1])
+        assert loaded.metadata["frame_number"] == 2
+
+
+def test_refusals_carry_smart_reasons_and_change_nothing(tmp_path: Path) -> None:
+    write_sequence(tmp_path / "seq", n=1)
+    with camera({"Source": f"files:{tmp_path}/seq/*.tif"}) as cam:
+        cam.PixelSize = 0.5
+        cam.TargetFrameRate = 7.0
+        with pytest.raises(tango.DevFailed):  # NaN is stopped by Tango itself, before our code
+            cam.PixelSize = float("nan")
+        cases = [("PixelSize", -2.0, "SMART_BadArgument"), ("PixelSize", 0.0, "SMART_BadArgument"),
+                 ("TargetFrameRate", 5000.0, "SMART_BadArgument"), ("ExposureTime", 5.0, "SMART_NotReady"),
+                 ("Gain", 2.0, "SMART_NotReady")]
+        for name, value, expected in cases:
+            with pytest.raises(tango.DevFailed) as excinfo:
+                cam.write_attribute(name, value)
+            assert reason(excinfo) == expected, name
+            assert excinfo.value.args[0].desc.strip()
+        assert cam.PixelSize == 0.5 and cam.TargetFrameRate == 7.0
+        cam.Snap()
+        for path, expected in (("relative.tif", "SMART_BadArgument"), (str(tmp_path / "x.png"), "SMART_BadArgument"),
+                               (str(tmp_path / "no" / "x.tif"), "SMART_NotFound")):
+            with pytest.raises(tango.DevFailed) as excinfo:
+                cam.SaveImage(path)
+            assert reason(excinfo) == expected
+        assert cam.state() == DevState.ON
+
+
+def test_bad_source_property_gives_fault_that_explains_and_init_recovers(tmp_path: Path) -> None:
+    with camera({"Source": "webcam"}) as cam:
+        assert cam.state() == DevState.FAULT
+        assert "Source 'webcam' is not understood" in cam.status()
+        with pytest.raises(tango.DevFailed) as excinfo:
+            cam.Start()
+        assert reason(excinfo) == "SMART_NotReady"
+        cam.Stop()  # always works
+        cam.Init()
+        assert cam.state() == DevState.FAULT
+
+
+def test_files_that_disappear_fault_with_the_cause_and_come_back_running(tmp_path: Path) -> None:
+    folder = tmp_path / "seq"
+    write_sequence(folder, n=3)
+    with camera({"Source": f"files:{folder}/*.tif"}) as cam:
+        cam.TargetFrameRate = 20.0
+        cam.Start()
+        assert wait_for(lambda: cam.state() == DevState.RUNNING and cam.FrameNumber > 2)
+        hidden = tmp_path / "hidden"
+        folder.rename(hidden)
+        assert wait_for(lambda: cam.state() == DevState.FAULT, timeout=5)
+        status = cam.status()
+        assert "disappeared" in status or "no file matches" in status
+        assert str(folder) in status and "keeps trying" in status
+        frozen = cam.FrameNumber
+        time.sleep(0.5)
+        assert cam.FrameNumber == frozen
+        hidden.rename(folder)
+        assert wait_for(lambda: cam.state() == DevState.RUNNING, timeout=6)
+        assert wait_for(lambda: cam.FrameNumber > frozen)
+        assert "Streaming" in cam.status()
+        cam.Stop()
+        assert cam.state() == DevState.ON
+
+
+def test_opencv_video_file_source(tmp_path: Path) -> None:
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (80, 60))
+    for i in range(6):
+        frame = np.zeros((60, 80, 3), np.uint8)
+        frame[:, : 10 * (i + 1)] = 200
+        writer.write(frame)
+    writer.release()
+    with camera({"Source": f"opencv:{video}"}) as cam:
+        cam.TargetFrameRate = 30.0
+        cam.Start()
+        assert wait_for(lambda: cam.FrameNumber >= 8)
+        image = cam.Image
+        assert image.dtype == np.uint8 and image.shape == (60, 80)
+        cam.Stop()
+        widths = []
+        for _ in range(6):
+            cam.Snap()
+            widths.append(int((cam.Image[30] > 100).sum()))
+        assert sorted(set(widths)) == widths or len(set(widths)) >= 5  # the clip plays (and loops)
+        with pytest.raises(tango.DevFailed) as excinfo:
+            cam.ExposureTime = 3.0
+        assert reason(excinfo) == "SMART_NotReady"
+
+
+class ImageServer(Device):
+    """A stand-in for another camera device (e.g. LimaCCDs): ``Image`` pushes change
+    events when ``Push`` is called; ``Plain`` (uint8) has no events, so it must be polled."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._value = 0
+        self.set_change_event("Image", True, False)
+
+    @attribute(dtype=((np.uint16,),), max_dim_x=256, max_dim_y=256)
+    def Image(self) -> np.ndarray:
+        return np.full((20, 30), self._value, np.uint16)
+
+    @attribute(dtype=((np.uint8,),), max_dim_x=256, max_dim_y=256)
+    def Plain(self) -> np.ndarray:
+        return np.full((10, 12), 7, np.uint8)
+
+    @command(dtype_in=int)
+    def Push(self, value: int) -> None:
+        self._value = value
+        self.push_change_event("Image", np.full((20, 30), value, np.uint16))
+
+
+def test_tango_source_republishes_events_and_polls_plain_attributes() -> None:
+    server = DeviceTestContext(ImageServer, process=True, host="127.0.0.1", timeout=20)
+    server.start()
+    images = server.device
+    running = True
+    try:
+        trl = images.dev_name()
+        base = f"tango://127.0.0.1:{server.port}/{trl}"
+        with camera({"Source": f"tango:{base}/Image#dbase=no"}) as cam:
+            cam.TargetFrameRate = 0.0
+            cam.Start()
+            assert wait_for(lambda: cam.state() == DevState.RUNNING and cam.FrameNumber >= 1)
+            for value in (11, 22, 33):
+                images.Push(value)
+                assert wait_for(lambda v=value: int(cam.Image[0, 0]) == v, timeout=5), value
+            assert cam.Image.dtype == np.uint16 and cam.Image.shape == (20, 30)
+            number = cam.FrameNumber
+            time.sleep(0.5)
+            assert cam.FrameNumber == number  # events: no new image, no new frame
+            cam.Stop()
+        with camera({"Source": f"tango:{base}/Plain#dbase=no"}) as cam:
+            assert cam.Snap() == 1
+            assert cam.Image.dtype == np.uint8 and int(cam.Image[0, 0]) == 7
+            cam.TargetFrameRate = 10.0
+            cam.Start()
+            assert wait_for(lambda: cam.FrameNumber >= 4)  # polled at the target rate
+            server.stop()  # the upstream device goes away
+            running = False
+            assert wait_for(lambda: cam.state() == DevState.FAULT, timeout=8)
+            assert trl in cam.status()
+            cam.Stop()
+            assert cam.state() == DevState.ON
+    finally:
+        if running:
+            server.stop()
