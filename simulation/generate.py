@@ -151,8 +151,10 @@ def generate_sample(seed: int, recipe: SampleRecipe | None = None) -> Sample:
     n = len(points)
     d = _draw_diameters(rng, n, recipe)
     angle = rng.uniform(0.0, 90.0, n)
-    return Sample(width=recipe.width, height=recipe.height, x=points[:, 0].copy(), y=points[:, 1].copy(),
-                  d=d, angle_deg=angle, material=["CeO2"] * n, markers=markers)
+    # quantised exactly as the JSON writes them, so a sample rendered straight from the
+    # generator and one loaded back from its file give the same bytes
+    return Sample(width=recipe.width, height=recipe.height, x=np.round(points[:, 0], 6), y=np.round(points[:, 1], 6),
+                  d=np.round(d, 6), angle_deg=np.round(angle, 4), material=["CeO2"] * n, markers=markers)
 
 
 def isolated_mask(sample: Sample, radius_um: float) -> np.ndarray:

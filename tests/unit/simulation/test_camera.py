@@ -132,3 +132,34 @@ def test_beam_pixel_shows_the_sample_point_in_the_beam(beamline, renderer):
     stage = (0.1, -0.2)
     q = apply(renderer.pixel_to_sample(stage), np.array(renderer.optics.beam()))
     assert np.allclose(apply(sample_to_stage(beamline.sample, beamline.mounting), q), stage)
+
+
+def test_features_of_the_default_sem_field_are_visible_in_the_camera(beamline, renderer):
+    """SEM <-> camera registration needs shared features: every marker and agglomerate inside
+    the default SEM field (82 µm around the centre) must stand out in a camera frame."""
+    from simulation.sem import sem_pixel_to_sample
+
+    sample, sem = beamline.sample, beamline.sem
+    corners = apply(sem_pixel_to_sample(sample, sem), np.array([[0, 0], [sem.width - 1, sem.height - 1]]))
+    lo, hi = corners.min(axis=0) + 3, corners.max(axis=0) - 3
+    stage = _centre_stage(beamline)
+    clean = renderer.render(stage, 0, noise=False).astype(float)
+    sigma = (renderer.render(stage, 1).astype(float) - clean).std()
+    to_px = invert(renderer.pixel_to_sample(stage))
+    background = np.median(clean)
+
+    def peak(x, y):
+        px, py = np.round(apply(to_px, (x, y))).astype(int)
+        return clean[py - 3:py + 4, px - 3:px + 4].max() - background
+
+    markers = [m for m in sample.markers if np.all((lo < (m.x, m.y)) & ((m.x, m.y) < hi))]
+    assert len(markers) >= 3
+    assert all(peak(m.x, m.y) > 20 * sigma for m in markers)
+    from scipy.spatial import cKDTree
+
+    pts = np.column_stack([sample.x, sample.y])
+    crowd = np.array([len(v) for v in cKDTree(pts).query_ball_point(pts, 0.7)])
+    inside = np.all((lo < pts) & (pts < hi), axis=1)
+    cores = pts[inside & (crowd > 80)]
+    assert len(cores) > 0
+    assert max(peak(x, y) for x, y in cores) > 5 * sigma
