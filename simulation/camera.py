@@ -113,13 +113,17 @@ def illumination_field(optics: CameraOptics) -> np.ndarray:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _noise_pool() -> ThreadPoolExecutor:
+    """Shared by all renderers: each task seeds and fills its band inside one worker
+    thread, so concurrent renderers cannot disturb each other's sequences."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=NOISE_BANDS, thread_name_prefix="sim-camera-noise")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=NOISE_BANDS, thread_name_prefix="sim-camera-noise")
+        return _POOL
 
 
 class CameraRenderer:

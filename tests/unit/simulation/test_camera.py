@@ -163,3 +163,15 @@ def test_features_of_the_default_sem_field_are_visible_in_the_camera(beamline, r
     cores = pts[inside & (crowd > 80)]
     assert len(cores) > 0
     assert max(peak(x, y) for x, y in cores) > 5 * sigma
+
+
+def test_concurrent_renderers_stay_deterministic(beamline, small_camera):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stage = _centre_stage(beamline)
+    renderers = [CameraRenderer(beamline.sample, beamline.mounting, small_camera, seed=k) for k in range(3)]
+    expected = [r.render(stage, 2).tobytes() for r in renderers]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda r: r.render(stage, 2).tobytes(), renderers))
+            assert got == expected
