@@ -15,6 +15,7 @@ Alternatives measured on the same inputs in the same run:
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -32,6 +33,11 @@ from simulation.xrf import REFERENCE_CUBE_UM, XrfDetector, _box_fraction
 
 CAMERA_BUDGET_S = 0.030
 SEM_BUDGET_S = 2.0
+
+
+def _load() -> str:
+    """The budgets are absolute times on a 2-core machine; say how busy it was."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def _camera(report: Report) -> None:
@@ -62,7 +68,7 @@ def _camera(report: Report) -> None:
 
     baseline = best_time(scipy_numpy_frame, repeat=3, warmup=1)
     report.add("camera_frame_2048_ms", ours * 1e3, "ms", CAMERA_BUDGET_S * 1e3, CAMERA_BUDGET_S / ours,
-               "median of 30 frames; baseline = 30 ms budget (30 fps); ratio = budget / time")
+               f"median of 30 frames; baseline = 30 ms budget (30 fps); ratio = budget / time; {_load()}")
     report.add("camera_frame_vs_scipy_numpy_ms", ours * 1e3, "ms", baseline * 1e3, baseline / ours,
                "same physics with scipy.ndimage.affine_transform + numpy Generator noise")
     report.add("camera_zoom_precompute_s", precompute, "s", None, None,
@@ -80,7 +86,7 @@ def _sem(report: Report) -> None:
     geometry = SemGeometry(width=4096, height=4096, pixel_size_um=0.02, rotation_deg=7.0)
     ours = best_time(lambda: render_sem(beamline.sample, geometry, 1), repeat=3, warmup=1)
     report.add("sem_4096_s", ours, "s", SEM_BUDGET_S, SEM_BUDGET_S / ours,
-               "4096x4096 at 20 nm, central 82 um of the reference sample; ratio = budget / time")
+               f"4096x4096 at 20 nm, central 82 um of the reference sample; ratio = budget / time; {_load()}")
 
 
 def _centroids(image: np.ndarray, truth_px: np.ndarray, radius: int) -> np.ndarray:

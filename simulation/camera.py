@@ -193,14 +193,16 @@ class CameraRenderer:
         exposure = optics.exposure_ms if exposure_ms is None else float(exposure_ms)
         cv2.multiply(signal, self._illumination, dst=signal, scale=exposure * optics.electrons_per_ms)
         gain = optics.gain_dn_per_e
+        out = np.empty((optics.height, optics.width), np.uint16)
         if noise:
             cv2.add(signal, optics.read_noise_e**2, dst=sigma)
             cv2.sqrt(sigma, dst=sigma)
             self._fill_gaussian(frame_index)
             cv2.multiply(gauss, sigma, dst=gauss, scale=gain)
-            # electrons -> DN, +0.5 so that the truncating cast rounds
-            cv2.addWeighted(signal, gain, gauss, 1.0, optics.offset_dn + 0.5, dst=signal)
+            second, weight = gauss, 1.0
         else:
-            cv2.addWeighted(signal, gain, signal, 0.0, optics.offset_dn + 0.5, dst=signal)
-        np.clip(signal, 0.0, FULL_SCALE_DN, out=signal)
-        return signal.astype(np.uint16)
+            second, weight = signal, 0.0
+        # electrons -> DN in one pass: OpenCV's saturate_cast rounds to nearest and clamps to 0..65535
+        cv2.addWeighted(signal, gain, second, weight, optics.offset_dn, dst=out, dtype=cv2.CV_16U)
+        cv2.min(out, FULL_SCALE_DN, dst=out)
+        return out
