@@ -78,8 +78,8 @@ def _draw_diameters(rng: np.random.Generator, n: int, recipe: SampleRecipe) -> n
 
 
 def _agglomerate(rng: np.random.Generator, centre: np.ndarray, recipe: SampleRecipe) -> np.ndarray:
-    """Cubes on a jittered lattice inside an irregular blob (union of a few discs), so
-    they touch but never overlap, like a dried drop's residue."""
+    """Cubes on a turned, jittered lattice inside an irregular blob (union of a few discs):
+    they touch and hardly overlap, like a dried drop's residue."""
     radius = rng.uniform(*recipe.agglomerate_radius_um)
     lobes = [(centre, radius)]
     for _ in range(rng.integers(0, 3)):
@@ -94,8 +94,12 @@ def _agglomerate(rng: np.random.Generator, centre: np.ndarray, recipe: SampleRec
     inside = np.zeros(len(points), bool)
     for c, r in lobes:
         inside |= np.hypot(points[:, 0] - c[0], points[:, 1] - c[1]) <= r
-    points = points[inside & (rng.random(len(points)) < recipe.agglomerate_fill)]
-    return points + rng.uniform(-0.08, 0.08, points.shape) * spacing
+    keep = inside & (rng.random(len(points)) < recipe.agglomerate_fill)
+    # turn the lattice by a random angle and jitter it so that no grid shows in the SEM
+    turn = rng.uniform(0, 2 * math.pi)
+    rot = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    local = (points[keep] - centre) @ rot.T
+    return centre + local + rng.uniform(-0.15, 0.15, local.shape) * spacing
 
 
 def _small_cluster(rng: np.random.Generator, centre: np.ndarray, recipe: SampleRecipe) -> np.ndarray:
