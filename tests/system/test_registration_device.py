@@ -98,6 +98,7 @@ def context():
 def reg(context) -> tango.DeviceProxy:
     proxy = tango.DeviceProxy(context.get_device_access(REGISTRATION))
     proxy.Init()
+    proxy.write_attribute("MinConfidence", DEFAULT_MIN_CONFIDENCE)  # Init keeps the memorized setting
     return proxy
 
 
@@ -299,6 +300,8 @@ def test_min_confidence_is_the_default_threshold_and_a_call_can_override_it(reg,
     strict = call(reg, "Register", reference="ref", target="moon", min_confidence=0.99)
     assert strict["success"] is False and reg.state() == DevState.ALARM
     assert "below the threshold 0.99" in reg.status()
+    reg.Init()
+    assert reg.MinConfidence == 0.5 and list(reg.Slots) == []
 
 
 def test_fiducials_fit_names_outliers_and_refuses_too_few(reg, images) -> None:
@@ -351,7 +354,7 @@ def test_events_follow_results_and_state(reg, images) -> None:
     finally:
         for event_id in ids:
             reg.unsubscribe_event(event_id)
-    assert DevState.RUNNING in received["State"] and received["State"][-1] == DevState.ALARM, received["State"]
+    assert DevState.RUNNING in received["State"] and received["State"][-1] == DevState.ALARM
     results = [json.loads(text) for text in received["LastResult"]]
     assert [r["target"] for r in results] == ["shifted", "moon"]
     assert list(received["Shift"][-1]) == pytest.approx([3.0, -5.0], abs=0.02)
