@@ -51,6 +51,8 @@ STATE_PROPERTY = "GraphState"
 CHUNK_CHARS = 8000
 """A MySQL Tango database stores each property line in a TEXT column (64 KiB): stay well below."""
 MOTOR_TIMEOUT_MS = 2000
+PERSIST_TIMEOUT_MS = 2000
+"""Longest wait for the database when saving the graph (then the change is undone)."""
 MAX_FRAMES = 1024
 STAGE = "stage"
 CAMERA = "camera"
@@ -61,21 +63,14 @@ _UNIT_ALIASES = {"": DEFAULT_UNIT, "no unit": DEFAULT_UNIT, "mm": "mm", "um": "u
 
 # ------------------------------------------------------------------- helpers
 def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
-    """Cut ``text`` into property lines of at most ``size`` characters.
+    """The JSON ``text`` as property lines of at most ``size`` characters, free of whitespace.
 
-    Cuts never fall next to whitespace, because some databases trim property lines; the
-    JSON written by the core has no newlines, so joining the lines gives the text back.
+    Some databases and tools trim property lines, so the JSON is re-written compactly and
+    the spaces left inside its strings become the JSON escape ``\\u0020``: the lines can
+    then be cut anywhere, and joining them gives JSON that decodes to the same value.
     """
-    chunks: list[str] = []
-    start = 0
-    while len(text) - start > size:
-        end = start + size
-        while end > start + 1 and (text[end - 1].isspace() or text[end].isspace()):
-            end -= 1
-        chunks.append(text[start:end])
-        start = end
-    chunks.append(text[start:])
-    return chunks
+    compact = json.dumps(json.loads(text), separators=(",", ":"), allow_nan=False).replace(" ", "\\u0020")
+    return [compact[i:i + size] for i in range(0, len(compact), size)] or [compact]
 
 
 def join_chunks(lines: Any) -> str:
@@ -286,7 +281,16 @@ class CoordMapperDS(Device):
         if db is None:
             self._persisted = False
             return
-        db.put_device_property(self.get_name(), {STATE_PROPERTY: split_chunks(text)})
+        lines = split_chunks(text)
+        if tango.Util._FileDb:  # a file database (DeviceTestContext): no network, no timeout
+            db.put_device_property(self.get_name(), {STATE_PROPERTY: lines})
+            return
+        previous = db.get_timeout_millis()
+        db.set_timeout_millis(PERSIST_TIMEOUT_MS)  # fail within a client's default 3 s timeout
+        try:
+            db.put_device_property(self.get_name(), {STATE_PROPERTY: lines})
+        finally:
+            db.set_timeout_millis(previous)
 
     def _read_motors(self, with_position: bool) -> MotorReading | None:
         """Motor limits/unit (and position); None if unreadable (ALARM, Status says why)."""
