@@ -1,0 +1,74 @@
+"""SEM -> optical camera on the virtual beamline: the workflow's coarse alignment step.
+
+The truth (SEM px -> sample um -> stage -> camera px) is used only to set up the scene
+(where the stage stands) and to score the result; the registration sees the two images
+and their pixel sizes only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from servers.RegistrationDS.core import RegistrationCore
+
+sim = pytest.importorskip("simulation.config")
+from simulation.camera import CameraRenderer, camera_pixel_to_sample  # noqa: E402
+from simulation.geometry import apply  # noqa: E402
+from simulation.mounting import sample_to_stage  # noqa: E402
+from simulation.sem import render_sem  # noqa: E402
+
+
+def _scene(seed: int, offset_px: tuple[float, float]):
+    """Camera frame with the SEM field ``offset_px`` from the camera centre, the SEM image,
+    and the true SEM px -> camera px matrix."""
+    beamline = sim.default_beamline(seed)
+    sem = render_sem(beamline.sample, beamline.sem, seed=seed)
+    centre = beamline.sem.centre_um or beamline.sample.centre
+    stage = apply(sample_to_stage(beamline.sample, beamline.mounting), np.asarray(centre, float))
+    camera = CameraRenderer(beamline.sample, beamline.mounting, beamline.camera, seed=seed)
+    stage = stage - camera.calibration() @ np.asarray(offset_px, float)  # X = S + A (p - b)
+    frame = camera.render(tuple(stage))
+    to_camera = np.linalg.inv(camera_pixel_to_sample(beamline.sample, beamline.mounting, beamline.camera,
+                                                     tuple(stage)))
+    pixel_size = beamline.camera.zooms[beamline.camera.zoom].pixel_size_um
+    return frame, pixel_size, sem, to_camera @ sem.pixel_to_sample
+
+
+def _rotation_scale(matrix: np.ndarray) -> tuple[float, float]:
+    a = 0.5 * (matrix[0, 0] + matrix[1, 1])
+    b = 0.5 * (matrix[1, 0] - matrix[0, 1])
+    return math.degrees(math.atan2(b, a)), math.hypot(a, b)
+
+
+@pytest.mark.parametrize(("seed", "offset"), [(1, (0.0, 0.0)), (4, (250.0, -180.0)), (5, (250.0, -180.0))])
+def test_sem_in_camera_frame_similarity_accuracy(seed, offset):
+    frame, camera_px, sem, truth = _scene(seed, offset)
+    core = RegistrationCore()
+    core.put_image("camera", frame, camera_px)
+    core.put_image("sem", sem.image, sem.pixel_size_um)
+    result = core.register({"reference": "camera", "target": "sem", "model": "similarity"})
+    matrix = np.array(result["matrix"])
+    rotation, scale = _rotation_scale(matrix)
+    true_rotation, true_scale = _rotation_scale(truth)
+    h, w = sem.image.shape
+    probes = np.array([[(w - 1) / 2, (h - 1) / 2], [0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
+    errors = np.linalg.norm(apply(matrix, probes) - apply(truth, probes), axis=1)
+    assert abs((rotation - true_rotation + 180) % 360 - 180) <= 0.1
+    assert abs(scale / true_scale - 1) <= 0.002
+    assert errors.max() <= 0.3, errors
+    assert result["success"], result["warnings"]
+
+
+def test_sem_of_another_sample_is_not_a_success():
+    """Same marker layout, different particles: the markers alone must not make a success."""
+    frame, camera_px, _, _ = _scene(3, (0.0, 0.0))
+    other = sim.default_beamline(9)
+    sem = render_sem(other.sample, other.sem, seed=9)
+    core = RegistrationCore()
+    core.put_image("camera", frame, camera_px)
+    core.put_image("sem", sem.image, sem.pixel_size_um)
+    result = core.register({"reference": "camera", "target": "sem", "model": "similarity"})
+    assert not result["success"]
