@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from servers.common.errors import BadArgument
 from simulation.config import CameraOptics, Mounting
 from simulation.geometry import homogeneous, rotation_2x2
 from simulation.mounting import lab_to_sample, stage_motion_matrix
@@ -147,8 +148,6 @@ class CameraRenderer:
         """The precomputed map for a zoom level (built on first use, then cached)."""
         zoom = zoom or self.optics.zoom
         if zoom not in self.optics.zooms:
-            from servers.common.errors import BadArgument
-
             raise BadArgument(f"zoom {zoom!r} is not a zoom level; use one of {', '.join(sorted(self.optics.zooms))}")
         with self._lock:
             if zoom not in self._maps:

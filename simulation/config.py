@@ -254,6 +254,7 @@ def _finite_list(matrix: np.ndarray) -> list:
 
 def truth(beamline: VirtualBeamline) -> dict[str, Any]:
     """What the workflow must discover, for scoring only (see docs/simulation.md)."""
+    # imported here: the renderers import their settings from this module
     from simulation.camera import camera_calibration
     from simulation.mounting import sample_to_stage, stage_to_sample
     from simulation.sem import sem_pixel_to_sample
