@@ -49,8 +49,9 @@ class RegistrationDS(Device):
     """Named image slots and the registrations between them (INTERFACE.md, RegistrationDS)."""
 
     GrabTimeoutMs = device_property(
-        dtype=int, default_value=3000,
-        doc="Timeout of one read of the camera device in GrabImage, in ms")
+        dtype=int, default_value=2000,
+        doc="Timeout of one read of the camera in GrabImage, in ms: below the 3 s default client timeout, so "
+            "a hung camera gives a clear SMART_Failed before the caller times out")
     GrabAttempts = device_property(
         dtype=int, default_value=5,
         doc="How often GrabImage re-reads the camera when FrameMetadata belongs to another frame than Image")

@@ -25,7 +25,7 @@ import tifffile
 from skimage import data, transform
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command
-from tango.test_context import MultiDeviceTestContext
+from tango.test_context import DeviceTestContext, MultiDeviceTestContext
 
 from clients.launcher import Stack
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
@@ -34,6 +34,7 @@ from tests.system.conftest import device_trl
 
 REGISTRATION = "test/registration/1"
 CAMERA = "test/camera/1"
+GRAB_TIMEOUT_MS = 500
 
 
 class FakeCamera(Device):
@@ -52,6 +53,7 @@ class FakeCamera(Device):
         self._pixel_size: float | None = 0.5
         self._no_frame = False
         self._reads = 0
+        self._delay_s = 0.0
         self.set_state(DevState.ON)
 
     @command(dtype_in=str)
@@ -61,6 +63,7 @@ class FakeCamera(Device):
         self._pixel_size = settings.get("pixel_size_um", self._pixel_size)
         self._no_frame = settings.get("no_frame", self._no_frame)
         self._number = settings.get("number", self._number)
+        self._delay_s = settings.get("delay_s", self._delay_s)
 
     @attribute(dtype=int)
     def Reads(self) -> int:
@@ -75,6 +78,7 @@ class FakeCamera(Device):
     def Image(self) -> np.ndarray:
         if self._no_frame:
             tango.Except.throw_exception("SMART_NotReady", "no frame yet; Snap or Start", "FakeCamera")
+        time.sleep(self._delay_s)
         if self._mismatch > 0:
             self._mismatch -= 1
             self._number += 1
@@ -88,7 +92,8 @@ class FakeCamera(Device):
 
 @pytest.fixture(scope="module")
 def context():
-    devices = [{"class": RegistrationDS, "devices": [{"name": REGISTRATION}]},
+    devices = [{"class": RegistrationDS, "devices": [{"name": REGISTRATION,
+                                                      "properties": {"GrabTimeoutMs": GRAB_TIMEOUT_MS}}]},
                {"class": FakeCamera, "devices": [{"name": CAMERA}]}]
     with MultiDeviceTestContext(devices, process=True, timeout=15) as ctx:
         yield ctx
@@ -424,6 +429,19 @@ def test_grab_from_a_misbehaving_camera_changes_nothing(reg, camera, context, se
     assert list(reg.Slots) == ["cam"]
     assert json.loads(reg.SlotInfo) == [{k: v for k, v in first.items() if k != "metadata"}]
     assert reg.state() == DevState.ON
+
+
+def test_a_hung_camera_fails_the_grab_before_the_client_times_out(reg) -> None:
+    # its own process: calls inside one server process are collocated and never time out
+    with DeviceTestContext(FakeCamera, device_name="test/camera/hung", process=True, timeout=15) as hung:
+        hung.Configure(json.dumps({"delay_s": 1.5}))
+        trl = hung.dev_name()
+        started = time.monotonic()
+        error = refused(reg, "GrabImage", {"slot": "cam", "device": trl})
+        assert time.monotonic() - started < 1.2
+    assert error.reason == "SMART_Failed" and "test/camera/hung" in error.desc
+    assert "nothing was stored" in error.desc
+    assert list(reg.Slots) == [] and reg.state() == DevState.ON
 
 
 def test_grab_from_a_device_that_is_not_a_camera_or_not_there(reg, context) -> None:
