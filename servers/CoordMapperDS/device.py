@@ -51,6 +51,8 @@ STATE_PROPERTY = "GraphState"
 CHUNK_CHARS = 8000
 """A MySQL Tango database stores each property line in a TEXT column (64 KiB): stay well below."""
 MOTOR_TIMEOUT_MS = 2000
+MOTOR_RETRY_S = 3.0
+"""In ALARM, State looks at the motors again at most this often."""
 PERSIST_TIMEOUT_MS = 2000
 """Longest wait for the database when saving the graph (then the change is undone)."""
 MAX_FRAMES = 1024
@@ -174,6 +176,7 @@ class CoordMapperDS(Device):
         self._fault: str | None = None
         self._motor_problem: str | None = None
         self._persisted = True
+        self._last_motor_try = time.monotonic()
         names = (str(self.MotorX).strip(), str(self.MotorY).strip())
         self._motors = StageMotors(names) if all(names) else None
         if any(names) and not all(names):
@@ -226,6 +229,8 @@ class CoordMapperDS(Device):
     def dev_state(self) -> DevState:
         if self._fault:
             return DevState.FAULT
+        if self._motor_problem:
+            self._retry_motors()
         if self._motor_problem:
             return DevState.ALARM
         return DevState.ON
@@ -291,6 +296,16 @@ class CoordMapperDS(Device):
             db.put_device_property(self.get_name(), {STATE_PROPERTY: lines})
         finally:
             db.set_timeout_millis(previous)
+
+    def _retry_motors(self) -> None:
+        """In ALARM, look at the motors again (at most every few seconds): the device recovers by itself,
+        e.g. when the Pool comes up after this server."""
+        now = time.monotonic()
+        if self._motors is None or now - self._last_motor_try < MOTOR_RETRY_S:
+            return
+        self._last_motor_try = now
+        with self._lock:
+            self._read_motors(with_position=False)
 
     def _read_motors(self, with_position: bool) -> MotorReading | None:
         """Motor limits/unit (and position); None if unreadable (ALARM, Status says why)."""
