@@ -433,9 +433,10 @@ def test_grab_from_a_misbehaving_camera_changes_nothing(reg, camera, context, se
 
 def test_a_hung_camera_fails_the_grab_before_the_client_times_out(reg) -> None:
     # its own process: calls inside one server process are collocated and never time out
-    with DeviceTestContext(FakeCamera, device_name="test/camera/hung", process=True, timeout=15) as hung:
+    hung_context = DeviceTestContext(FakeCamera, device_name="test/camera/hung", process=True, timeout=15)
+    with hung_context as hung:
         hung.Configure(json.dumps({"delay_s": 1.5}))
-        trl = hung.dev_name()
+        trl = hung_context.get_device_access()
         started = time.monotonic()
         error = refused(reg, "GrabImage", {"slot": "cam", "device": trl})
         assert time.monotonic() - started < 1.2
