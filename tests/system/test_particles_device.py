@@ -443,6 +443,22 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
         with pytest.raises(tango.DevFailed) as excinfo:
             dev.Detect(json.dumps({"attribute": f"tango://{host}/test/ghost/1/Image"}))
         assert _reason(excinfo) == "SMART_NotFound" and dev.state() == DevState.FAULT
+        # the camera server comes back: the FAULT clears without anyone calling Detect
+        ghost = subprocess.Popen([sys.executable, "-c", GHOST_SERVER, "t1", "-ORBendPoint", "giop:tcp:127.0.0.1:0"],
+                                 env={**os.environ, "TANGO_HOST": host}, cwd=str(Path(__file__).parents[2]),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            _wait_exported(f"tango://{host}/test/ghost/1")
+            deadline = time.monotonic() + 10
+            while dev.state() == DevState.FAULT and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert dev.state() == DevState.ON
+            reply = json.loads(dev.Detect(json.dumps({"attribute": f"tango://{host}/test/ghost/1/Image",
+                                                      "Diameter": 7, "Method": "locate", "Invert": False,
+                                                      "MinMass": 2000.0, "NoiseSize": 1.0})))
+            assert reply["count"] == 6
+        finally:
+            _stop(ghost.pid)
 
         _stop(small.processes["ParticleDS/t1"].pid)
         env = {**os.environ, "TANGO_HOST": host}
@@ -463,6 +479,10 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
         small.down(quiet=True)
 
 
+GHOST_SERVER = ("import sys, tango.server; from tests.system.test_particles_device import FakeCamera; "
+                "tango.server.run((FakeCamera,), args=['Ghost'] + sys.argv[1:])")
+
+
 def _device_info(server: str, klass: str, name: str) -> tango.DbDevInfo:
     info = tango.DbDevInfo()
     info.server, info._class, info.name = server, klass, name
@@ -480,3 +500,13 @@ def test_detects_on_the_stack_camera(stack: Stack) -> None:
     assert particles.Count == reply["count"]
     assert particles.AnnotatedImage.shape == (camera.Height, camera.Width)
     assert particles.state() in (DevState.ON, DevState.ALARM)
+
+
+def test_init_keeps_settings_and_results(dev: tango.DeviceProxy) -> None:
+    dev.IsolationRadius = 7.5
+    x = dev.X
+    dev.Init()
+    assert dev.IsolationRadius == 7.5 and dev.Count == 6
+    np.testing.assert_array_equal(dev.X, x)
+    assert dev.state() == DevState.ON
+
