@@ -53,10 +53,12 @@ def test_files_stream_pushes_change_and_data_ready_events_for_every_frame(tmp_pa
 
 
 def test_image_and_metadata_read_together_describe_one_frame(tmp_path: Path) -> None:
-    write_sequence(tmp_path / "seq", n=5)
+    write_sequence(tmp_path / "seq", n=5, shape=(1024, 1024))  # big enough to keep the monitor busy
     with camera({"Source": f"files:{tmp_path}/seq/*.tif"}) as cam:
         cam.TargetFrameRate = 0.0  # as fast as possible: the hardest case for consistency
         cam.PixelSize = 0.8
+        events = Events()
+        event_id = cam.subscribe_event("Image", tango.EventType.CHANGE_EVENT, events)
         cam.Start()
         assert wait_for(lambda: cam.FrameNumber > 5)
         for _ in range(30):
@@ -66,7 +68,11 @@ def test_image_and_metadata_read_together_describe_one_frame(tmp_path: Path) -> 
             assert int(image.value[0, 0]) == (meta["frame_number"] - 1) % 5
             assert meta["pixel_size_um"] == 0.8 and meta["stage"] == {}
         assert cam.FrameRate > 20
-        cam.Stop()
+        started = time.monotonic()
+        cam.Stop()  # the streaming thread must leave the device monitor to client requests
+        assert time.monotonic() - started < 1.0 and cam.state() == DevState.ON
+        assert len(events.values()) > 5
+        cam.unsubscribe_event(event_id)
 
 
 def test_snap_save_and_reload_with_pixel_size(tmp_path: Path) -> None:
@@ -233,3 +239,18 @@ def test_tango_source_republishes_events_and_polls_plain_attributes() -> None:
     finally:
         if running:
             server.stop()
+
+
+def test_settings_are_memorized_across_a_restart(tmp_path: Path) -> None:
+    write_sequence(tmp_path / "seq", n=1)
+    db_dir = tmp_path / "db"
+    with camera({"Source": f"files:{tmp_path}/seq/*.tif"}, db_dir=db_dir) as cam:
+        cam.PixelSize = 0.3125
+        cam.TargetFrameRate = 3.5
+        with pytest.raises(tango.DevFailed):
+            cam.PixelSize = -1.0  # refused: must not be memorized either
+    with camera({}, db_dir=db_dir) as cam:
+        assert cam.PixelSize == pytest.approx(0.3125)
+        assert cam.TargetFrameRate == pytest.approx(3.5)
+        cam.Snap()
+        assert json.loads(cam.FrameMetadata)["pixel_size_um"] == pytest.approx(0.3125)
