@@ -131,3 +131,20 @@ def test_taurus_image_widget_shows_the_live_image(stack, cam, qtbot, tmp_path: P
     assert shown.shape[0] > 100 and shown.std() > 10, "the saved screenshot is blank"
     centre = shown[shown.shape[0] // 4: 3 * shown.shape[0] // 4, shown.shape[1] // 4: 3 * shown.shape[1] // 4]
     assert centre.std() > 5  # structure of the image, not just axes on a flat background
+
+
+def test_sim_pixel_size_follows_the_microscope_zoom(stack, cam) -> None:
+    microscope = tango.DeviceProxy(device_trl(stack, "smart/microscope/1"))
+    assert microscope.Zoom == "mid"
+    cam.TargetFrameRate = 5.0
+    cam.Start()
+    try:
+        microscope.Zoom = "high"
+        assert wait_for(lambda: json.loads(cam.FrameMetadata)["pixel_size_um"] == pytest.approx(0.275), timeout=10)
+        assert cam.PixelSize == pytest.approx(0.275)
+        with pytest.raises(tango.DevFailed) as excinfo:
+            cam.PixelSize = 1.0  # the sim knows its scale: refused, with the reason
+        assert excinfo.value.args[0].reason == "SMART_NotReady"
+    finally:
+        microscope.Zoom = "mid"
+    assert wait_for(lambda: json.loads(cam.FrameMetadata)["pixel_size_um"] == pytest.approx(0.55), timeout=10)
