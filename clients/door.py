@@ -99,7 +99,7 @@ class DoorClient:
             time.sleep(0.2)  # the last log events arrive just after the state change
             state = self.proxy.state()
             if state != tango.DevState.ON:
-                raise MacroFailed(f"{words[0]} ended with Door state {state}:\n{run.text(('Error',))}",
+                raise MacroFailed(f"{words[0]} ended with Door state {state}:\n{run.text(('Warning', 'Error'))}",
                                   run.lines)
             return run
         finally:

@@ -23,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+import tango
 from sardana.macroserver.macro import Macro, Optional, Type
 
 # Sardana checks a macro library by executing it before the MacroPath is on sys.path.
@@ -95,6 +96,12 @@ class _SmartMacro(Macro):
         self.execMacro(f"mv {motors[0]} {target[0]!r} {motors[1]} {target[1]!r}")
 
     def grab_camera(self, registration, camera_name: str, slot: str = CAMERA_SLOT) -> dict:
+        """A frame taken after the last move: Snap returns a new frame (the next one while
+        streaming), then the registration device grabs it with its own metadata."""
+        try:
+            proxy(camera_name).Snap()
+        except tango.DevFailed as exc:
+            raise SmartMacroError(f"the camera {camera_name} gave no new frame: {exc.args[0].desc.strip()}") from None
         return call_json(registration, "GrabImage", {"slot": slot, "device": camera_name})
 
     def frame_stage(self, grabbed: dict) -> list[float]:
@@ -305,7 +312,7 @@ class smart_fine_align(_SmartMacro):
 
     param_def = [
         ["n_particles", Type.Integer, 4, "particles to measure (>= 2)"],
-        ["search_um", Type.Float, 1.5, "half width of the search mesh (um)"],
+        ["search_um", Type.Float, 1.0, "half width of the search mesh (um), searched in 0.1 um steps"],
         ["exposure", Type.Float, 0.01, "integration time per point (s)"],
     ]
 
@@ -351,12 +358,17 @@ class smart_fine_align(_SmartMacro):
         """Coarse-to-fine search: a wide mesh finds the particle, a fine one centres it."""
         mx, my = self.motor_names()
         centre = list(target)
-        for half, step in ((half_width, half_width / 10), (0.15 * per_um, 0.02 * per_um)):
+        # 0.1 um is about the beam's FWHM: no particle can hide between two search points.
+        for half, step in ((half_width, 0.1 * per_um), (0.15 * per_um, 0.02 * per_um)):
             spec = mesh_around(centre, half, step)
             scan = self.execMacro(spec.command("mesh", mx, my, exposure))
             x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
             fx, fy, significance = peak_centre(x, y, ce)
+            self.debug(f"mesh +-{half:.6g}: peak {significance:.1f} sigma at {fx:.6f}, {fy:.6f} "
+                       f"(max {ce.max():.0f} counts, {len(ce)} points)")
             if not significance > 5 or not math.isfinite(fx):
+                self.warning(f"no peak above 5 sigma in the {len(ce)}-point map (best {significance:.1f} sigma, "
+                             f"max {ce.max():.0f} counts)")
                 return None
             centre = [fx, fy]
         return centre
@@ -437,6 +449,10 @@ class smart_scan_particles(_SmartMacro):
                 x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
                 cx, cy, significance = peak_centre(x, y, ce)
                 outcome = "scanned" if significance > 5 else "scanned_no_signal"
+                maps_dir = os.path.join(os.path.dirname(os.path.abspath(log_path)), "maps")
+                os.makedirs(maps_dir, exist_ok=True)
+                np.savez(os.path.join(maps_dir, f"particle_{index}.npz"), x=x, y=y, ce=ce,
+                         target=np.array(target), centre=np.array([cx, cy]))
             except SmartMacroError as exc:
                 cx = cy = float("nan")
                 outcome, row["message"] = "scanned_no_data", str(exc)
@@ -454,7 +470,8 @@ class smart_scan_particles(_SmartMacro):
         """Where the camera registration alone would put the particle (before fine alignment)."""
         try:
             stage = self.getEnv("SmartRegistrationStage")
-            in_camera = map_points(mapper, frame, "camera", point)["points"]
+            # both hops in the camera frame the registration was made in
+            in_camera = map_points(mapper, frame, "camera", point, stage)["points"]
             return map_points(mapper, "camera", "stage", in_camera, stage)["points"][0]
         except Exception:  # noqa: BLE001 - no camera registration: nothing to compare with
             return None

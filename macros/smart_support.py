@@ -99,45 +99,61 @@ def scan_columns(records: Sequence[Any], *names: str) -> list[np.ndarray]:
     keys = list(records[0].data)
     columns = []
     for name in names:
-        match = [k for k in keys if k == name or k.endswith("/" + name) or k.rsplit("/", 1)[-1] == name]
+        wanted = {name.lower(), _device_of_alias(name).lower()}
+        match = [k for k in keys if k.lower() in wanted or any(k.lower().endswith("/" + w) for w in wanted)]
         if not match:
             raise SmartMacroError(f"the scan has no column '{name}'; columns: {', '.join(map(str, keys))}")
         columns.append(np.array([float(r.data[match[0]]) for r in records]))
     return columns
 
 
-def peak_centre(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> tuple[float, float, float]:
-    """Centre of a single peak in a mesh map: 2-D Gaussian fit started from the centroid.
+def _device_of_alias(name: str) -> str:
+    """Scan records name channels by full device name; users and macros use aliases."""
+    try:
+        return tango.Database().get_device_alias(name)
+    except tango.DevFailed:
+        return name
 
-    Returns (x, y, significance); significance is the fitted amplitude over the background
-    noise, so a caller can refuse a map with no particle in it.
+
+def peak_centre(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> tuple[float, float, float]:
+    """Centre of a single peak in a mesh map, and its significance in sigma.
+
+    The centroid of the points above half the peak is always computed; a 2-D Gaussian
+    fit refines it when the peak covers enough points to constrain one, and is
+    discarded when it wanders more than two grid steps from the centroid (a coarse
+    search map may hold a single bright point). Significance is the peak height over
+    the Poisson noise of the background, so a caller can refuse a map with no particle.
     """
     from scipy.optimize import curve_fit
 
-    counts = np.asarray(counts, float)
+    x, y, counts = (np.asarray(v, float) for v in (x, y, counts))
     background = float(np.percentile(counts, 20))
-    weights = np.clip(counts - background, 0, None)
-    if weights.sum() <= 0:
+    signal = np.clip(counts - background, 0, None)
+    if signal.max() <= 0:
         return float("nan"), float("nan"), 0.0
-    top = weights >= 0.5 * weights.max()
-    cx, cy = float(np.average(x[top], weights=weights[top])), float(np.average(y[top], weights=weights[top]))
-    spacing = float(np.median(np.abs(np.diff(np.unique(np.round(x, 12)))))) if len(np.unique(x)) > 1 else 1.0
+    top = signal >= 0.5 * signal.max()
+    cx, cy = float(np.average(x[top], weights=signal[top])), float(np.average(y[top], weights=signal[top]))
+    significance = float(signal.max() / math.sqrt(max(background, 1.0)))
+    xs = np.unique(np.round(x, 12))
+    spacing = float(np.median(np.diff(xs))) if len(xs) > 1 else 1.0
+    if top.sum() < 4:
+        return cx, cy, significance
 
     def gaussian(p: tuple[np.ndarray, np.ndarray], amp: float, x0: float, y0: float, sigma: float,
                  base: float) -> np.ndarray:
         return amp * np.exp(-((p[0] - x0) ** 2 + (p[1] - y0) ** 2) / (2 * sigma * sigma)) + base
 
+    lower = [0.0, x.min(), y.min(), 0.2 * spacing, 0.0]
+    upper = [np.inf, x.max(), y.max(), max(x.max() - x.min(), spacing), max(counts.max(), 1.0)]
+    start = [signal.max(), cx, cy, min(max(spacing, 0.25 * spacing), upper[3]), min(background, upper[4])]
     try:
-        params, _ = curve_fit(gaussian, (x, y), counts, p0=[weights.max(), cx, cy, 2 * spacing, background],
-                              maxfev=4000)
+        params, _ = curve_fit(gaussian, (x, y), counts, p0=start, bounds=(lower, upper), maxfev=4000)
     except (RuntimeError, ValueError):
-        params = np.array([weights.max(), cx, cy, 2 * spacing, background])
-    amp, fx, fy = float(params[0]), float(params[1]), float(params[2])
-    noise = math.sqrt(max(background, 1.0))
-    inside = (min(x) <= fx <= max(x)) and (min(y) <= fy <= max(y))
-    if not inside:
-        fx, fy = cx, cy
-    return fx, fy, amp / noise
+        return cx, cy, significance
+    fx, fy = float(params[1]), float(params[2])
+    if math.hypot(fx - cx, fy - cy) > 2 * spacing:
+        return cx, cy, significance
+    return fx, fy, significance
 
 
 class VisitLog:

@@ -6,9 +6,11 @@ target at velocity v is at ``p0 + v (t - t0)`` until it arrives. Two positions a
 apart on purpose:
 
 - the *motor* position: what the encoder reports (plus optional read-back jitter);
-- the *load* position: where the sample really is. It lags the motor by the backlash
-  (a dead band of width ``backlash``: moving +, the load trails at ``motor - b/2``; moving
-  -, at ``motor + b/2``) and lands with a random repeatability error after each move.
+- the *load* position: where the sample really is. It lags the motor inside a dead band
+  of width ``backlash`` referenced to a positive approach (moving +, the load sits at the
+  motor; moving -, it trails at ``motor + b``), and lands with a random repeatability
+  error after each move. With Sardana's backlash correction (a positive ``Backlash`` on
+  the motor: every final approach in +) the load is where the motor says.
 
 The renderers and the XRF counter use the load position; the workflow only sees the
 motor. That is why re-registration and anti-backlash approaches can be tested honestly.
@@ -79,11 +81,13 @@ class SimulatedAxis:
         once the move has finished."""
         t = self._now(now)
         motor = self.motor_position(t)
-        half = self.backlash / 2.0
+        # The dead band is referenced to a positive approach (the encoder reads the load
+        # exactly after a move in +), which is how the stage is used with Sardana's backlash
+        # correction; a move in - leaves the load up to one backlash above the motor.
         if self._target > self._start:
-            load = max(self._load_start, motor - half)
+            load = max(self._load_start, motor)
         elif self._target < self._start:
-            load = min(self._load_start, motor + half)
+            load = min(self._load_start, motor + self.backlash)
         else:
             load = self._load_start
         return load + (self._settle_error if not self.is_moving(t) else 0.0)

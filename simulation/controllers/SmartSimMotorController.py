@@ -23,6 +23,7 @@ class SmartSimMotorController(MotorController):
     def __init__(self, inst, props, *args, **kwargs):
         MotorController.__init__(self, inst, props, *args, **kwargs)
         self.stage = stage_for(self.Beamline)
+        self.steps_per_unit = {}
 
     def _axis(self, axis):
         return self.stage.axes[AXIS_NAMES[axis - 1]]
@@ -56,8 +57,12 @@ class SmartSimMotorController(MotorController):
         self._axis(axis).stop()
 
     def SetAxisPar(self, axis, name, value):
-        if name.lower() == "velocity":
+        name = name.lower()
+        if name == "velocity":
             self._axis(axis).velocity = float(value)
+        elif name == "step_per_unit":
+            # positions arrive in mm whatever it is; Sardana uses it to scale Backlash (steps)
+            self.steps_per_unit[axis] = float(value)
 
     def GetAxisPar(self, axis, name):
         name = name.lower()
@@ -68,5 +73,5 @@ class SmartSimMotorController(MotorController):
         if name == "base_rate":
             return 0.0
         if name == "step_per_unit":
-            return 1.0
+            return self.steps_per_unit.get(axis, 1.0)
         return None

@@ -70,8 +70,9 @@ def test_backlash_dead_band_depends_on_the_approach_direction():
     clock.t += 1.0
     from_above = axis.true_position()
     assert axis.position() == pytest.approx(1.0)
-    assert from_below == pytest.approx(1.0 - 0.001)
-    assert from_above == pytest.approx(1.0 + 0.001)
+    # referenced to a positive approach: from below the load is where the motor is
+    assert from_below == pytest.approx(1.0)
+    assert from_above == pytest.approx(1.0 + 0.002)
     # a small reversal (up again, less than the backlash) does not move the load at all
     axis.move(1.0015)
     clock.t += 1.0
@@ -79,7 +80,7 @@ def test_backlash_dead_band_depends_on_the_approach_direction():
     # continuing in the same direction pushes it along
     axis.move(1.003)
     clock.t += 1.0
-    assert axis.true_position() == pytest.approx(1.003 - 0.001)
+    assert axis.true_position() == pytest.approx(1.003)
 
 
 def test_repeatability_scatters_the_load_not_the_readback():
