@@ -40,12 +40,12 @@ BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 2.0
 READ_TIMEOUT_S = 1.0
 RATE_WINDOW = 30
-BREATHE_EVERY_S = 0.02
+BREATHE_EVERY_S = 0.05
 BREATHE_S = 0.001
-"""At full speed the thread still pauses 1 ms every 20 ms of back-to-back frames. Every push
+"""At full speed the thread still pauses 1 ms every 50 ms of back-to-back frames. Every push
 takes the device's monitor, and the monitor is not fair: a thread that releases and re-takes
 it at once starves the client requests waiting for it (a Stop at TargetFrameRate 0 with a
-subscriber timed out after 3 s without this). 5 % of the time at most, only at full speed."""
+subscriber timed out after 3 s without this). 2 % of the time at most, only at full speed."""
 
 
 @dataclass(frozen=True)
