@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from servers.CameraDS.sources import Source, SourceFrame, SourceLost, StageReader, coerce
-from servers.common.errors import BadArgument, Failed, NotReady
+from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,8 @@ class Acquisition:
                     raw = self.source.read(READ_TIMEOUT_S)
                     frame = self._make_frame(raw) if raw is not None else None
             except Exception as exc:  # noqa: BLE001 - any source error is a fault, never a dead thread
-                message = exc.desc if isinstance(exc, SourceLost) else f"{type(exc).__name__}: {exc}"
-                if not isinstance(exc, SourceLost):
+                message = exc.desc if isinstance(exc, SmartError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, SmartError):
                     log.exception("unexpected error from the source %s", self.source.spec)
                 self._attempts += 1
                 if self._fault != message:

@@ -152,8 +152,9 @@ def test_files_that_disappear_fault_with_the_cause_and_come_back_running(tmp_pat
         assert wait_for(lambda: cam.state() == DevState.RUNNING, timeout=6)
         assert wait_for(lambda: cam.FrameNumber > frozen)
         assert "Streaming" in cam.status()
-        cam.Stop()
+        cam.Init()  # while streaming: stops, rebuilds, idle
         assert cam.state() == DevState.ON
+        assert cam.Snap() == 1
 
 
 def test_opencv_video_file_source(tmp_path: Path) -> None:
