@@ -142,6 +142,7 @@ class FakeRenderer:
 
 def test_sim_renders_at_the_stage_it_stamps() -> None:
     stage, renderer = FakeStage(), FakeRenderer()
+    nominal_gain = renderer.optics.gain_dn_per_e
     source = SimSource("sim", renderer, stage, zoom="high")
     source.open()
     stage.position = {"samx": 0.25, "samy": -0.5}
@@ -152,7 +153,7 @@ def test_sim_renders_at_the_stage_it_stamps() -> None:
     source.set_exposure(7.5)
     source.set_gain(2.0)
     source.read(1.0)
-    assert renderer.calls[-1][1:] == ("high", 7.5, pytest.approx(2 * 0.35))
+    assert renderer.calls[-1][1:] == ("high", 7.5, pytest.approx(2 * nominal_gain))
 
 
 def test_sim_follows_the_microscope_zoom_and_needs_motors() -> None:
