@@ -351,6 +351,22 @@ class Stack:
                                  f"{STARTUP_TIMEOUT_S:.0f} s", server)
             time.sleep(0.2)
 
+    def restart(self, server: str, kill: bool = False) -> ManagedProcess:
+        """Stop one server of this stack (SIGKILL when ``kill``: a crash) and start it again."""
+        old = self.processes.get(server) or self._load_pids().get(server)
+        if old is None:
+            raise LaunchError(f"{server} was not started by this stack; started: {', '.join(self.processes)}")
+        _signal(old.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        while old.is_alive() and time.monotonic() < deadline:
+            self._reap(server)
+            time.sleep(0.05)
+        if old.is_alive():
+            _signal(old.pid, signal.SIGKILL)
+        proc = self._start(server, old.cmd)
+        self._wait_devices(self._devices_of_server(server), server)
+        return proc
+
     # ------------------------------------------------------------------ status
     def status_text(self) -> str:
         import tango
