@@ -1,0 +1,84 @@
+"""The maths the macros rely on, without a MacroServer: meshes, peak centres, selection, logs."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
+from smart_support import (  # noqa: E402
+    VISIT_COLUMNS,
+    SmartMacroError,
+    VisitLog,
+    mesh_around,
+    peak_centre,
+    spread_selection,
+)
+
+
+def test_mesh_covers_the_half_width_at_the_step() -> None:
+    spec = mesh_around([1.0, 2.0], 0.0003, 0.00005)
+    assert spec.intervals == 12
+    assert spec.x1 - spec.x0 == pytest.approx(12 * 0.00005)
+    assert (spec.x0 + spec.x1) / 2 == pytest.approx(1.0)
+    assert spec.command("mesh", "samx", "samy", 0.01)[:2] == ["mesh", "samx"]
+    with pytest.raises(SmartMacroError):
+        mesh_around([0.0, 0.0], -1.0, 0.1)
+
+
+def _map(centre, half, step, sigma, amp, rng, background=0.5):
+    spec = mesh_around([0.0, 0.0], half, step)
+    xs = np.linspace(spec.x0, spec.x1, spec.intervals + 1)
+    gx, gy = np.meshgrid(xs, xs)
+    rate = amp * np.exp(-((gx - centre[0]) ** 2 + (gy - centre[1]) ** 2) / (2 * sigma**2)) + background
+    return gx.ravel(), gy.ravel(), rng.poisson(rate).ravel().astype(float)
+
+
+def test_peak_centre_is_accurate_on_fine_maps() -> None:
+    rng = np.random.default_rng(5)
+    errors = []
+    for _ in range(40):
+        truth = rng.uniform(-0.05, 0.05, 2)
+        x, y, counts = _map(truth, 0.15, 0.02, 0.045, 40, rng)
+        cx, cy, significance = peak_centre(x, y, counts)
+        assert significance > 5
+        errors.append(np.hypot(cx - truth[0], cy - truth[1]))
+    assert np.median(errors) < 0.005  # 5 nm in these um units
+
+
+def test_peak_centre_on_a_coarse_map_lands_within_a_step() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        truth = rng.uniform(-0.8, 0.8, 2)
+        x, y, counts = _map(truth, 1.0, 0.1, 0.045, 30, rng)
+        cx, cy, _ = peak_centre(x, y, counts)
+        assert np.hypot(cx - truth[0], cy - truth[1]) < 0.1
+
+
+def test_empty_map_has_no_significant_peak() -> None:
+    rng = np.random.default_rng(7)
+    x, y, counts = _map([0.0, 0.0], 1.0, 0.1, 0.045, 0.0, rng, background=0.2)
+    assert peak_centre(x, y, counts)[2] < 5
+
+
+def test_spread_selection_picks_far_apart_points() -> None:
+    points = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5], [0.51, 0.5]])
+    chosen = spread_selection(points, 4)
+    assert sorted(chosen) == [0, 1, 2, 3]
+    assert spread_selection(np.empty((0, 2)), 3) == []
+
+
+def test_visit_log_writes_complete_lines_with_header(tmp_path: Path) -> None:
+    log = VisitLog(str(tmp_path / "sub" / "visits.csv"))
+    log.write({"index": 3, "target_x": 0.1234567891234, "ce_center_x": float("nan"), "outcome": "scanned"})
+    VisitLog(log.path).write({"index": 4, "outcome": "outside_limits"})  # a re-run appends
+    with open(log.path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == VISIT_COLUMNS
+    assert [r["index"] for r in rows] == ["3", "4"]
+    assert rows[0]["ce_center_x"] == ""
+    assert float(rows[0]["target_x"]) == pytest.approx(0.1234567891234, rel=1e-8)
