@@ -1,0 +1,330 @@
+"""`smart-gui`: the live camera with beam, registration and particles, click-to-move,
+device forms, the particle table and the macro queue, in one Taurus window.
+
+Everything that moves the stage goes through the Door (`smart_goto_xy`, `smart_goto`)
+so Sardana's limits, Stop/Abort and the macros' safety checks apply; a move is asked
+for with a confirmation (``--yes`` skips it for scripted use) and refused while the
+Door is busy, with the reason in the status bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tango
+from taurus.external.qt import Qt
+
+from clients.commands import DEFAULT_DOOR, CommandError, SmartClient, resolve_tango_host
+from clients.gui.camera_view import CameraView
+from clients.gui.overlays import OverlayData, OverlayItems, collect, frame_stage_position
+from clients.gui.panels import FORM_TITLES, MacroPanel, ParticleTable, device_form, stage_form
+
+FORM_POLL_MS = 1000
+"""Taurus polls the attributes a device does not push events for (most settings and States);
+its 3 s default makes a State change look late on a beamline panel."""
+
+OVERLAY_PERIOD_S = 3.0
+"""Overlays follow the frame's stage position at most this often (plus after every move):
+a Map of a few hundred points per frame would load the mapper for nothing."""
+
+
+def configure_taurus() -> None:
+    """Taurus settings the panel needs, applied before any widget gets a model.
+
+    Most SMART attributes are not pushed as change events, so Taurus falls back to
+    polling; by default its widgets then wait for the first poll instead of reading
+    at once, and a freshly opened form shows "-----" for seconds."""
+    import taurus
+    from taurus import tauruscustomsettings
+
+    tauruscustomsettings.TANGO_FORCE_READ_IF_SUBSCRIPTION_FAILS = "ALWAYS"
+    taurus.Factory("tango").changeDefaultPollingPeriod(FORM_POLL_MS)
+
+
+class SmartWindow(Qt.QMainWindow):
+    """The SMART beamline panel for one Tango database and Door."""
+
+    macroFinished = Qt.pyqtSignal(bool, str)
+    doorLine = Qt.pyqtSignal(str, str)
+
+    def __init__(self, client: SmartClient, assume_yes: bool = False, poll_hz: float = 2.0,
+                 with_macro_panel: bool = True) -> None:
+        super().__init__()
+        configure_taurus()
+        self.client = client
+        self.assume_yes = assume_yes
+        self.setWindowTitle(f"SMART on Tango — {client.tango_host}")
+        self.camera_view = CameraView()
+        self.overlays = OverlayItems(self.camera_view)
+        self.overlay_data = OverlayData()
+        self.overlay_time = 0.0
+        self.overlay_stage: list[float] | None = None
+        self.frame_stage: list[float] | None = None
+        self.move_running = False
+        self.last_click: tuple[float, float] | None = None
+        self.last_result: tuple[bool, str] | None = None
+        self.camera_view.pointClicked.connect(self.on_camera_click)
+        self.macroFinished.connect(self._on_macro_finished)
+
+        self.tabs = Qt.QTabWidget()
+        self.forms = {role: device_form(client, role) for role in FORM_TITLES}
+        for role, form in self.forms.items():
+            self.tabs.addTab(_scrolled(form), FORM_TITLES[role])
+        try:
+            self.forms["stage"] = stage_form(client)
+            self.tabs.addTab(_scrolled(self.forms["stage"]), "Stage")
+        except CommandError as exc:
+            self.tabs.addTab(Qt.QLabel(exc.one_line()), "Stage")
+        self.particle_table = ParticleTable()
+        self.particle_table.gotoRequested.connect(self.goto_particle)
+        self.tabs.addTab(self.particle_table, "Particle table")
+        self.macro_panel = MacroPanel(client, _macroserver(client) if with_macro_panel else None)
+        self.tabs.addTab(self.macro_panel, "Macros")
+        self.splitter = Qt.QSplitter(Qt.Qt.Horizontal)
+        self.splitter.addWidget(self.camera_view)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 3)  # the camera keeps most of the room
+        self.splitter.setStretchFactor(1, 2)
+        self.setCentralWidget(self.splitter)
+        self._build_toolbar()
+        self.doorLine.connect(self.macro_panel.append_log)
+        try:
+            self.door = client.door(echo=lambda stream, line: self.doorLine.emit(stream, line))
+        except CommandError as exc:
+            self.door = None
+            self.statusBar().showMessage(exc.one_line())
+
+        self.poll_timer = Qt.QTimer(self)
+        self.poll_timer.timeout.connect(self.poll)
+        self.poll_timer.start(int(1000 / max(poll_hz, 0.1)))
+        self._snapped = False
+        Qt.QTimer.singleShot(0, self.poll)
+
+    # ---------------------------------------------------------------- layout
+    def _build_toolbar(self) -> None:
+        bar = self.addToolBar("Camera")
+        bar.setObjectName("smart-toolbar")
+        for text, slot in (("Start camera", lambda: self._camera("Start")),
+                           ("Stop camera", lambda: self._camera("Stop")),
+                           ("Snap", lambda: self._camera("Snap")),
+                           ("Refresh overlays", self.refresh_overlays),
+                           ("Zoom to reference", self.zoom_to_reference),
+                           ("Whole frame", lambda: self.camera_view.getViewBox().autoRange(padding=0.0)),
+                           ("Stop macro", self.stop_macro)):
+            bar.addAction(text, slot)
+
+    def _camera(self, command: str) -> None:
+        try:
+            self.client.proxy("camera").command_inout(command)
+        except tango.DevFailed as exc:
+            self.statusBar().showMessage(f"camera {command}: {exc.args[0].reason}: {exc.args[0].desc.strip()}")
+
+    # ------------------------------------------------------------- live data
+    def poll(self) -> None:
+        """Show a new camera frame if there is one; refresh overlays when due."""
+        try:
+            number = int(self.client.read("camera", "FrameNumber"))
+        except (CommandError, TypeError, ValueError) as exc:
+            self.statusBar().showMessage(f"camera: {exc}")
+            return
+        if number <= 0 and not self._snapped:
+            self._snapped = True  # an idle camera has no frame yet: take one so there is something to see
+            self._camera("Snap")
+            return
+        if number != self.camera_view.frame_number:
+            try:
+                values = self.client.proxy("camera").read_attributes(["Image", "FrameMetadata"])
+            except tango.DevFailed as exc:
+                self.statusBar().showMessage(f"camera image: {exc.args[0].desc.strip()}")
+                return
+            image = values[0].value
+            if image is None:
+                return
+            metadata = json.loads(values[1].value or "{}")
+            self.camera_view.show_frame(np.asarray(image), int(metadata.get("frame_number", number)))
+            self.frame_stage = frame_stage_position(self.client, metadata)
+        due = time.monotonic() - self.overlay_time > OVERLAY_PERIOD_S
+        if due or self.frame_stage != self.overlay_stage:
+            self.refresh_overlays()
+
+    def refresh_overlays(self) -> None:
+        self.overlay_time = time.monotonic()
+        self.overlay_stage = self.frame_stage
+        self.overlay_data = collect(self.client, self.frame_stage)
+        self.overlays.update(self.overlay_data, self.camera_view.shape)
+        with contextlib.suppress(CommandError, ValueError):
+            self.particle_table.set_rows(self.client.read_json("particles", "Table") or [])
+
+    def zoom_to_reference(self) -> None:
+        """Show the registered reference's outline with a margin (particles are tiny on the frame)."""
+        outline = self.overlay_data.outline
+        if outline is None:
+            self.statusBar().showMessage("no registered reference to zoom to")
+            return
+        (x0, y0), (x1, y1) = outline.min(axis=0), outline.max(axis=0)
+        margin = 0.15 * max(x1 - x0, y1 - y0)
+        self.camera_view.getViewBox().setRange(xRange=(x0 - margin, x1 + margin), yRange=(y0 - margin, y1 + margin),
+                                               padding=0.0)
+
+    def populated(self) -> bool:
+        """A frame is on screen and the overlays were drawn for it (used before a screenshot)."""
+        return self.camera_view.frame_number > 0 and self.overlay_time > 0 and self.overlay_stage == self.frame_stage
+
+    # ------------------------------------------------------------------ moves
+    def on_camera_click(self, x: float, y: float) -> None:
+        self.last_click = (x, y)
+        self.request_macro(["smart_goto_xy", "camera", repr(x), repr(y)],
+                           f"Move the stage so that camera pixel ({x:.1f}, {y:.1f}) is in the beam?")
+
+    def goto_particle(self, index: int) -> None:
+        self.request_macro(["smart_goto", str(index)], f"Move the stage so that particle {index} is in the beam?")
+
+    def request_macro(self, words: Sequence[str], question: str) -> bool:
+        """Run a moving macro through the Door after a confirmation; False if refused."""
+        busy_reason = self._busy_reason()
+        if busy_reason:
+            self.statusBar().showMessage(f"refused: {busy_reason}")
+            return False
+        if not self.assume_yes:
+            answer = Qt.QMessageBox.question(self, "SMART: move the stage", question,
+                                             Qt.QMessageBox.Yes | Qt.QMessageBox.No, Qt.QMessageBox.No)
+            if answer != Qt.QMessageBox.Yes:
+                self.statusBar().showMessage("move cancelled")
+                return False
+        self.move_running = True
+        self.last_result = None
+        command = " ".join(words)
+        self.statusBar().showMessage(f"running {command} ...")
+        threading.Thread(target=self._run_macro, args=(list(words),), daemon=True, name="smart-gui-macro").start()
+        return True
+
+    def _busy_reason(self) -> str | None:
+        if self.door is None:
+            return "SMART_NotReady: no Door"
+        if self.move_running:
+            return "SMART_NotReady: a move started here is still running"
+        try:
+            if self.door.is_busy():
+                return (f"SMART_NotReady: the Door {self.client.door_name} is busy ({self.door.proxy.state()}) "
+                        "with another macro; wait or stop it")
+        except tango.DevFailed as exc:
+            return f"SMART_NotReady: the Door does not answer: {exc.args[0].desc.strip()}"
+        return None
+
+    def _run_macro(self, words: list[str]) -> None:
+        try:
+            output = self.client.run_macro(words)
+            self.macroFinished.emit(True, (output[-1] if output else f"{words[0]} done"))
+        except CommandError as exc:
+            self.macroFinished.emit(False, exc.one_line())
+        except Exception as exc:  # noqa: BLE001 - a GUI thread must report, never die silently
+            self.macroFinished.emit(False, f"SMART_Failed: {exc}")
+
+    def _on_macro_finished(self, ok: bool, message: str) -> None:
+        self.move_running = False
+        self.last_result = (ok, message)
+        self.statusBar().showMessage(message if ok else f"refused: {message}")
+        self.refresh_overlays()
+
+    def stop_macro(self) -> None:
+        if self.door is not None:
+            try:
+                self.door.proxy.StopMacro()
+            except tango.DevFailed as exc:
+                self.statusBar().showMessage(f"StopMacro: {exc.args[0].desc.strip()}")
+
+    def closeEvent(self, event: Qt.QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        self.poll_timer.stop()
+        self.client.close()
+        super().closeEvent(event)
+
+
+def _scrolled(widget: Qt.QWidget) -> Qt.QScrollArea:
+    area = Qt.QScrollArea()
+    area.setWidgetResizable(True)
+    area.setWidget(widget)
+    return area
+
+
+def _macroserver(client: SmartClient) -> str | None:
+    """The MacroServer our Door belongs to (its ``MacroServerName`` property)."""
+    try:
+        names = list(client.proxy(client.door_name).get_property("MacroServerName")["MacroServerName"])
+        if names:
+            return names[0]
+        host, _, port = client.tango_host.partition(":")
+        exported = list(tango.Database(host, int(port or 10000)).get_device_exported_for_class("MacroServer"))
+        return exported[0] if exported else None
+    except (tango.DevFailed, CommandError):
+        return None
+
+
+def save_screenshot(window: SmartWindow, path: Path, app: Qt.QApplication, timeout_s: float = 30.0,
+                    settle_s: float = 3.0, zoom_reference: bool = False) -> bool:
+    """Wait until the window shows a frame and its overlays, then save it as PNG."""
+    deadline = time.monotonic() + timeout_s
+    while not window.populated() and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.05)
+    if zoom_reference:
+        window.zoom_to_reference()
+    settle = time.monotonic() + settle_s  # forms receive their first values (Taurus reads them asynchronously)
+    while time.monotonic() < settle:
+        app.processEvents()
+        time.sleep(0.05)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return bool(window.grab().save(str(path), "PNG")) and window.populated()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="smart-gui", description=__doc__)
+    parser.add_argument("--tango-host", default=None,
+                        help="HOST:PORT of the Tango database (default: TANGO_HOST, else run/stack/env.sh)")
+    parser.add_argument("--door", default=DEFAULT_DOOR, help="Door that runs the macros (default smart/door/01)")
+    parser.add_argument("--yes", action="store_true", help="move without asking for confirmation")
+    parser.add_argument("--poll-hz", type=float, default=2.0, help="camera refresh rate (default 2 Hz)")
+    parser.add_argument("--screenshot", type=Path, default=None,
+                        help="save the populated window to this PNG and exit")
+    parser.add_argument("--zoom", choices=("camera", "reference"), default="camera",
+                        help="start on the whole camera frame or on the registered reference (default camera)")
+    parser.add_argument("--size", default="1700x1000", help="window size WxH (default 1700x1000)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        host = resolve_tango_host(args.tango_host)
+    except CommandError as exc:
+        print(f"smart-gui: {exc.one_line()}", file=sys.stderr)
+        return 1
+    from taurus.qt.qtgui.application import TaurusApplication
+
+    app = Qt.QApplication.instance() or TaurusApplication([sys.argv[0]], cmd_line_parser=None,
+                                                          app_name="smart-gui")
+    window = SmartWindow(SmartClient(host, door=args.door), assume_yes=args.yes, poll_hz=args.poll_hz)
+    width, _, height = args.size.partition("x")
+    window.resize(int(width), int(height))
+    window.show()
+    window.splitter.setSizes([int(0.6 * int(width)), int(0.4 * int(width))])
+    if args.zoom == "reference" and args.screenshot is None:
+        Qt.QTimer.singleShot(3000, window.zoom_to_reference)
+    if args.screenshot is not None:
+        ok = save_screenshot(window, args.screenshot, app, zoom_reference=args.zoom == "reference")
+        window.close()
+        print(f"screenshot {'written' if ok else 'written before the window was fully populated'}: "
+              f"{args.screenshot}")
+        return 0 if ok else 1
+    return app.exec_()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
