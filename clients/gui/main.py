@@ -75,6 +75,7 @@ class SmartWindow(Qt.QMainWindow):
         self.macroFinished.connect(self._on_macro_finished)
 
         self.tabs = Qt.QTabWidget()
+        self.tabs.setUsesScrollButtons(True)  # seven tabs must not dictate the panel's width
         self.forms = {role: device_form(client, role) for role in FORM_TITLES}
         for role, form in self.forms.items():
             self.tabs.addTab(_scrolled(form), FORM_TITLES[role])
@@ -91,6 +92,7 @@ class SmartWindow(Qt.QMainWindow):
         self.splitter = Qt.QSplitter(Qt.Qt.Horizontal)
         self.splitter.addWidget(self.camera_view)
         self.splitter.addWidget(self.tabs)
+        self.tabs.setMinimumWidth(320)
         self.splitter.setStretchFactor(0, 3)  # the camera keeps most of the room
         self.splitter.setStretchFactor(1, 2)
         self.setCentralWidget(self.splitter)
