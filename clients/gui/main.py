@@ -47,6 +47,11 @@ def configure_taurus() -> None:
 
     tauruscustomsettings.TANGO_FORCE_READ_IF_SUBSCRIPTION_FAILS = "ALWAYS"
     taurus.Factory("tango").changeDefaultPollingPeriod(FORM_POLL_MS)
+    # Sardana's Taurus classes for MacroServer/Door (the sequencer needs them); spock and
+    # Sardana's own applications register them, an embedding application must do it itself.
+    from sardana.taurus.qt.qtcore.tango.sardana import registerExtensions
+
+    registerExtensions()
 
 
 class SmartWindow(Qt.QMainWindow):
