@@ -51,3 +51,29 @@ def best_time(function: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> 
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_times(ours: Callable[[], Any], baseline: Callable[[], Any], rounds: int = 5,
+                 warmup: int = 1) -> tuple[float, float, float]:
+    """Median times of ``ours`` and ``baseline`` timed alternately, and the median of the
+    per-round ratios baseline/ours.
+
+    On a shared 2-core machine the load changes between two timing blocks; alternating
+    the two calls in every round exposes both to the same load, so the ratio is fair even
+    when the absolute times are not.
+    """
+    for _ in range(warmup):
+        ours()
+        baseline()
+    mine, theirs, ratios = [], [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        ours()
+        t_ours = time.perf_counter() - start
+        start = time.perf_counter()
+        baseline()
+        t_base = time.perf_counter() - start
+        mine.append(t_ours)
+        theirs.append(t_base)
+        ratios.append(t_base / t_ours)
+    return statistics.median(mine), statistics.median(theirs), statistics.median(ratios)
