@@ -95,7 +95,7 @@ def context():
     devices = [{"class": RegistrationDS, "devices": [{"name": REGISTRATION,
                                                       "properties": {"GrabTimeoutMs": GRAB_TIMEOUT_MS}}]},
                {"class": FakeCamera, "devices": [{"name": CAMERA}]}]
-    with MultiDeviceTestContext(devices, process=True, timeout=15) as ctx:
+    with MultiDeviceTestContext(devices, process=True, timeout=60) as ctx:
         yield ctx
 
 
