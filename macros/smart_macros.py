@@ -70,6 +70,13 @@ class _SmartMacro(Macro):
         except Exception:  # noqa: BLE001 - Sardana raises UnknownEnv and relatives
             return default
 
+    def detected_particles(self, particles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """X, Y (reference px) and Isolated of the last detection; refuses when there is none."""
+        values = [particles.read_attribute(name).value for name in ("X", "Y", "Isolated")]
+        if values[0] is None or len(values[0]) == 0:
+            raise SmartMacroError("no particles: run smart_find_particles first")
+        return np.asarray(values[0], float), np.asarray(values[1], float), np.asarray(values[2], bool)
+
     def stage_position(self) -> list[float]:
         return [float(self.getMotor(name).getPosition()) for name in self.motor_names()]
 
@@ -260,10 +267,10 @@ class smart_goto(_SmartMacro):
 
     def run(self, particle_index):
         _, _, particles, _ = self.devices()
-        xs, ys = particles.read_attribute("X").value, particles.read_attribute("Y").value
-        if xs is None or not 0 <= particle_index < len(xs):
-            raise SmartMacroError(f"no particle {particle_index}: run smart_find_particles first "
-                                  f"({0 if xs is None else len(xs)} particles known)")
+        xs, ys, _ = self.detected_particles(particles)
+        if not 0 <= particle_index < len(xs):
+            raise SmartMacroError(f"no particle {particle_index}: the last detection found {len(xs)} "
+                                  "(indices start at 0)")
         frame = self.env_or("SmartReferenceFrame", "sem")
         self.execMacro(["smart_goto_xy", frame, repr(float(xs[particle_index])), repr(float(ys[particle_index]))])
 
@@ -319,11 +326,8 @@ class smart_fine_align(_SmartMacro):
     def run(self, n_particles, search_um, exposure):
         _, _, particles, mapper = self.devices()
         frame = self.env_or("SmartReferenceFrame", "sem")
-        xs, ys = particles.read_attribute("X").value, particles.read_attribute("Y").value
-        isolated = particles.read_attribute("Isolated").value
-        if xs is None or len(xs) == 0:
-            raise SmartMacroError("no particles: run smart_find_particles first")
-        candidates = np.flatnonzero(np.asarray(isolated, bool))
+        xs, ys, isolated = self.detected_particles(particles)
+        candidates = np.flatnonzero(isolated)
         if len(candidates) < 2:
             raise SmartMacroError("fine alignment needs at least 2 isolated particles")
         ref_points = np.column_stack([xs[candidates], ys[candidates]])
@@ -398,10 +402,7 @@ class smart_scan_particles(_SmartMacro):
         camera_name = self.getEnv("SmartCamera")
         _, registration, particles, mapper = self.devices()
         frame = self.env_or("SmartReferenceFrame", "sem")
-        xs, ys = particles.read_attribute("X").value, particles.read_attribute("Y").value
-        isolated = particles.read_attribute("Isolated").value
-        if xs is None or len(xs) == 0:
-            raise SmartMacroError("no particles: run smart_find_particles first")
+        xs, ys, isolated = self.detected_particles(particles)
         order = [i for i in range(len(xs)) if isolated[i] or not isolated_only]
         if max_particles > 0:
             order = order[:max_particles]
