@@ -55,13 +55,18 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
     figures.sem_with_particles(sem, np.asarray(particles.X), np.asarray(particles.Y),
                                np.asarray(particles.Isolated), [r["index"] for r in summary["particles"]],
                                out_dir / "sem_particles.png")
-    registration = json.loads(proxy("smart/registration/1").read_attribute("LastGoodResult").value or "{}")
-    camera = proxy("smart/camera/1")
+    camera, mapper = proxy("smart/camera/1"), proxy("smart/coordmapper/1")
     camera.Snap()
-    beam = list(proxy("smart/coordmapper/1").BeamPosition)
-    if registration.get("matrix") and registration.get("target") == "reference":
-        figures.camera_with_outline(np.asarray(camera.Image), sem.shape, np.array(registration["matrix"]),
-                                    (beam[0], beam[1]), out_dir / "camera_registration.png")
+    image, metadata = (a.value for a in camera.read_attributes(["Image", "FrameMetadata"]))
+    stage = json.loads(metadata)["stage"]
+    # the SEM outline in *this* frame: the mapper carries it over from the registration's frame
+    h, w = sem.shape
+    corners = [[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]]
+    mapped = json.loads(mapper.Map(json.dumps({"from": "sem", "to": "camera", "points": corners,
+                                               "stage_position": [stage["samx"], stage["samy"]]})))
+    beam = list(mapper.BeamPosition)
+    figures.camera_with_outline(np.asarray(image), np.array(mapped["points"]), (beam[0], beam[1]),
+                                out_dir / "camera_registration.png")
     figures.xrf_maps(out_dir / "maps", summary["particles"], out_dir / "xrf_maps.png")
 
 

@@ -33,16 +33,14 @@ def sem_with_particles(sem: np.ndarray, x: np.ndarray, y: np.ndarray, isolated: 
     plt.close(fig)
 
 
-def camera_with_outline(camera: np.ndarray, sem_shape: tuple[int, int], sem_to_camera: np.ndarray,
-                        beam_px: tuple[float, float], path: Path) -> None:
-    """The camera frame with the registered SEM field's outline and the beam position."""
+def camera_with_outline(camera: np.ndarray, outline_px: np.ndarray, beam_px: tuple[float, float],
+                        path: Path) -> None:
+    """The camera frame with the registered SEM field's outline (its corners in this frame's
+    pixels) and the beam position."""
     fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
     low, high = np.percentile(camera, [1, 99.8])
     ax.imshow(camera, cmap="gray", vmin=low, vmax=high)
-    h, w = sem_shape
-    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1], [-0.5, h - 0.5, 1],
-                        [-0.5, -0.5, 1]]).T
-    outline = (np.asarray(sem_to_camera) @ corners)[:2]
+    outline = np.vstack([outline_px, outline_px[:1]]).T
     ax.plot(outline[0], outline[1], color="cyan", linewidth=1.2, label="registered SEM field")
     ax.plot([beam_px[0]], [beam_px[1]], marker="+", color="red", markersize=14, label="beam")
     ax.set_title("camera with the registered SEM outline")
