@@ -55,12 +55,7 @@ class Inputs:
     truth: Path
 
 
-SEM_FIELD_PX = 6144
-"""The demo's SEM image side: 123 um at 20 nm/px, enough field for about 20 or more
-isolated particles whatever the seed (the simulation's default 82 um field holds 10-20)."""
-
-
-def prepare_inputs(out_dir: Path, seed: int, sem_field_px: int = SEM_FIELD_PX) -> Inputs:
+def prepare_inputs(out_dir: Path, seed: int) -> Inputs:
     """Generate the sample, the virtual beamline, its truth and the lab SEM image."""
     from simulation.config import default_beamline, write_truth
     from simulation.sem import render_sem
@@ -68,7 +63,6 @@ def prepare_inputs(out_dir: Path, seed: int, sem_field_px: int = SEM_FIELD_PX) -
 
     out_dir.mkdir(parents=True, exist_ok=True)
     beamline = default_beamline(seed)
-    beamline.sem = beamline.sem.model_copy(update={"width": sem_field_px, "height": sem_field_px})
     paths = Inputs(out_dir / "beamline.json", out_dir / "sample.json", out_dir / "sem.tif", out_dir / "truth.json")
     beamline.save(paths.beamline)
     beamline.sample.save(paths.sample)
