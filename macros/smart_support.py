@@ -8,6 +8,7 @@ public Tango interface is used; nothing here imports the servers' code.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -47,15 +48,19 @@ def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
 
 
 def stage_unit_per_um(mapper: tango.DeviceProxy) -> float:
-    """How many stage units make one micrometre, from the mapper's stage frame unit."""
+    """How many stage units make one micrometre, from the mapper's ``StageUnit``.
+
+    Refuses rather than guesses: a wrong unit would scale every step and half width by
+    a factor of 1000."""
     try:
-        frames = json.loads(mapper.read_attribute("Transforms").value or "[]")
-    except (tango.DevFailed, ValueError):
-        frames = []
-    unit = "mm"
-    if isinstance(frames, dict):
-        unit = frames.get("units", {}).get("stage", unit)
-    return UNIT_PER_UM.get(unit, 1e-3)
+        unit = str(mapper.read_attribute("StageUnit").value)
+    except tango.DevFailed as exc:
+        raise SmartMacroError(f"cannot read the stage unit from {mapper.dev_name()}: "
+                              f"{exc.args[0].desc.strip()}") from None
+    if unit not in UNIT_PER_UM:
+        raise SmartMacroError(f"the stage unit '{unit}' of {mapper.dev_name()} is not one of "
+                              f"{', '.join(UNIT_PER_UM)}; lengths in um cannot be converted")
+    return UNIT_PER_UM[unit]
 
 
 def map_points(mapper: tango.DeviceProxy, frame_from: str, frame_to: str, points: Sequence[Sequence[float]],
@@ -107,8 +112,11 @@ def scan_columns(records: Sequence[Any], *names: str) -> list[np.ndarray]:
     return columns
 
 
+@functools.lru_cache(maxsize=64)
 def _device_of_alias(name: str) -> str:
-    """Scan records name channels by full device name; users and macros use aliases."""
+    """Scan records name channels by full device name; users and macros use aliases.
+    Cached: an alias does not change while the MacroServer runs, and the loop asks for
+    the same few on every particle."""
     try:
         return tango.Database().get_device_alias(name)
     except tango.DevFailed:

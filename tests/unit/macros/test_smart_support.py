@@ -82,3 +82,27 @@ def test_visit_log_writes_complete_lines_with_header(tmp_path: Path) -> None:
     assert [r["index"] for r in rows] == ["3", "4"]
     assert rows[0]["ce_center_x"] == ""
     assert float(rows[0]["target_x"]) == pytest.approx(0.1234567891234, rel=1e-8)
+
+
+class _FakeMapper:
+    """Just what stage_unit_per_um reads of a CoordMapperDS."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+
+    def read_attribute(self, name: str):
+        assert name == "StageUnit"
+        return type("Value", (), {"value": self.unit})()
+
+    def dev_name(self) -> str:
+        return "test/coordmapper/1"
+
+
+def test_stage_unit_comes_from_the_mapper_and_unknown_units_are_refused() -> None:
+    from smart_support import stage_unit_per_um
+
+    assert stage_unit_per_um(_FakeMapper("mm")) == pytest.approx(1e-3)
+    assert stage_unit_per_um(_FakeMapper("um")) == pytest.approx(1.0)
+    assert stage_unit_per_um(_FakeMapper("nm")) == pytest.approx(1e3)
+    with pytest.raises(SmartMacroError, match="deg"):
+        stage_unit_per_um(_FakeMapper("deg"))
