@@ -18,11 +18,12 @@ import os
 import random
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from clients.door import MacroFailed
 from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack
-from clients.workflow import WorkflowOptions, options_dict, prepare_inputs, run_workflow, score, summary_table
+from clients.workflow import WorkflowOptions, prepare_inputs, run_workflow, score, summary_table
 
 DEMO_DIR = REPO / "run" / "demo"
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TANGO_HOST"] = stack.up()
         timings = run_workflow(stack.tango_host, inputs, out_dir, options, echo)
         summary = score(out_dir, inputs)
-        summary.update(seed=seed, options=options_dict(options), timings_s=timings,
+        summary.update(seed=seed, options=asdict(options), timings_s=timings,
                        total_s=time.monotonic() - started)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print()

@@ -13,7 +13,7 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,3 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines.append(f"per-particle overhead (goto + bookkeeping): median {summary['overhead_s_median']:.2f} s, "
                  f"max {summary['overhead_s_max']:.2f} s")
     return "\n".join(lines)
-
-
-def options_dict(options: WorkflowOptions) -> dict[str, Any]:
-    return asdict(options)

@@ -111,6 +111,14 @@ class _SmartMacro(Macro):
             raise SmartMacroError(f"the camera {camera_name} gave no new frame: {exc.args[0].desc.strip()}") from None
         return call_json(registration, "GrabImage", {"slot": slot, "device": camera_name})
 
+    def register_to_camera(self, registration, camera_name: str, model: str) -> tuple[dict, list[float]]:
+        """Register the loaded reference to a fresh camera frame; returns the result and the
+        stage position of that frame. The caller decides what a doubtful result means."""
+        grabbed = self.grab_camera(registration, camera_name)
+        result = call_json(registration, "Register", {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT,
+                                                      "model": model})
+        return result, self.frame_stage(grabbed)
+
     def frame_stage(self, grabbed: dict) -> list[float]:
         """The stage position stamped on a grabbed frame, in SmartMotors order."""
         stage = grabbed.get("metadata", {}).get("stage", {})
@@ -198,10 +206,7 @@ class smart_register(_SmartMacro):
                     f"{loaded['pixel_size_um']} um/px")
         for warning in loaded.get("warnings", []):
             self.warning(warning)
-        grabbed = self.grab_camera(registration, camera_name)
-        stage = self.frame_stage(grabbed)
-        result = call_json(registration, "Register", {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT,
-                                                      "model": model})
+        result, stage = self.register_to_camera(registration, camera_name, model)
         self.output(f"registration: rotation {result['rotation_deg']:.3f} deg, scale {result['scale']:.5f}, "
                     f"shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, confidence "
                     f"{result['confidence']:.4f} ({result['elapsed_ms']:.0f} ms)")
@@ -424,7 +429,7 @@ class smart_scan_particles(_SmartMacro):
         for count, index in enumerate(remaining):
             self.checkPoint()
             if drift_every > 0 and count > 0 and count % drift_every == 0:
-                self.check_drift(registration, camera_name, frame)
+                self.check_drift(registration, camera_name)
             started = time.monotonic()
             point = [[float(xs[index]), float(ys[index])]]
             mapped = map_points(mapper, frame, "stage", point)
@@ -477,11 +482,9 @@ class smart_scan_particles(_SmartMacro):
         except Exception:  # noqa: BLE001 - no camera registration: nothing to compare with
             return None
 
-    def check_drift(self, registration, camera_name, frame):
+    def check_drift(self, registration, camera_name):
         """Re-register the reference to the camera here; stop if it is in doubt."""
-        self.grab_camera(registration, camera_name)
-        result = call_json(registration, "Register", {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT,
-                                                      "model": "similarity"})
+        result, _ = self.register_to_camera(registration, camera_name, "similarity")
         if not result.get("success"):
             raise SmartMacroError(f"SMART_Unsafe: drift check failed: the reference no longer registers to the "
                                   f"camera with confidence (confidence {result['confidence']:.3f}). The loop "

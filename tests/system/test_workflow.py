@@ -45,8 +45,9 @@ def _proxy(stack: Stack, name: str) -> tango.DeviceProxy:
 
 def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> None:
     stack, inputs, out = workflow_stack
-    options = WorkflowOptions(particles=3, fine_particles=4)
-    run_workflow(stack.tango_host, inputs, out, options)
+    options = WorkflowOptions(particles=3, fine_particles=4, drift_every=2)  # one drift check in the loop
+    said: list[str] = []
+    run_workflow(stack.tango_host, inputs, out, options, echo=lambda stream, line: said.append(line))
     summary = score(out, inputs)
     assert summary["particles_visited"] == 3
     assert summary["scanned"] == 3
