@@ -194,29 +194,11 @@ class Stack:
         started = time.monotonic()
         self._prepare_run_dir()
         config = StackConfig.load(self.config_path, self.places())
-        if not self.facility:
-            self._ensure_beamline()
-        if self.facility:
-            self.tango_host = os.environ.get("TANGO_HOST")
-            if not self.tango_host:
-                raise LaunchError("facility mode needs TANGO_HOST set to your Tango database (host:port)")
-        else:
-            self.tango_host = self._start_database()
-        self.say(f"TANGO_HOST={self.tango_host}")
-        self._register_servers(config)
-        if not self.facility and config.sardana_config:
-            self._load_sardana(config)
-        for spec in config.servers:
-            self._start(spec.name, [_executable(spec.executable), spec.instance,
-                                    "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"])
-        if not self.facility:
-            for server in config.sardana_servers:
-                executable, instance = server.split("/")
-                self._start(server, [_executable(executable), instance,
-                                     "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"])
-                self._wait_devices(self._devices_of_server(server), server)
-        for spec in config.servers:
-            self._wait_devices(list(spec.devices), spec.name)
+        try:
+            self._bring_up(config)
+        except BaseException:
+            self.down(quiet=True)  # whatever failed, nothing this call started stays behind
+            raise
         elapsed = time.monotonic() - started
         self.state_file.write_text(json.dumps({
             "tango_host": self.tango_host, "facility": self.facility,
@@ -227,6 +209,27 @@ class Stack:
         self.say(f"stack up in {elapsed:.1f} s (database to all devices answering); "
                  f"logs in {self.log_dir}; `source {self.run_dir / 'env.sh'}` to use it")
         return self.tango_host
+
+    def _bring_up(self, config: StackConfig) -> None:
+        if self.facility:
+            self.tango_host = os.environ.get("TANGO_HOST")
+            if not self.tango_host:
+                raise LaunchError("facility mode needs TANGO_HOST set to your Tango database (host:port)")
+        else:
+            self._ensure_beamline()
+            self.tango_host = self._start_database()
+        self.say(f"TANGO_HOST={self.tango_host}")
+        self._register_servers(config)
+        if not self.facility and config.sardana_config:
+            self._load_sardana(config)
+        for spec in config.servers:
+            self._start(spec.name, _server_command(spec.executable, spec.instance))
+        if not self.facility:
+            for server in config.sardana_servers:
+                self._start(server, _server_command(*server.split("/")))
+                self._wait_devices(self._devices_of_server(server), server)
+        for spec in config.servers:
+            self._wait_devices(list(spec.devices), spec.name)
 
     def places(self) -> dict[str, str]:
         return {"repo": str(REPO), "run": str(self.run_dir), "beamline": str(self.beamline)}
@@ -440,6 +443,11 @@ def _port_is_free(port: int) -> bool:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _server_command(executable: str, instance: str) -> list[str]:
+    """A device server started by the launcher listens on loopback only."""
+    return [_executable(executable), instance, "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"]
 
 
 def _executable(name: str) -> str:
