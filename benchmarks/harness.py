@@ -53,23 +53,35 @@ def best_time(function: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+SETTLE_S = 0.3
+"""Idle time before each timed call of :func:`paired_times`. OpenBLAS worker threads keep
+spinning for ~0.1 s after a matrix product (its THREAD_TIMEOUT); without a pause, the
+previous call's spinning threads take a core from the next call's FFT threads, so the call
+timed second pays for the first. Measured on the 2-core machine: a 2048x2048 rfft2 takes
+17 ms right after a threaded 2048x2050 by 62 matrix product and 9-10 ms after 0.3 s idle."""
+
+
 def paired_times(ours: Callable[[], Any], baseline: Callable[[], Any], rounds: int = 5,
-                 warmup: int = 1) -> tuple[float, float, float]:
+                 warmup: int = 1, settle_s: float = SETTLE_S) -> tuple[float, float, float]:
     """Median times of ``ours`` and ``baseline`` timed alternately, and the median of the
     per-round ratios baseline/ours.
 
     On a shared 2-core machine the load changes between two timing blocks; alternating
     the two calls in every round exposes both to the same load, so the ratio is fair even
-    when the absolute times are not.
+    when the absolute times are not. Each timed call starts after ``settle_s`` idle, so
+    neither pays for the other's leftover worker threads (a Register command or a
+    user's script call does not follow another library's call within 0.1 s either).
     """
     for _ in range(warmup):
         ours()
         baseline()
     mine, theirs, ratios = [], [], []
     for _ in range(rounds):
+        time.sleep(settle_s)
         start = time.perf_counter()
         ours()
         t_ours = time.perf_counter() - start
+        time.sleep(settle_s)
         start = time.perf_counter()
         baseline()
         t_base = time.perf_counter() - start

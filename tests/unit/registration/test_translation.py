@@ -9,7 +9,13 @@ import pytest
 
 from servers.RegistrationDS.core import RegistrationCore
 from servers.RegistrationDS.preprocess import apodise
-from servers.RegistrationDS.translation import _argmax_on_grid, cross_power_spectrum, refine_peak
+from servers.RegistrationDS.translation import (
+    _argmax_on_grid,
+    cross_power_spectrum,
+    gaussian_peak_offset,
+    inverse_real_spectrum,
+    refine_peak,
+)
 
 from .conftest import fourier_shift
 
@@ -91,15 +97,38 @@ def test_contrast_inversion_is_found(micrographs):
     assert result["shift_px"] == pytest.approx([23, 17], abs=0.02)
 
 
-def test_two_stage_refinement_equals_single_step_grid(micrographs):
-    """The shortcut in refine_peak must give the argmax of the full 1.5*upsample DFT grid."""
+@pytest.mark.parametrize("upsample", [100, 37, 20])
+def test_refinement_equals_single_step_grid(micrographs, upsample):
+    """refine_peak must give the argmax of the full 1.5 px single-step DFT grid, whether it
+    starts from the Gaussian fit, from the integer peak, or from a poor start (the patch walks)."""
     rng = np.random.default_rng(7)
     image = micrographs["brick"]
-    for _ in range(10):
-        dx, dy = rng.uniform(-5, 5, 2)
-        ref, tgt = _pair(image, dx, dy, 60, 0.1, rng)
-        spectrum = cross_power_spectrum(apodise(ref), apodise(tgt))
-        centre = (float(round(-dy)), float(round(-dx)))
-        fast, _ = refine_peak(spectrum, ref.shape, centre, 100)
-        full, _ = _argmax_on_grid(spectrum, ref.shape, centre, 100, 150, 1)
-        assert fast == pytest.approx(full, abs=1e-9)
+    moves = 0
+    for noise in (0.1, 2.0):
+        for _ in range(5):
+            dx, dy = rng.uniform(-5, 5, 2)
+            ref, tgt = _pair(image, dx, dy, 60, noise, rng)
+            spectrum = cross_power_spectrum(apodise(ref), apodise(tgt))
+            surface = inverse_real_spectrum(spectrum, ref.shape)
+            row, col = np.unravel_index(int(np.argmax(surface)), surface.shape)
+            centre = (float(row - ref.shape[0] if row > ref.shape[0] // 2 else row),
+                      float(col - ref.shape[1] if col > ref.shape[1] // 2 else col))
+            size = int(math.ceil(1.5 * upsample)) | 1
+            full, full_value = _argmax_on_grid(spectrum, ref.shape, centre, upsample, size, 1)
+            offset = gaussian_peak_offset(surface, row, col, 1)
+            for start in ((centre[0] + offset[0], centre[1] + offset[1]), None,
+                          (centre[0] - 0.6, centre[1] + 0.6)):
+                fast, value = refine_peak(spectrum, ref.shape, centre, upsample, 1, start=start)
+                assert fast == pytest.approx(full, abs=1e-9)
+                assert value == pytest.approx(full_value, rel=1e-6)
+            moves += abs(full[0] - centre[0] - offset[0]) > 0.15 or abs(full[1] - centre[1] - offset[1]) > 0.15
+    assert moves <= 3, "the Gaussian start should usually be within the first patch"
+
+
+def test_refinement_grid_stays_in_the_neighbourhood(micrographs):
+    """Even from a start outside it, the answer stays within 0.75 px of the integer peak."""
+    ref, tgt = _pair(micrographs["brick"], 2.3, -1.4, 60, 0.1, np.random.default_rng(3))
+    spectrum = cross_power_spectrum(apodise(ref), apodise(tgt))
+    best, _ = refine_peak(spectrum, ref.shape, (1.0, -2.0), 100, 1, start=(4.0, 3.0))
+    assert abs(best[0] - 1.0) <= 0.75 + 1e-9 and abs(best[1] + 2.0) <= 0.75 + 1e-9
+    assert best == pytest.approx((1.4, -2.3), abs=0.05)
