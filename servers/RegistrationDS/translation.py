@@ -20,7 +20,9 @@ accuracy, without changing the method:
 - it is evaluated only on a 31-point patch of the 1/upsample grid around a Gaussian fit of
   the integer peak (see :func:`refine_peak`): each evaluation reads the whole 17 MB spectrum
   from memory, so one small patch instead of a coarse grid plus a fine grid halves the cost;
-- its DFT kernels are built by a running product instead of complex exponentials.
+- its DFT kernels are built by a running product instead of complex exponentials, and its
+  products leave no OpenBLAS threads spinning into the next call's FFTs
+  (:mod:`servers.common.blas`).
 
 Sign convention: ``shift = (dx, dy)`` means the content at target pixel ``(x, y)`` appears
 at reference pixel ``(x + dx, y + dy)``; the target -> reference matrix is a pure translation
@@ -33,9 +35,11 @@ import functools
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import scipy.fft
 
+from servers.common.blas import single_threaded_blas, split_product
 from servers.common.errors import BadArgument
 
 FFT_WORKERS = -1
@@ -167,8 +171,9 @@ def upsampled_correlation(spectrum: np.ndarray, shape: tuple[int, int], centre: 
     real_kernel[1::2, :count] = -col_kernel.imag
     real_kernel[0::2, count:] = col_kernel.imag
     real_kernel[1::2, count:] = col_kernel.real
-    partial = spectrum.view(np.float32) @ real_kernel
-    surface = row_kernel.real @ partial[:, :count] - row_kernel.imag @ partial[:, count:]
+    with single_threaded_blas(spectrum.size):
+        partial = split_product(spectrum.view(np.float32), real_kernel)
+        surface = row_kernel.real @ partial[:, :count] - row_kernel.imag @ partial[:, count:]
     return surface / (height * width)
 
 
@@ -320,8 +325,7 @@ def _peak_significance(surface: np.ndarray, peak: float) -> float:
     standard deviation is what remains after removing the peak's share. This is cheaper
     and steadier than a robust spread estimate over millions of samples.
     """
-    flat = surface.ravel()
-    energy = float(np.dot(flat, flat))
+    energy = float(cv2.norm(surface, cv2.NORM_L2SQR))  # np.dot would leave BLAS threads spinning
     remaining = max(energy - peak * peak, 1e-30)
     sigma = math.sqrt(remaining / max(surface.size - 1, 1))
     return peak / sigma
