@@ -20,6 +20,7 @@ SLOT_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 SlotName = Annotated[str, Field(pattern=SLOT_PATTERN)]
 PositiveSize = Annotated[float, Field(gt=0, le=1e6)]
 Roi = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]
+Angle = Annotated[float, Field(ge=-720.0, le=720.0)]
 MAX_FIDUCIAL_PAIRS = 10_000
 
 
@@ -46,6 +47,10 @@ class RegisterArgs(StrictArgs):
     ``representation`` chooses what is correlated: ``intensity`` (same modality, best
     precision), ``gradient`` (gradient magnitude: survives contrast inversion and different
     instruments) or ``auto`` (intensity for translation, gradient for similarity).
+    ``rotation_range_deg`` ``[low, high]`` (similarity only) is where the rotation of target
+    onto reference is known to lie, e.g. from the instruments' scan rotations: the contained
+    search then scans only that range (faster, and fewer chances for a false match), and a
+    result outside it (by more than 1 deg) is not a success.
     """
 
     reference: SlotName
@@ -57,6 +62,22 @@ class RegisterArgs(StrictArgs):
     max_shift_px: PositiveSize | None = None
     representation: Literal["auto", "intensity", "gradient"] = "auto"
     min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = DEFAULT_MIN_CONFIDENCE
+    rotation_range_deg: Annotated[list[Angle], Field(min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _rotation_range_is_usable(self) -> RegisterArgs:
+        if self.rotation_range_deg is None:
+            return self
+        if self.model != "similarity":
+            raise ValueError("rotation_range_deg applies to model 'similarity' only (a translation has no rotation)")
+        low, high = self.rotation_range_deg
+        if not low < high:
+            raise ValueError(f"rotation_range_deg [low, high] needs low < high, got {self.rotation_range_deg}; "
+                             "e.g. [-10, 10] for rotations within 10 deg of zero")
+        if high - low > 360:
+            raise ValueError(f"rotation_range_deg {self.rotation_range_deg} spans more than 360 deg; "
+                             "leave it out to search the whole circle")
+        return self
 
     @field_validator("reference_roi", "target_roi")
     @classmethod

@@ -108,9 +108,23 @@ def _scan(reference: np.ndarray, target: np.ndarray, angles: np.ndarray,
     return results
 
 
+def search_angles(angle_range: tuple[float, float] | None) -> tuple[np.ndarray, bool]:
+    """Rotations to scan, :data:`ANGLE_STEP_DEG` apart, and whether they close a full circle
+    (then the first and last are neighbours). A partial range includes both its ends."""
+    low, high = (-180.0, 180.0) if angle_range is None else angle_range
+    if high - low >= 360.0 - 1e-9:
+        return low + ANGLE_STEP_DEG * np.arange(int(round(360.0 / ANGLE_STEP_DEG))), True
+    count = int(math.floor((high - low) / ANGLE_STEP_DEG + 1e-9)) + 1
+    angles = low + ANGLE_STEP_DEG * np.arange(count)
+    if high - angles[-1] > 1e-9:
+        angles = np.append(angles, high)
+    return angles, False
+
+
 def estimate_contained(reference: np.ndarray, target: np.ndarray, max_shift_px: float | None = None,
-                       angle_range: tuple[float, float] = (-180.0, 180.0)) -> ContainedEstimate:
-    """Similarity target px -> reference px (both float32 representations, same pixel size)."""
+                       angle_range: tuple[float, float] | None = None) -> ContainedEstimate:
+    """Similarity target px -> reference px (both float32 representations, same pixel size);
+    ``angle_range`` (deg, target onto reference) limits the rotation scan."""
     warnings: list[str] = []
     factor = min(1.0, SEARCH_TARGET_SIDE / max(target.shape))
     ref_small = resample(reference, factor)
@@ -118,15 +132,17 @@ def estimate_contained(reference: np.ndarray, target: np.ndarray, max_shift_px: 
     to_small = np.diag([factor, factor, 1.0])
     to_small[:2, 2] = 0.5 * factor - 0.5
     from_small = np.linalg.inv(to_small)
-    angles = np.arange(angle_range[0], angle_range[1], ANGLE_STEP_DEG)
+    angles, circular = search_angles(angle_range)
     limit = None if max_shift_px is None else max_shift_px * factor
     scan = _scan(ref_small, tgt_small, angles, limit)
     best = max(range(len(scan)), key=lambda i: scan[i][1].distinctness)
-    # Parabola through the peak heights of the best angle and its neighbours.
-    heights = [scan[(best + k) % len(scan)][1].peak for k in (-1, 0, 1)]
-    denominator = heights[0] - 2 * heights[1] + heights[2]
-    offset = 0.5 * (heights[0] - heights[2]) / denominator if denominator < 0 else 0.0
-    angle = scan[best][0] + float(np.clip(offset, -0.5, 0.5)) * ANGLE_STEP_DEG
+    angle = scan[best][0]
+    if circular or 0 < best < len(scan) - 1:
+        # Parabola through the peak heights of the best angle and its neighbours.
+        heights = [scan[(best + k) % len(scan)][1].peak for k in (-1, 0, 1)]
+        denominator = heights[0] - 2 * heights[1] + heights[2]
+        offset = 0.5 * (heights[0] - heights[2]) / denominator if denominator < 0 else 0.0
+        angle += float(np.clip(offset, -0.5, 0.5)) * ANGLE_STEP_DEG
     refined = _scan(ref_small, tgt_small, np.array([angle]), limit)[0]
     matrix = from_small @ refined[2] @ to_small
 

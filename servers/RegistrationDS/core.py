@@ -41,7 +41,7 @@ from servers.RegistrationDS.preprocess import (
     resample,
     resample_matrix,
 )
-from servers.RegistrationDS.similarity import estimate_similarity, rotation_and_scale
+from servers.RegistrationDS.similarity import estimate_similarity, rotation_and_scale, within_rotation_range
 from servers.RegistrationDS.slots import (
     ImageSlot,
     SlotStore,
@@ -222,6 +222,7 @@ class RegistrationCore:
         ref_rep = represent(ref_work, representation)
         tgt_rep = represent(tgt_work, representation)
         max_shift = None if args.max_shift_px is None else args.max_shift_px * ref_factor
+        rotation_range = None if args.rotation_range_deg is None else tuple(args.rotation_range_deg)
 
         if args.model == "translation":
             shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
@@ -232,7 +233,7 @@ class RegistrationCore:
             working_matrix[0, 2], working_matrix[1, 2] = peak.shift
             confidence = confidence_from_peak(peak.distinctness)
         elif is_contained(ref_rep.shape, tgt_rep.shape):
-            contained = estimate_contained(ref_rep, tgt_rep, max_shift)
+            contained = estimate_contained(ref_rep, tgt_rep, max_shift, rotation_range)
             working_matrix, peak = contained.matrix, contained.peak
             warnings.extend(contained.warnings)
             # Either test may vouch for the match (x2: two tests); the peak test is corrected
@@ -246,7 +247,7 @@ class RegistrationCore:
                                 "target agree with the fitted similarity: the reference may show a similar "
                                 "but different area (e.g. the same marker layout on another sample)")
         else:
-            estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift)
+            estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift, rotation_range)
             working_matrix, peak = estimate.matrix, estimate.peak
             warnings.extend(estimate.warnings)
             confidence = confidence_from_peak(peak.distinctness)
@@ -263,6 +264,10 @@ class RegistrationCore:
         rotation, scale = rotation_and_scale(matrix)
         if peak.polarity < 0:
             warnings.append("the target matched with inverted contrast")
+        if not within_rotation_range(rotation, rotation_range):
+            confidence = 0.0
+            warnings.append(f"the rotation found, {rotation:.2f} deg, is outside rotation_range_deg "
+                            f"{list(rotation_range)}: widen the range, or check the images and their pixel sizes")
         success = bool(confidence >= args.min_confidence)
         if not success:
             warnings.append(f"confidence {confidence:.3g} is below {args.min_confidence}: the images may "

@@ -79,6 +79,21 @@ def rotation_and_scale(matrix: np.ndarray) -> tuple[float, float]:
     return math.degrees(math.atan2(b, a)), math.hypot(a, b)
 
 
+ROTATION_RANGE_TOLERANCE_DEG = 1.0
+"""How far outside a requested rotation range a result may lie (the searches step in 2 deg
+and refine afterwards)."""
+
+
+def within_rotation_range(rotation_deg: float, rotation_range: tuple[float, float] | None,
+                          tolerance_deg: float = ROTATION_RANGE_TOLERANCE_DEG) -> bool:
+    """Whether ``rotation_deg`` (any turn) lies in ``[low, high]`` widened by ``tolerance_deg``."""
+    if rotation_range is None:
+        return True
+    low, high = rotation_range
+    wrapped = low - tolerance_deg + (rotation_deg - low + tolerance_deg) % 360.0
+    return wrapped <= high + tolerance_deg
+
+
 def warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Image resampled into the frame where ``matrix`` sends it (bicubic, zero outside)."""
     return cv2.warpAffine(image, matrix[:2].astype(np.float64), (shape[1], shape[0]),
@@ -184,8 +199,13 @@ def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndar
 
 
 def estimate_similarity(reference: np.ndarray, target: np.ndarray, upsample: int = 100,
-                        max_shift_px: float | None = None) -> SimilarityEstimate:
-    """Similarity mapping ``target`` pixels onto ``reference`` pixels (both float32 representations)."""
+                        max_shift_px: float | None = None,
+                        rotation_range: tuple[float, float] | None = None) -> SimilarityEstimate:
+    """Similarity mapping ``target`` pixels onto ``reference`` pixels (both float32 representations).
+
+    Fourier-Mellin finds the rotation modulo 180 deg in one step; ``rotation_range`` only
+    decides between the two candidates (if neither lies in it, both are tried and the caller
+    reports the result as outside the range)."""
     warnings: list[str] = []
     factor = min(_binning_factor(reference.shape), _binning_factor(target.shape))
     ref_small = resample(reference, factor)
@@ -200,7 +220,8 @@ def estimate_similarity(reference: np.ndarray, target: np.ndarray, upsample: int
     shift_limit_small = None if max_shift_px is None else max_shift_px * factor
     to_small = np.diag([factor, factor, 1.0])
     to_small[:2, 2] = 0.5 * factor - 0.5
-    for candidate in (rotation, rotation + 180.0):
+    candidates = [angle for angle in (rotation, rotation + 180.0) if within_rotation_range(angle, rotation_range)]
+    for candidate in candidates or (rotation, rotation + 180.0):
         linear = similarity_matrix(candidate, scale, centre)
         linear[:2, 2] += np.array([(reference.shape[1] - target.shape[1]) / 2,
                                    (reference.shape[0] - target.shape[0]) / 2])

@@ -56,6 +56,9 @@ def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> Non
     assert summary["coarse_within_1um"] >= 0.95, summary
     assert summary["fine_within_100nm"] >= 0.95, summary
     assert summary["overhead_s_max"] <= 1.0, summary
+    # the drift check searched only near the rotation smart_register found
+    drift = [line for line in said if line.startswith("drift check (rotations ")]
+    assert drift, said
     rows = list(csv.DictReader((out / "visits.csv").open()))
     for column in ("index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
                    "ce_center_x", "ce_center_y"):

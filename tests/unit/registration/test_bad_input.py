@@ -94,6 +94,20 @@ def test_argument_models_refuse_bad_json():
     assert parsed.model == "similarity" and parsed.upsample == 20
 
 
+@pytest.mark.parametrize(("text", "match"), [
+    ('"rotation_range_deg": [-10, 10]', "model 'similarity' only"),
+    ('"model": "similarity", "rotation_range_deg": [10, -10]', "low < high"),
+    ('"model": "similarity", "rotation_range_deg": [5, 5]', "low < high"),
+    ('"model": "similarity", "rotation_range_deg": [-200, 200]', "more than 360"),
+    ('"model": "similarity", "rotation_range_deg": [-10]', "rotation_range_deg"),
+    ('"model": "similarity", "rotation_range_deg": [-10, NaN]', "NaN"),
+    ('"model": "similarity", "rotation_range_deg": [-10, 1000]', "rotation_range_deg"),
+])
+def test_rotation_range_refused(core, text, match):
+    _refused(core, BadArgument, lambda: core.register(parse_args(f'{{"reference": "ref", "target": "tgt", {text}}}',
+                                                                 RegisterArgs)), match=match)
+
+
 def test_doubtful_result_keeps_previous_good_one(core, micrographs):
     good = core.last_good_result
     rng = np.random.default_rng(3)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from servers.RegistrationDS.contained import ANGLE_STEP_DEG, search_angles
 from servers.RegistrationDS.core import RegistrationCore
 
 sim = pytest.importorskip("simulation.config")
@@ -72,3 +73,28 @@ def test_sem_of_another_sample_is_not_a_success():
     core.put_image("sem", sem.image, sem.pixel_size_um)
     result = core.register({"reference": "camera", "target": "sem", "model": "similarity"})
     assert not result["success"]
+
+
+def test_search_angles_cover_the_range():
+    full, circular = search_angles(None)
+    assert circular and len(full) == round(360 / ANGLE_STEP_DEG) and full[0] == -180.0
+    part, circular = search_angles((-5.0, 10.0))
+    assert not circular and part[0] == -5.0 and part[-1] == 10.0
+    assert np.all(np.diff(part) <= ANGLE_STEP_DEG + 1e-9) and len(part) == 9
+
+
+def test_rotation_range_limits_the_contained_search():
+    """With the rotation known to +-10 deg the search (11 angles instead of 180) finds the
+    same answer; a range that excludes the true rotation gives no success."""
+    frame, camera_px, sem, truth = _scene(4, (250.0, -180.0))
+    true_rotation, _ = _rotation_scale(truth)
+    core = RegistrationCore()
+    core.put_image("camera", frame, camera_px)
+    core.put_image("sem", sem.image, sem.pixel_size_um)
+    args = {"reference": "camera", "target": "sem", "model": "similarity"}
+    full = core.register(args)
+    ranged = core.register({**args, "rotation_range_deg": [true_rotation - 10, true_rotation + 10]})
+    assert ranged["success"]
+    np.testing.assert_allclose(ranged["matrix"], full["matrix"], atol=0.02)
+    wrong = core.register({**args, "rotation_range_deg": [true_rotation + 30, true_rotation + 90]})
+    assert not wrong["success"]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from servers.RegistrationDS.core import RegistrationCore
-from servers.RegistrationDS.similarity import rotation_and_scale, similarity_matrix, warp
+from servers.RegistrationDS.similarity import rotation_and_scale, similarity_matrix, warp, within_rotation_range
 
 
 def _scene(image: np.ndarray, rotation: float, scale: float, shift, size: int):
@@ -79,3 +79,26 @@ def test_different_pixel_sizes_and_inverted_blurred_modality(micrographs):
         # 0.3 target (camera) px, measured in reference px: 0.3 * 1.3 / 0.5
         assert shift_err <= 0.3 * 1.3 / 0.5, (name, shift_err)
         assert math.isclose(result["scale"], 1 / f, rel_tol=0.002)  # ~1.3 / 0.5, up to the rounded size
+
+
+def test_within_rotation_range_wraps_whole_turns():
+    assert within_rotation_range(175.0, (170.0, 190.0)) and within_rotation_range(-175.0, (170.0, 190.0))
+    assert within_rotation_range(370.0, (0.0, 20.0)) and within_rotation_range(-350.0, (0.0, 20.0))
+    assert within_rotation_range(-0.9, (0.0, 20.0)) and not within_rotation_range(-1.1, (0.0, 20.0))
+    assert not within_rotation_range(100.0, (-10.0, 10.0)) and within_rotation_range(100.0, None)
+
+
+def test_rotation_range_picks_the_candidate_and_refuses_a_result_outside(micrographs):
+    """Fourier-Mellin: a range around the truth keeps the answer; a range that excludes it
+    makes the result a failure that says why, and the earlier good result stays."""
+    ref, tgt, truth = _scene(micrographs["astronaut"], 23.0, 1.05, (4.0, -6.0), 256)
+    core = RegistrationCore()
+    core.put_image("ref", ref, 1.0, {})
+    core.put_image("tgt", tgt, 1.0, {})
+    args = {"reference": "ref", "target": "tgt", "model": "similarity"}
+    inside = core.register({**args, "rotation_range_deg": [10, 40]})
+    assert inside["success"] and _errors(inside, truth, (127.5, 127.5))[0] <= 0.1
+    outside = core.register({**args, "rotation_range_deg": [-60, 0]})
+    assert not outside["success"] and outside["confidence"] == 0.0
+    assert any("outside rotation_range_deg" in warning for warning in outside["warnings"])
+    assert core.last_good_result == inside
