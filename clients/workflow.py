@@ -38,6 +38,9 @@ class WorkflowOptions:
     scan_step_um: float = 0.05
     exposure_s: float = 0.01
     drift_every: int = 10
+    rotation_range_deg: tuple[float, float] | None = None
+    """Where the SEM image's rotation onto the camera lies, if known (SmartRotationRange);
+    None searches the whole circle."""
     isolation_um: float = 2.0
     """No other particle within this distance: the X-ray maps then see one particle only."""
     particle_settings: dict[str, Any] = field(default_factory=lambda: {
@@ -99,6 +102,8 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
     steps = [
         f"senv SmartScanLog {visits}",
         f"senv SmartDriftEvery {options.drift_every}",
+        *([f"senv SmartRotationRange {options.rotation_range_deg[0]} {options.rotation_range_deg[1]}"]
+          if options.rotation_range_deg is not None else []),
         f"smart_calibrate_camera {options.calibration_step_um} 3",
         f"smart_register {inputs.sem} similarity sem",
         f"smart_find_particles {inputs.sem}",

@@ -51,6 +51,13 @@ DRIFT_ROTATION_DEG = 5.0
 FINE_FRAME_SUFFIX = ""
 
 
+def _searched(window) -> str:
+    """What a registration searched, for the macro's output."""
+    if window is None:
+        return "all rotations"
+    return f"rotations {float(window[0]):.1f} to {float(window[1]):.1f} deg"
+
+
 class _SmartMacro(Macro):
     """Shared access to the SMART devices and the stage for the macros below."""
 
@@ -212,11 +219,11 @@ class smart_register(_SmartMacro):
                     f"{loaded['pixel_size_um']} um/px")
         for warning in loaded.get("warnings", []):
             self.warning(warning)
-        result, stage = self.register_to_camera(registration, camera_name, model,
-                                                self.env_or("SmartRotationRange", None))
-        self.output(f"registration: rotation {result['rotation_deg']:.3f} deg, scale {result['scale']:.5f}, "
-                    f"shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, confidence "
-                    f"{result['confidence']:.4f} ({result['elapsed_ms']:.0f} ms)")
+        window = self.env_or("SmartRotationRange", None) if model == "similarity" else None
+        result, stage = self.register_to_camera(registration, camera_name, model, window)
+        self.output(f"registration ({_searched(window)}): rotation {result['rotation_deg']:.3f} deg, "
+                    f"scale {result['scale']:.5f}, shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, "
+                    f"confidence {result['confidence']:.4f} ({result['elapsed_ms']:.0f} ms)")
         if not result.get("success"):
             raise SmartMacroError(f"SMART_Unsafe: the registration of {reference_image} to the camera is in "
                                   f"doubt (confidence {result['confidence']:.3f}); nothing was stored. Bring "
@@ -502,6 +509,5 @@ class smart_scan_particles(_SmartMacro):
                                   f"camera with confidence (confidence {result['confidence']:.3f}). The loop "
                                   "stopped before moving; check the sample and re-run smart_register. Progress "
                                   "is kept: a re-run continues.")
-        searched = "all rotations" if window is None else f"rotations {window[0]:.1f} to {window[1]:.1f} deg"
-        self.output(f"drift check ({searched}): confidence {result['confidence']:.3f}, rotation "
+        self.output(f"drift check ({_searched(window)}): confidence {result['confidence']:.3f}, rotation "
                     f"{result['rotation_deg']:.3f} deg, shift {result['shift_px']}")

@@ -45,7 +45,9 @@ def _proxy(stack: Stack, name: str) -> tango.DeviceProxy:
 
 def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> None:
     stack, inputs, out = workflow_stack
-    options = WorkflowOptions(particles=3, fine_particles=4, drift_every=2)  # one drift check in the loop
+    # one drift check in the loop; the virtual beamline's SEM-to-camera rotation is within
+    # +-17 deg by construction (mount 4, camera 3, SEM scan rotation 10)
+    options = WorkflowOptions(particles=3, fine_particles=4, drift_every=2, rotation_range_deg=(-20.0, 20.0))
     said: list[str] = []
     run_workflow(stack.tango_host, inputs, out, options, echo=lambda stream, line: said.append(line))
     summary = score(out, inputs)
@@ -59,6 +61,7 @@ def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> Non
     # the drift check searched only near the rotation smart_register found
     drift = [line for line in said if line.startswith("drift check (rotations ")]
     assert drift, said
+    assert any(line.startswith("registration (rotations -20.0 to 20.0 deg): rotation") for line in said), said
     rows = list(csv.DictReader((out / "visits.csv").open()))
     for column in ("index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
                    "ce_center_x", "ce_center_y"):
