@@ -36,6 +36,9 @@ DEFAULT_CONFIG = REPO / "simulation" / "launch" / "smart.yaml"
 DEFAULT_RUN_DIR = REPO / "run" / "stack"
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
+ALARM_SETTLE_S = 8.0
+"""How long `up` lets a device in ALARM settle: CoordMapperDS reads the Pool's motors, which
+may appear only after it started; it checks them again at most every 3 s."""
 
 
 class LaunchError(RuntimeError):
@@ -200,10 +203,11 @@ class Stack:
             self.down(quiet=True)  # whatever failed, nothing this call started stays behind
             raise
         elapsed = time.monotonic() - started
+        states = self._settled_states(config.device_names())
         self.state_file.write_text(json.dumps({
             "tango_host": self.tango_host, "facility": self.facility,
             "door": config.door, "devices": config.device_names(),
-            "startup_s": round(elapsed, 2)}, indent=1))
+            "startup_s": round(elapsed, 2), "states_after_up": states}, indent=1))
         (self.run_dir / "env.sh").write_text(f"export TANGO_HOST={self.tango_host}\n")
         self.say(self.status_text())
         self.say(f"stack up in {elapsed:.1f} s (database to all devices answering); "
@@ -230,6 +234,27 @@ class Stack:
                 self._wait_devices(self._devices_of_server(server), server)
         for spec in config.servers:
             self._wait_devices(list(spec.devices), spec.name)
+
+    def _settled_states(self, devices: list[str]) -> dict[str, str]:
+        """Device states once the ALARMs caused by start order have cleared: CoordMapperDS reads
+        the Pool's motors, which may appear only after it started. Waits up to ALARM_SETTLE_S;
+        an ALARM that stays is reported (status, stack.json), not treated as a failure."""
+        import tango
+
+        def state_of(dev: str) -> str:
+            try:
+                proxy = tango.DeviceProxy(f"tango://{self.tango_host}/{dev}")
+                proxy.set_timeout_millis(3000)
+                return str(proxy.state())
+            except tango.DevFailed:
+                return "UNREACHABLE"
+
+        deadline = time.monotonic() + ALARM_SETTLE_S
+        states = {dev: state_of(dev) for dev in devices}
+        while time.monotonic() < deadline and any(v in ("ALARM", "UNREACHABLE") for v in states.values()):
+            time.sleep(0.5)
+            states.update({dev: state_of(dev) for dev, v in states.items() if v in ("ALARM", "UNREACHABLE")})
+        return states
 
     def places(self) -> dict[str, str]:
         return {"repo": str(REPO), "run": str(self.run_dir), "beamline": str(self.beamline)}

@@ -38,6 +38,10 @@ def test_database_is_sqlite_in_the_run_dir_on_loopback(stack: Stack) -> None:
     assert (stack.run_dir / "tango.db").stat().st_size > 0
     state = json.loads((stack.run_dir / "stack.json").read_text())
     assert state["startup_s"] < 60
+    # start order (the Pool's motors appear after CoordMapperDS) leaves no ALARM behind `up`
+    states = state["states_after_up"]
+    assert {name: states[name] for name in OUR_DEVICES} == {name: "ON" for name in OUR_DEVICES}, states
+    assert "ALARM" not in states.values(), states
 
 
 def test_ascan_runs_through_the_door(stack: Stack) -> None:
