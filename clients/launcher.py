@@ -97,6 +97,15 @@ class StackConfig:
         return [dev for spec in self.servers for dev in spec.devices]
 
 
+def _device(tango_host: str, name: str) -> Any:
+    """A proxy that gives up after 3 s: a starting or stuck server must not hang the launcher."""
+    import tango
+
+    proxy = tango.DeviceProxy(f"tango://{tango_host}/{name}")
+    proxy.set_timeout_millis(3000)
+    return proxy
+
+
 def _expand(value: Any, places: dict[str, str]) -> Any:
     if isinstance(value, str):
         for key, replacement in places.items():
@@ -243,9 +252,7 @@ class Stack:
 
         def state_of(dev: str) -> str:
             try:
-                proxy = tango.DeviceProxy(f"tango://{self.tango_host}/{dev}")
-                proxy.set_timeout_millis(3000)
-                return str(proxy.state())
+                return str(_device(self.tango_host, dev).state())
             except tango.DevFailed:
                 return "UNREACHABLE"
 
@@ -367,9 +374,7 @@ class Stack:
                 raise self._fail(f"server {server} exited during start-up "
                                  f"(exit code {self._popen[server].returncode})", server)
             try:
-                proxy = tango.DeviceProxy(f"tango://{self.tango_host}/{pending[0]}")
-                proxy.set_timeout_millis(3000)
-                proxy.state()
+                _device(self.tango_host, pending[0]).state()
                 pending.pop(0)
                 continue
             except tango.DevFailed:
@@ -411,8 +416,7 @@ class Stack:
                          f"{'running' if proc.is_alive() else 'NOT RUNNING'}")
         for dev in state.get("devices", []):
             try:
-                proxy = tango.DeviceProxy(f"tango://{host}/{dev}")
-                proxy.set_timeout_millis(3000)
+                proxy = _device(host, dev)
                 lines.append(f"  device  {dev:28s} {proxy.state()}  {proxy.status().splitlines()[0]}")
             except tango.DevFailed as exc:
                 lines.append(f"  device  {dev:28s} UNREACHABLE ({exc.args[0].desc.strip()[:80]})")
