@@ -78,8 +78,22 @@ class CameraDS(Device):
             log.error("CameraDS configuration error: %s", desc)
             dtype = np.dtype(np.uint16)
         self._ensure_image_attribute(dtype)
+        self._show_settings_as_write_values()
         if self._acq is not None and self.AutoStart:
             self._acq.start()
+
+    def _show_settings_as_write_values(self) -> None:
+        """Forms show each setting's write value beside its read value; until the first write
+        Tango reports 0 there, which reads as "exposure 0 ms". Start them at the settings in
+        force; a memorized value, applied after Init, replaces them."""
+        if self._acq is None:
+            return
+        settings = self._acq.settings
+        attributes = self.get_device_attr()
+        for name, value in (("ExposureTime", settings.exposure_ms), ("Gain", settings.gain),
+                            ("TargetFrameRate", settings.target_rate_hz), ("PixelSize", self._acq.pixel_size_um)):
+            if value is not None and np.isfinite(value):
+                attributes.get_w_attr_by_name(name).set_write_value(float(value))
 
     def delete_device(self) -> None:
         acq, self._acq = getattr(self, "_acq", None), None

@@ -255,3 +255,15 @@ def test_settings_are_memorized_across_a_restart(tmp_path: Path) -> None:
         assert cam.TargetFrameRate == pytest.approx(3.5)
         cam.Snap()
         assert json.loads(cam.FrameMetadata)["pixel_size_um"] == pytest.approx(0.3125)
+
+
+def test_write_values_start_at_the_settings_in_force(tmp_path: Path) -> None:
+    """A form shows the write value beside the read one: never 0 ms for an untouched exposure."""
+    write_sequence(tmp_path / "seq", n=1)
+    with camera({"Source": f"files:{tmp_path}/seq/*.tif"}, db_dir=tmp_path / "db") as cam:
+        for name in ("ExposureTime", "Gain", "TargetFrameRate", "PixelSize"):
+            reply = cam.read_attribute(name)
+            if np.isfinite(reply.value):
+                assert reply.w_value == pytest.approx(reply.value), name
+        cam.TargetFrameRate = 2.5
+        assert cam.read_attribute("TargetFrameRate").w_value == pytest.approx(2.5)
