@@ -31,12 +31,14 @@ _MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
 if _MACRO_DIR not in sys.path:
     sys.path.insert(0, _MACRO_DIR)
 from smart_support import (  # noqa: E402
+    FINE_OFFSET_SCATTER_LIMIT_UM,
     SmartMacroError,
     VisitLog,
     call_json,
     map_points,
     mesh_around,
     now_text,
+    offset_scatter_um,
     peak_centre,
     proxy,
     scan_columns,
@@ -356,7 +358,7 @@ class smart_fine_align(_SmartMacro):
         chosen = [int(candidates[i]) for i in spread_selection(ref_points[inside], n_particles)] if inside.any() \
             else []
         per_um = stage_unit_per_um(mapper)
-        pairs = []
+        pairs, targets = [], []
         for index in chosen:
             self.checkPoint()
             target = map_points(mapper, frame, "stage", [[xs[index], ys[index]]])["points"][0]
@@ -368,9 +370,17 @@ class smart_fine_align(_SmartMacro):
             self.output(f"particle {index}: Ce centre {centre[0]:.6f}, {centre[1]:.6f} "
                         f"({shift_nm[0]:+.0f}, {shift_nm[1]:+.0f} nm from the coarse target)")
             pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
+            targets.append(target)
         if len(pairs) < 2:
             raise SmartMacroError("fine alignment found fewer than 2 particles in the X-ray maps; the coarse "
                                   "alignment is kept")
+        scatter = offset_scatter_um(np.array(targets), np.array(pairs)[:, 2:], per_um)
+        if scatter > FINE_OFFSET_SCATTER_LIMIT_UM:
+            raise SmartMacroError(
+                f"SMART_Unsafe: the X-ray maps put the {len(pairs)} particles at offsets from their coarse targets "
+                f"that disagree by {scatter:.2f} um RMS (a right registration gives one common offset): the "
+                "reference image may show another sample with the same markers, or the XRF channel sees other "
+                "particles. Nothing was stored; check the reference image before scanning.")
         model = "affine" if len(pairs) >= 3 else "similarity"
         fit = call_json(mapper, "FitTransform", {"from": frame, "to": "stage", "pairs": pairs, "model": model,
                                                  "from_unit": "px"})

@@ -205,3 +205,19 @@ def spread_selection(points: np.ndarray, count: int) -> list[int]:
         chosen.append(nxt)
         distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
     return chosen
+
+
+FINE_OFFSET_SCATTER_LIMIT_UM = 0.25
+"""Largest RMS scatter of the fine alignment's particle offsets (X-ray centre minus coarse
+target) about their mean. A right registration leaves one common, smoothly varying offset
+(20-40 nm scatter on the virtual beamline); an SEM image of another sample with the same
+markers registers just as well, but the X-ray maps then find unrelated particles, up to the
+search half-width away in random directions (~0.5 um scatter for +-1 um searches)."""
+
+
+def offset_scatter_um(targets: np.ndarray, centres: np.ndarray, stage_per_um: float) -> float:
+    """RMS distance (um) of the offsets ``centres - targets`` (stage units) from their mean."""
+    offsets = (np.asarray(centres, float) - np.asarray(targets, float)) / stage_per_um
+    if len(offsets) < 2:
+        return 0.0
+    return float(np.sqrt(np.mean(np.sum((offsets - offsets.mean(axis=0)) ** 2, axis=1))))

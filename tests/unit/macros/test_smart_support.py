@@ -11,10 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
 from smart_support import (  # noqa: E402
+    FINE_OFFSET_SCATTER_LIMIT_UM,
     VISIT_COLUMNS,
     SmartMacroError,
     VisitLog,
     mesh_around,
+    offset_scatter_um,
     peak_centre,
     spread_selection,
 )
@@ -106,3 +108,16 @@ def test_stage_unit_comes_from_the_mapper_and_unknown_units_are_refused() -> Non
     assert stage_unit_per_um(_FakeMapper("nm")) == pytest.approx(1e3)
     with pytest.raises(SmartMacroError, match="deg"):
         stage_unit_per_um(_FakeMapper("deg"))
+
+
+def test_offset_scatter_tells_a_common_offset_from_unrelated_particles() -> None:
+    """Right registration: one common offset (the demo's offsets scatter ~25 nm); another
+    sample's SEM image: the +-1 um search maps find particles in random directions."""
+    rng = np.random.default_rng(4)
+    targets = rng.uniform(-0.04, 0.04, (4, 2))  # mm
+    common = targets + [0.0007, -0.0004] + rng.normal(0, 25e-6, (4, 2))  # 0.8 um off, 25 nm scatter
+    assert offset_scatter_um(targets, common, 1e-3) < 0.06
+    unrelated = [offset_scatter_um(targets, targets + rng.uniform(-0.001, 0.001, (4, 2)), 1e-3)
+                 for _ in range(200)]
+    assert np.mean(np.array(unrelated) > FINE_OFFSET_SCATTER_LIMIT_UM) > 0.95
+    assert offset_scatter_um(targets[:1], common[:1], 1e-3) == 0.0
