@@ -372,8 +372,11 @@ class smart_fine_align(_SmartMacro):
             pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
             targets.append(target)
         if len(pairs) < 2:
-            raise SmartMacroError("fine alignment found fewer than 2 particles in the X-ray maps; the coarse "
-                                  "alignment is kept")
+            raise SmartMacroError(
+                f"SMART_Unsafe: fine alignment found fewer than 2 particles in the X-ray maps ({len(pairs)} of "
+                f"{len(chosen)}); the coarse alignment is kept. Particles seen in the reference image but absent "
+                "here mean the reference may show another sample with the same markers, or SmartXrfChannel does "
+                "not see them: check before scanning.")
         scatter = offset_scatter_um(np.array(targets), np.array(pairs)[:, 2:], per_um)
         if scatter > FINE_OFFSET_SCATTER_LIMIT_UM:
             raise SmartMacroError(

@@ -134,3 +134,28 @@ def test_resume_after_a_macroserver_crash_scans_every_particle_once(workflow_sta
     assert all(n == 1 for n in counts.values()), f"particles logged more than once: {counts}"
     assert all(row["outcome"].startswith("scanned") for row in rows)
     assert os.path.getsize(log) > 0
+
+
+def test_fine_alignment_refuses_another_samples_particles(workflow_stack, tmp_path: Path) -> None:
+    """An SEM image of another sample with the same markers: the camera registration cannot
+    tell (docs/registration.md), so its particles are detected and mapped through the right
+    marker geometry onto places where this sample has none. The X-ray maps then find nothing
+    (here: 0 of 4) or unrelated particles (the offset-scatter rule, unit-tested in
+    tests/unit/macros), and the fine alignment must refuse without storing anything."""
+    from simulation.config import default_beamline
+    from simulation.sem import render_sem
+    from simulation.tiffio import write_tiff
+
+    stack, inputs, _ = workflow_stack
+    other = default_beamline(SEED + 100)
+    image = render_sem(other.sample, other.sem, seed=SEED + 100)
+    other_sem = tmp_path / "other_sample_sem.tif"
+    write_tiff(other_sem, image.image, other.sem.pixel_size_um, {"modality": "SEM", "seed": SEED + 100})
+    mapper = _proxy(stack, "smart/coordmapper/1")
+    with _door(stack) as door:
+        door.run(f"smart_find_particles {other_sem}", timeout_s=120)
+        before = json.loads(mapper.Transforms)
+        with pytest.raises(MacroFailed, match="SMART_Unsafe"):
+            door.run("smart_fine_align 4 1.0 0.01", timeout_s=600)
+        door.run(f"smart_find_particles {inputs.sem}", timeout_s=120)  # leave the right detections
+    assert json.loads(mapper.Transforms)["edges"] == before["edges"]
