@@ -19,9 +19,7 @@ Run: ``python -m benchmarks --only bench_camera``; or ``python -m benchmarks.ben
 from __future__ import annotations
 
 import contextlib
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,8 +33,8 @@ import tango
 from tango.server import Device, attribute, command, device_property
 
 from benchmarks.harness import Report
+from clients.file_db_server import run_on_file_database, write_file_database
 
-REPO = Path(__file__).resolve().parents[1]
 WARMUP_S = 0.8
 WINDOW_S = 2.0
 ROUNDS = 5
@@ -102,53 +100,15 @@ class BenchMotor(Device):
         return 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _server(cmd: list[str], name: str, devices: dict[str, tuple[str, dict[str, Any]]],
             folder: Path) -> Iterator[dict[str, str]]:
     """Start one server process with a Tango file database; stop it by its PID."""
     db_file = folder / f"{name.replace('/', '_')}.db"
-    by_class: dict[str, list[str]] = {}
-    for dev, (cls, _props) in devices.items():
-        by_class.setdefault(cls, []).append(dev)
-    db_file.write_text("".join(f"{name}/DEVICE/{cls}: {', '.join(devs)}\n" for cls, devs in by_class.items()))
-    db = tango.Database(str(db_file))
-    for dev, (_cls, props) in devices.items():
-        if props:
-            db.put_device_property(dev, {k: [str(v) for v in (v if isinstance(v, list) else [v])]
-                                         for k, v in props.items()})
-    port = _free_port()
-    log = open(folder / f"{name.replace('/', '_')}.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([*cmd, name.split("/")[1], f"-file={db_file}", "-ORBendPoint",
-                             f"giop:tcp:127.0.0.1:{port}"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    trls = {dev: f"tango://127.0.0.1:{port}/{dev}#dbase=no" for dev in devices}
-    try:
-        deadline = time.monotonic() + 60
-        for trl in trls.values():
-            while True:
-                try:
-                    tango.DeviceProxy(trl).state()
-                    break
-                except tango.DevFailed:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.flush()
-                        tail = Path(log.name).read_text(errors="replace")[-1500:]
-                        raise RuntimeError(f"{name} did not start:\n{tail}") from None
-                    time.sleep(0.1)
+    write_file_database(db_file, name, devices)
+    with run_on_file_database(cmd, name.split("/")[1], db_file, list(devices),
+                              folder / f"{name.replace('/', '_')}.log") as trls:
         yield trls
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def _received_rate(trl: str, prepare: Any = None, stops_itself: bool = False) -> float:

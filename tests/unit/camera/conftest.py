@@ -3,8 +3,6 @@ an event recorder, and image sequences on disk."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,14 +16,9 @@ import numpy as np
 import tango
 import tifffile
 
-REPO = Path(__file__).resolve().parents[3]
+from clients.file_db_server import run_on_file_database, write_file_database
+
 DEVICE = "test/camera/1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -42,41 +35,13 @@ def camera(properties: dict[str, Any], db_dir: Path | None = None) -> Iterator[t
     folder.mkdir(parents=True, exist_ok=True)
     db_file = folder / "camera.db"
     if not db_file.exists():
-        db_file.write_text(f"CameraDS/test/DEVICE/CameraDS: {DEVICE}\n")
-        tango.Database(str(db_file)).put_device_property(DEVICE, {k: _prop(v) for k, v in properties.items()})
-    port = free_port()
-    log = open(folder / "server.log", "ab")  # noqa: SIM115 - closed in finally
+        write_file_database(db_file, "CameraDS/test", {DEVICE: ("CameraDS", properties)})
     executable = str(Path(sys.executable).parent / "CameraDS")
-    proc = subprocess.Popen([executable, "test", f"-file={db_file}", "-ORBendPoint", f"giop:tcp:127.0.0.1:{port}"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        proxy = tango.DeviceProxy(f"tango://127.0.0.1:{port}/{DEVICE}#dbase=no")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                proxy.state()
-                break
-            except tango.DevFailed:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = (folder / "server.log").read_text()[-2000:]
-                    raise RuntimeError(f"CameraDS did not start: {tail}") from None
-                time.sleep(0.1)
+    with run_on_file_database([executable], "test", db_file, [DEVICE], folder / "server.log",
+                              start_timeout_s=30) as trls:
+        proxy = tango.DeviceProxy(trls[DEVICE])
         proxy.set_timeout_millis(5000)
         yield proxy
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
-def _prop(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [str(value)]
 
 
 class Events:
