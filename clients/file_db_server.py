@@ -3,7 +3,8 @@
 Device tests and benchmarks run a server this way when the whole stack (`smart up`) would be
 more than they need: the devices and their properties go into a file database, the server
 listens on a free 127.0.0.1 port, clients reach it by ``#dbase=no`` names, and the process is
-stopped by its PID when the block ends.
+stopped by its PID when the block ends (:func:`stop_process`, which tests use for the servers
+they start themselves).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import tango
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,10 +71,20 @@ def run_on_file_database(command: Sequence[str], instance: str, db_file: Path, d
                     time.sleep(0.1)
         yield trls
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
+
+
+def stop_process(process: subprocess.Popen | int, timeout_s: float = 10.0) -> None:
+    """Stop one process by its PID: SIGTERM, SIGKILL if it is still there after ``timeout_s``;
+    waits for it (and reaps our own children) either way. Gone already is fine."""
+    try:
+        target = process if isinstance(process, subprocess.Popen) else psutil.Process(process)
+        target.terminate()
+        try:
+            target.wait(timeout_s)
+        except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
+            target.kill()
+            target.wait(timeout_s)
+    except psutil.NoSuchProcess:
+        pass

@@ -24,9 +24,10 @@ import pytest
 import tango
 from tango.test_context import DeviceTestContext
 
+from clients.file_db_server import stop_process
 from clients.launcher import Stack
 from servers.CoordMapperDS.device import CoordMapperDS, join_chunks, split_chunks
-from tests.system.conftest import device_trl
+from tests.system.conftest import device_trl, wait_answering
 
 A = [[0.00055, 0.0, 0.0], [0.0, -0.00055, 0.0], [0.0, 0.0, 1.0]]
 """Camera calibration of the documented worked example (mm/px, image y flipped)."""
@@ -254,20 +255,6 @@ def _small_config(tmp_path: Path) -> Path:
     return config
 
 
-def _wait_answering(trl: str, timeout_s: float = 30.0) -> tango.DeviceProxy:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            proxy = tango.DeviceProxy(trl)
-            proxy.set_timeout_millis(10000)
-            proxy.state()
-            return proxy
-        except tango.DevFailed:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, list[subprocess.Popen]]]:
     tmp = tmp_path_factory.mktemp("coordmapper")
@@ -278,13 +265,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack,
         yield stack, restarted
     finally:
         for proc in restarted:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+            stop_process(proc)
         stack.down(quiet=True)
 
 
@@ -299,7 +280,7 @@ def _answers(proxy: tango.DeviceProxy) -> list[dict[str, Any]]:
 def test_graph_beam_and_history_survive_a_killed_server(own_stack) -> None:
     stack, restarted = own_stack
     trl = f"tango://{stack.tango_host}/test/coordmapper/1"
-    proxy = _wait_answering(trl)
+    proxy = wait_answering(trl)
     _example_graph(proxy)
     _call(proxy, "FitTransform", {"from": "xrf", "to": "stage", "model": "similarity", "pairs": [
         [0, 0, 49.0, 49.0], [100, 0, 49.1, 49.0001], [0, 100, 48.9999, 49.1], [100, 100, 49.1002, 49.0999]]})
@@ -319,7 +300,7 @@ def test_graph_beam_and_history_survive_a_killed_server(own_stack) -> None:
     with open(server.log, "ab") as log:
         restarted.append(subprocess.Popen(server.cmd, stdout=log, stderr=subprocess.STDOUT, env=stack.env(),
                                           cwd=stack.run_dir, start_new_session=True))
-    proxy = _wait_answering(trl)
+    proxy = wait_answering(trl)
     assert proxy.state() == tango.DevState.ON
     assert list(proxy.BeamPosition) == [768.0, 551.0]
     assert proxy.History == history
@@ -333,7 +314,7 @@ def test_graph_beam_and_history_survive_a_killed_server(own_stack) -> None:
 
 def test_refused_command_does_not_touch_the_stored_property(own_stack) -> None:
     stack, _ = own_stack
-    proxy = _wait_answering(f"tango://{stack.tango_host}/test/coordmapper/1")
+    proxy = wait_answering(f"tango://{stack.tango_host}/test/coordmapper/1")
     db = tango.Database(*stack.tango_host.split(":"))
     stored = db.get_device_property("test/coordmapper/1", "GraphState")["GraphState"]
     _refused(proxy, "SetTransform", {"from": "a", "to": "stage", "matrix": [[0, 0, 0], [0, 0, 0], [0, 0, 1]]},
@@ -343,7 +324,7 @@ def test_refused_command_does_not_touch_the_stored_property(own_stack) -> None:
 
 def test_corrupt_property_in_the_database_faults_until_fixed(own_stack) -> None:
     stack, _ = own_stack
-    proxy = _wait_answering(f"tango://{stack.tango_host}/test/coordmapper/1")
+    proxy = wait_answering(f"tango://{stack.tango_host}/test/coordmapper/1")
     db = tango.Database(*stack.tango_host.split(":"))
     good = db.get_device_property("test/coordmapper/1", "GraphState")["GraphState"]
     transforms = proxy.Transforms
@@ -431,7 +412,7 @@ def test_camera_map_without_stage_position_uses_the_current_motor_positions(stac
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=stack.env(),
                               start_new_session=True)
     try:
-        proxy = _wait_answering(device_trl(stack, info.name))
+        proxy = wait_answering(device_trl(stack, info.name))
         assert proxy.state() == tango.DevState.ON
         assert "samx/samy in mm" in proxy.status()
         proxy.write_attribute("BeamPosition", [768.0, 551.0])
@@ -443,10 +424,5 @@ def test_camera_map_without_stage_position_uses_the_current_motor_positions(stac
         (xlow, xhigh), (ylow, yhigh) = limited_motors["samx"], limited_motors["samy"]
         assert result["within_limits"][0] == (xlow <= now[0] <= xhigh and ylow <= now[1] <= yhigh)
     finally:
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait(10)
+        stop_process(server)
         db.delete_server("CoordMapperDS/livetest")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import tango
 import tifffile
@@ -29,10 +27,11 @@ from tango.server import Device, attribute, command
 from tango.test_context import DeviceTestContext
 from taurus.core.util.codecs import CodecFactory
 
+from clients.file_db_server import stop_process
 from clients.launcher import Stack
 from servers.ParticleDS.annotate import CROWDED_RGB, ISOLATED_RGB
 from servers.ParticleDS.device import ParticleDS
-from tests.system.conftest import device_trl
+from tests.system.conftest import device_trl, wait_answering
 from tests.unit.particles.synthetic import render_spots
 
 LAYOUT = np.array([[40.0, 40.0], [200.0, 60.0], [120.0, 150.0], [128.0, 152.0], [60.0, 200.0],
@@ -395,30 +394,6 @@ def test_state_is_running_during_detection_and_a_second_detect_is_refused(dev: t
 
 
 # ----------------------------------------------------------------- through a database
-def _wait_exported(trl: str, timeout_s: float = 30.0) -> tango.DeviceProxy:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            proxy = tango.DeviceProxy(trl)
-            proxy.ping()
-            proxy.state()
-            return proxy
-        except tango.DevFailed:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _stop(pid: int) -> None:
-    os.kill(pid, signal.SIGTERM)
-    try:
-        psutil.Process(pid).wait(10)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        os.kill(pid, signal.SIGKILL)
-
-
 def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_database(
         tmp_path: Path, files: dict[str, str]) -> None:
     config = tmp_path / "particles.yaml"
@@ -428,7 +403,7 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
     try:
         host = small.up()
         trl = f"tango://{host}/test/particles/1"
-        dev = _wait_exported(trl)
+        dev = wait_answering(trl)
         for name, value in {"Diameter": 21, "NoiseSize": 15.0, "MinMass": 123.5, "Invert": True,
                             "Method": "locate_brightfield_ring", "IsolationRadius": 12.5, "Percentile": 50.0}.items():
             dev.write_attribute(name, value)
@@ -448,7 +423,7 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
                                  env={**os.environ, "TANGO_HOST": host}, cwd=str(Path(__file__).parents[2]),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            _wait_exported(f"tango://{host}/test/ghost/1")
+            wait_answering(f"tango://{host}/test/ghost/1")
             deadline = time.monotonic() + 10
             while dev.state() == DevState.FAULT and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -458,14 +433,14 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
                                                       "MinMass": 2000.0, "NoiseSize": 1.0})))
             assert reply["count"] == 6
         finally:
-            _stop(ghost.pid)
+            stop_process(ghost)
 
-        _stop(small.processes["ParticleDS/t1"].pid)
+        stop_process(small.processes["ParticleDS/t1"].pid)
         env = {**os.environ, "TANGO_HOST": host}
         restarted = subprocess.Popen([str(Path(sys.executable).parent / "ParticleDS"), "t1", "-ORBendPoint",
                                       "giop:tcp:127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        dev = _wait_exported(trl)
+        dev = wait_answering(trl)
         deadline = time.monotonic() + 10
         while dev.Diameter != 21 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -475,7 +450,7 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
         assert dev.state() == DevState.ON
     finally:
         if restarted is not None:
-            _stop(restarted.pid)
+            stop_process(restarted)
         small.down(quiet=True)
 
 

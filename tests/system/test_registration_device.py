@@ -27,10 +27,11 @@ from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command
 from tango.test_context import DeviceTestContext, MultiDeviceTestContext
 
+from clients.file_db_server import stop_process
 from clients.launcher import Stack
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.device import RegistrationDS
-from tests.system.conftest import device_trl
+from tests.system.conftest import device_trl, wait_answering
 
 REGISTRATION = "test/registration/1"
 CAMERA = "test/camera/1"
@@ -485,29 +486,6 @@ def _start_server(stack: Stack, instance: str, log: Path) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def _wait_answering(name: str, server: subprocess.Popen, log: Path) -> tango.DeviceProxy:
-    deadline = time.monotonic() + 30
-    while True:
-        assert server.poll() is None, f"RegistrationDS exited: {log.read_text()[-2000:]}"
-        try:
-            proxy = tango.DeviceProxy(name)
-            proxy.ping()
-            return proxy
-        except tango.DevFailed:
-            assert time.monotonic() < deadline, f"{name} did not answer: {log.read_text()[-2000:]}"
-            time.sleep(0.2)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
-
-
 def test_min_confidence_survives_a_restart_and_slots_do_not(stack: Stack, images, tmp_path) -> None:
     instance, device = "regmemtest", "test/registration/memorized"
     db = tango.Database(*stack.tango_host.split(":"))
@@ -517,15 +495,15 @@ def test_min_confidence_survives_a_restart_and_slots_do_not(stack: Stack, images
     name, log = device_trl(stack, device), tmp_path / "registration.log"
     server = _start_server(stack, instance, log)
     try:
-        reg = _wait_answering(name, server, log)
+        reg = wait_answering(name, server=server, log=log)
         reg.write_attribute("MinConfidence", 0.75)
         call(reg, "LoadImage", slot="ref", path=images["ref"])
-        _stop(server)
+        stop_process(server)
         server = _start_server(stack, instance, log)
-        reg = _wait_answering(name, server, log)
+        reg = wait_answering(name, server=server, log=log)
         assert reg.MinConfidence == pytest.approx(0.75)
         assert list(reg.Slots) == []
         assert refused(reg, "Register", {"reference": "ref", "target": "ref"}).reason == "SMART_NotFound"
     finally:
-        _stop(server)
+        stop_process(server)
         db.delete_server(f"RegistrationDS/{instance}")
