@@ -287,7 +287,7 @@ class CoordMapperDS(Device):
             self._persisted = False
             return
         lines = split_chunks(text)
-        if tango.Util._FileDb:  # a file database (DeviceTestContext): no network, no timeout
+        if tango.Util._FileDb:  # a file database (device tests): no network, no timeout
             db.put_device_property(self.get_name(), {STATE_PROPERTY: lines})
             return
         previous = db.get_timeout_millis()

@@ -1,7 +1,7 @@
 """CoordMapperDS as a Tango device: every command and error path, persistence across a
 killed server with the real database, and the real Sardana motor limits.
 
-(a) ``DeviceTestContext`` (no database): commands, SMART_* errors, nothing changed by a
+(a) a server process on a file database (no database server): commands, SMART_* errors, nothing changed by a
     refused call, State/Status with unreachable motors and a corrupt stored graph.
 (b) own small stack (pytango-db): the graph, beam position and history survive SIGKILL.
 (c) the session ``stack``: within_limits follows the limits of samx/samy, read per Map.
@@ -16,17 +16,19 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tango
-from tango.test_context import DeviceTestContext
 
 from clients.file_db_server import stop_process
 from clients.launcher import Stack
 from servers.CoordMapperDS.device import CoordMapperDS, join_chunks, split_chunks
+from tests.device_server import serve_devices
+from tests.fake_devices import UnsavableCoordMapper
 from tests.system.conftest import device_trl, wait_answering
 
 A = [[0.00055, 0.0, 0.0], [0.0, -0.00055, 0.0], [0.0, 0.0, 1.0]]
@@ -62,10 +64,19 @@ def _example_graph(proxy: tango.DeviceProxy) -> None:
                                   "stage_position": [50.0, 50.0], "sigma": 0.3})
 
 
+@contextmanager
+def _served(folder: Path, properties: dict[str, Any] | None = None,
+            cls: type[CoordMapperDS] = CoordMapperDS) -> Iterator[tango.DeviceProxy]:
+    """One CoordMapperDS (or ``cls``) in its own server process with a file database."""
+    name = "test/coordmapper/nodb"
+    with serve_devices([cls], {name: (cls.__name__, properties or {})}, folder) as trls:
+        yield tango.DeviceProxy(trls[name])
+
+
 @pytest.fixture(scope="module")
-def mapper() -> Iterator[tango.DeviceProxy]:
+def mapper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tango.DeviceProxy]:
     """One CoordMapperDS without motors in its own process (no database)."""
-    with DeviceTestContext(CoordMapperDS, process=True, host="127.0.0.1", timeout=20) as proxy:
+    with _served(tmp_path_factory.mktemp("mapper")) as proxy:
         proxy.set_timeout_millis(5000)
         _example_graph(proxy)
         yield proxy
@@ -173,18 +184,17 @@ def test_every_attribute_is_described(mapper: tango.DeviceProxy) -> None:
     assert mapper.get_attribute_config("BeamPosition").writable == tango.AttrWriteType.READ_WRITE
 
 
-def test_unset_beam_position_is_invalid_and_camera_maps_wait_for_it() -> None:
-    with DeviceTestContext(CoordMapperDS, process=True, host="127.0.0.1", timeout=20) as proxy:
+def test_unset_beam_position_is_invalid_and_camera_maps_wait_for_it(tmp_path: Path) -> None:
+    with _served(tmp_path) as proxy:
         assert proxy.read_attribute("BeamPosition").quality == tango.AttrQuality.ATTR_INVALID
         _call(proxy, "CalibrateCamera", {"steps": CALIBRATION_STEPS})
         _refused(proxy, "Map", {"from": "camera", "to": "stage", "points": [[1, 2]], "stage_position": [0, 0]},
                  "SMART_NotReady", "BeamPosition")
 
 
-def test_unreachable_motors_alarm_but_map_still_works() -> None:
+def test_unreachable_motors_alarm_but_map_still_works(tmp_path: Path) -> None:
     nowhere = "tango://127.0.0.1:1/no/such/motor#dbase=no"
-    with DeviceTestContext(CoordMapperDS, process=True, host="127.0.0.1", timeout=20,
-                           properties={"MotorX": nowhere, "MotorY": nowhere}) as proxy:
+    with _served(tmp_path, {"MotorX": nowhere, "MotorY": nowhere}) as proxy:
         proxy.set_timeout_millis(10000)
         assert proxy.state() == tango.DevState.ALARM
         assert "cannot be read" in proxy.status() and "no/such/motor" in proxy.status()
@@ -202,9 +212,8 @@ def test_unreachable_motors_alarm_but_map_still_works() -> None:
         assert proxy.state() == tango.DevState.ALARM
 
 
-def test_corrupt_stored_graph_is_a_fault_not_an_empty_graph() -> None:
-    with DeviceTestContext(CoordMapperDS, process=True, host="127.0.0.1", timeout=20,
-                           properties={"GraphState": ['{"format": "smart-coordmapper", "version": 1']}) as proxy:
+def test_corrupt_stored_graph_is_a_fault_not_an_empty_graph(tmp_path: Path) -> None:
+    with _served(tmp_path, {"GraphState": ['{"format": "smart-coordmapper", "version": 1']}) as proxy:
         assert proxy.state() == tango.DevState.FAULT
         assert "GraphState" in proxy.status() and "cannot be loaded" in proxy.status()
         for call in (lambda: proxy.Frames, lambda: proxy.Transforms,
@@ -224,19 +233,9 @@ def test_property_chunks_join_back_and_never_cut_at_spaces() -> None:
     assert json.loads(join_chunks(split_chunks('"short"'))) == "short"
 
 
-def test_failed_database_write_undoes_the_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A change whose database write fails is refused and undone: memory and DB still agree.
-
-    The device process is forked from this one, so it inherits the patched ``_persist``.
-    """
-    calls = {"n": 0}
-
-    def flaky_persist(self: CoordMapperDS, text: str) -> None:
-        calls["n"] += 1
-        tango.Except.throw_exception("DB_SQLError", "the database is read-only", "test")
-
-    monkeypatch.setattr(CoordMapperDS, "_persist", flaky_persist)
-    with DeviceTestContext(CoordMapperDS, process=True, host="127.0.0.1", timeout=20) as proxy:
+def test_failed_database_write_undoes_the_change(tmp_path: Path) -> None:
+    """A change whose database write fails is refused and undone: memory and DB still agree."""
+    with _served(tmp_path, cls=UnsavableCoordMapper) as proxy:
         before = (proxy.Transforms, proxy.History, proxy.read_attribute("BeamPosition").quality)
         desc = _refused(proxy, "SetTransform", {"from": "afm", "to": "stage",
                                                 "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]},

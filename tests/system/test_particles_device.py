@@ -1,6 +1,6 @@
 """ParticleDS through Tango: the public interface, its refusals, state, events, memorized settings.
 
-Most tests run the device without a database (DeviceTestContext in its own process) beside
+Most tests run the device without a database (in its own server process) beside
 a small fake camera whose Image attribute is addressed by its full TRL, exactly as a
 beamline camera would be. The tests that need the database (memorized settings surviving a
 restart, names resolved through the database, the real camera of the stack) use a real
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +24,20 @@ import pytest
 import tango
 import tifffile
 from tango import AttrWriteType, DevState
-from tango.server import Device, attribute, command
-from tango.test_context import DeviceTestContext
 from taurus.core.util.codecs import CodecFactory
 
 from clients.file_db_server import stop_process
 from clients.launcher import Stack
 from servers.ParticleDS.annotate import CROWDED_RGB, ISOLATED_RGB
 from servers.ParticleDS.device import ParticleDS
+from tests.device_server import serve_devices
+from tests.fake_devices import SPOTS, SPOTS_LAYOUT, SpotsCamera
+from tests.serve_devices import SERVER_NAME
 from tests.system.conftest import device_trl, wait_answering
 from tests.unit.particles.synthetic import render_spots
 
-LAYOUT = np.array([[40.0, 40.0], [200.0, 60.0], [120.0, 150.0], [128.0, 152.0], [60.0, 200.0],
-                   [215.0, 215.0]])
-"""Four lone spots and one close pair (8 px apart): 6 particles, 4 isolated."""
 SETTINGS = {"Diameter": 7, "MinMass": 200.0, "Separation": 5.0, "IsolationRadius": 20.0, "NoiseSize": 1.0,
             "MaxSize": 0.0, "Threshold": 0.0, "Percentile": 64.0, "Invert": False, "Method": "locate"}
-SPOTS = render_spots((256, 256), LAYOUT, sigma=1.5, peak=150, background=20, noise=3, seed=2)
 
 
 def _reason(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
@@ -48,32 +46,6 @@ def _reason(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
 
 def _desc(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
     return excinfo.value.args[0].desc
-
-
-class FakeCamera(Device):
-    """Stands in for CameraDS: an image attribute, a scalar, and a read that fails like a camera."""
-
-    def init_device(self) -> None:
-        super().init_device()
-        self._image = SPOTS.astype(np.uint16) * 10
-        self.set_state(DevState.ON)
-
-    @attribute(dtype=((np.uint16,),), max_dim_x=4096, max_dim_y=4096)
-    def Image(self) -> np.ndarray:
-        return self._image
-
-    @attribute(dtype=float)
-    def Temperature(self) -> float:
-        return 21.5
-
-    @attribute(dtype=((np.uint16,),), max_dim_x=4096, max_dim_y=4096)
-    def NoFrame(self) -> np.ndarray:
-        tango.Except.throw_exception("SMART_NotReady", "there is no frame yet; Start the camera or Snap",
-                                     "FakeCamera.NoFrame")
-
-    @command(dtype_in=str)
-    def LoadImage(self, path: str) -> None:
-        self._image = tifffile.imread(path)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +61,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def camera() -> Iterator[str]:
+def camera(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Full TRL of the fake camera's device (no database: it ends in '#dbase=no')."""
-    context = DeviceTestContext(FakeCamera, device_name="test/fakecamera/1", process=True)
-    with context:
-        yield context.get_device_access()
+    with serve_devices([SpotsCamera], {"test/fakecamera/1": ("SpotsCamera", {})},
+                       tmp_path_factory.mktemp("fakecamera")) as trls:
+        yield trls["test/fakecamera/1"]
 
 
 def _attr(device_trl_: str, name: str) -> str:
@@ -101,9 +73,16 @@ def _attr(device_trl_: str, name: str) -> str:
     return f"{base}/{name}#{fragment}" if fragment else f"{base}/{name}"
 
 
+@contextmanager
+def _particles(name: str, folder: Path) -> Iterator[tango.DeviceProxy]:
+    """One ParticleDS (``name``) in its own server process without a database."""
+    with serve_devices([ParticleDS], {name: ("ParticleDS", {})}, folder) as trls:
+        yield tango.DeviceProxy(trls[name])
+
+
 @pytest.fixture(scope="module")
-def shared() -> Iterator[tango.DeviceProxy]:
-    with DeviceTestContext(ParticleDS, device_name="test/particles/1", process=True, timeout=30) as proxy:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tango.DeviceProxy]:
+    with _particles("test/particles/1", tmp_path_factory.mktemp("particles1")) as proxy:
         proxy.set_timeout_millis(30_000)
         yield proxy
 
@@ -130,7 +109,7 @@ def _assert_same(before: dict[str, object], after: dict[str, object]) -> None:
 
 # ------------------------------------------------------------------------ fresh device
 def test_fresh_device_is_ready_and_explains_what_is_missing(tmp_path: Path) -> None:
-    with DeviceTestContext(ParticleDS, device_name="test/particles/9", process=True) as fresh:
+    with _particles("test/particles/9", tmp_path / "server") as fresh:
         assert fresh.state() == DevState.ON
         assert "no detection yet" in fresh.status().lower()
         assert fresh.Count == 0 and fresh.IsolatedCount == 0
@@ -181,7 +160,7 @@ def test_detect_from_a_file_publishes_every_result(dev: tango.DeviceProxy, files
     assert dev.state() == DevState.ON and "6 particles, 4 isolated" in dev.status()
     assert dev.Count == 6 and dev.IsolatedCount == 4
     found = np.column_stack([dev.X, dev.Y])
-    for point in LAYOUT:
+    for point in SPOTS_LAYOUT:
         assert np.min(np.hypot(*(found - point).T)) < 0.3
     for name in ("Mass", "Size", "Eccentricity", "Signal", "NearestNeighbour"):
         values = dev.read_attribute(name).value
@@ -411,7 +390,8 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
             dev.Diameter = 22
         assert _reason(excinfo) == "SMART_BadArgument"
         # a device defined in the database but not running is a lost source; an unknown one a typo
-        tango.Database(*host.split(":")).add_device(_device_info("Ghost/t1", "FakeCamera", "test/ghost/1"))
+        ghost_info = _device_info(f"{SERVER_NAME}/t1", "SpotsCamera", "test/ghost/1")
+        tango.Database(*host.split(":")).add_device(ghost_info)
         with pytest.raises(tango.DevFailed) as excinfo:
             dev.Detect(json.dumps({"attribute": f"tango://{host}/test/nosuch/1/Image"}))
         assert _reason(excinfo) == "SMART_NotFound" and dev.state() == DevState.ON
@@ -419,7 +399,8 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
             dev.Detect(json.dumps({"attribute": f"tango://{host}/test/ghost/1/Image"}))
         assert _reason(excinfo) == "SMART_NotFound" and dev.state() == DevState.FAULT
         # the camera server comes back: the FAULT clears without anyone calling Detect
-        ghost = subprocess.Popen([sys.executable, "-c", GHOST_SERVER, "t1", "-ORBendPoint", "giop:tcp:127.0.0.1:0"],
+        ghost = subprocess.Popen([sys.executable, "-m", "tests.serve_devices", "tests.fake_devices:SpotsCamera", "t1",
+                                  "-ORBendPoint", "giop:tcp:127.0.0.1:0"],
                                  env={**os.environ, "TANGO_HOST": host}, cwd=str(Path(__file__).parents[2]),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
@@ -452,10 +433,6 @@ def test_memorized_settings_survive_a_restart_and_names_resolve_through_the_data
         if restarted is not None:
             stop_process(restarted)
         small.down(quiet=True)
-
-
-GHOST_SERVER = ("import sys, tango.server; from tests.system.test_particles_device import FakeCamera; "
-                "tango.server.run((FakeCamera,), args=['Ghost'] + sys.argv[1:])")
 
 
 def _device_info(server: str, klass: str, name: str) -> tango.DbDevInfo:

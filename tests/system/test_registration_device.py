@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,13 @@ import tango
 import tifffile
 from skimage import data, transform
 from tango import AttrWriteType, DevState
-from tango.server import Device, attribute, command
-from tango.test_context import DeviceTestContext, MultiDeviceTestContext
 
 from clients.file_db_server import stop_process
 from clients.launcher import Stack
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.device import RegistrationDS
+from tests.device_server import serve_devices
+from tests.fake_devices import GrabbableCamera
 from tests.system.conftest import device_trl, wait_answering
 
 REGISTRATION = "test/registration/1"
@@ -38,79 +39,26 @@ CAMERA = "test/camera/1"
 GRAB_TIMEOUT_MS = 500
 
 
-class FakeCamera(Device):
-    """Just enough of a CameraDS for GrabImage, with switches for the ways a camera misbehaves.
-
-    Frame ``n`` is the base image shifted right by ``n`` px, so a registration of a grabbed
-    frame against the base proves which frame's pixels were stored. With ``mismatch`` > 0 a
-    new frame "arrives" between reading FrameNumber and Image, ``mismatch`` times.
-    """
-
-    def init_device(self) -> None:
-        super().init_device()
-        self._base = (data.camera().astype(np.uint16) * 200)[:, :384]
-        self._number = 7
-        self._mismatch = 0
-        self._pixel_size: float | None = 0.5
-        self._no_frame = False
-        self._reads = 0
-        self._delay_s = 0.0
-        self.set_state(DevState.ON)
-
-    @command(dtype_in=str)
-    def Configure(self, argin: str) -> None:
-        settings = json.loads(argin)
-        self._mismatch = settings.get("mismatch", self._mismatch)
-        self._pixel_size = settings.get("pixel_size_um", self._pixel_size)
-        self._no_frame = settings.get("no_frame", self._no_frame)
-        self._number = settings.get("number", self._number)
-        self._delay_s = settings.get("delay_s", self._delay_s)
-
-    @attribute(dtype=int)
-    def Reads(self) -> int:
-        return self._reads
-
-    @attribute(dtype="int64")
-    def FrameNumber(self) -> int:
-        self._reads += 1
-        return self._number
-
-    @attribute(dtype=((np.uint16,),), max_dim_x=4096, max_dim_y=4096)
-    def Image(self) -> np.ndarray:
-        if self._no_frame:
-            tango.Except.throw_exception("SMART_NotReady", "no frame yet; Snap or Start", "FakeCamera")
-        time.sleep(self._delay_s)
-        if self._mismatch > 0:
-            self._mismatch -= 1
-            self._number += 1
-        return np.roll(self._base, self._number, axis=1)
-
-    @attribute(dtype=str)
-    def FrameMetadata(self) -> str:
-        return json.dumps({"frame_number": self._number, "timestamp": 1.5, "exposure_ms": 10.0,
-                           "pixel_size_um": self._pixel_size, "stage": {"samx": 1.25, "samy": -0.5}})
-
-
 @pytest.fixture(scope="module")
-def context():
-    devices = [{"class": RegistrationDS, "devices": [{"name": REGISTRATION,
-                                                      "properties": {"GrabTimeoutMs": GRAB_TIMEOUT_MS}}]},
-               {"class": FakeCamera, "devices": [{"name": CAMERA}]}]
-    with MultiDeviceTestContext(devices, process=True, timeout=60) as ctx:
-        yield ctx
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """{device: TRL} of the registration device and the fake camera, served by one process."""
+    devices = {REGISTRATION: ("RegistrationDS", {"GrabTimeoutMs": GRAB_TIMEOUT_MS}),
+               CAMERA: ("GrabbableCamera", {})}
+    with serve_devices([RegistrationDS, GrabbableCamera], devices, tmp_path_factory.mktemp("registration")) as trls:
+        yield trls
 
 
 @pytest.fixture
-def reg(context) -> tango.DeviceProxy:
-    proxy = tango.DeviceProxy(context.get_device_access(REGISTRATION))
+def reg(servers) -> tango.DeviceProxy:
+    proxy = tango.DeviceProxy(servers[REGISTRATION])
     proxy.Init()
     proxy.write_attribute("MinConfidence", DEFAULT_MIN_CONFIDENCE)  # Init keeps the memorized setting
     return proxy
 
 
 @pytest.fixture
-def camera(context) -> tango.DeviceProxy:
-    proxy = tango.DeviceProxy(context.get_device_access(CAMERA))
+def camera(servers) -> tango.DeviceProxy:
+    proxy = tango.DeviceProxy(servers[CAMERA])
     proxy.Init()
     return proxy
 
@@ -395,8 +343,8 @@ def test_large_image_registers_within_the_default_client_timeout(reg, tmp_path) 
 
 
 # ----------------------------------------------------------------------- grab
-def test_grab_stores_exactly_the_frame_its_metadata_describes(reg, camera, images, context) -> None:
-    trl = context.get_device_access(CAMERA)
+def test_grab_stores_exactly_the_frame_its_metadata_describes(reg, camera, images, servers) -> None:
+    trl = servers[CAMERA]
     result = call(reg, "GrabImage", slot="cam", device=trl)
     assert (result["slot"], result["width"], result["height"]) == ("cam", 384, 512)
     assert (result["pixel_size_um"], result["dtype"]) == (0.5, "uint16")
@@ -420,8 +368,8 @@ def test_grab_stores_exactly_the_frame_its_metadata_describes(reg, camera, image
     ({"pixel_size_um": None}, "SMART_NotReady", "pixel size"),
     ({"no_frame": True}, "SMART_NotReady", "Snap or Start"),
 ])
-def test_grab_from_a_misbehaving_camera_changes_nothing(reg, camera, context, settings, reason, words) -> None:
-    trl = context.get_device_access(CAMERA)
+def test_grab_from_a_misbehaving_camera_changes_nothing(reg, camera, servers, settings, reason, words) -> None:
+    trl = servers[CAMERA]
     first = call(reg, "GrabImage", slot="cam", device=trl)
     camera.Configure(json.dumps({**settings, "number": 50}))
     error = refused(reg, "GrabImage", {"slot": "cam", "device": trl})
@@ -432,12 +380,11 @@ def test_grab_from_a_misbehaving_camera_changes_nothing(reg, camera, context, se
     assert reg.state() == DevState.ON
 
 
-def test_a_hung_camera_fails_the_grab_before_the_client_times_out(reg) -> None:
+def test_a_hung_camera_fails_the_grab_before_the_client_times_out(reg, tmp_path) -> None:
     # its own process: calls inside one server process are collocated and never time out
-    hung_context = DeviceTestContext(FakeCamera, device_name="test/camera/hung", process=True, timeout=15)
-    with hung_context as hung:
-        hung.Configure(json.dumps({"delay_s": 1.5}))
-        trl = hung_context.get_device_access()
+    with serve_devices([GrabbableCamera], {"test/camera/hung": ("GrabbableCamera", {})}, tmp_path) as trls:
+        trl = trls["test/camera/hung"]
+        tango.DeviceProxy(trl).Configure(json.dumps({"delay_s": 1.5}))
         started = time.monotonic()
         error = refused(reg, "GrabImage", {"slot": "cam", "device": trl})
         assert time.monotonic() - started < 1.2
@@ -446,8 +393,8 @@ def test_a_hung_camera_fails_the_grab_before_the_client_times_out(reg) -> None:
     assert list(reg.Slots) == [] and reg.state() == DevState.ON
 
 
-def test_grab_from_a_device_that_is_not_a_camera_or_not_there(reg, context) -> None:
-    not_camera = context.get_device_access(REGISTRATION)
+def test_grab_from_a_device_that_is_not_a_camera_or_not_there(reg, servers) -> None:
+    not_camera = servers[REGISTRATION]
     error = refused(reg, "GrabImage", {"slot": "cam", "device": not_camera})
     assert error.reason == "SMART_NotFound" and "FrameNumber" in error.desc
 

@@ -1,4 +1,4 @@
-"""CameraDS as a Tango device (DeviceTestContext, each in its own server process):
+"""CameraDS as a Tango device (each in its own fresh server process on a file database):
 events on every frame, consistent metadata, every source kind, faults and recovery,
 refusals with SMART reasons."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 import tango
 from tango import DevState
-from tango.server import Device, attribute, command
-from tango.test_context import DeviceTestContext
 
 from servers.common.imageio import read_image
+from tests.device_server import serve_devices
+from tests.fake_devices import ImageServer
 from tests.unit.camera.conftest import Events, camera, wait_for, write_sequence
 
 
@@ -182,37 +183,12 @@ def test_opencv_video_file_source(tmp_path: Path) -> None:
         assert reason(excinfo) == "SMART_NotReady"
 
 
-class ImageServer(Device):
-    """A stand-in for another camera device (e.g. LimaCCDs): ``Image`` pushes change
-    events when ``Push`` is called; ``Plain`` (uint8) has no events, so it must be polled."""
-
-    def init_device(self) -> None:
-        super().init_device()
-        self._value = 0
-        self.set_change_event("Image", True, False)
-
-    @attribute(dtype=((np.uint16,),), max_dim_x=256, max_dim_y=256)
-    def Image(self) -> np.ndarray:
-        return np.full((20, 30), self._value, np.uint16)
-
-    @attribute(dtype=((np.uint8,),), max_dim_x=256, max_dim_y=256)
-    def Plain(self) -> np.ndarray:
-        return np.full((10, 12), 7, np.uint8)
-
-    @command(dtype_in=int)
-    def Push(self, value: int) -> None:
-        self._value = value
-        self.push_change_event("Image", np.full((20, 30), value, np.uint16))
-
-
-def test_tango_source_republishes_events_and_polls_plain_attributes() -> None:
-    server = DeviceTestContext(ImageServer, process=True, host="127.0.0.1", timeout=20)
-    server.start()
-    images = server.device
-    running = True
-    try:
-        trl = images.dev_name()
-        base = f"tango://127.0.0.1:{server.port}/{trl}"
+def test_tango_source_republishes_events_and_polls_plain_attributes(tmp_path: Path) -> None:
+    name = "test/images/1"
+    with ExitStack() as upstream:
+        trl = upstream.enter_context(serve_devices([ImageServer], {name: ("ImageServer", {})}, tmp_path))[name]
+        images = tango.DeviceProxy(trl)
+        base = trl.removesuffix("#dbase=no")
         with camera({"Source": f"tango:{base}/Image#dbase=no"}) as cam:
             cam.TargetFrameRate = 0.0
             cam.Start()
@@ -231,15 +207,11 @@ def test_tango_source_republishes_events_and_polls_plain_attributes() -> None:
             cam.TargetFrameRate = 10.0
             cam.Start()
             assert wait_for(lambda: cam.FrameNumber >= 4)  # polled at the target rate
-            server.stop()  # the upstream device goes away
-            running = False
+            upstream.close()  # the upstream device goes away
             assert wait_for(lambda: cam.state() == DevState.FAULT, timeout=8)
-            assert trl in cam.status()
+            assert name in cam.status()
             cam.Stop()
             assert cam.state() == DevState.ON
-    finally:
-        if running:
-            server.stop()
 
 
 def test_settings_are_memorized_across_a_restart(tmp_path: Path) -> None:
