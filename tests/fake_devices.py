@@ -133,3 +133,12 @@ class UnsavableCoordMapper(CoordMapperDS):
 
     def _persist(self, text: str) -> None:
         tango.Except.throw_exception("DB_SQLError", "the database is read-only", "UnsavableCoordMapper")
+
+
+class NeverReadyDevice(Device):
+    """A device whose initialisation never ends, as a server stuck at start-up."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        while True:
+            time.sleep(1.0)
