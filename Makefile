@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
+# The whole suite takes ~6 min on 2 cores; a run still going after this long is stuck somewhere:
+# SIGINT makes pytest print where, and the run fails instead of hanging.
+TEST_TIMEOUT_S ?= 2400
 
 .PHONY: venv demo test unit bench lint up down status clean
 
@@ -20,7 +23,8 @@ demo: venv
 	$(BIN)/python -m clients.demo $(ARGS)
 
 test: venv
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
