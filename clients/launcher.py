@@ -445,6 +445,8 @@ class Stack:
                 time.sleep(0.05)
             else:
                 survivors.append(f"{proc.name} (pid {proc.pid})")
+        for name in processes:  # also those that had died before: no zombie left behind
+            self._reap(name)
         if not quiet:
             self.say(f"stopped {len(running) - len(survivors)} process(es) of {self.run_dir}"
                      + (f"; still running: {', '.join(survivors)}" if survivors else ""))

@@ -14,8 +14,15 @@ from tests.fake_devices import NeverReadyDevice
 
 
 def _our_servers() -> list[psutil.Process]:
-    return [child for child in psutil.Process().children(recursive=True)
-            if "tests.serve_devices" in " ".join(child.cmdline())]
+    """Device servers this process started and that still run (zombies are not running)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "tests.serve_devices" in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return found
 
 
 def test_a_server_stuck_at_start_up_is_reported_and_stopped(tmp_path: Path) -> None:
