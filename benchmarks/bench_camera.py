@@ -18,13 +18,11 @@ Run: ``python -m benchmarks --only bench_camera``; or ``python -m benchmarks.ben
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ import tango
 from tango.server import Device, attribute, command, device_property
 
 from benchmarks.harness import Report
-from clients.file_db_server import run_on_file_database, write_file_database
+from clients.file_db_server import run_on_file_database
 
 WARMUP_S = 0.8
 WINDOW_S = 2.0
@@ -98,17 +96,6 @@ class BenchMotor(Device):
     @attribute(dtype=float, unit="mm")
     def Position(self) -> float:
         return 0.0
-
-
-@contextlib.contextmanager
-def _server(cmd: list[str], name: str, devices: dict[str, tuple[str, dict[str, Any]]],
-            folder: Path) -> Iterator[dict[str, str]]:
-    """Start one server process with a Tango file database; stop it by its PID."""
-    db_file = folder / f"{name.replace('/', '_')}.db"
-    write_file_database(db_file, name, devices)
-    with run_on_file_database(cmd, name.split("/")[1], db_file, list(devices),
-                              folder / f"{name.replace('/', '_')}.log") as trls:
-        yield trls
 
 
 def _received_rate(trl: str, prepare: Any = None, stops_itself: bool = False) -> float:
@@ -181,10 +168,11 @@ def run(report: Report) -> None:
         for size in SIZES:
             pattern = _write_frames(folder, size)
             bare_props = {"Glob": pattern, "RunSeconds": BARE_RUN_S}
-            with _server(bare_cmd, f"BenchServer/bare{size}", {"bench/bare/1": ("BarePusher", bare_props)},
-                         folder) as bare_trls, \
-                    _server(camera_cmd, f"CameraDS/bench{size}",
-                            {"bench/camera/1": ("CameraDS", {"Source": f"files:{pattern}"})}, folder) as cam_trls:
+            with run_on_file_database(bare_cmd, f"BenchServer/bare{size}",
+                                      {"bench/bare/1": ("BarePusher", bare_props)}, folder) as bare_trls, \
+                    run_on_file_database(camera_cmd, f"CameraDS/bench{size}",
+                                         {"bench/camera/1": ("CameraDS", {"Source": f"files:{pattern}"})},
+                                         folder) as cam_trls:
                 bares, ours_all = [], []
                 for _ in range(ROUNDS):
                     bares.append(_received_rate(bare_trls["bench/bare/1"], stops_itself=True))
@@ -198,10 +186,11 @@ def run(report: Report) -> None:
                             "target >= 0.8")
         renderer = _renderer_rate()
         motors = {"bench/motor/x": ("BenchMotor", {}), "bench/motor/y": ("BenchMotor", {})}
-        with _server(motor_cmd, "BenchServer/motors", motors, folder) as motor_trls:
+        with run_on_file_database(motor_cmd, "BenchServer/motors", motors, folder) as motor_trls:
             props = {"Source": "sim", "StageMotors": [motor_trls["bench/motor/x"], motor_trls["bench/motor/y"]],
                      "SimSeed": 1}
-            with _server(camera_cmd, "CameraDS/benchsim", {"bench/camera/1": ("CameraDS", props)}, folder) as trls:
+            with run_on_file_database(camera_cmd, "CameraDS/benchsim", {"bench/camera/1": ("CameraDS", props)},
+                                      folder) as trls:
                 sim = _received_rate(trls["bench/camera/1"], lambda p: p.write_attribute("TargetFrameRate", 0.0))
         report.add("camera_sim_2048_uint16_fps", sim, "frames/s", baseline=renderer, ratio=sim / renderer,
                    note=f"sim source received by one subscriber; baseline = CameraRenderer.render alone in one "

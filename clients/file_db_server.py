@@ -4,13 +4,14 @@ Device tests and benchmarks run a server this way when the whole stack (`smart u
 more than they need: the devices and their properties go into a file database, the server
 listens on a free 127.0.0.1 port, clients reach it by ``#dbase=no`` names, and the process is
 stopped by its PID when the block ends (:func:`stop_process`, which tests use for the servers
-they start themselves).
+they start themselves). :func:`wait_answering` is how they wait for any device to come up.
 """
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,35 +45,62 @@ def write_file_database(db_file: Path, server: str, devices: dict[str, tuple[str
                                          for k, v in props.items()})
 
 
-@contextmanager
-def run_on_file_database(command: Sequence[str], instance: str, db_file: Path, devices: Sequence[str],
-                         log_path: Path, start_timeout_s: float = 60.0) -> Iterator[dict[str, str]]:
-    """Run ``command instance`` on ``db_file`` until every device answers; yields {device: TRL}.
+def wait_answering(trl: str, timeout_s: float = 30.0, server: subprocess.Popen | None = None,
+                   log: Path | None = None) -> tango.DeviceProxy:
+    """A proxy (10 s client timeout) once the device ``trl`` answers State.
 
-    Raises RuntimeError with the tail of the server's log when it exits or does not answer in
-    time. The server is stopped by its PID (SIGTERM, then SIGKILL after 10 s) on leaving."""
+    Raises RuntimeError when ``timeout_s`` passes or, earlier, when ``server`` (the process
+    serving it) exits; the message ends with the tail of the server's ``log``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            proxy = tango.DeviceProxy(trl)
+            proxy.set_timeout_millis(10000)
+            proxy.state()
+            return proxy
+        except tango.DevFailed:
+            exited = server is not None and server.poll() is not None
+            if exited or time.monotonic() > deadline:
+                tail = f": {log.read_text(errors='replace')[-2000:]}" if log is not None and log.exists() else ""
+                problem = f"the server of {trl} exited" if exited else f"{trl} did not answer within {timeout_s:.0f} s"
+                raise RuntimeError(f"{problem}{tail}") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def run_on_file_database(command: Sequence[str], server: str, devices: dict[str, tuple[str, dict[str, Any]]],
+                         folder: Path | None = None, start_timeout_s: float = 60.0) -> Iterator[dict[str, str]]:
+    """Run ``command instance`` serving ``devices`` ({name: (class, properties)}) as ``server``
+    ("Executable/instance") until every device answers; yields {device: TRL}.
+
+    The file database and the server's log live in ``folder`` (default: a new temporary
+    folder); a database already there is used as it is, so a second run in the same folder
+    sees what the first one memorized.
+    Raises RuntimeError with the tail of the log when the server exits or does not answer in
+    time. The server is stopped by its PID (SIGTERM, then SIGKILL after 10 s) on leaving,
+    also when it failed to start."""
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="smart-file-db-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    name = server.replace("/", "_")
+    db_file, log_path = folder / f"{name}.db", folder / f"{name}.log"
+    if not db_file.exists():
+        write_file_database(db_file, server, devices)
     port = free_port()
-    log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen([*command, instance, f"-file={db_file}", "-ORBendPoint", f"giop:tcp:{LOOPBACK}:{port}"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([*command, server.split("/")[1], f"-file={db_file}",
+                                 "-ORBendPoint", f"giop:tcp:{LOOPBACK}:{port}"],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     trls = {dev: f"tango://{LOOPBACK}:{port}/{dev}#dbase=no" for dev in devices}
     try:
         deadline = time.monotonic() + start_timeout_s
-        for trl in trls.values():
-            while True:
-                try:
-                    tango.DeviceProxy(trl).state()
-                    break
-                except tango.DevFailed:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.flush()
-                        tail = Path(log_path).read_text(errors="replace")[-2000:]
-                        raise RuntimeError(f"{' '.join(command)} {instance} did not start:\n{tail}") from None
-                    time.sleep(0.1)
+        try:
+            for trl in trls.values():
+                wait_answering(trl, max(deadline - time.monotonic(), 0.0), proc, log_path)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{' '.join(command)} {server} did not start: {exc}") from None
         yield trls
     finally:
         stop_process(proc)
-        log.close()
 
 
 def stop_process(process: subprocess.Popen | int, timeout_s: float = 10.0) -> None:

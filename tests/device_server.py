@@ -9,13 +9,12 @@ it fails to start, so no half-started server outlives the test).
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clients.file_db_server import run_on_file_database, write_file_database
+from clients.file_db_server import run_on_file_database
 from tests.serve_devices import SERVER_NAME
 
 
@@ -25,13 +24,7 @@ def serve_devices(classes: Sequence[type], devices: dict[str, tuple[str, dict[st
     """Serve ``devices`` ({name: (class name, properties)}) of ``classes`` in one process;
     yields {name: TRL}. Passing the same ``folder`` again restarts on the same file database,
     so memorized attributes can be checked across a restart."""
-    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="smart-test-server-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    db_file = folder / "devices.db"
-    if not db_file.exists():
-        write_file_database(db_file, f"{SERVER_NAME}/test", devices)
     specs = [f"{cls.__module__}:{cls.__qualname__}" for cls in classes]
     command = [sys.executable, "-m", "tests.serve_devices", *specs]
-    with run_on_file_database(command, "test", db_file, list(devices), folder / "server.log",
-                              start_timeout_s=start_timeout_s) as trls:
+    with run_on_file_database(command, f"{SERVER_NAME}/test", devices, folder, start_timeout_s) as trls:
         yield trls

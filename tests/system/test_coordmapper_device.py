@@ -24,12 +24,12 @@ import psutil
 import pytest
 import tango
 
-from clients.file_db_server import stop_process
+from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
 from servers.CoordMapperDS.device import CoordMapperDS, join_chunks, split_chunks
 from tests.device_server import serve_devices
 from tests.fake_devices import UnsavableCoordMapper
-from tests.system.conftest import device_trl, wait_answering
+from tests.system.conftest import device_trl
 
 A = [[0.00055, 0.0, 0.0], [0.0, -0.00055, 0.0], [0.0, 0.0, 1.0]]
 """Camera calibration of the documented worked example (mm/px, image y flipped)."""

@@ -26,14 +26,14 @@ import tifffile
 from tango import AttrWriteType, DevState
 from taurus.core.util.codecs import CodecFactory
 
-from clients.file_db_server import stop_process
+from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
 from servers.ParticleDS.annotate import CROWDED_RGB, ISOLATED_RGB
 from servers.ParticleDS.device import ParticleDS
 from tests.device_server import serve_devices
 from tests.fake_devices import SPOTS, SPOTS_LAYOUT, SpotsCamera
 from tests.serve_devices import SERVER_NAME
-from tests.system.conftest import device_trl, wait_answering
+from tests.system.conftest import device_trl
 from tests.unit.particles.synthetic import render_spots
 
 SETTINGS = {"Diameter": 7, "MinMass": 200.0, "Separation": 5.0, "IsolationRadius": 20.0, "NoiseSize": 1.0,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,13 +25,13 @@ import tifffile
 from skimage import data, transform
 from tango import AttrWriteType, DevState
 
-from clients.file_db_server import stop_process
+from clients.file_db_server import free_port, stop_process, wait_answering
 from clients.launcher import Stack
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.device import RegistrationDS
 from tests.device_server import serve_devices
 from tests.fake_devices import GrabbableCamera
-from tests.system.conftest import device_trl, wait_answering
+from tests.system.conftest import device_trl
 
 REGISTRATION = "test/registration/1"
 CAMERA = "test/camera/1"
@@ -398,10 +397,7 @@ def test_grab_from_a_device_that_is_not_a_camera_or_not_there(reg, servers) -> N
     error = refused(reg, "GrabImage", {"slot": "cam", "device": not_camera})
     assert error.reason == "SMART_NotFound" and "FrameNumber" in error.desc
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    absent = f"tango://127.0.0.1:{closed_port}/no/camera/here#dbase=no"
+    absent = f"tango://127.0.0.1:{free_port()}/no/camera/here#dbase=no"  # nothing listens there
     error = refused(reg, "GrabImage", {"slot": "cam", "device": absent})
     assert error.reason == "SMART_Failed"
     assert "no/camera/here" in error.desc and "nothing was stored" in error.desc

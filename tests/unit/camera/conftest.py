@@ -4,7 +4,6 @@ an event recorder, and image sequences on disk."""
 from __future__ import annotations
 
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ import numpy as np
 import tango
 import tifffile
 
-from clients.file_db_server import run_on_file_database, write_file_database
+from clients.file_db_server import run_on_file_database
 
 DEVICE = "test/camera/1"
 
@@ -31,13 +30,8 @@ def camera(properties: dict[str, Any], db_dir: Path | None = None) -> Iterator[t
     hangs at shutdown. Passing the same ``db_dir`` again restarts the camera on the same
     file database, so memorized attributes can be checked across a restart.
     """
-    folder = Path(db_dir) if db_dir is not None else Path(tempfile.mkdtemp(prefix="camera-db-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    db_file = folder / "camera.db"
-    if not db_file.exists():
-        write_file_database(db_file, "CameraDS/test", {DEVICE: ("CameraDS", properties)})
     executable = str(Path(sys.executable).parent / "CameraDS")
-    with run_on_file_database([executable], "test", db_file, [DEVICE], folder / "server.log",
+    with run_on_file_database([executable], "CameraDS/test", {DEVICE: ("CameraDS", properties)}, db_dir,
                               start_timeout_s=30) as trls:
         proxy = tango.DeviceProxy(trls[DEVICE])
         proxy.set_timeout_millis(5000)
