@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from servers.common.errors import BadArgument, Failed, NotReady
+from servers.common.safefile import run_with_time_limit
 
 SOURCE_KINDS = ("sim", "opencv:<index or URL>", "tango:<device>/<attribute>", "files:<glob>")
 
@@ -208,6 +209,14 @@ class FilesSource(Source):
             self._cached_bytes -= old.nbytes
 
     def _decode(self, path: str) -> np.ndarray:
+        """Decode one file within the file-access time limit, so a hung mount cannot stop Snap
+        (or the device) for longer than that (see servers.common.safefile)."""
+        try:
+            return run_with_time_limit(lambda: self._decode_now(path), f"reading {path!r}")
+        except Failed as exc:
+            raise SourceLost(exc.desc) from None
+
+    def _decode_now(self, path: str) -> np.ndarray:
         try:
             if path.lower().endswith((".tif", ".tiff")):
                 import tifffile

@@ -9,7 +9,9 @@ it is what lets images of different instruments be compared at all.
 Errors use the SMART vocabulary so a device shell can pass them straight on:
 a missing file is :class:`NotFound`, anything unreadable or unreasonable is
 :class:`BadArgument`. Nothing is decoded before the header has been checked against
-:data:`MAX_PIXELS`, so a hostile or mistaken 50 GB file costs no memory.
+:data:`MAX_PIXELS`, so a hostile or mistaken 50 GB file costs no memory; only regular files
+are opened and every read is time-limited (:mod:`servers.common.safefile`), so no path can
+block the device that asked.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from servers.common.errors import BadArgument, NotFound
+from servers.common import safefile
+from servers.common.errors import BadArgument
 
 MAX_PIXELS = 100_000_000
 """Largest image accepted (100 Mpx, e.g. 10k x 10k): beyond this a float32 working copy
@@ -79,37 +83,47 @@ def check_pixel_count(shape: tuple[int, ...], where: str) -> None:
         )
 
 
-def read_image(path: str) -> LoadedImage:
-    """Decode ``path`` (TIFF, PNG, JPEG) into a 2-D array with its pixel size if known."""
-    if not isinstance(path, str) or not path:
-        raise BadArgument("the image path is empty; give the path of a TIFF, PNG or JPEG file")
-    if not os.path.exists(path):
-        raise NotFound(f"no file at '{path}'; check the path (it is read by the server, not the client)")
-    if os.path.isdir(path):
-        raise BadArgument(f"'{path}' is a directory; give the path of one image file")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix in TIFF_SUFFIXES:
-        return _read_tiff(path)
-    if suffix in OTHER_SUFFIXES:
-        return _read_with_pillow(path)
-    # Unknown extension: try TIFF first (instrument software often uses odd suffixes).
-    try:
-        return _read_tiff(path)
-    except BadArgument:
-        return _read_with_pillow(path)
+def read_image(path: str, timeout_s: float = safefile.DEFAULT_TIMEOUT_S) -> LoadedImage:
+    """Decode ``path`` (TIFF, PNG, JPEG) into a 2-D array with its pixel size if known.
+
+    Only a regular file is read, within ``timeout_s`` (see :mod:`servers.common.safefile`):
+    a FIFO, device or directory is refused at once, a path that does not answer gives
+    :class:`~servers.common.errors.Failed` naming it, and the caller is never blocked longer.
+    """
+    safefile.check_path_text(path, "image path")
+    return safefile.run_with_time_limit(lambda: _read_now(path), f"reading {safefile.describe_path(path)}",
+                                        timeout_s)
 
 
-def _read_tiff(path: str) -> LoadedImage:
+def _read_now(path: str) -> LoadedImage:
+    with safefile.open_regular(path, "image file") as stream:
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix in TIFF_SUFFIXES:
+            return _read_tiff(path, stream)
+        if suffix in OTHER_SUFFIXES:
+            return _read_with_pillow(path, stream)
+        # Unknown extension: try TIFF first (instrument software often uses odd suffixes).
+        try:
+            return _read_tiff(path, stream)
+        except BadArgument:
+            stream.seek(0)
+            return _read_with_pillow(path, stream)
+
+
+def _read_tiff(path: str, stream: BinaryIO) -> LoadedImage:
     import tifffile
 
+    shown = safefile.describe_path(path)
+    if os.fstat(stream.fileno()).st_size == 0:
+        raise BadArgument(f"{shown} is empty (0 bytes); save the image again")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(stream) as tif:
             if not tif.pages:
-                raise BadArgument(f"'{path}' is a TIFF without images; save the image again")
+                raise BadArgument(f"{shown} is a TIFF without images; save the image again")
             page = tif.pages[0]
             shape = tuple(page.shape)
             check_pixel_count(shape if len(shape) == 2 or shape[-1] in (1, 3, 4) else shape[-2:],
-                              f"the image in '{path}'")
+                              f"the image in {shown}")
             raw = page.asarray()
             description = page.description or ""
             tags = {tag.name: tag.value for tag in page.tags.values()}
@@ -117,10 +131,10 @@ def _read_tiff(path: str) -> LoadedImage:
     except BadArgument:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt or non-TIFF input
-        raise BadArgument(f"'{path}' is not a readable TIFF image ({type(exc).__name__}: {exc}); "
+        raise BadArgument(f"{shown} is not a readable TIFF image ({type(exc).__name__}: {exc}); "
                           "check the file, or export it again as TIFF, PNG or JPEG") from None
     if raw.ndim == 3 and raw.shape[-1] not in (1, 3, 4):
-        raise BadArgument(f"'{path}' holds a stack of shape {raw.shape}; save the one plane to register")
+        raise BadArgument(f"{shown} holds a stack of shape {raw.shape}; save the one plane to register")
     data = to_grey(raw)
     pixel_size, metadata, warnings = _tiff_pixel_size(description, tags, imagej)
     if raw.ndim == 3:
@@ -177,13 +191,13 @@ def _is_positive_number(value: Any) -> bool:
             and math.isfinite(value) and value > 0)
 
 
-def _read_with_pillow(path: str) -> LoadedImage:
+def _read_with_pillow(path: str, stream: BinaryIO) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(stream) as image:
             width, height = image.size
-            check_pixel_count((height, width), f"the image in '{path}'")
+            check_pixel_count((height, width), f"the image in {safefile.describe_path(path)}")
             mode = image.mode
             if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                 image = image.convert("RGB")
@@ -191,8 +205,13 @@ def _read_with_pillow(path: str) -> LoadedImage:
             raw = np.asarray(image)
     except BadArgument:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, before ours can run
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        check_pixel_count((int(claimed.group(1)), 1) if claimed else (MAX_PIXELS + 1, 1),
+                          f"the image in {safefile.describe_path(path)}")
+        raise BadArgument(f"{safefile.describe_path(path)} is too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadArgument(f"'{path}' is not a readable image ({type(exc).__name__}: {exc}); "
+        raise BadArgument(f"{safefile.describe_path(path)} is not a readable image ({type(exc).__name__}: {exc}); "
                           "give a TIFF, PNG or JPEG file") from None
     if mode == "1":
         raw = raw.astype(np.uint8)

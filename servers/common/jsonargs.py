@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servers.common.errors import BadArgument
+from servers.common.text import describe_characters, tango_text, text_in
 
 MAX_ARGUMENT_CHARS = 4_000_000
 """Largest JSON argument accepted (about 100k point pairs); larger is a client bug."""
@@ -38,8 +40,11 @@ def _refuse_constant(name: str) -> Any:
 
 def loads_object(text: str, *, what: str = "argument") -> dict[str, Any]:
     """Decode ``text`` as one JSON object, refusing empty, oversized and NaN input."""
+    if isinstance(text, bytes):
+        text = text_in(text)
     if not isinstance(text, str):
         raise BadArgument(f"the {what} must be a JSON object in a string")
+    text = text_in(text)  # UTF-8 sent as bytes arrives as Latin-1 look-alikes; JSON escapes need nothing
     if not text.strip():
         raise BadArgument(f"the {what} is empty; send a JSON object such as {{\"key\": value}}")
     if len(text) > MAX_ARGUMENT_CHARS:
@@ -63,7 +68,30 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown key '{location}'"
     if kind == "missing":
         return f"missing key '{location}'"
+    if kind == "string_pattern_mismatch":
+        return _pattern_problem(location, error)
+    if kind == "string_unicode":
+        return (f"'{location}' holds an unpaired UTF-16 surrogate (U+D800..U+DFFF), which is not a character; "
+                "send proper Unicode (a JSON encoder escapes it correctly)")
     return f"'{location}': {error.get('msg', 'invalid')}"
+
+
+_CLASS_PATTERN = re.compile(r"^\^(\[[^\]]+\])\{(\d+),(\d+)\}\$$")
+
+
+def _pattern_problem(location: str, error: dict[str, Any]) -> str:
+    """Name the characters a name may not hold, for patterns like ``^[A-Za-z0-9_.\\-]{1,64}$``."""
+    value, pattern = error.get("input"), str((error.get("ctx") or {}).get("pattern", ""))
+    match = _CLASS_PATTERN.match(pattern)
+    if not isinstance(value, str) or match is None:
+        return f"'{location}': {error.get('msg', 'invalid')}"
+    allowed = re.compile(match.group(1))
+    low, high = int(match.group(2)), int(match.group(3))
+    bad = {c for c in value if not allowed.fullmatch(c)}
+    if bad:
+        return (f"'{location}' {tango_text(repr(value))} holds characters that are not allowed: "
+                f"{describe_characters(value, bad)}; use letters A-Z a-z, digits, '_', '-' or '.'")
+    return f"'{location}' must be {low} to {high} characters long, got {len(value)}"
 
 
 def parse_args(text: str, model: type[M], *, what: str = "argument") -> M:
