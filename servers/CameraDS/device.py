@@ -14,13 +14,14 @@ that frame's metadata even while frames keep arriving.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
 import numpy as np
 import tango
 from tango import AttrQuality, AttrWriteType, DevState
-from tango.server import Device, attribute, command, device_property
+from tango.server import attribute, command, device_property
 
 from servers.CameraDS.acquisition import FAULT, RUNNING, Acquisition, Frame
 from servers.CameraDS.simbuild import SimProperties, build_sim_source
@@ -29,7 +30,8 @@ from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoS
 from servers.CameraDS.tiffsave import save_tiff
 from servers.common.errors import NotReady
 from servers.common.jsonargs import dumps
-from servers.common.tango_glue import run_server, smart_errors
+from servers.common.safefile import check_write_target, run_with_time_limit
+from servers.common.tango_glue import SmartDevice, run_server, smart_errors, tango_text, text_in, text_out
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,17 @@ MAX_DIM = 8192
 _TANGO_TYPES = {np.dtype(np.uint8): tango.CmdArgType.DevUChar, np.dtype(np.uint16): tango.CmdArgType.DevUShort}
 
 
-class CameraDS(Device):
+def cameras_in_this_server() -> int:
+    """How many CameraDS devices this server process serves (from the database; 2 when unknown,
+    so that an unreadable database errs towards the definition every camera can use)."""
+    try:  # the query Tango itself makes at start-up to create the devices (file databases too)
+        util = tango.Util.instance()
+        return len(list(util.get_database().get_device_name(util.get_ds_name(), "CameraDS")))
+    except Exception:  # noqa: BLE001 - no database answer: assume the shared definition
+        return 2
+
+
+class CameraDS(SmartDevice):
     """Live camera acquisition: sim, OpenCV, another Tango image attribute, or files."""
 
     Source = device_property(dtype=str, default_value="sim",
@@ -70,13 +82,13 @@ class CameraDS(Device):
         try:
             source = self._build_source()
             stage = TangoStageReader(list(self.StageMotors)) if self.StageMotors else NoStage()
-            dtype = source.natural_dtype()
+            dtype = self._declared_dtype(source.natural_dtype())
             self._acq = Acquisition(source, stage, self._publisher(), dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - a bad configuration must leave a device that explains it
             desc = getattr(exc, "desc", f"{type(exc).__name__}: {exc}")
             self._config_error = (f"the camera is not configured: {desc} Fix the device properties and run Init.")
             log.error("CameraDS configuration error: %s", desc)
-            dtype = np.dtype(np.uint16)
+            dtype = self._declared_dtype(np.dtype(np.uint16))
         self._ensure_image_attribute(dtype)
         self._show_settings_as_write_values()
         if self._acq is not None and self.AutoStart:
@@ -107,7 +119,8 @@ class CameraDS(Device):
             stage = TangoStageReader(list(self.StageMotors))
             return build_sim_source(spec, props, stage, self._zoom_reader())
 
-        return make_source(self.Source, tango_factory=TangoImageSource, sim_factory=sim_factory)
+        # A Source stored as UTF-8 (a folder named in any script) reaches us as Latin-1 look-alikes.
+        return make_source(text_in(self.Source), tango_factory=TangoImageSource, sim_factory=sim_factory)
 
     def _zoom_reader(self) -> Any:
         name = self.SimMicroscope
@@ -127,6 +140,17 @@ class CameraDS(Device):
 
         return read
 
+    def _declared_dtype(self, natural: np.dtype) -> np.dtype:
+        """The type Image is declared with: the source's own depth when this device is the only
+        CameraDS of its server, else uint16 for every one of them.
+
+        Tango keeps one definition per attribute name and device class in a server: a second
+        camera declaring Image with another type is refused ("with other definition"). Every
+        camera of a several-camera server therefore declares the widest type; 8-bit frames
+        are widened without changing a value (docs/camera.md, "Several cameras in one server").
+        """
+        return natural if cameras_in_this_server() <= 1 else np.dtype(np.uint16)
+
     def _ensure_image_attribute(self, dtype: np.dtype) -> None:
         """Image is declared with the source's natural dtype (uint8 or uint16); an Init with
         a source of another depth re-declares it."""
@@ -137,11 +161,11 @@ class CameraDS(Device):
             self.remove_attribute("Image")
         image = tango.ImageAttr("Image", _TANGO_TYPES[dtype], AttrWriteType.READ, MAX_DIM, MAX_DIM)
         props = tango.UserDefaultAttrProp()
-        props.set_unit("ADU")
+        props.set_unit("count")
         props.set_label("Camera image")
         props.set_format("%6d")
-        props.set_description("The current camera frame at full bit depth; change and data-ready events "
-                              "(counter = frame number) on every frame.")
+        props.set_description("The current camera frame at full bit depth, in the camera's digital units "
+                              "(ADU); change and data-ready events (counter = frame number) on every frame.")
         image.set_default_properties(props)
         self.add_attribute(image, self.read_Image)
         self.set_change_event("Image", True, False)
@@ -172,7 +196,8 @@ class CameraDS(Device):
         return DevState.RUNNING if state == RUNNING else DevState.FAULT if state == FAULT else DevState.ON
 
     def dev_status(self) -> str:
-        text = self._acq.status() if self._acq is not None else (self._config_error or "not initialised; run Init")
+        text = tango_text(self._acq.status() if self._acq is not None
+                          else (self._config_error or "not initialised; run Init"))
         self.set_status(text)
         return text
 
@@ -206,14 +231,21 @@ class CameraDS(Device):
     @smart_errors
     def SaveImage(self, path: str) -> str:
         core = self._core()
-        return save_tiff(path, core.latest)
+        target, frame = text_in(path), core.latest
+
+        def write() -> str:
+            if target.strip() and os.path.isabs(os.path.expanduser(target.strip())):
+                check_write_target(os.path.expanduser(target.strip()), "TIFF file")
+            return save_tiff(target, frame)
+
+        return text_out(run_with_time_limit(write, f"writing {target!r}"))
 
     # ----------------------------------------------------------- attributes
     @smart_errors
     def read_Image(self, attr: tango.Attribute) -> None:
         attr.set_value(self._frame().data)
 
-    @attribute(dtype=np.int64, unit="frame", label="Frame number", format="%d",
+    @attribute(dtype=np.int64, unit="count", label="Frame number", format="%d",
                doc="number of the frame in Image (counts from 1 since the server started)")
     @smart_errors
     def FrameNumber(self) -> int:
@@ -228,7 +260,7 @@ class CameraDS(Device):
         return dumps(self._frame().metadata())
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="ms", label="Exposure time", format="%.3f",
+               unit="ms", label="Exposure time", format="%.3f", min_value=0.001, max_value=1e6,
                doc="exposure per frame (sim and opencv cameras; refused by files and tango sources)")
     def ExposureTime(self) -> float:
         return self._acq.settings.exposure_ms if self._acq else float("nan")
@@ -239,7 +271,7 @@ class CameraDS(Device):
         self._core().set_exposure(value)
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="x", label="Gain", format="%.3f",
+               unit="1", label="Gain", format="%.3f", min_value=0.001, max_value=1000.0,
                doc="gain: sim = multiple of the nominal gain; opencv = the driver's own gain units")
     def Gain(self) -> float:
         return self._acq.settings.gain if self._acq else float("nan")
@@ -250,7 +282,7 @@ class CameraDS(Device):
         self._core().set_gain(value)
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="Hz", label="Target frame rate", format="%.2f",
+               unit="Hz", label="Target frame rate", format="%.2f", min_value=0.0, max_value=1000.0,
                doc="frames per second asked for while streaming; 0 = as fast as the source delivers")
     def TargetFrameRate(self) -> float:
         return self._acq.settings.target_rate_hz if self._acq else float("nan")
@@ -266,7 +298,7 @@ class CameraDS(Device):
         return self._acq.frame_rate() if self._acq else 0.0
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="um/px", label="Pixel size", format="%.5f",
+               unit="um/px", label="Pixel size", format="%.5f", min_value=1e-4, max_value=1e4,
                doc="sample-plane pixel size stamped on frames; the sim sets it from its zoom and refuses writes")
     def PixelSize(self) -> float:
         return self._acq.pixel_size_um if self._acq else float("nan")
@@ -286,7 +318,7 @@ class CameraDS(Device):
         frame = self._snapshot
         return int(frame.data.shape[0]) if frame is not None else 0
 
-    source_attribute = attribute(name="Source", dtype=str, unit="spec", label="Source", format="%s",
+    source_attribute = attribute(name="Source", dtype=str, unit="text", label="Source", format="%s",
                                  fget="_read_source", doc="the Source property in use")
 
     def _read_source(self) -> str:

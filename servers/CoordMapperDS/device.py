@@ -34,11 +34,11 @@ from typing import Any, TypeVar
 import numpy as np
 import tango
 from tango import AttrQuality, AttrWriteType, DevState
-from tango.server import Device, attribute, command, device_property
+from tango.server import attribute, command, device_property
 
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 from servers.common.jsonargs import dumps, parse_args
-from servers.common.tango_glue import run_server, smart_errors
+from servers.common.tango_glue import SmartDevice, run_server, smart_errors, tango_text, text_in
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
 from servers.CoordMapperDS.core import CoordMapperCore
 
@@ -56,6 +56,8 @@ MOTOR_RETRY_S = 3.0
 PERSIST_TIMEOUT_MS = 2000
 """Longest wait for the database when saving the graph (then the change is undone)."""
 MAX_FRAMES = 1024
+MAX_BEAM_PX = 100_000.0
+"""The beam sits in (or just beside) a camera frame of at most a few thousand px a side."""
 STAGE = "stage"
 CAMERA = "camera"
 DEFAULT_UNIT = "mm"
@@ -158,7 +160,7 @@ class StageMotors:
 
 
 # -------------------------------------------------------------------- device
-class CoordMapperDS(Device):
+class CoordMapperDS(SmartDevice):
     """Viewport <-> motor mapping: a graph of named 2-D frames (see docs/coordmapper.md)."""
 
     MotorX = device_property(dtype=str, default_value="",
@@ -254,6 +256,7 @@ class CoordMapperDS(Device):
                 text = f"Ready: {text}"
             if not self._persisted:
                 text += " Warning: there is no Tango database, changes are not persisted."
+        text = tango_text(text)
         self.set_status(text)
         return text
 
@@ -390,12 +393,13 @@ class CoordMapperDS(Device):
              doc_out='JSON {"frame", "removed_edges"}')
     @smart_errors
     def RemoveFrame(self, name: str) -> str:
+        name = text_in(name)
         if not isinstance(name, str) or not name.strip():
             raise BadArgument("give the name of the frame to remove, e.g. 'sem'")
         return dumps(self._change(lambda core: core.remove_frame(name.strip())))
 
     # ----------------------------------------------------------- attributes
-    @attribute(dtype=(str,), max_dim_x=MAX_FRAMES, unit="frame", label="Frames", format="%s",
+    @attribute(dtype=(str,), max_dim_x=MAX_FRAMES, unit="name", label="Frames", format="%s",
                doc="names of the frames: stage and camera first, then the others alphabetically")
     @smart_errors
     def Frames(self) -> list[str]:
@@ -414,7 +418,7 @@ class CoordMapperDS(Device):
         return dumps(self._ready_core().history())
 
     @attribute(dtype=(float,), max_dim_x=2, access=AttrWriteType.READ_WRITE, unit="px", label="Beam position",
-               format="%.3f",
+               format="%.3f", min_value=-MAX_BEAM_PX, max_value=MAX_BEAM_PX,
                doc="where the X-ray beam sits in the camera image [x, y] px; invalid until set. Kept in the "
                    "GraphState property with the graph (one source of truth), so it survives a restart")
     @smart_errors

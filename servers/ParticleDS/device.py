@@ -6,36 +6,53 @@ attribute), maps errors to SMART reasons and reports State/Status. See docs/part
 
 Detection of a large image takes up to a second, so ``Detect`` releases the Tango device
 monitor while it works: clients can read ``State`` (RUNNING) and the previous results in
-the meantime, and a second ``Detect`` is refused instead of queueing behind the first.
-Everything the core returns is immutable, so these concurrent reads are safe.
+the meantime. Commands and setting writes take their turn on the device's gate: a second
+``Detect`` waits until the first has finished (up to ``COMMAND_WAIT_S``), as a call
+waiting for the Tango monitor would (docs/interface.md, "Several clients at once").
+Everything the core returns is immutable, so the concurrent reads are safe.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
-import threading
 import time
 from typing import Any
 
 import numpy as np
 import tango
 from tango import AttrWriteType, DevState, EventType
-from tango.server import Device, attribute, command
+from tango.server import attribute, command
 
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
 from servers.common.jsonargs import dumps, parse_args
-from servers.common.tango_glue import run_server, smart_errors
+from servers.common.safefile import check_write_target, run_with_time_limit
+from servers.common.tango_glue import (
+    CommandGate,
+    SmartDevice,
+    one_at_a_time,
+    run_server,
+    smart_errors,
+    text_in,
+    text_out,
+)
 from servers.ParticleDS import image_input
 from servers.ParticleDS.core import ParticleCore
-from servers.ParticleDS.settings import METHODS, DetectArgs
+from servers.ParticleDS.settings import MAX_DIAMETER, METHODS, DetectArgs
 
 log = logging.getLogger(__name__)
 
 MAX_PARTICLES = 100_000
 """Spectrum length limit of the per-particle attributes (a 10k x 10k SEM mosaic holds fewer)."""
 MAX_DIM = 8192
+MAX_SEPARATION = 1000.0
+"""px: features farther apart than this are never "too close"; larger values only break detection."""
+MAX_INTENSITY = 1e12
+"""Largest grey level a threshold makes sense for (float images included; 16-bit is 65535)."""
+MAX_INTENSITY_SUM = 1e15
+"""Largest sensible mass: 65535 grey levels over a 255 px feature is ~3e9; floats leave room above."""
 SOURCE_TIMEOUT_MS = 3000
 """Reading a 2048^2 uint16 frame takes ~20 ms on loopback; 3 s means the source is gone."""
 RECOVERY_CHECK_S = 2.0
@@ -119,8 +136,11 @@ def video_image_rgb24(rgb: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(rgb[:, :, ::-1]).tobytes()
 
 
-def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str) -> attribute:
-    """A memorized read-write setting, read from and validated by the core."""
+def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str, **limits: Any) -> attribute:
+    """A memorized read-write setting, read from and validated by the core.
+
+    ``limits`` (min_value, max_value, min_alarm, ...) are Tango's own: an absurd write is
+    refused by Tango before it reaches the core or the memorized value."""
 
     def read(self: ParticleDS) -> Any:
         return self._core.get_setting(name)
@@ -132,7 +152,7 @@ def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str) -
     read.__name__, write.__name__ = f"read_{name}", f"write_{name}"
     return attribute(name=name, dtype=dtype, access=AttrWriteType.READ_WRITE, memorized=True,
                      hw_memorized=True, unit=unit, label=label, format=fmt, doc=doc,
-                     fget=smart_errors(read), fset=smart_errors(write))
+                     fget=smart_errors(read), fset=smart_errors(one_at_a_time(write)), **limits)
 
 
 def _result_spectrum(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str,
@@ -147,7 +167,7 @@ def _result_spectrum(name: str, dtype: Any, unit: str, label: str, fmt: str, doc
                      format=fmt, doc=doc, fget=smart_errors(read))
 
 
-class ParticleDS(Device):
+class ParticleDS(SmartDevice):
     """Particle detection (trackpy) on a reference or camera image, and isolation scoring."""
 
     # ------------------------------------------------------------------ life
@@ -155,7 +175,7 @@ class ParticleDS(Device):
         super().init_device()
         if not hasattr(self, "_core"):  # Init keeps settings and results: they are not hardware state
             self._core = ParticleCore()
-            self._busy = threading.Lock()
+            self._gate = CommandGate()
             self._last_image: np.ndarray | None = None
             self._last_source = ""
             self._encoded: tuple[Any, bytes] | None = None
@@ -221,15 +241,10 @@ class ParticleDS(Device):
                     '<setting>: value, ...}; with neither path nor attribute the previous image is used again',
              doc_out='JSON {"count", "isolated", "elapsed_ms", "read_ms", "roi", "source"}')
     @smart_errors
+    @one_at_a_time
     def Detect(self, argument: str) -> str:
         args = parse_args(argument, DetectArgs, what="Detect argument")
-        if not self._busy.acquire(blocking=False):
-            raise NotReady("a detection is already running; wait until State is no longer RUNNING and call "
-                           "Detect again")
-        try:
-            return dumps(self._detect(args))
-        finally:
-            self._busy.release()
+        return dumps(self._detect(args))
 
     def _detect(self, args: DetectArgs) -> dict[str, Any]:
         source = (f"file {args.path}" if args.path is not None else args.attribute if args.attribute is not None
@@ -283,31 +298,45 @@ class ParticleDS(Device):
     @command(dtype_in=str, dtype_out=str, doc_in="CSV file path on the server (overwritten)",
              doc_out="the absolute path written")
     @smart_errors
+    @one_at_a_time
     def ExportCsv(self, path: str) -> str:
-        return self._core.export_csv(path)
+        target = text_in(path)
+
+        def write() -> str:
+            check_write_target(os.path.abspath(os.path.expanduser(target)) if target.strip() else target, "CSV file")
+            return self._core.export_csv(target)
+
+        return text_out(run_with_time_limit(write, f"writing {target!r}"))
 
     # ------------------------------------------------------------- settings
     # Declared in this order on purpose: Tango restores memorized values in declaration order,
     # and Diameter must come before NoiseSize for the rule NoiseSize < Diameter to accept them.
     Diameter = _setting("Diameter", int, "px", "Diameter", "%d",
-                        "feature diameter, odd (3..255); a little larger than the particles")
-    MinMass = _setting("MinMass", float, "a.u.", "Minimum mass", "%.6g",
-                       "minimum integrated brightness of a feature (trackpy mass); the main noise filter")
+                        "feature diameter, odd (3..255); a little larger than the particles",
+                        min_value=3, max_value=MAX_DIAMETER)
+    MinMass = _setting("MinMass", float, "1", "Minimum mass", "%.6g",
+                       "minimum integrated brightness of a feature (trackpy mass, in image grey levels x px); the "
+                       "main noise filter", min_value=0.0, max_value=MAX_INTENSITY_SUM)
     MaxSize = _setting("MaxSize", float, "px", "Maximum size", "%.3f",
-                       "maximum radius of gyration; larger features (clusters) are not reported; 0 = no limit")
+                       "maximum radius of gyration; larger features (clusters) are not reported; 0 = no limit",
+                       min_value=0.0, max_value=MAX_DIAMETER)
     Separation = _setting("Separation", float, "px", "Separation", "%.3f",
-                          "minimum distance between features; 0 = Diameter + 1")
+                          "minimum distance between features; 0 = Diameter + 1", min_value=0.0,
+                          max_value=MAX_SEPARATION)
     NoiseSize = _setting("NoiseSize", float, "px", "Noise size", "%.3f",
-                         "width of the Gaussian noise filter; must be smaller than Diameter")
-    Threshold = _setting("Threshold", float, "a.u.", "Threshold", "%.6g",
-                         "clip the band-passed image below this; 0 = trackpy default")
+                         "width of the Gaussian noise filter; must be smaller than Diameter", min_value=0.0,
+                         max_value=MAX_DIAMETER)
+    Threshold = _setting("Threshold", float, "1", "Threshold", "%.6g",
+                         "clip the band-passed image below this (grey levels); 0 = trackpy default", min_value=0.0,
+                         max_value=MAX_INTENSITY)
     Percentile = _setting("Percentile", float, "%", "Percentile", "%.2f",
-                          "a peak must be brighter than this percentile of the band-passed image (0..100)")
+                          "a peak must be brighter than this percentile of the band-passed image (0..<100)",
+                          min_value=0.0, max_value=100.0)
     Invert = _setting("Invert", bool, "on/off", "Invert", "%s", "look for dark particles on a bright background")
     Method = _setting("Method", str, "name", "Method", "%s", " | ".join(METHODS))
     IsolationRadius = _setting("IsolationRadius", float, "px", "Isolation radius", "%.3f",
                                "a particle with another feature (or the image edge) nearer than this is not "
-                               "isolated")
+                               "isolated", min_value=0.0, max_value=MAX_DIM)
 
     # -------------------------------------------------------------- results
     @attribute(dtype=int, unit="particles", label="Count", format="%d",
@@ -326,12 +355,12 @@ class ParticleDS(Device):
                          "(ROI offset added)", "x")
     Y = _result_spectrum("Y", float, "px", "Y", "%.3f", "row of each particle in the source image "
                          "(ROI offset added)", "y")
-    Mass = _result_spectrum("Mass", float, "a.u.", "Mass", "%.6g", "integrated brightness (trackpy mass)",
+    Mass = _result_spectrum("Mass", float, "1", "Mass", "%.6g", "integrated brightness (trackpy mass)",
                             "mass")
     Size = _result_spectrum("Size", float, "px", "Size", "%.3f", "radius of gyration (ring radius for "
                             "locate_brightfield_ring)", "size")
     Eccentricity = _result_spectrum("Eccentricity", float, "1", "Eccentricity", "%.3f", "0 = round", "eccentricity")
-    Signal = _result_spectrum("Signal", float, "a.u.", "Signal", "%.6g", "peak of the band-passed image", "signal")
+    Signal = _result_spectrum("Signal", float, "1", "Signal", "%.6g", "peak of the band-passed image", "signal")
     Isolated = _result_spectrum("Isolated", bool, "bool", "Isolated", "%s", "no other feature nor the image edge "
                                 "within IsolationRadius", "isolated")
     NearestNeighbour = _result_spectrum("NearestNeighbour", float, "px", "Nearest neighbour", "%.3f",
@@ -357,7 +386,7 @@ class ParticleDS(Device):
         return dumps({**results.summary(), "source": self._last_source, "image_shape": list(results.image_shape),
                       "settings": results.settings, "timestamp": results.timestamp})
 
-    @attribute(dtype=((np.uint8,),), max_dim_x=MAX_DIM, max_dim_y=MAX_DIM, unit="grey level",
+    @attribute(dtype=((np.uint8,),), max_dim_x=MAX_DIM, max_dim_y=MAX_DIM, unit="1",
                label="Annotated image", format="%3d",
                doc="source image stretched to 40..215 with isolated particles circled in white (255) and crowded "
                    "ones in black (0), each labelled with its Table index; SMART_NotReady before Detect")

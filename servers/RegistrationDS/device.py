@@ -25,11 +25,20 @@ from typing import Any
 import numpy as np
 import tango
 from tango import AttrWriteType, DevState
-from tango.server import Device, attribute, command, device_property
+from tango.server import attribute, command, device_property
 
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
 from servers.common.jsonargs import dumps, parse_args
-from servers.common.tango_glue import run_server, smart_errors
+from servers.common.tango_glue import (
+    CommandGate,
+    SmartDevice,
+    monitor_released,
+    one_at_a_time,
+    run_server,
+    smart_errors,
+    tango_text,
+    text_in,
+)
 from servers.RegistrationDS.args import GrabImageArgs, LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.core import RegistrationCore
@@ -45,7 +54,7 @@ _NO_GOOD_RESULT = ("no registration has succeeded since the server started; load
                    "LoadImage or GrabImage and run Register or RegisterFiducials")
 
 
-class RegistrationDS(Device):
+class RegistrationDS(SmartDevice):
     """Named image slots and the registrations between them (INTERFACE.md, RegistrationDS)."""
 
     GrabTimeoutMs = device_property(
@@ -60,6 +69,7 @@ class RegistrationDS(Device):
     def init_device(self) -> None:
         super().init_device()
         self._core = RegistrationCore()
+        self._gate = CommandGate()
         self._min_confidence = DEFAULT_MIN_CONFIDENCE
         self._proxies: dict[str, tango.DeviceProxy] = {}
         for name in (*_RESULT_EVENTS, "Overlay", "Slots", "SlotInfo", "MinConfidence", "State", "Status"):
@@ -71,6 +81,7 @@ class RegistrationDS(Device):
         self._proxies = {}
 
     def _set_state(self, state: DevState, status: str) -> None:
+        status = tango_text(status)
         self.set_state(state)
         self.set_status(status)
         self.push_change_event("State", state)
@@ -78,11 +89,19 @@ class RegistrationDS(Device):
 
     @contextlib.contextmanager
     def _busy(self, doing: str) -> Iterator[None]:
-        """RUNNING while a command works; a refused or failed command restores State and Status."""
+        """RUNNING while a command works; a refused or failed command restores State and Status.
+
+        Commands take their turn on the device's gate (:func:`one_at_a_time`: a second client
+        waits, see docs/interface.md) and do their work with the Tango monitor released, so
+        State, Status and the results stay readable meanwhile. The work inside touches only the core (whose
+        slots and results are immutable snapshots) and other devices, never this device's
+        Tango objects; State, Status and events are set before and after it.
+        """
         state, status = self.get_state(), self.get_status()
         self._set_state(DevState.RUNNING, f"{doing}.")
         try:
-            yield
+            with monitor_released(self):
+                yield
         except BaseException:
             self._set_state(state, status)
             raise
@@ -94,6 +113,7 @@ class RegistrationDS(Device):
              doc_in='{"slot", "path", "pixel_size_um"?}: TIFF, PNG or JPEG read by the server',
              doc_out='{"slot", "width", "height", "pixel_size_um", "dtype", "warnings"}')
     @smart_errors
+    @one_at_a_time
     def LoadImage(self, argin: str) -> str:
         args = parse_args(argin, LoadImageArgs)
         with self._busy(f"Loading '{args.path}' into slot '{args.slot}'"):
@@ -105,6 +125,7 @@ class RegistrationDS(Device):
              doc_in='{"slot", "device"}: camera device with Image, FrameNumber and FrameMetadata',
              doc_out='LoadImage result plus "metadata": the FrameMetadata of exactly the grabbed frame')
     @smart_errors
+    @one_at_a_time
     def GrabImage(self, argin: str) -> str:
         args = parse_args(argin, GrabImageArgs)
         with self._busy(f"Grabbing a frame of '{args.device}' into slot '{args.slot}'"):
@@ -125,6 +146,7 @@ class RegistrationDS(Device):
              doc_out='{"model", "matrix" (target px -> reference px), "shift_px", "rotation_deg", "scale", '
                      '"confidence", "success", "elapsed_ms", ...}')
     @smart_errors
+    @one_at_a_time
     def Register(self, argin: str) -> str:
         args = parse_args(argin, RegisterArgs)
         if "min_confidence" not in args.model_fields_set:
@@ -139,6 +161,7 @@ class RegistrationDS(Device):
              doc_in='{"reference", "target", "pairs": [[xt, yt, xr, yr], ...], "model"?: similarity | affine}',
              doc_out='Register result plus "residuals_px", "rms_px", "inliers"')
     @smart_errors
+    @one_at_a_time
     def RegisterFiducials(self, argin: str) -> str:
         args = parse_args(argin, RegisterFiducialsArgs)
         with self._busy(f"Fitting slot '{args.target}' onto '{args.reference}' from {len(args.pairs)} pairs"):
@@ -150,8 +173,9 @@ class RegistrationDS(Device):
 
     @command(dtype_in=str, dtype_out=str, doc_in="slot name", doc_out="the remaining slot names (JSON list)")
     @smart_errors
+    @one_at_a_time
     def RemoveSlot(self, argin: str) -> str:
-        self._core.remove_slot(validate_slot_name(argin))
+        self._core.remove_slot(validate_slot_name(text_in(argin)))
         self._push_slots()
         return dumps(self._core.slot_names)
 
@@ -215,7 +239,7 @@ class RegistrationDS(Device):
     def Confidence(self) -> float:
         return float(self._good()["confidence"])
 
-    @attribute(dtype=((np.uint8,),), max_dim_x=MAX_IMAGE_SIDE, max_dim_y=MAX_IMAGE_SIDE, unit="grey level",
+    @attribute(dtype=((np.uint8,),), max_dim_x=MAX_IMAGE_SIDE, max_dim_y=MAX_IMAGE_SIDE, unit="1",
                label="Overlay", format="%3d",
                description="Last attempt, for display: reference with the registered target blended in "
                            "(8 bit, at most 2048 px a side)")
@@ -228,7 +252,7 @@ class RegistrationDS(Device):
 
     MinConfidence = attribute(
         dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="1",
-        label="Minimum confidence", format="%.4f",
+        label="Minimum confidence", format="%.4f", min_value=0.0, max_value=1.0,
         description="Register results below this confidence have success false (device in ALARM, not "
                     "adopted into Matrix); a min_confidence in the Register argument overrides it for one call")
 
@@ -239,6 +263,7 @@ class RegistrationDS(Device):
 
     @MinConfidence.write
     @smart_errors
+    @one_at_a_time
     def MinConfidence(self, value: float) -> None:
         if not (math.isfinite(value) and 0.0 < value < 1.0):
             raise BadArgument(f"MinConfidence must lie strictly between 0 and 1, got {value}; "

@@ -242,8 +242,11 @@ def test_min_confidence_is_the_default_threshold_and_a_call_can_override_it(reg,
     load_pair(reg, images, target="moon")
     assert reg.MinConfidence == pytest.approx(DEFAULT_MIN_CONFIDENCE)
     with pytest.raises(tango.DevFailed) as info:
-        reg.write_attribute("MinConfidence", 1.5)
+        reg.write_attribute("MinConfidence", 1.0)
     assert info.value.args[0].reason == "SMART_BadArgument" and "between 0 and 1" in info.value.args[0].desc
+    with pytest.raises(tango.DevFailed) as info:
+        reg.write_attribute("MinConfidence", 1.5)  # outside the Tango limits: refused at the door
+    assert info.value.args[0].reason == "API_WAttrOutsideLimit"
     assert reg.MinConfidence == pytest.approx(DEFAULT_MIN_CONFIDENCE)
 
     reg.write_attribute("MinConfidence", 0.5)

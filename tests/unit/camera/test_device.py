@@ -103,8 +103,9 @@ def test_refusals_carry_smart_reasons_and_change_nothing(tmp_path: Path) -> None
         cam.TargetFrameRate = 7.0
         with pytest.raises(tango.DevFailed):  # NaN is stopped by Tango itself, before our code
             cam.PixelSize = float("nan")
-        cases = [("PixelSize", -2.0, "SMART_BadArgument"), ("PixelSize", 0.0, "SMART_BadArgument"),
-                 ("TargetFrameRate", 5000.0, "SMART_BadArgument"), ("ExposureTime", 5.0, "SMART_NotReady"),
+        outside = "API_WAttrOutsideLimit"  # outside the Tango min/max: refused at the door
+        cases = [("PixelSize", -2.0, outside), ("PixelSize", 0.0, outside),
+                 ("TargetFrameRate", 5000.0, outside), ("ExposureTime", 5.0, "SMART_NotReady"),
                  ("Gain", 2.0, "SMART_NotReady")]
         for name, value, expected in cases:
             with pytest.raises(tango.DevFailed) as excinfo:
