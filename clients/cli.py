@@ -110,10 +110,7 @@ def _summary(command: str, result: dict) -> str:
                 f"scale {reg.get('scale', float('nan')):.5f}, confidence {reg.get('confidence', float('nan')):.3f}, "
                 f"stage position {result['stage_position']}")
     if command == "particles":
-        lines = [f"{result['count']} particles, {result['isolated']} isolated"]
-        lines += [f"{r['index']:>5} {r['x']:>10.2f} {r['y']:>10.2f} {'isolated' if r['isolated'] else 'crowded'}"
-                  for r in result["particles"]]
-        return "\n".join(lines)
+        return particle_table(result)
     if command == "map":
         (x, y), = result["points"]
         sigma = (result.get("uncertainty") or [None])[0]
@@ -123,6 +120,25 @@ def _summary(command: str, result: dict) -> str:
     pos = result["stage_position"]
     return f"{result['macro']}: stage at " + ", ".join(
         f"{name} {value:.6f}" for name, value in zip(result["motors"], pos, strict=True))
+
+
+PARTICLE_COLUMNS = (("index", "d"), ("x (px)", ".2f"), ("y (px)", ".2f"), ("mass", ".3g"), ("size (px)", ".2f"),
+                    ("ecc", ".2f"), ("isolated", ""), ("nearest (px)", ".1f"))
+"""The particle table's columns: positions and sizes in pixels of the detected image."""
+
+
+def particle_table(result: dict) -> str:
+    """One summary line and the particle table with a header row (units in the titles)."""
+    from clients.display import format_table
+
+    head = f"{result['count']} particles, {result['isolated']} isolated"
+    if result.get("elapsed_ms") is not None:
+        head += f" (detection {result['elapsed_ms']:.0f} ms)"
+    if not result["particles"]:
+        return head
+    rows = [(r.get("index"), r.get("x"), r.get("y"), r.get("mass"), r.get("size"), r.get("ecc"),
+             bool(r.get("isolated")), r.get("nn_distance")) for r in result["particles"]]
+    return head + "\n" + format_table(PARTICLE_COLUMNS, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -401,9 +401,19 @@ class Stack:
         return proc
 
     # ------------------------------------------------------------------ status
+    def running(self) -> list[ManagedProcess]:
+        """The processes of this run directory that are still alive (PID and start time match)."""
+        return [p for p in (self.processes or self._load_pids()).values() if p.is_alive()]
+
     def status_text(self) -> str:
+        """Processes and device States; one line when nothing of this run directory runs.
+
+        After `down` (or before any `up`) the devices are not asked at all: each would only
+        answer a CORBA TRANSIENT error after its timeout, which says nothing more."""
         import tango
 
+        if not self.running():
+            return f"no stack running in {self.run_dir} (`make up` or `smart up` starts one)"
         lines = []
         try:
             state = json.loads(self.state_file.read_text())

@@ -1,0 +1,125 @@
+"""Numbers and tables for people: units on every number, digits that mean something.
+
+The devices answer in their own units with full float precision (stage units, px, s);
+what a scientist reads at the console should say what each number is, with the digits
+its uncertainty allows: a pixel size to 4 significant digits, residuals and hit errors
+in nm, a camera rotation as the small angle it really is. The demo and the CLI print
+through these helpers so the same quantity reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+UM_PER_UNIT = {"mm": 1000.0, "um": 1.0, "µm": 1.0, "micron": 1.0, "nm": 0.001, "m": 1.0e6}
+"""Micrometres in one stage unit, for the units a Pool motor's Position may carry."""
+
+
+def um_per_unit(unit: str | None) -> float:
+    """Micrometres per stage unit; the simulated and most real nanoprobe stages use mm."""
+    return UM_PER_UNIT.get((unit or "mm").strip(), 1000.0)
+
+
+def significant(value: float, digits: int = 4) -> str:
+    """``value`` with ``digits`` significant digits, never in exponent form for lab ranges."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    decimals = max(digits - 1 - math.floor(math.log10(abs(value))), 0)
+    return f"{value:.{decimals}f}"
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: how long something took or will take."""
+    if seconds is None or not math.isfinite(seconds):
+        return "n/a"
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass(frozen=True)
+class CameraGeometry:
+    """A camera -> stage calibration matrix said the way a scientist thinks of it.
+
+    A mirrored calibration can be written as a rotation after a flip of x or after a flip
+    of y; the two rotations differ by 180°. A camera mounted nearly square with its image
+    flipped vertically is "+1.1°, flipped in y", not "-178.9°, flipped in x": we choose
+    the flip that leaves the rotation within ±90°."""
+
+    pixel_size_um: float
+    rotation_deg: float
+    flip: str | None
+    """None, "x" (columns reversed) or "y" (rows reversed), applied before the rotation."""
+    shear_deg: float
+    aspect: float
+    """Ratio of the pixel's stage lengths along its columns and rows (1 = square pixels)."""
+
+    def describe(self) -> str:
+        mirror = "no flip" if self.flip is None else f"image flipped in {self.flip}"
+        text = (f"pixel size {significant(self.pixel_size_um, 4)} µm/px, rotation {self.rotation_deg:+.2f}°, "
+                f"{mirror}")
+        if abs(self.shear_deg) >= 0.05:
+            text += f", shear {self.shear_deg:+.2f}°"
+        if abs(self.aspect - 1.0) >= 0.001:
+            text += f", aspect {self.aspect:.4f}"
+        return text
+
+
+def camera_geometry(linear: Sequence[Sequence[float]], stage_unit: str | None = "mm") -> CameraGeometry:
+    """Split a 2x2 camera -> stage matrix (stage units per px) into pixel size, rotation,
+    flip, shear and aspect; see :class:`CameraGeometry` for how the flip is chosen."""
+    a = np.asarray(linear, float)[:2, :2] * um_per_unit(stage_unit)
+    det = float(np.linalg.det(a))
+    flip: str | None = None
+    if det < 0:
+        # A = R(theta) @ diag(1, -1) ("y") or R(theta + 180°) @ diag(-1, 1) ("x"): same matrix
+        theta_y = math.degrees(math.atan2(a[1, 0], a[0, 0]))
+        flip, rotation = ("y", theta_y) if abs(theta_y) <= 90 else ("x", _wrap(theta_y + 180.0))
+        unflipped = a @ (np.diag([1.0, -1.0]) if flip == "y" else np.diag([-1.0, 1.0]))
+    else:
+        rotation = math.degrees(math.atan2(a[1, 0], a[0, 0]))
+        unflipped = a
+    column_x, column_y = unflipped[:, 0], unflipped[:, 1]
+    angle_between = math.degrees(math.atan2(column_x[0] * column_y[1] - column_x[1] * column_y[0],
+                                            float(column_x @ column_y)))
+    return CameraGeometry(pixel_size_um=math.sqrt(abs(det)), rotation_deg=rotation, flip=flip,
+                          shear_deg=90.0 - angle_between,
+                          aspect=float(np.linalg.norm(column_x) / np.linalg.norm(column_y)))
+
+
+def _wrap(degrees: float) -> float:
+    """An angle in (-180°, 180°]."""
+    wrapped = (degrees + 180.0) % 360.0 - 180.0
+    return 180.0 if wrapped == -180.0 else wrapped
+
+
+def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with a header row: ``columns`` are (title, format spec) pairs,
+    e.g. ``("x (px)", ".2f")``; None and NaN cells print as ``-``; every column is right
+    aligned to the wider of its title and its cells."""
+    def cell(value: Any, spec: str) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return format(value, spec) if spec else str(value)
+
+    cells = [[cell(v, spec) for v, (_, spec) in zip(row, columns, strict=True)] for row in rows]
+    widths = [max([len(title), *(len(r[i]) for r in cells)]) for i, (title, _) in enumerate(columns)]
+    lines = ["  ".join(title.rjust(w) for (title, _), w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
