@@ -6,8 +6,13 @@ scores every target against the simulation's truth, draws the figures and shuts
 everything down. Whatever happens in between, every process it started is stopped.
 
 Results go to ``run/demo/``: sample.json, beamline.json, truth.json, sem.tif, visits.csv,
-summary.json, sem_particles.png, camera_registration.png, xrf_maps.png; the stack's
-logs to ``run/demo/stack/logs/``.
+summary.json, sem_particles.png, camera_registration.png, xrf_maps.png, maps/ (each
+particle's XRF map), scans/scans.dat (every Sardana scan); the stack's logs to
+``run/demo/stack/logs/``.
+
+Output: by default one line per step and per scanned particle (elapsed, time left);
+``--verbose`` adds everything the launcher and the Door print, ``--quiet`` leaves only
+errors and the final summary.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from clients.display import duration
 from clients.door import MacroFailed
 from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack
-from clients.workflow import WorkflowOptions, prepare_inputs, run_workflow, score, summary_table
+from clients.workflow import Inputs, WorkflowOptions, prepare_inputs, run_workflow, score, summary_table
 
 DEMO_DIR = REPO / "run" / "demo"
 
@@ -37,70 +43,132 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="particles mapped for the fine alignment (default 4)")
     parser.add_argument("--run-dir", type=Path, default=DEMO_DIR, help="where inputs, results and logs go")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="stack configuration YAML")
-    parser.add_argument("--quiet", action="store_true", help="do not echo the Door's output")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("--verbose", action="store_true",
+                          help="everything the launcher and the Door say (every scan row, as in Spock)")
+    loudness.add_argument("--quiet", action="store_true", help="only errors and the final summary")
     return parser.parse_args(argv)
 
 
-def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) -> None:
+class Console:
+    """What the demo prints at each verbosity.
+
+    default: one line per step and per scanned particle (with elapsed and time left), the
+    Door's errors and warnings (each text once), the summary; ``--verbose``: also every line the launcher and
+    the Door print (thousands: every mesh row); ``--quiet``: errors and the summary only."""
+
+    def __init__(self, verbose: bool = False, quiet: bool = False) -> None:
+        self.verbose, self.quiet = verbose, quiet
+        self.warned: set[str] = set()
+
+    def say(self, line: str) -> None:
+        """A progress line of the middle level (also shown with --verbose)."""
+        if not self.quiet:
+            print(line, flush=True)
+
+    def door(self, stream: str, line: str) -> None:
+        """A line the Door said: all with --verbose, warnings and errors by default, errors when quiet."""
+        if stream == "Warning" and not self.verbose:
+            if self.quiet or line in self.warned:
+                return  # the same warning for every scan of a loop says nothing new
+            self.warned.add(line)
+        if self.verbose or stream in ("Error", "Warning"):
+            print(f"  [{stream}] {line}", flush=True)
+
+
+def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) -> list[Path]:
+    """The three figures of a run, from the devices' final state and the saved maps."""
     import numpy as np
     import tango
     import tifffile
 
     from clients import figures
+    from clients.display import um_per_unit
 
     def proxy(name: str) -> tango.DeviceProxy:
         return tango.DeviceProxy(f"tango://{tango_host}/{name}")
 
     particles = proxy("smart/particles/1")
-    sem = tifffile.imread(sem_path)
-    figures.sem_with_particles(sem, np.asarray(particles.X), np.asarray(particles.Y),
-                               np.asarray(particles.Isolated), [r["index"] for r in summary["particles"]],
-                               out_dir / "sem_particles.png")
+    with tifffile.TiffFile(sem_path) as tif:
+        sem = tif.pages[0].asarray()
+        sem_pixel_um = float(json.loads(tif.pages[0].description)["pixel_size_um"])
+    written = [figures.save(figures.sem_particles_figure(
+        sem, sem_pixel_um, np.asarray(particles.X), np.asarray(particles.Y), np.asarray(particles.Isolated),
+        [r["index"] for r in summary["particles"]]), out_dir / "sem_particles.png")]
     camera, mapper = proxy("smart/camera/1"), proxy("smart/coordmapper/1")
     camera.Snap()
-    image, metadata = (a.value for a in camera.read_attributes(["Image", "FrameMetadata"]))
+    image, metadata, pixel_um = (a.value for a in camera.read_attributes(["Image", "FrameMetadata", "PixelSize"]))
     stage = json.loads(metadata)["stage"]
-    # the SEM outline in *this* frame: the mapper carries it over from the registration's frame
-    h, w = sem.shape
-    corners = [[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]]
-    mapped = json.loads(mapper.Map(json.dumps({"from": "sem", "to": "camera", "points": corners,
+    # SEM px -> this frame's camera px: the mapper carries the registration over to where the stage is now
+    mapped = json.loads(mapper.Map(json.dumps({"from": "sem", "to": "camera", "points": [[0.0, 0.0]],
                                                "stage_position": [stage["samx"], stage["samy"]]})))
     beam = list(mapper.BeamPosition)
-    figures.camera_with_outline(np.asarray(image), np.array(mapped["points"]), (beam[0], beam[1]),
-                                out_dir / "camera_registration.png")
-    figures.xrf_maps(out_dir / "maps", summary["particles"], out_dir / "xrf_maps.png")
+    written.append(figures.save(figures.camera_registration_figure(
+        np.asarray(image), float(pixel_um), sem, np.asarray(mapped["matrix"]), (beam[0], beam[1])),
+        out_dir / "camera_registration.png"))
+    records = {r["index"]: r for r in summary["particles"]}
+    unit = str(mapper.read_attribute("StageUnit").value or "mm")
+    written.append(figures.save(figures.xrf_maps_figure(figures.load_maps(out_dir / "maps"), records,
+                                                        um_per_unit(unit)), out_dir / "xrf_maps.png"))
+    return [path for path in written if path is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    console = Console(verbose=args.verbose, quiet=args.quiet)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     out_dir = args.run_dir.resolve()
     options = WorkflowOptions(particles=args.particles, fine_particles=args.fine_particles)
-    print(f"SMART demo: seed {seed}, {args.particles} particles, results in {out_dir}")
+    console.say(f"SMART demo: seed {seed}, {args.particles} particles to scan, results in {out_dir}")
     inputs = prepare_inputs(out_dir, seed)
-    print(f"sample, beamline, truth and SEM image written ({inputs.sem})")
-    stack = Stack(out_dir / "stack", args.config, beamline=inputs.beamline)
-    echo = None if args.quiet else (lambda stream, line: print(f"  [{stream}] {line}", flush=True))
+    console.say(describe_inputs(inputs))
+    stack = Stack(out_dir / "stack", args.config, beamline=inputs.beamline, echo=args.verbose)
     started = time.monotonic()
     try:
         os.environ["TANGO_HOST"] = stack.up()
-        timings = run_workflow(stack.tango_host, inputs, out_dir, options, echo)
+        console.say(describe_stack(stack, time.monotonic() - started))
+        timings = run_workflow(stack.tango_host, inputs, out_dir, options, console.door, console.say)
         summary = score(out_dir, inputs)
         summary.update(seed=seed, options=asdict(options), timings_s=timings,
                        total_s=time.monotonic() - started)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print()
-        print(summary_table(summary))
-        draw_figures(out_dir, stack.tango_host, summary, inputs.sem)
-        print(f"\nfigures: {out_dir / 'sem_particles.png'}, {out_dir / 'camera_registration.png'}, "
-              f"{out_dir / 'xrf_maps.png'}")
+        print(summary_table(summary), flush=True)
+        drawn = draw_figures(out_dir, stack.tango_host, summary, inputs.sem)
+        console.say("\nfigures: " + "\n         ".join(str(path) for path in drawn))
     except (LaunchError, MacroFailed) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"demo failed: {exc}\n(logs of every server in {stack.log_dir})", file=sys.stderr)
         return 1
     finally:
-        stack.down()
-    print(f"demo finished in {time.monotonic() - started:.0f} s")
+        stack.down(quiet=not args.verbose)
+    console.say(f"demo finished in {duration(time.monotonic() - started)}")
     return 0
+
+
+def describe_inputs(inputs: Inputs) -> str:
+    """What was generated, in one line: the sample's content and the SEM image's size and pixel."""
+    import tifffile
+
+    sample = json.loads(inputs.sample.read_text())
+    with tifffile.TiffFile(inputs.sem) as tif:
+        height, width = tif.pages[0].shape[:2]
+        pixel_um = float(json.loads(tif.pages[0].description).get("pixel_size_um", float("nan")))
+    return (f"sample: {len(sample.get('particles', []))} particles, {len(sample.get('markers', []))} Pt markers; "
+            f"SEM image {inputs.sem.name}: {width} x {height} px at {pixel_um * 1000:.3g} nm/px")
+
+
+def describe_stack(stack: Stack, elapsed_s: float) -> str:
+    """The stack in one line: where its database is (TANGO_HOST, said once), how its devices are."""
+    try:
+        states = json.loads(stack.state_file.read_text()).get("states_after_up", {})
+    except (OSError, ValueError):
+        states = {}
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state] = counts.get(state, 0) + 1
+    said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return (f"stack up in {duration(elapsed_s)}: TANGO_HOST={stack.tango_host}, {len(states)} devices ({said}); "
+            f"logs in {stack.log_dir}")
 
 
 if __name__ == "__main__":

@@ -53,24 +53,26 @@ def duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class CameraGeometry:
-    """A camera -> stage calibration matrix said the way a scientist thinks of it.
+    """A camera -> stage calibration said the way a scientist thinks of the camera.
 
-    A mirrored calibration can be written as a rotation after a flip of x or after a flip
-    of y; the two rotations differ by 180°. A camera mounted nearly square with its image
-    flipped vertically is "+1.1°, flipped in y", not "-178.9°, flipped in x": we choose
-    the flip that leaves the rotation within ±90°."""
+    The calibration ``A`` of ``X = S + A (p - b)`` carries a physical minus sign: moving the
+    stage +x carries the sample, so a feature right of the beam needs the stage moved left.
+    Read naively, ``A`` of a camera turned by +1.3° is a rotation of -178.7°. The camera
+    itself is ``C = -A`` (camera px -> lab), written as ``pixel size * R(rotation) * F`` with
+    F no flip or a flip of x or of y; a flip can be written either way with rotations 180°
+    apart, so we choose the one that leaves the rotation within ±90°."""
 
     pixel_size_um: float
     rotation_deg: float
     flip: str | None
-    """None, "x" (columns reversed) or "y" (rows reversed), applied before the rotation."""
+    """None, "x" (columns mirrored) or "y" (rows mirrored), applied before the rotation."""
     shear_deg: float
     aspect: float
     """Ratio of the pixel's stage lengths along its columns and rows (1 = square pixels)."""
 
     def describe(self) -> str:
-        mirror = "no flip" if self.flip is None else f"image flipped in {self.flip}"
-        text = (f"pixel size {significant(self.pixel_size_um, 4)} µm/px, rotation {self.rotation_deg:+.2f}°, "
+        mirror = "not mirrored" if self.flip is None else f"image mirrored in {self.flip}"
+        text = (f"pixel size {significant(self.pixel_size_um, 4)} µm/px, camera turned {self.rotation_deg:+.2f}°, "
                 f"{mirror}")
         if abs(self.shear_deg) >= 0.05:
             text += f", shear {self.shear_deg:+.2f}°"
@@ -79,20 +81,18 @@ class CameraGeometry:
         return text
 
 
-def camera_geometry(linear: Sequence[Sequence[float]], stage_unit: str | None = "mm") -> CameraGeometry:
-    """Split a 2x2 camera -> stage matrix (stage units per px) into pixel size, rotation,
-    flip, shear and aspect; see :class:`CameraGeometry` for how the flip is chosen."""
-    a = np.asarray(linear, float)[:2, :2] * um_per_unit(stage_unit)
-    det = float(np.linalg.det(a))
+def camera_geometry(calibration: Sequence[Sequence[float]], stage_unit: str | None = "mm") -> CameraGeometry:
+    """Pixel size, rotation, flip, shear and aspect of the camera from the 2x2 calibration
+    ``A`` (stage units per px) of ``X = S + A (p - b)``; see :class:`CameraGeometry`."""
+    c = -np.asarray(calibration, float)[:2, :2] * um_per_unit(stage_unit)
+    det = float(np.linalg.det(c))
+    theta = math.degrees(math.atan2(c[1, 0], c[0, 0]))
     flip: str | None = None
+    rotation, unflipped = theta, c
     if det < 0:
-        # A = R(theta) @ diag(1, -1) ("y") or R(theta + 180°) @ diag(-1, 1) ("x"): same matrix
-        theta_y = math.degrees(math.atan2(a[1, 0], a[0, 0]))
-        flip, rotation = ("y", theta_y) if abs(theta_y) <= 90 else ("x", _wrap(theta_y + 180.0))
-        unflipped = a @ (np.diag([1.0, -1.0]) if flip == "y" else np.diag([-1.0, 1.0]))
-    else:
-        rotation = math.degrees(math.atan2(a[1, 0], a[0, 0]))
-        unflipped = a
+        # C = R(theta) @ diag(-1, 1) ("x") = R(theta + 180°) @ diag(1, -1) ("y"): the same matrix
+        flip, rotation = ("x", _wrap(theta + 180.0)) if abs(theta) > 90 else ("y", theta)
+        unflipped = c @ (np.diag([-1.0, 1.0]) if flip == "x" else np.diag([1.0, -1.0]))
     column_x, column_y = unflipped[:, 0], unflipped[:, 1]
     angle_between = math.degrees(math.atan2(column_x[0] * column_y[1] - column_x[1] * column_y[0],
                                             float(column_x @ column_y)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import tango
 
+from clients.display import camera_geometry, duration, format_table, significant, um_per_unit
 from clients.door import DoorClient
 
 UM_PER_MM = 1000.0
@@ -75,16 +77,35 @@ def prepare_inputs(out_dir: Path, seed: int) -> Inputs:
     return paths
 
 
+@dataclass
+class Step:
+    """One Door command of the workflow and how to say, in one line, what it achieved."""
+
+    macro: str
+    title: str
+    outcome: Callable[[], str] | None = None
+    announce: str | None = None
+    """Said before a step that takes minutes, so a silent console does not look stuck."""
+
+
 def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: WorkflowOptions,
-                 echo: Callable[[str, str], None] | None = None) -> dict[str, Any]:
-    """Drive the workflow through the Door; returns the timings of each step."""
+                 echo: Callable[[str, str], None] | None = None,
+                 report: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Drive the workflow through the Door; returns the timings of each step (s).
+
+    ``echo`` receives every line the Door says (stream, line): Spock's view. ``report``
+    receives the middle view for people: one line per step with what it found, read from
+    the devices (units on every number), and one line per scanned particle with the time
+    spent and left, read from the visit log as the loop writes it."""
     import time
 
     def trl(name: str) -> str:
         return f"tango://{tango_host}/{name}"
 
+    say = report or (lambda line: None)
     camera = tango.DeviceProxy(trl("smart/camera/1"))
     mapper = tango.DeviceProxy(trl("smart/coordmapper/1"))
+    registration = tango.DeviceProxy(trl("smart/registration/1"))
     camera.Snap()  # Width and Height are those of the last frame; there is none before the first
     width, height = camera.read_attribute("Width").value, camera.read_attribute("Height").value
     if not (width > 0 and height > 0):
@@ -99,25 +120,162 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
         particles.write_attribute(name, value)
     visits = out_dir / "visits.csv"
     visits.unlink(missing_ok=True)
-    steps = [
+    scans = out_dir / "scans"
+    scans.mkdir(parents=True, exist_ok=True)
+    setup = [
+        f"senv ScanDir {scans}",  # every mesh is kept (SPEC file), as at a beamline
+        "senv ScanFile scans.dat",
         f"senv SmartScanLog {visits}",
         f"senv SmartDriftEvery {options.drift_every}",
         *([f"senv SmartRotationRange {options.rotation_range_deg[0]} {options.rotation_range_deg[1]}"]
           if options.rotation_range_deg is not None else []),
-        f"smart_calibrate_camera {options.calibration_step_um} 3",
-        f"smart_register {inputs.sem} similarity sem",
-        f"smart_find_particles {inputs.sem}",
-        f"smart_fine_align {options.fine_particles} {options.search_um} {options.exposure_s}",
-        f"smart_scan_particles mesh {options.scan_half_width_um} {options.scan_step_um} {options.exposure_s} "
-        f"True {options.particles}",
     ]
+    unit = str(mapper.read_attribute("StageUnit").value or "mm")
+    steps = [
+        Step(f"smart_calibrate_camera {options.calibration_step_um} 3", "camera calibrated",
+             lambda: describe_calibration(_edge(mapper, "camera", "stage"), unit)),
+        Step(f"smart_register {inputs.sem} similarity sem", f"{inputs.sem.name} registered to the camera",
+             lambda: describe_registration(json.loads(registration.LastResult or "{}"))),
+        Step(f"smart_find_particles {inputs.sem}", "particles detected",
+             lambda: f"{particles.Count} on {inputs.sem.name}, {particles.IsolatedCount} isolated"),
+        Step(f"smart_fine_align {options.fine_particles} {options.search_um} {options.exposure_s}",
+             "fine alignment", lambda: describe_fine_alignment(_edge(mapper, "sem", "stage"), unit),
+             f"X-ray maps of {options.fine_particles} particles, each searched ±{options.search_um:g} µm "
+             "(a few minutes)"),
+    ]
+    scan = (f"smart_scan_particles mesh {options.scan_half_width_um} {options.scan_step_um} {options.exposure_s} "
+            f"True {options.particles}")
+    total_steps = len(steps) + 1
     timings: dict[str, float] = {}
     with DoorClient(trl("smart/door/01"), echo=echo) as door:
-        for step in steps:
+        for line in setup:
+            door.run(line, timeout_s=60)
+        for number, step in enumerate(steps, start=1):
+            if step.announce:
+                say(f"[{number}/{total_steps}] {step.title}: {step.announce} ...")
             started = time.monotonic()
-            door.run(step, timeout_s=3600)
-            timings[step.split()[0]] = time.monotonic() - started
+            door.run(step.macro, timeout_s=3600)
+            timings[step.macro.split()[0]] = elapsed = time.monotonic() - started
+            outcome = step.outcome() if step.outcome else ""
+            say(f"[{number}/{total_steps}] {step.title} in {duration(elapsed)}" + (f": {outcome}" if outcome else ""))
+        to_scan = min(options.particles, int(particles.IsolatedCount)) if options.particles > 0 \
+            else int(particles.IsolatedCount)
+        say(f"[{total_steps}/{total_steps}] scanning {to_scan} isolated particles: "
+            f"mesh ±{options.scan_half_width_um:g} µm, {options.scan_step_um * 1000:g} nm steps, "
+            f"{options.exposure_s * 1000:g} ms per point")
+        started = time.monotonic()
+        with VisitWatcher(visits, to_scan, say):
+            door.run(scan, timeout_s=3600)
+        timings["smart_scan_particles"] = elapsed = time.monotonic() - started
+        rows = _read_visits(visits)
+        with_signal = sum(r.get("outcome") == "scanned" for r in rows)
+        say(f"[{total_steps}/{total_steps}] {len(rows)} particles visited in {duration(elapsed)}, "
+            f"{with_signal} with a Ce signal")
     return timings
+
+
+def _edge(mapper: tango.DeviceProxy, first: str, second: str) -> dict[str, Any] | None:
+    """The stored mapper edge between two frames (either direction), or None."""
+    for edge in json.loads(mapper.Transforms or "{}").get("edges", []):
+        if {edge.get("from"), edge.get("to")} == {first, second}:
+            return edge
+    return None
+
+
+def describe_calibration(edge: dict[str, Any] | None, stage_unit: str) -> str:
+    """The camera calibration as a scientist reads it: pixel size, rotation, flip, residual."""
+    if edge is None:
+        return "no camera -> stage edge stored"
+    text = camera_geometry(edge["matrix"], stage_unit).describe()
+    record = edge.get("record") or {}
+    if record.get("rms") is not None:
+        text += f"; residual {record['rms'] * um_per_unit(stage_unit) * 1000:.1f} nm RMS"
+        if record.get("pairs"):
+            text += f" over {record['pairs']} moves"
+    return text
+
+
+def describe_registration(result: dict[str, Any]) -> str:
+    """A reference -> camera registration: rotation, scale (camera px per reference px), confidence."""
+    if not result:
+        return "no result"
+    return (f"rotation {result.get('rotation_deg', math.nan):+.2f}°, scale {significant(result.get('scale', math.nan))}"
+            f" camera px per reference px, confidence {result.get('confidence', math.nan):.2f}")
+
+
+def describe_fine_alignment(edge: dict[str, Any] | None, stage_unit: str) -> str:
+    """The X-ray refined reference -> stage edge: how many maps, how well they agree."""
+    if edge is None:
+        return "no reference -> stage edge stored"
+    record = edge.get("record") or {}
+    pairs = record.get("pairs")
+    rms = record.get("rms")
+    text = f"{pairs} X-ray maps" if pairs else "stored"
+    if rms is not None:
+        text += f", residual {rms * um_per_unit(stage_unit) * 1000:.1f} nm RMS"
+    return text
+
+
+def _read_visits(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as stream:
+            return list(csv.DictReader(stream))
+    except OSError:
+        return []
+
+
+class VisitWatcher:
+    """Reports each particle the scan loop finishes, from its visit log, with the time left.
+
+    The loop appends one CSV row per finished particle (SmartScanLog); reading that file is
+    what any observer of an overnight run can do, and needs nothing from the Door's text."""
+
+    def __init__(self, path: Path, total: int, say: Callable[[str], None], period_s: float = 0.5) -> None:
+        self.path, self.total, self.say, self.period_s = path, total, say, period_s
+        self.reported = 0
+        self.started = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="visit-watcher")
+
+    def __enter__(self) -> VisitWatcher:
+        import time
+
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.poll()  # the rows written just before the loop ended
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.poll()
+
+    def poll(self) -> None:
+        import time
+
+        rows = _read_visits(self.path)
+        for row in rows[self.reported:]:
+            self.reported += 1
+            elapsed = time.monotonic() - self.started
+            left = elapsed / self.reported * max(self.total - self.reported, 0)
+            self.say(particle_line(row, self.reported, max(self.total, self.reported), elapsed, left))
+
+
+def particle_line(row: dict[str, str], number: int, total: int, elapsed_s: float, left_s: float) -> str:
+    """One finished particle: outcome, time spent on it, elapsed and estimated time left."""
+    def seconds(key: str) -> str:
+        try:
+            return f"{float(row[key]):.2f} s"
+        except (KeyError, TypeError, ValueError):
+            return "-"
+
+    width = len(str(total))
+    return (f"  {number:>{width}}/{total} particle {row.get('index', '?'):>5}: {row.get('outcome', '?'):<17} "
+            f"scan {seconds('scan_s')}, move + bookkeeping {seconds('overhead_s')}; "
+            f"elapsed {duration(elapsed_s)}, " + (f"~{duration(left_s)} left" if number < total else "done"))
 
 
 def _tiff_pixel_size_um(path: Path) -> float:
@@ -183,16 +341,21 @@ def score(out_dir: Path, inputs: Inputs) -> dict[str, Any]:
     return summary
 
 
+SUMMARY_COLUMNS = (("particle", "d"), ("outcome", ""), ("coarse error (nm)", ".0f"), ("fine error (nm)", ".0f"),
+                   ("scan (s)", ".2f"), ("move + bookkeeping (s)", ".2f"))
+
+
 def summary_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'particle':>8} {'outcome':>18} {'coarse err (um)':>16} {'fine err (nm)':>14} {'overhead (s)':>13}"]
-    for r in summary["particles"]:
-        lines.append(f"{r['index']:>8} {r['outcome']:>18} {r['coarse_error_um']:>16.3f} "
-                     f"{r['fine_error_um'] * 1000:>14.1f} {r['overhead_s']:>13.2f}")
-    lines.append(f"coarse alignment: {summary['coarse_within_1um']:.0%} within 1 um "
-                 f"(median {summary['coarse_error_um_median']:.3f} um, "
-                 f"95th pct {summary['coarse_error_um_p95']:.3f} um)")
-    lines.append(f"fine alignment:   {summary['fine_within_100nm']:.0%} within 100 nm "
-                 f"(median {summary['fine_error_nm_median']:.1f} nm, 95th pct {summary['fine_error_nm_p95']:.1f} nm)")
-    lines.append(f"per-particle overhead (goto + bookkeeping): median {summary['overhead_s_median']:.2f} s, "
+    """Every visited particle and the run's figures of merit; hit errors all in nm."""
+    rows = [(r["index"], r["outcome"], r["coarse_error_um"] * 1000, r["fine_error_um"] * 1000, r["scan_s"],
+             r["overhead_s"]) for r in summary["particles"]]
+    lines = [format_table(SUMMARY_COLUMNS, rows), ""]
+    lines.append(f"coarse alignment (camera registration only): {summary['coarse_within_1um']:.0%} within 1000 nm "
+                 f"(median {summary['coarse_error_um_median'] * 1000:.0f} nm, "
+                 f"95th percentile {summary['coarse_error_um_p95'] * 1000:.0f} nm)")
+    lines.append(f"fine alignment (after the X-ray maps):       {summary['fine_within_100nm']:.0%} within 100 nm "
+                 f"(median {summary['fine_error_nm_median']:.0f} nm, "
+                 f"95th percentile {summary['fine_error_nm_p95']:.0f} nm)")
+    lines.append(f"per particle, move + bookkeeping: median {summary['overhead_s_median']:.2f} s, "
                  f"max {summary['overhead_s_max']:.2f} s")
     return "\n".join(lines)

@@ -16,30 +16,39 @@ def rotation(deg: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def test_a_flipped_camera_reads_as_a_small_rotation_not_near_180_degrees() -> None:
-    # 0.55 µm/px in mm, turned by +1.06° after a vertical flip: the arctan of the first column
-    # alone would say -178.94° (the same matrix as a flip in x turned by 180°)
-    linear = 0.00055 * rotation(1.06) @ np.diag([1.0, -1.0])
-    geometry = camera_geometry(linear, "mm")
-    assert geometry.flip == "y"
-    assert geometry.rotation_deg == pytest.approx(1.06, abs=1e-9)
-    assert geometry.pixel_size_um == pytest.approx(0.55)
+def test_the_simulated_camera_reads_as_its_true_small_rotation_not_near_180_degrees() -> None:
+    # A = -N^-1 C carries the physical minus sign (the stage carries the sample): the arctan of
+    # its first column alone says -178.7° for a camera turned by +1.3°
+    from simulation.camera import camera_calibration
+    from simulation.config import default_beamline
+
+    for seed in (5, 6):
+        truth = default_beamline(seed)
+        for flip_x in (False, True):
+            optics = truth.camera.model_copy(update={"flip_x": flip_x})
+            geometry = camera_geometry(camera_calibration(optics, truth.mounting), "mm")
+            assert geometry.flip == ("x" if flip_x else None)
+            # the mounting's stage shear (±0.1°) is the only difference from the camera's rotation
+            assert geometry.rotation_deg == pytest.approx(truth.camera.rotation_deg, abs=0.15)
+            assert geometry.pixel_size_um == pytest.approx(0.55, rel=1e-3)
+
+
+def test_describe_names_rotation_and_flip_in_words() -> None:
+    calibration = -0.00055 * rotation(1.06) @ np.diag([1.0, -1.0])
+    geometry = camera_geometry(calibration, "mm")
+    assert (geometry.flip, round(geometry.rotation_deg, 9)) == ("y", 1.06)
     assert geometry.shear_deg == pytest.approx(0.0, abs=1e-9)
-    assert geometry.describe() == "pixel size 0.5500 µm/px, rotation +1.06°, image flipped in y"
+    assert geometry.describe() == "pixel size 0.5500 µm/px, camera turned +1.06°, image mirrored in y"
+    # the same matrix as a flip in x after a turn of -178.94°: we never say that
+    assert camera_geometry(-0.00055 * rotation(-178.94) @ np.diag([-1.0, 1.0]), "mm").rotation_deg == \
+        pytest.approx(1.06)
 
 
-def test_a_flip_in_x_is_named_as_such() -> None:
-    linear = 0.00055 * rotation(-3.0) @ np.diag([-1.0, 1.0])
-    geometry = camera_geometry(linear, "mm")
-    assert (geometry.flip, round(geometry.rotation_deg, 9)) == ("x", -3.0)
-
-
-def test_an_unflipped_camera_keeps_its_rotation_and_reports_shear_and_aspect() -> None:
-    linear = np.array([[0.5, 0.01], [0.0, 0.6]]) @ rotation(30.0).T
-    geometry = camera_geometry(rotation(30.0) @ np.array([[0.5, 0.0], [0.0, 0.5]]), "um")
+def test_an_unmirrored_camera_keeps_its_rotation_and_reports_shear_and_aspect() -> None:
+    geometry = camera_geometry(-rotation(30.0) * 0.5, "um")
     assert geometry.flip is None and geometry.rotation_deg == pytest.approx(30.0)
     assert geometry.pixel_size_um == pytest.approx(0.5)
-    skewed = camera_geometry(linear, "um")
+    skewed = camera_geometry(-np.array([[0.5, 0.01], [0.0, 0.6]]), "um")
     assert abs(skewed.shear_deg) > 0.5 and skewed.aspect != pytest.approx(1.0)
     assert "shear" in skewed.describe() and "aspect" in skewed.describe()
 
