@@ -31,6 +31,15 @@ FORM_POLL_MS = 1000
 """Taurus polls the attributes a device does not push events for (most settings and States);
 its 3 s default makes a State change look late on a beamline panel."""
 
+STAGE_PERIOD_S = 0.5
+"""How often the status bar reads the motors' positions and the Door's State."""
+
+LEGEND_HTML = ('<span style="color:#00e600">○ isolated</span> &nbsp; <span style="color:#ff6e00">○ crowded</span>'
+               ' &nbsp; <span style="color:#50aaff">□ scanned</span> &nbsp; <span style="color:#ebebeb">17</span>'
+               '<span style="color:#aaaaaa"> particle-table index (zoom in)</span> &nbsp; '
+               '<span style="color:#ff40ff">+ beam</span> &nbsp; <span style="color:#00ffff">▭ registered SEM</span>'
+               ' &nbsp; <span style="color:#ffff60">▬ scale</span>')
+
 OVERLAY_PERIOD_S = 3.0
 """Overlays follow the frame's stage position at most this often (plus after every move):
 a Map of a few hundred points per frame would load the mapper for nothing."""
@@ -80,7 +89,11 @@ class SmartWindow(Qt.QMainWindow):
         self.macroFinished.connect(self._on_macro_finished)
 
         self.tabs = Qt.QTabWidget()
-        self.tabs.setUsesScrollButtons(True)  # seven tabs must not dictate the panel's width
+        # seven tabs side by side would be cut off behind scroll arrows at any usable panel
+        # width: on the left edge, one under the other, every title stays readable
+        self.tabs.setTabPosition(Qt.QTabWidget.West)
+        self._tab_style = _HorizontalWestTabs()  # Qt does not own a style set on a widget: keep it alive
+        self.tabs.tabBar().setStyle(self._tab_style)
         self.forms = {role: device_form(client, role) for role in FORM_TITLES}
         for role, form in self.forms.items():
             self.tabs.addTab(_scrolled(form), FORM_TITLES[role])
@@ -92,16 +105,37 @@ class SmartWindow(Qt.QMainWindow):
         self.particle_table = ParticleTable()
         self.particle_table.gotoRequested.connect(self.goto_particle)
         self.tabs.addTab(self.particle_table, "Particle table")
-        self.macro_panel = MacroPanel(client, _macroserver(client) if with_macro_panel else None)
+        self.macroserver = _macroserver(client)
+        self.macro_panel = MacroPanel(client, self.macroserver if with_macro_panel else None)
         self.tabs.addTab(self.macro_panel, "Macros")
         self.splitter = Qt.QSplitter(Qt.Qt.Horizontal)
-        self.splitter.addWidget(self.camera_view)
+        camera_side = Qt.QWidget()
+        camera_layout = Qt.QVBoxLayout(camera_side)
+        camera_layout.setContentsMargins(0, 0, 0, 0)
+        camera_layout.setSpacing(2)
+        self.legend = Qt.QLabel(LEGEND_HTML)
+        self.legend.setStyleSheet("background: black; padding: 3px;")
+        self.legend.setWordWrap(True)  # a narrow window wraps the legend instead of growing
+        camera_layout.addWidget(self.legend)
+        camera_layout.addWidget(self.camera_view, 1)
+        self.splitter.addWidget(camera_side)
         self.splitter.addWidget(self.tabs)
         self.tabs.setMinimumWidth(320)
         self.splitter.setStretchFactor(0, 3)  # the camera keeps most of the room
         self.splitter.setStretchFactor(1, 2)
         self.setCentralWidget(self.splitter)
         self._build_toolbar()
+        self.stage_label = Qt.QLabel("stage: -")
+        self.door_label = Qt.QLabel("Door: -")
+        for label in (self.stage_label, self.door_label):
+            label.setStyleSheet("font-family: monospace; padding: 0 8px;")
+            self.statusBar().addPermanentWidget(label)
+        self.motors = _motor_devices(client)
+        try:
+            self.stage_unit = str(client.read("mapper", "StageUnit") or "")
+        except CommandError:
+            self.stage_unit = ""
+        self.stage_time = 0.0
         self.doorLine.connect(self.macro_panel.append_log)
         try:
             self.door = client.door(echo=lambda stream, line: self.doorLine.emit(stream, line))
@@ -161,11 +195,30 @@ class SmartWindow(Qt.QMainWindow):
         due = time.monotonic() - self.overlay_time > OVERLAY_PERIOD_S
         if due or self.frame_stage != self.overlay_stage:
             self.refresh_overlays()
+        if time.monotonic() - self.stage_time > STAGE_PERIOD_S:
+            self.refresh_stage_and_door()
+
+    def refresh_stage_and_door(self) -> None:
+        """The motors' positions and the Door's State in the status bar."""
+        self.stage_time = time.monotonic()
+        parts = []
+        for name, device in self.motors:
+            try:
+                position = float(self.client.read(device, "Position"))
+                parts.append(f"{name} {position:+.5f} {self.stage_unit}")
+            except (CommandError, TypeError, ValueError):
+                parts.append(f"{name} ?")
+        self.stage_label.setText("stage: " + ("   ".join(parts) if parts else "no motors"))
+        try:
+            state = str(self.door.proxy.state()) if self.door is not None else "no Door"
+        except tango.DevFailed:
+            state = "not answering"
+        self.door_label.setText(f"Door {self.client.door_name}: {state}")
 
     def refresh_overlays(self) -> None:
         self.overlay_time = time.monotonic()
         self.overlay_stage = self.frame_stage
-        self.overlay_data = collect(self.client, self.frame_stage)
+        self.overlay_data = collect(self.client, self.frame_stage, self.macroserver)
         self.overlays.update(self.overlay_data, self.camera_view.shape)
         with contextlib.suppress(CommandError, ValueError):
             self.particle_table.set_rows(self.client.read_json("particles", "Table") or [])
@@ -254,6 +307,33 @@ class SmartWindow(Qt.QMainWindow):
         super().closeEvent(event)
 
 
+def _motor_devices(client: SmartClient) -> list[tuple[str, str]]:
+    """(name, device) of the mapper's stage motors, looked up once (the database is not polled)."""
+    try:
+        return [(name, client.motor_device(name)) for name in client.motor_names()]
+    except CommandError:
+        return []
+
+
+class _HorizontalWestTabs(Qt.QProxyStyle):
+    """Tabs on the left edge with their titles written horizontally (Qt turns them by 90°)."""
+
+    def sizeFromContents(self, kind, option, size, widget):  # noqa: ANN001, ANN201, N802 - Qt's API
+        size = super().sizeFromContents(kind, option, size, widget)
+        if kind == Qt.QStyle.CT_TabBarTab:
+            size.transpose()
+            size.setWidth(size.width() + 16)
+        return size
+
+    def drawControl(self, element, option, painter, widget=None):  # noqa: ANN001, ANN201, N802 - Qt's API
+        if element == Qt.QStyle.CE_TabBarTabLabel:
+            horizontal = Qt.QStyleOptionTab(option)
+            horizontal.shape = Qt.QTabBar.RoundedNorth
+            super().drawControl(element, horizontal, painter, widget)
+            return
+        super().drawControl(element, option, painter, widget)
+
+
 def _scrolled(widget: Qt.QWidget) -> Qt.QScrollArea:
     area = Qt.QScrollArea()
     area.setWidgetResizable(True)
@@ -321,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     width, _, height = args.size.partition("x")
     window.resize(int(width), int(height))
     window.show()
-    window.splitter.setSizes([int(0.6 * int(width)), int(0.4 * int(width))])
+    window.splitter.setSizes([int(0.56 * int(width)), int(0.44 * int(width))])
     if args.zoom == "reference" and args.screenshot is None:
         Qt.QTimer.singleShot(3000, window.zoom_to_reference)
     if args.screenshot is not None:

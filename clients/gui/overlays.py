@@ -26,6 +26,12 @@ OUTLINE_COLOUR = (0, 255, 255)     # cyan
 ISOLATED_COLOUR = (0, 230, 0)      # green, as in ParticleDS AnnotatedImage
 CROWDED_COLOUR = (255, 110, 0)     # orange-red
 SCALE_COLOUR = (255, 255, 0)       # yellow
+SCANNED_COLOUR = (80, 170, 255)    # sky blue: a square around a particle the loop has scanned
+LABEL_COLOUR = (235, 235, 235)
+LABEL_MIN_SPACING_SCREEN_PX = 16.0
+"""A particle's index label is shown once its nearest neighbour is this far away on screen:
+isolated particles are labelled at the reference zoom, members of a cluster only when zoomed
+into it, and at full-frame zoom nothing piles up into an unreadable blot."""
 REFERENCE_SLOT = "reference"       # the slot smart_register loads the reference into
 
 
@@ -37,6 +43,10 @@ class OverlayData:
     outline: np.ndarray | None = None
     particles: np.ndarray | None = None
     isolated: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    """The particle-table index of each row of ``particles`` (what `smart_goto` takes)."""
+    scanned: np.ndarray | None = None
+    """True for the particles the scan loop has finished (``SmartScanProgress``)."""
     pixel_size_um: float | None = None
     frame: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -65,7 +75,40 @@ def reference_frame(client: SmartClient) -> str | None:
     return "sem" if "sem" in others else (others[0] if others else None)
 
 
-def collect(client: SmartClient, stage_position: list[float] | None) -> OverlayData:
+def scanned_particles(environment: dict[str, Any], rows: list[dict[str, Any]]) -> set[int]:
+    """The table indices the scan loop has finished, if its progress belongs to this detection.
+
+    ``SmartScanProgress`` is ``{"key", "done", "started"}``; the key (JSON) holds the image,
+    the number of particles and the rounded x of each particle in the loop's order. A new
+    detection makes the old ``done`` list meaningless, so it is used only when the count
+    matches and every x of the key is an x of the current table."""
+    progress = environment.get("SmartScanProgress")
+    if not isinstance(progress, dict) or not isinstance(progress.get("done"), (list, tuple)):
+        return set()
+    try:
+        key = json.loads(progress.get("key") or "[]")
+        count, xs = int(key[1]), {round(float(v), 3) for v in key[2]}
+    except (ValueError, TypeError, IndexError):
+        return set()
+    table_xs = {round(float(r["x"]), 3) for r in rows}
+    if count != len(rows) or not xs <= table_xs:
+        return set()
+    return {int(i) for i in progress["done"] if 0 <= int(i) < len(rows)}
+
+
+def macroserver_environment(client: SmartClient, macroserver: str | None) -> dict[str, Any]:
+    """The MacroServer's environment (where Sardana macros keep their state), or {}."""
+    if not macroserver:
+        return {}
+    try:
+        from taurus.core.util.codecs import CodecFactory
+
+        return dict(CodecFactory().decode(client.read(macroserver, "Environment")).get("new", {}))
+    except Exception:  # noqa: BLE001 - an unreadable environment only hides the "scanned" marks
+        return {}
+
+
+def collect(client: SmartClient, stage_position: list[float] | None, macroserver: str | None = None) -> OverlayData:
     """Ask the devices for everything drawn over the frame taken at ``stage_position``."""
     data = OverlayData()
     try:
@@ -105,6 +148,9 @@ def collect(client: SmartClient, stage_position: list[float] | None) -> OverlayD
     if rows:
         data.particles = mapped[len(corners):]
         data.isolated = np.array([bool(r.get("isolated")) for r in rows])
+        data.indices = np.array([int(r.get("index", i)) for i, r in enumerate(rows)])
+        done = scanned_particles(macroserver_environment(client, macroserver), rows)
+        data.scanned = np.isin(data.indices, sorted(done))
     return data
 
 
@@ -141,11 +187,19 @@ class OverlayItems:
         self.outline = pg.PlotCurveItem(pen=pen(OUTLINE_COLOUR, 2))
         self.isolated = pg.ScatterPlotItem(symbol="o", size=14, pen=pen(ISOLATED_COLOUR, 2), brush=None)
         self.crowded = pg.ScatterPlotItem(symbol="o", size=10, pen=pen(CROWDED_COLOUR, 1.5), brush=None)
+        self.scanned = pg.ScatterPlotItem(symbol="s", size=22, pen=pen(SCANNED_COLOUR, 2), brush=None)
         self.scale = pg.PlotCurveItem(pen=pen(SCALE_COLOUR, 5))
         self.scale_text = pg.TextItem(color=SCALE_COLOUR, anchor=(0.5, 1.0))
-        for item in (self.outline, self.crowded, self.isolated, self.beam, self.scale, self.scale_text):
+        for item in (self.outline, self.crowded, self.isolated, self.scanned, self.beam, self.scale,
+                     self.scale_text):
             item.setZValue(10)
             plot.addItem(item)
+        self.plot = plot
+        self.labels: list[pg.TextItem] = []
+        self.label_spacing = np.empty(0)  # each labelled particle's nearest-neighbour distance (camera px)
+        self.label_key: tuple | None = None
+        self.pixel_size_um: float | None = None
+        plot.getViewBox().sigRangeChanged.connect(lambda *_: self._on_range_changed())
 
     def update(self, data: OverlayData, shape: tuple[int, int] | None) -> None:
         if data.beam is not None:
@@ -164,17 +218,80 @@ class OverlayItems:
         if data.particles is not None and data.isolated is not None:
             self.isolated.setData(pos=data.particles[data.isolated])
             self.crowded.setData(pos=data.particles[~data.isolated])
+            scanned = data.scanned if data.scanned is not None else np.zeros(len(data.particles), bool)
+            self.scanned.setData(pos=data.particles[scanned])
         else:
             self.isolated.setData(pos=np.empty((0, 2)))
             self.crowded.setData(pos=np.empty((0, 2)))
-        if data.pixel_size_um and shape:
-            height, width = shape
-            length_um = nice_length_um(width * data.pixel_size_um)
-            length_px = length_um / data.pixel_size_um
-            x0, y0 = 0.05 * width, 0.94 * height
-            self.scale.setData([x0, x0 + length_px], [y0, y0])
-            self.scale_text.setText(f"{length_um:g} µm")
-            self.scale_text.setPos(x0 + length_px / 2, y0 - 0.01 * height)
-        else:
+            self.scanned.setData(pos=np.empty((0, 2)))
+        self.set_labels(data.particles, data.indices)
+        self.pixel_size_um = data.pixel_size_um
+        self.place_scale_bar()
+
+    def place_scale_bar(self) -> None:
+        """A 1-2-5 µm bar in the lower left of what is on screen, sized to the visible field:
+        it stays readable and in view at any zoom."""
+        box = self.plot.getViewBox()
+        (x0, x1), (y0, y1) = box.viewRange()
+        if not self.pixel_size_um or not x1 > x0:
             self.scale.setData([], [])
             self.scale_text.setText("")
+            return
+        width, height = x1 - x0, y1 - y0
+        length_um = nice_length_um(width * self.pixel_size_um)
+        length_px = length_um / self.pixel_size_um
+        # the y axis is inverted (row 0 on top): "low on screen" is the large-y end
+        left, bottom = x0 + 0.05 * width, y0 + 0.94 * height
+        self.scale.setData([left, left + length_px], [bottom, bottom])
+        self.scale_text.setText(f"{length_um * 1000:g} nm" if length_um < 1 else f"{length_um:g} µm")
+        self.scale_text.setPos(left + length_px / 2, bottom - 0.01 * height)
+
+    def _on_range_changed(self) -> None:
+        self.update_label_visibility()
+        self.place_scale_bar()
+
+    # ------------------------------------------------------------------ labels
+    def set_labels(self, points: np.ndarray | None, indices: np.ndarray | None) -> None:
+        """One text item per particle with its table index, reused between refreshes."""
+        if points is None or indices is None or not len(points):
+            points, indices = np.empty((0, 2)), np.empty(0, int)
+        key = (points.round(2).tobytes(), indices.tobytes())
+        if key == self.label_key:
+            return
+        self.label_key = key
+        while len(self.labels) < len(points):
+            label = pg.TextItem(color=LABEL_COLOUR, anchor=(-0.15, 1.05))
+            label.setZValue(11)
+            self.plot.addItem(label)
+            self.labels.append(label)
+        for label, (x, y), index in zip(self.labels, points, indices, strict=False):
+            label.setText(str(int(index)))
+            label.setPos(float(x), float(y))
+        for label in self.labels[len(points):]:
+            label.setText("")
+        self.label_spacing = _neighbour_distances(points)
+        self.update_label_visibility()
+
+    def screen_px_per_camera_px(self) -> float:
+        box = self.plot.getViewBox()
+        (x0, x1), _ = box.viewRange()
+        return box.width() / (x1 - x0) if x1 > x0 and box.width() > 0 else 0.0
+
+    def visible_labels(self) -> list[str]:
+        """The texts of the labels shown now (for tests and screenshots)."""
+        return [label.toPlainText() for label in self.labels if label.isVisible() and label.toPlainText()]
+
+    def update_label_visibility(self) -> None:
+        readable = self.label_spacing * self.screen_px_per_camera_px() >= LABEL_MIN_SPACING_SCREEN_PX
+        for i, label in enumerate(self.labels):
+            label.setVisible(bool(i < len(readable) and readable[i]))
+
+
+def _neighbour_distances(points: np.ndarray) -> np.ndarray:
+    """Each particle's distance to its nearest neighbour (inf when it is alone)."""
+    if len(points) < 2:
+        return np.full(len(points), np.inf)
+    from scipy.spatial import cKDTree
+
+    distances, _ = cKDTree(points).query(points, k=2)
+    return distances[:, 1]

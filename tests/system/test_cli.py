@@ -90,6 +90,14 @@ def test_register_a_camera_frame_and_detect_and_goto_a_particle(stack, capsys, t
 
     code, out, err = smart(capsys, stack, "particles", "--show", "--json")
     assert code == 0 and json.loads(out)["count"] == len(spots)
+    code, out, err = smart(capsys, stack, "particles", "--show")  # for people: a header, units, one row each
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith(f"{len(spots)} particles, ")
+    assert lines[1].split() == ["index", "x", "(px)", "y", "(px)", "mass", "size", "(px)", "ecc", "isolated",
+                                "nearest", "(px)"]
+    assert len(lines) == 2 + len(spots)
+    assert [float(line.split()[1]) for line in lines[2:]] == pytest.approx(
+        [r["x"] for r in found["particles"]], abs=0.006)
 
     row = found["particles"][0]
     index, px = row["index"], np.array([row["x"], row["y"]])

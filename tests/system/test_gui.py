@@ -73,6 +73,25 @@ def test_window_populates_from_live_devices(window, qtbot) -> None:  # noqa: ANN
         assert window.macro_panel.queued[-1].startswith("smart_scan_particles")
 
 
+def test_status_bar_shows_the_stage_and_the_door(window, qtbot) -> None:  # noqa: ANN001
+    position = stage(window.client)
+    expected = f"stage: samx {position[0]:+.5f} mm   samy {position[1]:+.5f} mm"
+    qtbot.waitUntil(lambda: window.stage_label.text() == expected, timeout=10_000)
+    qtbot.waitUntil(lambda: window.door_label.text() == "Door smart/door/01: ON", timeout=10_000)
+
+
+def test_every_tab_title_is_on_screen(window) -> None:  # noqa: ANN001
+    bar = window.tabs.tabBar()
+    titles = [bar.tabText(i) for i in range(bar.count())]
+    assert titles == ["Camera", "Registration", "Particles", "Mapper", "Stage", "Particle table", "Macros"]
+    visible = bar.visibleRegion().boundingRect()
+    for i in range(bar.count()):
+        rect = bar.tabRect(i)
+        assert visible.contains(rect), (titles[i], rect, visible)
+        # written horizontally: wide enough for its title in the tab's font
+        assert rect.width() >= bar.fontMetrics().horizontalAdvance(titles[i]), titles[i]
+
+
 def test_click_on_camera_moves_the_stage(window, qtbot) -> None:  # noqa: ANN001
     from taurus.external.qt import Qt
 
