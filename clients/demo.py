@@ -170,9 +170,10 @@ def describe_stack(stack: Stack, elapsed_s: float) -> str:
     counts: dict[str, int] = {}
     for state in states.values():
         counts[state] = counts.get(state, 0) + 1
-    said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return (f"stack up in {duration(elapsed_s)}: TANGO_HOST={stack.tango_host}, {len(states)} devices ({said}); "
-            f"logs in {stack.log_dir}")
+    said = (f"all {next(iter(counts))}" if len(counts) == 1
+            else ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return (f"stack up in {duration(elapsed_s)}: TANGO_HOST={stack.tango_host}, {len(states)} SMART devices "
+            f"{said}, Sardana answering; logs in {stack.log_dir}")
 
 
 if __name__ == "__main__":

@@ -54,8 +54,12 @@ def scale_bar_labels(fig: Figure) -> list[str]:
 
 
 def _stretch(image: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.8) -> np.ndarray:
-    low, high = np.percentile(image, [low_pct, high_pct])
-    return np.clip((np.asarray(image, float) - low) / max(high - low, 1e-12), 0.0, 1.0)
+    """Grey levels to 0..1 between two percentiles; NaN (no data) becomes 0, black."""
+    image = np.asarray(image, float)
+    if not np.isfinite(image).any():
+        return np.zeros_like(image)
+    low, high = np.nanpercentile(image, [low_pct, high_pct])
+    return np.nan_to_num(np.clip((image - low) / max(high - low, 1e-12), 0.0, 1.0), nan=0.0)
 
 
 # ------------------------------------------------------------------------- SEM
@@ -119,13 +123,13 @@ def camera_registration_figure(camera: np.ndarray, camera_pixel_um: float, sem: 
     near.imshow(_stretch(camera_crop, 0.5, 99.5), cmap="gray", vmin=0, vmax=1, extent=extent)
     near.plot(closed[:, 0], closed[:, 1], color=OUTLINE, linewidth=1.0)
     near.set_title("camera around the SEM field", fontsize=10)
-    # both from their median (the bare membrane) up: the background stays black, structure lights up
+    # both from the bare membrane up: the background stays black, structure lights up
     rgb = np.zeros((*camera_crop.shape, 3))
-    rgb[..., 1] = _stretch(camera_crop, 50.0, 99.9)
+    rgb[..., 1] = _stretch(camera_crop, 75.0, 99.5)  # from above most of the camera noise
     inside = np.isfinite(sem_on_camera)
     if inside.any():
         stretched = np.zeros_like(sem_on_camera)
-        stretched[inside] = _stretch(sem_on_camera[inside], 50.0, 99.9)
+        stretched[inside] = _stretch(sem_on_camera[inside], 50.0, 99.5)
         rgb[..., 0] = rgb[..., 2] = stretched
     overlay.imshow(rgb, extent=extent)
     overlay.plot(closed[:, 0], closed[:, 1], color=OUTLINE, linewidth=0.8, alpha=0.6)
@@ -147,8 +151,9 @@ def _resample_crop(camera: np.ndarray, sem: np.ndarray, sem_to_camera: np.ndarra
                    crop: tuple[float, float, float, float], samples_per_px: int = 4,
                    max_side: int = 900) -> tuple[np.ndarray, np.ndarray]:
     """The camera and the SEM image on one grid over ``crop`` (camera px), finer than the camera:
-    the camera interpolated, the SEM averaged down to the grid's spacing first (no aliasing);
-    NaN where the SEM image has no data."""
+    the camera interpolated, the SEM averaged down to the grid's spacing first (no aliasing)
+    and blurred to about the camera's resolution (a Gaussian of one camera pixel), so that the
+    same structure looks alike in both; NaN where either image has no data."""
     from scipy import ndimage
 
     x_lo, x_hi, y_lo, y_hi = crop
@@ -156,7 +161,8 @@ def _resample_crop(camera: np.ndarray, sem: np.ndarray, sem_to_camera: np.ndarra
     xs = np.arange(x_lo, x_hi, step)
     ys = np.arange(y_lo, y_hi, step)
     gx, gy = np.meshgrid(xs, ys)
-    camera_values = ndimage.map_coordinates(np.asarray(camera, float), [gy, gx], order=1, mode="nearest")
+    camera_values = ndimage.map_coordinates(np.asarray(camera, float), [gy, gx], order=1, mode="constant",
+                                            cval=np.nan)
     to_sem = np.linalg.inv(sem_to_camera)
     sx = to_sem[0, 0] * gx + to_sem[0, 1] * gy + to_sem[0, 2]
     sy = to_sem[1, 0] * gx + to_sem[1, 1] * gy + to_sem[1, 2]
@@ -166,6 +172,8 @@ def _resample_crop(camera: np.ndarray, sem: np.ndarray, sem_to_camera: np.ndarra
     if block > 1:
         h, w = (reduced.shape[0] // block) * block, (reduced.shape[1] // block) * block
         reduced = reduced[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3))
+    camera_px_in_reduced = 1.0 / math.sqrt(abs(np.linalg.det(sem_to_camera[:2, :2]))) / block
+    reduced = ndimage.gaussian_filter(reduced, camera_px_in_reduced)
     # pixel centres: SEM px p lies at reduced px (p - (block - 1) / 2) / block
     rx, ry = (sx - (block - 1) / 2) / block, (sy - (block - 1) / 2) / block
     sem_values = ndimage.map_coordinates(reduced, [ry, rx], order=1, mode="constant", cval=np.nan)

@@ -104,3 +104,19 @@ def test_summary_is_one_table_with_headers_and_all_hit_errors_in_nm() -> None:
     text = "\n".join(lines[3:])
     assert " um" not in text and "µm" not in text
     assert "median 406 nm, 95th percentile 490 nm" in text and "median 21 nm" in text
+
+
+def test_stack_line_says_tango_host_once_and_the_states(tmp_path: Path) -> None:
+    import json
+
+    from clients.demo import describe_stack
+    from clients.launcher import Stack
+
+    stack = Stack(tmp_path, echo=False)
+    stack.tango_host = "127.0.0.1:4321"
+    stack.state_file.write_text(json.dumps({"states_after_up": {"a/b/1": "ON", "a/b/2": "ON"}}))
+    line = describe_stack(stack, 61.0)
+    assert line.startswith("stack up in 1 min 01 s: TANGO_HOST=127.0.0.1:4321, 2 SMART devices all ON")
+    assert line.count("TANGO_HOST") == 1
+    stack.state_file.write_text(json.dumps({"states_after_up": {"a/b/1": "ON", "a/b/2": "ALARM"}}))
+    assert "2 SMART devices 1 ALARM, 1 ON" in describe_stack(stack, 5.0)
