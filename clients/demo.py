@@ -109,8 +109,9 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
         out_dir / "camera_registration.png"))
     records = {r["index"]: r for r in summary["particles"]}
     unit = str(mapper.read_attribute("StageUnit").value or "mm")
-    written.append(figures.save(figures.xrf_maps_figure(figures.load_maps(out_dir / "maps"), records,
-                                                        um_per_unit(unit)), out_dir / "xrf_maps.png"))
+    maps = [(index, data) for index, data in figures.load_maps(out_dir / "maps", limit=10_000) if index in records]
+    written.append(figures.save(figures.xrf_maps_figure(maps[:20], records, um_per_unit(unit)),
+                                out_dir / "xrf_maps.png"))
     return [path for path in written if path is not None]
 
 

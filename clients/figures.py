@@ -37,12 +37,16 @@ def length_label(length_um: float) -> str:
     return f"{length_um * 1000:g} nm" if length_um < 1 else f"{length_um:g} µm"
 
 
-def add_scale_bar(ax: plt.Axes, pixel_size_um: float, span_px: float, colour: str = "white") -> AnchoredSizeBar:
-    """A 1-2-5 µm (or nm) bar in the lower left of an image axes whose data units are pixels."""
+def add_scale_bar(ax: plt.Axes, pixel_size_um: float, span_px: float, colour: str = "white",
+                  below: bool = False) -> AnchoredSizeBar:
+    """A 1-2-5 µm (or nm) bar in the lower left of an image axes whose data units are pixels;
+    ``below`` puts it under the image instead (in black), where it hides nothing."""
     length_um = nice_length(span_px * pixel_size_um)
-    bar = AnchoredSizeBar(ax.transData, length_um / pixel_size_um, length_label(length_um), loc="lower left",
-                          color=colour, frameon=False, size_vertical=max(span_px / 150, 1e-9), pad=0.6, sep=4,
-                          fontproperties={"size": 11, "weight": "bold"})
+    placement = ({"loc": "upper left", "bbox_to_anchor": (0.0, 0.0), "bbox_transform": ax.transAxes} if below
+                 else {"loc": "lower left"})
+    bar = AnchoredSizeBar(ax.transData, length_um / pixel_size_um, length_label(length_um),
+                          color="black" if below else colour, frameon=False, size_vertical=max(span_px / 150, 1e-9),
+                          pad=0.6, sep=4, fontproperties={"size": 11, "weight": "bold"}, **placement)
     ax.add_artist(bar)
     return bar
 
@@ -67,7 +71,7 @@ def sem_particles_figure(sem: np.ndarray, pixel_size_um: float, x: np.ndarray, y
                          isolated: np.ndarray, visited: list[int]) -> Figure:
     """The SEM image with detected particles (isolated green, crowded orange) and the visited
     ones numbered with their particle-table index, with a scale bar."""
-    fig, ax = plt.subplots(figsize=(8, 8.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 8.6), dpi=100)
     ax.imshow(_stretch(sem), cmap="gray", vmin=0, vmax=1)
     iso = np.asarray(isolated, bool)
     ax.scatter(x[iso], y[iso], s=30, facecolors="none", edgecolors=ISOLATED, linewidths=0.8, label="isolated")
@@ -81,9 +85,10 @@ def sem_particles_figure(sem: np.ndarray, pixel_size_um: float, x: np.ndarray, y
     height, width = sem.shape[:2]
     ax.set_title(f"SEM {width} x {height} px at {pixel_size_um * 1000:.3g} nm/px: {len(x)} particles, "
                  f"{int(iso.sum())} isolated, {len(visited)} scanned", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.7)
+    # legend and scale bar below the image: inside it they would hide particles
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.0), ncol=3, fontsize=9, frameon=False)
     ax.set_axis_off()
-    add_scale_bar(ax, pixel_size_um, width)
+    add_scale_bar(ax, pixel_size_um, width, below=True)
     fig.tight_layout()
     return fig
 

@@ -120,8 +120,11 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
         particles.write_attribute(name, value)
     visits = out_dir / "visits.csv"
     visits.unlink(missing_ok=True)
+    for stale in (out_dir / "maps").glob("particle_*.npz"):  # a previous run's maps are not this run's
+        stale.unlink()
     scans = out_dir / "scans"
     scans.mkdir(parents=True, exist_ok=True)
+    (scans / "scans.dat").unlink(missing_ok=True)
     setup = [
         f"senv ScanDir {scans}",  # every mesh is kept (SPEC file), as at a beamline
         "senv ScanFile scans.dat",
