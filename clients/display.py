@@ -35,6 +35,18 @@ def significant(value: float, digits: int = 4) -> str:
     return f"{value:.{decimals}f}"
 
 
+def nanometres(value_nm: float) -> str:
+    """A small length in nm: whole nm from 10 nm, 0.1 nm from 1 nm, two significant digits
+    below (a residual of 0.012 nm must not read as 0.0)."""
+    if value_nm is None or not math.isfinite(value_nm):
+        return "n/a"
+    if abs(value_nm) >= 10:
+        return f"{value_nm:.0f} nm"
+    if abs(value_nm) >= 1:
+        return f"{value_nm:.1f} nm"
+    return f"{significant(value_nm, 2)} nm"
+
+
 def duration(seconds: float) -> str:
     """``42 s``, ``3 min 05 s``, ``1 h 02 min``: how long something took or will take."""
     if seconds is None or not math.isfinite(seconds):

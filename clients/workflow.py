@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import tango
 
-from clients.display import camera_geometry, duration, format_table, significant, um_per_unit
+from clients.display import camera_geometry, duration, format_table, nanometres, significant, um_per_unit
 from clients.door import DoorClient
 
 UM_PER_MM = 1000.0
@@ -192,7 +192,7 @@ def describe_calibration(edge: dict[str, Any] | None, stage_unit: str) -> str:
     text = camera_geometry(edge["matrix"], stage_unit).describe()
     record = edge.get("record") or {}
     if record.get("rms") is not None:
-        text += f"; residual {record['rms'] * um_per_unit(stage_unit) * 1000:.1f} nm RMS"
+        text += f"; residual {nanometres(record['rms'] * um_per_unit(stage_unit) * 1000)} RMS"
         if record.get("pairs"):
             text += f" over {record['pairs']} moves"
     return text
@@ -215,7 +215,7 @@ def describe_fine_alignment(edge: dict[str, Any] | None, stage_unit: str) -> str
     rms = record.get("rms")
     text = f"{pairs} X-ray maps" if pairs else "stored"
     if rms is not None:
-        text += f", residual {rms * um_per_unit(stage_unit) * 1000:.1f} nm RMS"
+        text += f", residual {nanometres(rms * um_per_unit(stage_unit) * 1000)} RMS"
     return text
 
 

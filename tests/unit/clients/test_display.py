@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clients.cli import particle_table
-from clients.display import camera_geometry, duration, format_table, significant
+from clients.display import camera_geometry, duration, format_table, nanometres, significant
 
 
 def rotation(deg: float) -> np.ndarray:
@@ -88,3 +88,9 @@ def test_the_cli_particle_table_has_a_header_with_units() -> None:
     assert first.split() == ["0", "1023.46", "12.00", "1.53e+04", "1.41", "0.05", "yes", "35.3"]
     assert second.split()[-2:] == ["no", "-"]
     assert particle_table({"count": 0, "isolated": 0, "particles": []}) == "0 particles, 0 isolated"
+
+
+@pytest.mark.parametrize(("value", "text"), [(123.4, "123 nm"), (6.34, "6.3 nm"), (0.01234, "0.012 nm"),
+                                             (0.0, "0 nm"), (math.nan, "n/a")])
+def test_nanometres_keep_small_residuals_visible(value: float, text: str) -> None:
+    assert nanometres(value) == text
