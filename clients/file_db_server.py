@@ -69,13 +69,15 @@ def wait_answering(trl: str, timeout_s: float = 30.0, server: subprocess.Popen |
 
 @contextmanager
 def run_on_file_database(command: Sequence[str], server: str, devices: dict[str, tuple[str, dict[str, Any]]],
-                         folder: Path | None = None, start_timeout_s: float = 60.0) -> Iterator[dict[str, str]]:
+                         folder: Path | None = None, start_timeout_s: float = 60.0,
+                         cwd: Path | None = None) -> Iterator[dict[str, str]]:
     """Run ``command instance`` serving ``devices`` ({name: (class, properties)}) as ``server``
     ("Executable/instance") until every device answers; yields {device: TRL}.
 
     The file database and the server's log live in ``folder`` (default: a new temporary
     folder); a database already there is used as it is, so a second run in the same folder
-    sees what the first one memorized.
+    sees what the first one memorized. The server runs in ``cwd`` (default: the project), which
+    is where a relative path given to one of its commands lands.
     Raises RuntimeError with the tail of the log when the server exits or does not answer in
     time. The server is stopped by its PID (SIGTERM, then SIGKILL after 10 s) on leaving,
     also when it failed to start."""
@@ -89,7 +91,7 @@ def run_on_file_database(command: Sequence[str], server: str, devices: dict[str,
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([*command, server.split("/")[1], f"-file={db_file}",
                                  "-ORBendPoint", f"giop:tcp:{LOOPBACK}:{port}"],
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=cwd or REPO, stdout=log, stderr=subprocess.STDOUT)
     trls = {dev: f"tango://{LOOPBACK}:{port}/{dev}#dbase=no" for dev in devices}
     try:
         deadline = time.monotonic() + start_timeout_s
