@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
-.PHONY: venv demo test unit bench lint up down status clean
+.PHONY: venv demo test unit bench reliability lint up down status clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ unit: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# ~15-20 min on 2 cores; results in run/reliability/ (results.json, results.md); see docs/reliability.md
+reliability: venv
+	$(BIN)/python -m tests.reliability $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

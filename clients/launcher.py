@@ -305,6 +305,10 @@ class Stack:
             if match:
                 host = f"{match.group(1)}:{match.group(2)}"
                 if self._database_answers(host):
+                    # a restart (Stack.restart) must come back on this port: clients know only it
+                    proc.cmd = [*proc.cmd[:proc.cmd.index("--port") + 1], match.group(2),
+                                *proc.cmd[proc.cmd.index("--port") + 2:]]
+                    self._save_pids()
                     return host
             if self._popen["PyDatabaseds"].poll() is not None:
                 raise self._fail("the Tango database (PyDatabaseds) exited during start-up", "PyDatabaseds")
@@ -385,7 +389,10 @@ class Stack:
             time.sleep(0.2)
 
     def restart(self, server: str, kill: bool = False) -> ManagedProcess:
-        """Stop one server of this stack (SIGKILL when ``kill``: a crash) and start it again."""
+        """Stop one server of this stack (SIGKILL when ``kill``: a crash) and start it again.
+
+        The database (``PyDatabaseds``) comes back on the same port with the same sqlite file,
+        so the servers and clients that know ``TANGO_HOST`` find it again."""
         old = self.processes.get(server) or self._load_pids().get(server)
         if old is None:
             raise LaunchError(f"{server} was not started by this stack; started: {', '.join(self.processes)}")
@@ -396,6 +403,15 @@ class Stack:
             time.sleep(0.05)
         if old.is_alive():
             _signal(old.pid, signal.SIGKILL)
+        if server == "PyDatabaseds":
+            proc = self._start(server, old.cmd, {"PYTANGO_DATABASE_NAME": str(self.run_dir / "tango.db")})
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while not (self.tango_host and self._database_answers(self.tango_host)):
+                if self._popen[server].poll() is not None or time.monotonic() > deadline:
+                    raise LaunchError(f"the Tango database did not come back on {self.tango_host} "
+                                      f"(pid {proc.pid}); see {proc.log}")
+                time.sleep(0.1)
+            return proc
         proc = self._start(server, old.cmd)
         self._wait_devices(self._devices_of_server(server), server)
         return proc
