@@ -220,7 +220,8 @@ def run_faults(stack: Stack, corpus: Corpus, stored: Stored, db_down_s: float, s
 
     def source_lost() -> dict[str, Any]:
         pool = stack.processes["Pool/smart"].pid
-        watch.read_attribute("FrameNumber")
+        motor = proxy(stack, "samx", 1000)
+        first = watch.read_attribute("FrameNumber").value
         seen: list[str] = []
         os.kill(pool, signal.SIGSTOP)
         try:
@@ -231,9 +232,15 @@ def run_faults(stack: Stack, corpus: Corpus, stored: Stored, db_down_s: float, s
                     if not seen or seen[-1] != state:
                         seen.append(state)
                 time.sleep(0.3)
+            frames = watch.read_attribute("FrameNumber").value - first
+            try:
+                motor.read_attribute("Position")
+                motor_note = "samx still answered (the freeze did not reach the motors)"
+            except tango.DevFailed as exc:
+                motor_note = f"samx did not answer ({reason_of(exc)})"
         finally:
             os.kill(pool, signal.SIGCONT)
-        during = " -> ".join(seen)
+        during = " -> ".join(seen) + f"; {frames} frames during the freeze; {motor_note}"
         t = time.monotonic()
         back = None
         while time.monotonic() - t < 60:
