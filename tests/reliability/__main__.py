@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 concurrent = sum(op["errors"].get("SMART_NotReady", 0) for op in load["operations"].values()
                                  if "already running" in op["error_examples"].get("SMART_NotReady", ""))
                 flat = [m["flat"] for m in load["memory"].values() if m["flat"] is not None]
+                refusals = sum(op["documented_refusals"] for op in load["operations"].values())
                 results["verdicts"].update({
+                    "load: documented refusals (device busy, docs/interface.md)": refusals,
                     "load: errors of valid calls": f"{errors} ({concurrent} of them: {KNOWN_DEFECTS[4]})"
                                                    if concurrent else errors,
                     "load: Image events received / target": f"{load['frames_received']} / {load['frames_target']}",

@@ -73,11 +73,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"### Load ({load['clients']} clients, {load['duration_s']:.0f} s; {load['frames_received']} of "
                   f"{load['frames_target']} Image events received, {load['registrations']} of "
                   f"{load['registrations_target']} registrations)", "",
-                  "| client | calls | errors | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]
+                  "| client | calls | errors | documented refusals (busy) | p50 ms | p95 ms | p99 ms | max ms |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, op in load["operations"].items():
             errors = ", ".join(f"{k} {v}" for k, v in op["errors"].items()) or "0"
-            lines.append(f"| {_cell(name)} | {op['calls']} | {_cell(errors)} | {op['p50_ms']} | {op['p95_ms']} | "
-                         f"{op['p99_ms']} | {op['max_ms']} |")
+            lines.append(f"| {_cell(name)} | {op['calls']} | {_cell(errors)} | {op.get('documented_refusals', 0)} | "
+                         f"{op['p50_ms']} | {op['p95_ms']} | {op['p99_ms']} | {op['max_ms']} |")
         lines += ["", f"Resident memory by PID (flat: at most {load['rss_limit_mb']:.0f} MB above the value at the "
                   f"end of the warm-up, {load['warmup_end_s']} s):", "",
                   "| process | start MB | after warm-up MB | max after MB | end MB | growth MB | flat |",
