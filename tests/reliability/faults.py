@@ -226,11 +226,14 @@ def run_faults(stack: Stack, corpus: Corpus, stored: Stored, db_down_s: float, s
         os.kill(pool, signal.SIGSTOP)
         try:
             t_stop = time.monotonic()
+            unanswered = 0
             while time.monotonic() - t_stop < source_lost_s:
-                with contextlib.suppress(tango.DevFailed):
+                try:
                     state = str(watch.state())
                     if not seen or seen[-1] != state:
                         seen.append(state)
+                except tango.DevFailed:
+                    unanswered += 1  # the camera itself did not answer State within 3 s
                 time.sleep(0.3)
             frames = watch.read_attribute("FrameNumber").value - first
             try:
@@ -240,7 +243,8 @@ def run_faults(stack: Stack, corpus: Corpus, stored: Stored, db_down_s: float, s
                 motor_note = f"samx did not answer ({reason_of(exc)})"
         finally:
             os.kill(pool, signal.SIGCONT)
-        during = " -> ".join(seen) + f"; {frames} frames during the freeze; {motor_note}"
+        during = (" -> ".join(seen) + f"; {unanswered} State reads of the camera timed out; {frames} frames "
+                  f"during the freeze; {motor_note}")
         t = time.monotonic()
         back = None
         while time.monotonic() - t < 60:
