@@ -32,7 +32,7 @@ unit: venv
 bench: venv
 	$(BIN)/python -m benchmarks $(ARGS)
 
-# ~15-20 min on 2 cores; results in run/reliability/ (results.json, results.md); see docs/reliability.md
+# ~13 min on 2 cores; results in run/reliability/ (results.json, results.md); see docs/reliability.md
 reliability: venv
 	$(BIN)/python -m tests.reliability $(ARGS)
 
