@@ -123,7 +123,10 @@ def build_corpus(folder: Path) -> Corpus:
 
     os.mkfifo(_fresh(folder / "fifo.tif"))
     add("fifo", folder / "fifo.tif")
-    add("dev_zero", "/dev/zero")
+    # /dev/zero reached through a link of the corpus: a write command that replaced the path
+    # (temporary file renamed over it) would replace the link, never the machine's device node
+    _fresh(folder / "dev_zero.tif").symlink_to("/dev/zero")
+    add("dev_zero", folder / "dev_zero.tif")
     _fresh(folder / "a_directory.tif").mkdir()
     add("directory", folder / "a_directory.tif")
     _fresh(folder / "empty.tif").write_bytes(b"")
