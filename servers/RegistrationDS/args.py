@@ -39,6 +39,29 @@ class GrabImageArgs(StrictArgs):
     device: Annotated[str, Field(min_length=3, max_length=256)]
 
 
+class RegistrationPrior(StrictArgs):
+    """What the result is expected to be (e.g. the last good registration), with tolerances.
+
+    A result outside any stated expectation (by more than its tolerance plus twice the
+    result's own 1-sigma) is not a success, whatever its confidence. ``shift_px`` is the
+    expected translation column of the matrix (reference px). For a similarity without
+    ``rotation_range_deg``, the rotation prior also narrows the rotation search.
+    """
+
+    rotation_deg: Angle | None = None
+    rotation_tolerance_deg: Annotated[float, Field(gt=0.0, le=180.0)] = 1.0
+    scale: PositiveSize | None = None
+    scale_tolerance: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
+    shift_px: Annotated[list[Annotated[float, Field(ge=-1e7, le=1e7)]], Field(min_length=2, max_length=2)] | None = None
+    shift_tolerance_px: Annotated[float, Field(gt=0.0, le=1e7)] = 2.0
+
+    @model_validator(mode="after")
+    def _states_something(self) -> RegistrationPrior:
+        if self.rotation_deg is None and self.scale is None and self.shift_px is None:
+            raise ValueError("a prior needs at least one of rotation_deg, scale, shift_px")
+        return self
+
+
 class RegisterArgs(StrictArgs):
     """``Register``: image-based registration of ``target`` onto ``reference``.
 
@@ -51,6 +74,11 @@ class RegisterArgs(StrictArgs):
     onto reference is known to lie, e.g. from the instruments' scan rotations: the contained
     search then scans only that range (faster, and fewer chances for a false match), and a
     result outside it (by more than 1 deg) is not a success.
+    ``prior`` (:class:`RegistrationPrior`): expected rotation, scale and/or shift with
+    tolerances that the result must satisfy to be a success.
+    ``max_sigma_px`` (in pixels of the coarser of the two images) and ``max_sigma_deg``: a
+    result whose 1-sigma position (of the target centre) or rotation is larger is not a
+    success: the match may be right but is not precise enough to act on.
     """
 
     reference: SlotName
@@ -63,6 +91,9 @@ class RegisterArgs(StrictArgs):
     representation: Literal["auto", "intensity", "gradient"] = "auto"
     min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = DEFAULT_MIN_CONFIDENCE
     rotation_range_deg: Annotated[list[Angle], Field(min_length=2, max_length=2)] | None = None
+    prior: RegistrationPrior | None = None
+    max_sigma_px: Annotated[float, Field(gt=0.0, le=1e6)] = 0.15
+    max_sigma_deg: Annotated[float, Field(gt=0.0, le=180.0)] = 0.1
 
     @model_validator(mode="after")
     def _rotation_range_is_usable(self) -> RegisterArgs:

@@ -31,18 +31,28 @@ import numpy as np
 
 from servers.common.pointfit import fit_points
 from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to, resample
-from servers.RegistrationDS.similarity import similarity_matrix, warp
+from servers.RegistrationDS.similarity import PATCH_SIGMA_FACTOR, similarity_matrix, warp
 from servers.RegistrationDS.translation import (
     PeakEstimate,
     estimate_translation,
     real_spectrum,
 )
+from servers.RegistrationDS.uncertainty import PATCH_NOISE_FLOOR_PX, from_fit_covariance
 
 CONTAINED_AREA_RATIO = 0.25
 """Below this target/reference area ratio (after resampling) the contained search is used."""
 
 SEARCH_TARGET_SIDE = 64
 ANGLE_STEP_DEG = 2.0
+SCAN_AGREEMENT_STEPS = 1.5
+"""The fine alignment's rotation must lie within this many scan steps of the scan's
+(parabola-refined) angle: the two are independent estimates (64 px binned scan vs full
+resolution patches and ECC) and a larger difference means the refinement went elsewhere."""
+SCALE_MODEL_SIGMA = 0.001
+"""Added in quadrature to the scale sigma of a contained (cross-instrument) registration:
+what the similarity model and the two instruments' different contrast leave over. On the
+virtual beamline the stage shear showed as 0.04-0.09 % scale error; the corpus renderer's
+vignetting and PSF, 0.05-0.19 %."""
 ECC_ITERATIONS = 200
 
 
@@ -56,6 +66,9 @@ class ContainedEstimate:
     patches_agreeing: int = 0
     patches_total: int = 0
     warnings: list[str] = field(default_factory=list)
+    sigma: tuple[float, float, float, float] = (2.0, 2.0, 1.0, 0.02)
+    """1-sigma of (x, y of the target centre's image in reference px, rotation deg, relative
+    scale) from the patch fit; the default (no fit) is the coarse scan's resolution."""
 
 
 def is_contained(reference_shape: tuple[int, int], target_shape: tuple[int, int]) -> bool:
@@ -159,16 +172,27 @@ def estimate_contained(reference: np.ndarray, target: np.ndarray, max_shift_px: 
     to_crop = np.eye(3)
     to_crop[:2, 2] = (-x0, -y0)
     local = to_crop @ matrix
-    local, agreement = _patch_fit(crop, target, local, warnings)
+    local, agreement, fit_sigma = _patch_fit(crop, target, local, warnings)
     local = _ecc(crop, target, local, warnings)
     matrix = np.linalg.inv(to_crop) @ local
+    sigma = ContainedEstimate.sigma
+    if fit_sigma is not None:
+        # The centre's sigma is in target px: the map to the reference scales it.
+        scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+        sigma = (fit_sigma[0] * scale, fit_sigma[1] * scale, fit_sigma[2], math.hypot(fit_sigma[3], SCALE_MODEL_SIGMA))
+    found_angle = math.degrees(math.atan2(matrix[1, 0] - matrix[0, 1], matrix[0, 0] + matrix[1, 1]))
+    scan_off = (found_angle - angle + 180.0) % 360.0 - 180.0
+    if abs(scan_off) > SCAN_AGREEMENT_STEPS * ANGLE_STEP_DEG:
+        warnings.append(f"the rotation scan ({angle:.1f} deg) and the fine alignment ({found_angle:.2f} deg) "
+                        "disagree: the fine alignment may have locked onto something else")
+        agreement = (0, agreement[1], 1.0)
 
     # Confidence: one ordinary search at the final rotation/scale over the whole reference.
     linear = matrix.copy()
     linear[:2, 2] = 0.0
     confirm = _confirm(reference, target, linear, max_shift_px)
     agreeing, total, probability = agreement
-    return ContainedEstimate(matrix, confirm, len(angles), probability, agreeing, total, warnings)
+    return ContainedEstimate(matrix, confirm, len(angles), probability, agreeing, total, warnings, sigma)
 
 
 def _confirm(reference: np.ndarray, target: np.ndarray, linear: np.ndarray,
@@ -204,13 +228,17 @@ def _agreement_probability(agreeing: int, total: int, patch: int) -> float:
 
 
 def _patch_fit(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
-               warnings: list[str]) -> tuple[np.ndarray, tuple[int, int, float]]:
-    """Refine ``matrix`` from the shifts of a grid of target patches (two rounds)."""
+               warnings: list[str]) -> tuple[np.ndarray, tuple[int, int, float],
+                                             tuple[float, float, float, float] | None]:
+    """Refine ``matrix`` from the shifts of a grid of target patches (two rounds); the last
+    item is the 1-sigma of (centre x, y in target px, rotation deg, scale) of the last fit."""
     height, width = target.shape
     patch = max(24, int(min(height, width) // (PATCH_GRID - 1)) & ~1)
     agreement = (0, 0, 1.0)
+    sigma = None
+    centre = ((width - 1) / 2, (height - 1) / 2)
     if min(height, width) < 2 * patch:
-        return matrix, agreement
+        return matrix, agreement, sigma
     window = hann_window((patch, patch))
     ys = np.linspace(0, height - patch, PATCH_GRID).astype(int)
     xs = np.linspace(0, width - patch, PATCH_GRID).astype(int)
@@ -234,13 +262,18 @@ def _patch_fit(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
         total = len(ys) * len(xs)
         if len(centres) < 3:
             warnings.append(f"only {len(centres)} patches matched in the fine alignment")
-            return matrix, (len(centres), total, 1.0)
+            return matrix, (len(centres), total, 1.0), sigma
         fit = fit_points(np.array(centres), np.array(moved), "similarity")
+        if not fit.sigma >= PATCH_NOISE_FLOOR_PX:
+            fit = fit_points(np.array(centres), np.array(moved), "similarity", noise_sigma=PATCH_NOISE_FLOOR_PX)
+        if np.all(np.isfinite(fit.covariance)):
+            sigma = tuple(PATCH_SIGMA_FACTOR * value
+                          for value in from_fit_covariance(fit.covariance, np.eye(3), centre, fit.matrix))
         matrix = matrix @ fit.matrix
         predicted = np.array(centres) @ fit.matrix[:2, :2].T + fit.matrix[:2, 2]
         agreeing = int(np.count_nonzero(np.linalg.norm(predicted - np.array(moved), axis=1) <= PATCH_AGREEMENT_PX))
         agreement = (agreeing, total, _agreement_probability(agreeing, total, patch))
-    return matrix, agreement
+    return matrix, agreement, sigma
 
 
 def _ecc(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray, warnings: list[str]) -> np.ndarray:

@@ -14,6 +14,7 @@ client reading ``last_result`` is never blocked by a registration in progress.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from servers.RegistrationDS.slots import (
     validate_slot_name,
 )
 from servers.RegistrationDS.translation import estimate_translation
+from servers.RegistrationDS.uncertainty import entry_covariance
 
 DEFAULT_PIXEL_SIZE_UM = 1.0
 CONTAINED_MIN_PATCH_AGREEMENT = 0.6
@@ -57,6 +59,11 @@ CONTAINED_MIN_PATCH_AGREEMENT = 0.6
 marker layouts repeat from sample to sample, so agreement on the markers alone (about
 half of a central SEM field) is not evidence of the right sample. Measured on the virtual
 beamline: same sample 11-14 of 16 patches agree, another sample with the same markers 7-9."""
+DOUBT_CONFIDENCE = 0.5
+"""Confidence given to a result one of the refusal rules doubts (two estimates disagree,
+peak on the edge of the search, prior not met): below any sensible threshold."""
+PRIOR_SEARCH_MARGIN_DEG = 2.0
+"""A rotation prior narrows the search to its tolerance plus this (one search step)."""
 SIMILARITY_MIN_PATCH_AGREEMENT = 0.5
 """If fewer than half of the refinement patches agree with the fitted similarity, the
 global peak may be right by luck but the rotation/scale are not trustworthy."""
@@ -69,6 +76,42 @@ class _Registered:
     reference: ImageSlot
     target: ImageSlot
     matrix: np.ndarray
+
+
+def _entry_covariance(matrix: np.ndarray, centre: tuple[float, float], sigma: dict[str, Any]) -> list[list[float]]:
+    """6x6 covariance of the matrix entries (a11, a12, a13, a21, a22, a23), CoordMapperDS's
+    ``SetTransform`` form, from the 1-sigmas of the target centre's image, rotation and scale."""
+    values = np.array([*sigma["shift_px"], math.radians(sigma["rotation_deg"]), sigma["scale"]])
+    if not np.all(np.isfinite(values)):
+        return np.full((6, 6), 1e12).tolist()
+    return entry_covariance(matrix, centre, values).tolist()
+
+
+def check_prior(prior: Any, matrix: np.ndarray, centre: tuple[float, float], sigma: dict[str, Any],
+                warnings: list[str]) -> float:
+    """Confidence cap from a prior: 1.0 if the result satisfies every stated expectation
+    (within its tolerance plus twice the result's own sigma), else :data:`DOUBT_CONFIDENCE`."""
+    rotation, scale = rotation_and_scale(matrix)
+    failures = []
+    if prior.rotation_deg is not None:
+        off = (rotation - prior.rotation_deg + 180.0) % 360.0 - 180.0
+        if abs(off) > prior.rotation_tolerance_deg + 2 * sigma["rotation_deg"]:
+            failures.append(f"rotation {rotation:.3f} deg is {off:+.3f} deg from the expected "
+                            f"{prior.rotation_deg:g} +- {prior.rotation_tolerance_deg:g}")
+    if prior.scale is not None:
+        off = scale / prior.scale - 1.0
+        if abs(off) > prior.scale_tolerance + 2 * sigma["scale"]:
+            failures.append(f"scale {scale:.5f} is {100 * off:+.3f} % from the expected {prior.scale:g} "
+                            f"+- {100 * prior.scale_tolerance:g} %")
+    if prior.shift_px is not None:
+        shift = matrix[:2, 2] - np.asarray(prior.shift_px, float)
+        allowed = prior.shift_tolerance_px + 2 * max(sigma["shift_px"])
+        if float(np.hypot(*shift)) > allowed:
+            failures.append(f"shift ({matrix[0, 2]:.2f}, {matrix[1, 2]:.2f}) px is {float(np.hypot(*shift)):.2f} px "
+                            f"from the expected {list(prior.shift_px)} +- {prior.shift_tolerance_px:g}")
+    for failure in failures:
+        warnings.append(f"prior not met: {failure}")
+    return DOUBT_CONFIDENCE if failures else 1.0
 
 
 def _as_model(args: Any, model: type[BaseModel]) -> Any:
@@ -223,18 +266,30 @@ class RegistrationCore:
         tgt_rep = represent(tgt_work, representation)
         max_shift = None if args.max_shift_px is None else args.max_shift_px * ref_factor
         rotation_range = None if args.rotation_range_deg is None else tuple(args.rotation_range_deg)
+        if (rotation_range is None and args.model == "similarity" and args.prior is not None
+                and args.prior.rotation_deg is not None and args.prior.rotation_tolerance_deg < 179.0):
+            rotation_range = (args.prior.rotation_deg - args.prior.rotation_tolerance_deg - PRIOR_SEARCH_MARGIN_DEG,
+                              args.prior.rotation_deg + args.prior.rotation_tolerance_deg + PRIOR_SEARCH_MARGIN_DEG)
 
         if args.model == "translation":
             shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
             peak = estimate_translation(pad_to(apodise(ref_rep, hann_window(ref_rep.shape)), shape),
                                         pad_to(apodise(tgt_rep, hann_window(tgt_rep.shape)), shape),
-                                        args.upsample, max_shift, polarity_invariant=True)
+                                        args.upsample, max_shift, polarity_invariant=True, with_uncertainty=True)
             working_matrix = np.eye(3)
             working_matrix[0, 2], working_matrix[1, 2] = peak.shift
             confidence = confidence_from_peak(peak.distinctness)
+            covariance = peak.covariance if peak.covariance is not None else np.full((2, 2), np.inf)
+            sigma_work = (math.sqrt(covariance[0, 0]), math.sqrt(covariance[1, 1]), 0.0, 0.0)
+            if not peak.bands_agree:
+                confidence = min(confidence, DOUBT_CONFIDENCE)
+                warnings.append(f"the low- and high-frequency estimates of the shift disagree (squared distance "
+                                f"{peak.band_distance:.1f} in their errors): the peak may come from a periodic "
+                                "pattern or from one image's borders; check ROIs")
         elif is_contained(ref_rep.shape, tgt_rep.shape):
             contained = estimate_contained(ref_rep, tgt_rep, max_shift, rotation_range)
             working_matrix, peak = contained.matrix, contained.peak
+            sigma_work = contained.sigma
             warnings.extend(contained.warnings)
             # Either test may vouch for the match (x2: two tests); the peak test is corrected
             # for the number of rotations tried.
@@ -249,8 +304,11 @@ class RegistrationCore:
         else:
             estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift, rotation_range)
             working_matrix, peak = estimate.matrix, estimate.peak
+            sigma_work = estimate.sigma
             warnings.extend(estimate.warnings)
             confidence = confidence_from_peak(peak.distinctness)
+            if not estimate.estimates_agree:
+                confidence = min(confidence, DOUBT_CONFIDENCE)
             if (estimate.patches_total >= 3
                     and estimate.patches_used < SIMILARITY_MIN_PATCH_AGREEMENT * estimate.patches_total):
                 confidence = min(confidence, 0.5)
@@ -262,6 +320,26 @@ class RegistrationCore:
         matrix = np.linalg.inv(to_ref_work) @ working_matrix @ to_tgt_work
         matrix[2] = (0.0, 0.0, 1.0)
         rotation, scale = rotation_and_scale(matrix)
+        if peak.on_edge:
+            confidence = min(confidence, DOUBT_CONFIDENCE)
+            warnings.append("the correlation peak lies on the edge of the searched shifts (max_shift_px or half "
+                            "the image): the true match may lie outside; widen max_shift_px or use ROIs")
+        target_centre = ((tgt_crop.shape[1] - 1) / 2 + tgt_offset[0], (tgt_crop.shape[0] - 1) / 2 + tgt_offset[1])
+        sigma = {"shift_px": [float(sigma_work[0] / ref_factor), float(sigma_work[1] / ref_factor)],
+                 "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),
+                 "point": [float(target_centre[0]), float(target_centre[1])]}
+        if args.prior is not None:
+            confidence = min(confidence, check_prior(args.prior, matrix, target_centre, sigma, warnings))
+        sigma_common_px = max(sigma["shift_px"]) * reference.pixel_size_um / common
+        if not sigma_common_px <= args.max_sigma_px:
+            confidence = min(confidence, DOUBT_CONFIDENCE)
+            warnings.append(f"the match is not precise enough: 1-sigma position {sigma_common_px:.3g} px (of "
+                            f"{common:g} um) exceeds max_sigma_px {args.max_sigma_px:g}; the images may lack "
+                            "contrast or structure at this size, or differ too much; raise max_sigma_px to accept it")
+        if not sigma["rotation_deg"] <= args.max_sigma_deg:
+            confidence = min(confidence, DOUBT_CONFIDENCE)
+            warnings.append(f"the rotation is not precise enough: 1-sigma {sigma['rotation_deg']:.3g} deg exceeds "
+                            f"max_sigma_deg {args.max_sigma_deg:g}; raise max_sigma_deg to accept it")
         if peak.polarity < 0:
             warnings.append("the target matched with inverted contrast")
         if not within_rotation_range(rotation, rotation_range):
@@ -282,6 +360,8 @@ class RegistrationCore:
             "scale": float(scale),
             "confidence": float(confidence),
             "success": success,
+            "uncertainty": sigma,
+            "covariance": _entry_covariance(matrix, target_centre, sigma),
             "distinctness": float(peak.distinctness),
             "polarity": int(peak.polarity),
             "representation": representation,

@@ -31,6 +31,7 @@ from servers.common.errors import Failed
 from servers.common.pointfit import fit_points
 from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to, resample
 from servers.RegistrationDS.translation import FFT_WORKERS, PeakEstimate, estimate_translation
+from servers.RegistrationDS.uncertainty import PATCH_NOISE_FLOOR_PX, from_fit_covariance
 
 COARSE_SIDE = 512
 """Longest side used for the Fourier-Mellin stage."""
@@ -44,10 +45,18 @@ PATCH_GRID = 5
 """Patches per side in the refinement: enough pairs to reject a few bad ones and still
 over-determine the 4 similarity parameters."""
 
+PATCH_SIGMA_FACTOR = 1.0
+"""Multiplies the patch fit's sigmas (calibrated on the tuned sources of the corpus)."""
+
 PATCH_MIN_DISTINCTNESS = 2.0
 """A patch whose correlation peak is less distinct than this carries no position."""
 
 REFINEMENT_ROUNDS = 2
+
+AGREEMENT_ROTATION_DEG = 1.0
+AGREEMENT_SCALE = 0.03
+"""Fourier-Mellin (0.25 deg angular samples at <= 512 px) and the patch fit must agree this
+well; a larger difference means one of them locked onto something else."""
 
 
 @dataclass
@@ -59,6 +68,11 @@ class SimilarityEstimate:
     patches_used: int = 0
     patches_total: int = 0
     warnings: list[str] = field(default_factory=list)
+    sigma: tuple[float, float, float, float] = (1.0, 1.0, 0.25, 0.01)
+    """1-sigma of (x, y of the target centre's image in reference px, rotation deg, relative
+    scale); the default is the Fourier-Mellin grid's resolution, used when no patch fit ran."""
+    estimates_agree: bool = True
+    """Fourier-Mellin and the patch fit (two independent estimates) agree on rotation and scale."""
 
 
 def similarity_matrix(rotation_deg: float, scale: float, centre: tuple[float, float],
@@ -155,18 +169,21 @@ def _translation_after(reference: np.ndarray, target: np.ndarray, linear: np.nda
 
 
 def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
-                      warnings: list[str]) -> tuple[np.ndarray, int, int]:
-    """Improve ``matrix`` from the displacements of a grid of patches (see module doc)."""
+                      warnings: list[str]) -> tuple[np.ndarray, int, int, tuple[float, float, float, float] | None]:
+    """Improve ``matrix`` from the displacements of a grid of patches (see module doc); the
+    last item is the 1-sigma of (centre x, y, rotation deg, scale) from the last fit."""
     height, width = reference.shape
     patch = int(min(height, width) // (PATCH_GRID - 1))
     patch = max(32, min(patch, 256))
     if min(height, width) < 2 * patch:
         warnings.append("image too small for patch refinement; rotation/scale from Fourier-Mellin only")
-        return matrix, 0, 0
+        return matrix, 0, 0, None
     window = hann_window((patch, patch))
     ys = np.linspace(0, height - patch, PATCH_GRID).astype(int)
     xs = np.linspace(0, width - patch, PATCH_GRID).astype(int)
     used = total = 0
+    sigma = None
+    centre = ((target.shape[1] - 1) / 2, (target.shape[0] - 1) / 2)
     for _ in range(REFINEMENT_ROUNDS):
         warped = warp(target, matrix, reference.shape)
         coverage = warp(np.ones_like(target), matrix, reference.shape)
@@ -191,11 +208,16 @@ def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndar
         if len(centres) < 3:
             warnings.append(f"only {len(centres)} of {total} patches matched; "
                             "rotation/scale from Fourier-Mellin only")
-            return matrix, len(centres), total
+            return matrix, len(centres), total, sigma
         fit = fit_points(np.array(centres), np.array(moved), "similarity")
+        if not fit.sigma >= PATCH_NOISE_FLOOR_PX:
+            fit = fit_points(np.array(centres), np.array(moved), "similarity", noise_sigma=PATCH_NOISE_FLOOR_PX)
         used = int(np.count_nonzero(fit.inliers))
+        if np.all(np.isfinite(fit.covariance)):
+            sx, sy, rotation_sigma, scale_sigma = from_fit_covariance(fit.covariance, matrix, centre, fit.matrix)
+            sigma = tuple(PATCH_SIGMA_FACTOR * value for value in (sx, sy, rotation_sigma, scale_sigma))
         matrix = fit.matrix @ matrix
-    return matrix, used, total
+    return matrix, used, total, sigma
 
 
 def estimate_similarity(reference: np.ndarray, target: np.ndarray, upsample: int = 100,
@@ -234,7 +256,17 @@ def estimate_similarity(reference: np.ndarray, target: np.ndarray, upsample: int
     # Full-resolution translation at the requested precision with the coarse rotation/scale.
     # The patches below refine the shift to sub-pixel; a 1/10 px start is all they need.
     matrix, fine_peak = _translation_after(reference, target, matrix, min(upsample, 10), None)
-    matrix, used, total = _patch_refinement(reference, target, matrix, warnings)
+    matrix, used, total, sigma = _patch_refinement(reference, target, matrix, warnings)
     peak = PeakEstimate(fine_peak.shift, fine_peak.peak, peak.distinctness, fine_peak.z, peak.tests * 2,
                         fine_peak.polarity)
-    return SimilarityEstimate(matrix, peak, used, total, warnings)
+    final_rotation, final_scale = rotation_and_scale(matrix)
+    rotation_off = (final_rotation - rotation + 90.0) % 180.0 - 90.0
+    agree = abs(rotation_off) <= AGREEMENT_ROTATION_DEG and abs(final_scale / scale - 1.0) <= AGREEMENT_SCALE
+    if not agree:
+        warnings.append(f"Fourier-Mellin ({rotation % 180.0:.2f} deg mod 180, scale {scale:.4f}) and the patch fit "
+                        f"({final_rotation:.2f} deg, {final_scale:.4f}) disagree: the images may not show the same "
+                        "area, or only partly")
+    estimate = SimilarityEstimate(matrix, peak, used, total, warnings, estimates_agree=agree)
+    if sigma is not None:
+        estimate.sigma = sigma
+    return estimate
