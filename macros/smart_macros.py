@@ -226,12 +226,19 @@ class smart_register(_SmartMacro):
         self.output(f"registration ({_searched(window)}): rotation {result['rotation_deg']:.3f} deg, "
                     f"scale {result['scale']:.5f}, shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, "
                     f"confidence {result['confidence']:.4f} ({result['elapsed_ms']:.0f} ms)")
+        sigma = result.get("uncertainty")
+        if sigma:
+            self.output(f"1-sigma: position {max(sigma['shift_px']):.3g} px, rotation {sigma['rotation_deg']:.3g} deg")
         if not result.get("success"):
             raise SmartMacroError(f"SMART_Unsafe: the registration of {reference_image} to the camera is in "
-                                  f"doubt (confidence {result['confidence']:.3f}); nothing was stored. Bring "
+                                  f"doubt (confidence {result['confidence']:.3f}; "
+                                  f"{'; '.join(result.get('warnings', [])[:2])}); nothing was stored. Bring "
                                   "the imaged region into the camera view, check focus and illumination, retry.")
-        call_json(mapper, "SetTransform", {"from": frame, "to": "camera", "matrix": result["matrix"],
-                                           "stage_position": stage, "from_unit": "px", "to_unit": "px"})
+        transform = {"from": frame, "to": "camera", "matrix": result["matrix"], "stage_position": stage,
+                     "from_unit": "px", "to_unit": "px"}
+        if result.get("covariance") is not None:  # the registration's own uncertainty, into Map's
+            transform["covariance"] = result["covariance"]
+        call_json(mapper, "SetTransform", transform)
         self.setEnv("SmartReferenceImage", reference_image)
         self.setEnv("SmartReferenceFrame", frame)
         self.setEnv("SmartRegistrationStage", stage)

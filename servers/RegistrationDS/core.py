@@ -62,6 +62,8 @@ beamline: same sample 11-14 of 16 patches agree, another sample with the same ma
 DOUBT_CONFIDENCE = 0.5
 """Confidence given to a result one of the refusal rules doubts (two estimates disagree,
 peak on the edge of the search, prior not met): below any sensible threshold."""
+UNKNOWN_SIGMA = 1e6
+"""Stands for a sigma that could not be determined (JSON has no infinity); far above any limit."""
 PRIOR_SEARCH_MARGIN_DEG = 2.0
 """A rotation prior narrows the search to its tolerance plus this (one search step)."""
 SIMILARITY_MIN_PATCH_AGREEMENT = 0.5
@@ -82,9 +84,8 @@ def _entry_covariance(matrix: np.ndarray, centre: tuple[float, float], sigma: di
     """6x6 covariance of the matrix entries (a11, a12, a13, a21, a22, a23), CoordMapperDS's
     ``SetTransform`` form, from the 1-sigmas of the target centre's image, rotation and scale."""
     values = np.array([*sigma["shift_px"], math.radians(sigma["rotation_deg"]), sigma["scale"]])
-    if not np.all(np.isfinite(values)):
-        return np.full((6, 6), 1e12).tolist()
-    return entry_covariance(matrix, centre, values).tolist()
+    covariance = entry_covariance(matrix, centre, values)
+    return ((covariance + covariance.T) / 2).tolist()
 
 
 def check_prior(prior: Any, matrix: np.ndarray, centre: tuple[float, float], sigma: dict[str, Any],
@@ -324,6 +325,7 @@ class RegistrationCore:
             confidence = min(confidence, DOUBT_CONFIDENCE)
             warnings.append("the correlation peak lies on the edge of the searched shifts (max_shift_px or half "
                             "the image): the true match may lie outside; widen max_shift_px or use ROIs")
+        sigma_work = tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in sigma_work)
         target_centre = ((tgt_crop.shape[1] - 1) / 2 + tgt_offset[0], (tgt_crop.shape[0] - 1) / 2 + tgt_offset[1])
         sigma = {"shift_px": [float(sigma_work[0] / ref_factor), float(sigma_work[1] / ref_factor)],
                  "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),

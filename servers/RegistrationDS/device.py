@@ -142,9 +142,12 @@ class RegistrationDS(SmartDevice):
 
     @command(dtype_in=str, dtype_out=str,
              doc_in='{"reference", "target", "model"?, "reference_roi"?, "target_roi"?, "upsample"?, '
-                    '"max_shift_px"?, "representation"?, "min_confidence"?}',
+                    '"max_shift_px"?, "representation"?, "min_confidence"?, "rotation_range_deg"?, "prior"?: '
+                    '{"rotation_deg"?, "rotation_tolerance_deg"?, "scale"?, "scale_tolerance"?, "shift_px"?, '
+                    '"shift_tolerance_px"?}, "max_sigma_px"?, "max_sigma_deg"?}',
              doc_out='{"model", "matrix" (target px -> reference px), "shift_px", "rotation_deg", "scale", '
-                     '"confidence", "success", "elapsed_ms", ...}')
+                     '"confidence", "success", "uncertainty": {"shift_px", "rotation_deg", "scale", "point"}, '
+                     '"covariance" (6x6, matrix entries), "elapsed_ms", ...}')
     @smart_errors
     @one_at_a_time
     def Register(self, argin: str) -> str:
