@@ -114,6 +114,10 @@ def cross_power_spectrum(reference: np.ndarray, target: np.ndarray,
     return product
 
 
+PROFILE_SIDE = 192
+"""The power profiles are averaged over every m-th row and column, m = side // 192: a few
+thousand frequencies per profile are plenty for 64 radial bins."""
+
 RADIAL_BINS = 64
 """Radial resolution (0 to 0.71 cycles/px) of the power profiles behind :func:`snr_weight`."""
 
@@ -147,10 +151,10 @@ def snr_weight(spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     fractions of both images (their product is the coherence a matched pair can have)
     is what an optimal (maximum-likelihood) shift estimator does, and costs one pass over
     a subsampled spectrum plus a table look-up."""
-    step = max(1, int(max(shape) // 512))
+    step = max(1, int(max(shape) // PROFILE_SIDE))
     sub = spectrum[::step, ::step]
     index = _radial_index(shape, step)
-    power = (sub.real.astype(np.float64) ** 2 + sub.imag.astype(np.float64) ** 2)
+    power = sub.real * sub.real + sub.imag * sub.imag
     counts = np.bincount(index.ravel(), minlength=RADIAL_BINS)
     profile = np.bincount(index.ravel(), weights=power.ravel(), minlength=RADIAL_BINS) / np.maximum(counts, 1)
     radii = (np.arange(RADIAL_BINS) + 0.5) * 0.71 / RADIAL_BINS

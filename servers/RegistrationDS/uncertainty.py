@@ -31,9 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-SUMMED_MAX_SIDE = 512
+SUMMED_MAX_SIDE = 256
 """The sums run over at most this many rows and columns of the spectrum (every m-th one,
-rescaled): a 2048 px pair costs 1/16 of a pass over its spectrum."""
+rescaled): a 2048 px pair costs 1/64 of a pass over its spectrum (33 000 frequencies are
+plenty for a 2x2 covariance; the band estimates get correspondingly larger, self-consistent
+errors)."""
 
 SHIFT_SIGMA_FACTOR = 2.0
 """Multiplies the sandwich sigma (see module doc). Calibrated on the tuned sources of the
@@ -116,7 +118,7 @@ def _calibrated(covariance: np.ndarray) -> np.ndarray:
 
 
 def band_estimates(spectrum: np.ndarray, shape: tuple[int, int], shift: tuple[float, float],
-                   polarity: int = 1, iterations: int = 6) -> tuple[BandEstimate, BandEstimate]:
+                   polarity: int = 1, iterations: int = 4) -> tuple[BandEstimate, BandEstimate]:
     """The shift re-estimated (Newton steps from ``shift``) on the low and on the high half of
     the frequencies, each with its own calibrated covariance."""
     sub, kx, ky, _, step = _subsampled(spectrum, shape)
