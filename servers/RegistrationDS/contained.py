@@ -113,8 +113,10 @@ def _scan(reference: np.ndarray, target: np.ndarray, angles: np.ndarray,
     for angle in angles:
         rotated, to_canvas = _rotated_canvas(target, float(angle), canvas)
         padded, to_canvas = _centred(rotated, ref.shape, to_canvas)
+        # Plain whitening here: the scan only needs the integer peak, 180 times over, and the
+        # signal-fraction weights would cost two power profiles per angle.
         peak = estimate_translation(ref, padded, 1, max_shift, polarity_invariant=False,
-                                    reference_spectrum=ref_spectrum)
+                                    reference_spectrum=ref_spectrum, snr_weighting=False)
         shift = np.eye(3)
         shift[:2, 2] = peak.shift
         results.append((float(angle), peak, shift @ to_canvas))
