@@ -285,8 +285,13 @@ def _entries_to_matrix(entries6: np.ndarray) -> np.ndarray:
     return np.vstack([entries6.reshape(2, 3), [0.0, 0.0, 1.0]])
 
 
-def _outlier_p_values(solution: _Solution, inliers: np.ndarray, noise_sigma: float | None) -> np.ndarray:
-    """p-value of each inlier under 'this pair fits the model of the others' (1 = untestable)."""
+def _outlier_p_values(solution: _Solution, inliers: np.ndarray, noise_sigma: float | None,
+                      floor: float) -> np.ndarray:
+    """p-value of each inlier under 'this pair fits the model of the others' (1 = untestable).
+
+    ``floor`` is the double-precision noise floor: without it, the rounding residuals of an
+    exact fit would be tested against each other and one of them called an outlier.
+    """
     errors = solution.residual_vectors[inliers]
     complement = np.eye(2) - solution.hat_blocks
     p_values = np.ones(errors.shape[0])
@@ -302,9 +307,8 @@ def _outlier_p_values(solution: _Solution, inliers: np.ndarray, noise_sigma: flo
     deleted_dof = solution.dof - 2
     if deleted_dof < 1:
         return p_values
-    deleted_var = np.maximum(solution.rss - deleted_q, 0.0) / deleted_dof
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f_stat = np.where(deleted_var > 0, (deleted_q / 2.0) / deleted_var, np.inf)
+    deleted_var = np.maximum(np.maximum(solution.rss - deleted_q, 0.0) / deleted_dof, floor**2)
+    f_stat = (deleted_q / 2.0) / deleted_var
     p_values[testable] = stats.f.sf(f_stat, 2, deleted_dof)
     return p_values
 
@@ -384,7 +388,7 @@ def _fit_fixed(source: np.ndarray, destination: np.ndarray, model: str, reflecti
         solution = _solve(source, destination, inliers, space, normaliser, model)
     if reject_outliers and n >= 4:
         while int(inliers.sum()) > needed:
-            p_values = _outlier_p_values(solution, inliers, noise_sigma)
+            p_values = _outlier_p_values(solution, inliers, noise_sigma, _tiny(destination))
             worst = int(np.argmin(p_values))
             if p_values[worst] >= alpha / int(inliers.sum()):
                 break
