@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
-from servers.ParticleDS import annotate, detection, export, image_input, isolation
+from servers.ParticleDS import annotate, crowding, detection, export, image_input, isolation
 from servers.ParticleDS.results import ParticleResults
 from servers.ParticleDS.settings import SETTING_NAMES, DetectArgs, ParticleSettings, validated_settings
 
@@ -87,13 +87,15 @@ class ParticleCore:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    features = detection.detect(np.ascontiguousarray(region), settings)
+                    region = np.ascontiguousarray(region)
+                    features = detection.detect(region, settings)
+                    crowd = self._crowding(region, features, settings)
             except SmartError:
                 raise
             except Exception as exc:  # trackpy/numba errors on unforeseen input
                 raise Failed(f"particle detection failed ({type(exc).__name__}: {exc}); check the image and "
                              "settings, or report this image to the SMART maintainers") from None
-            results = self._build_results(features, settings, (x0, y0, w, h), source.shape, start)
+            results = self._build_results(features, crowd, settings, (x0, y0, w, h), source.shape, start)
             with self._state_lock:
                 self._results = results
                 self._source_image = source
@@ -105,20 +107,29 @@ class ParticleCore:
         return self.detect(image, args.roi, args.overrides())
 
     @staticmethod
-    def _build_results(features: detection.Features, settings: ParticleSettings,
+    def _crowding(region: np.ndarray, features: detection.Features,
+                  settings: ParticleSettings) -> crowding.Crowding:
+        """Multiplicity and unlisted neighbours of the particles, from the image itself."""
+        all_xy = np.column_stack([features.x, features.y])
+        return crowding.analyse(detection.detection_image(region, settings), all_xy[features.kept], all_xy,
+                                settings.Diameter, settings.IsolationRadius)
+
+    @staticmethod
+    def _build_results(features: detection.Features, crowd: crowding.Crowding, settings: ParticleSettings,
                        roi: tuple[int, int, int, int], shape: tuple[int, ...],
                        start: float) -> ParticleResults:
         x_all = features.x + roi[0]
         y_all = features.y + roi[1]
         kept = features.kept
         all_xy = np.column_stack([x_all, y_all])
-        nn = isolation.nearest_neighbour_distance(all_xy[kept], all_xy)
+        nn = np.minimum(isolation.nearest_neighbour_distance(all_xy[kept], all_xy), crowd.image_neighbour)
         isolated = isolation.isolated_mask(nn, settings.IsolationRadius)
         isolated &= isolation.edge_distance(all_xy[kept], roi) >= settings.IsolationRadius
+        isolated &= crowd.multiplicity == 1
         return ParticleResults(
             x=x_all[kept], y=y_all[kept], mass=features.mass[kept], size=features.size[kept],
             ecc=features.ecc[kept], signal=features.signal[kept],
-            isolated=isolated, nn_distance=nn,
+            isolated=isolated, nn_distance=nn, multiplicity=crowd.multiplicity,
             roi=roi, image_shape=(int(shape[0]), int(shape[1])), settings=settings.model_dump(),
             elapsed_ms=(time.perf_counter() - start) * 1e3, timestamp=time.time(),
             neighbours_only=int(np.count_nonzero(~kept)),
@@ -179,6 +190,11 @@ class ParticleCore:
     @property
     def nn_distance(self) -> np.ndarray:
         return self._array("nn_distance")
+
+    @property
+    def multiplicity(self) -> np.ndarray:
+        results = self.results
+        return np.empty(0, dtype=np.int64) if results is None else results.multiplicity
 
     def table(self) -> str:
         """The Table attribute: JSON rows (``[]`` before the first detection)."""

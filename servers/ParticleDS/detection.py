@@ -101,6 +101,12 @@ def prepare_raw(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float64)
 
 
+def detection_image(image: np.ndarray, settings: ParticleSettings) -> np.ndarray:
+    """The image as ``locate`` sees it: bright particles (inverted when ``settings.Invert``)."""
+    raw = prepare_raw(image)
+    return invert_image(raw) if settings.Invert else raw
+
+
 def locate(image: np.ndarray, settings: ParticleSettings) -> Features:
     """trackpy.locate with these settings; features in (row, col) = (y, x) of ``image``.
 

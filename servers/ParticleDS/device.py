@@ -58,7 +58,7 @@ SOURCE_TIMEOUT_MS = 3000
 RECOVERY_CHECK_S = 2.0
 
 RESULT_ATTRIBUTES = ("Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccentricity", "Signal",
-                     "Isolated", "NearestNeighbour", "Table", "LastResult")
+                     "Isolated", "NearestNeighbour", "Multiplicity", "Table", "LastResult")
 SETTING_ATTRIBUTES = ("Diameter", "MinMass", "MaxSize", "Separation", "NoiseSize", "Threshold",
                       "Percentile", "Invert", "Method", "IsolationRadius")
 
@@ -287,7 +287,7 @@ class ParticleDS(SmartDevice):
         values = {"Count": core.count, "IsolatedCount": int(np.count_nonzero(core.isolated)), "X": core.x,
                   "Y": core.y, "Mass": core.mass, "Size": core.size, "Eccentricity": core.eccentricity,
                   "Signal": core.signal, "Isolated": core.isolated, "NearestNeighbour": core.nn_distance,
-                  "Table": core.table(), "LastResult": self._last_result()}
+                  "Multiplicity": core.multiplicity, "Table": core.table(), "LastResult": self._last_result()}
         for name in RESULT_ATTRIBUTES:
             self.push_change_event(name, values[name])
         if self.is_there_subscriber("AnnotatedImage", EventType.CHANGE_EVENT):
@@ -361,13 +361,19 @@ class ParticleDS(SmartDevice):
                             "locate_brightfield_ring)", "size")
     Eccentricity = _result_spectrum("Eccentricity", float, "1", "Eccentricity", "%.3f", "0 = round", "eccentricity")
     Signal = _result_spectrum("Signal", float, "1", "Signal", "%.6g", "peak of the band-passed image", "signal")
-    Isolated = _result_spectrum("Isolated", bool, "bool", "Isolated", "%s", "no other feature nor the image edge "
-                                "within IsolationRadius", "isolated")
+    Isolated = _result_spectrum("Isolated", bool, "bool", "Isolated", "%s", "a single particle (Multiplicity 1) "
+                                "with no other feature, nothing else in the image and no image edge within "
+                                "IsolationRadius", "isolated")
     NearestNeighbour = _result_spectrum("NearestNeighbour", float, "px", "Nearest neighbour", "%.3f",
-                                        "distance to the nearest other feature (inf if none)", "nn_distance")
+                                        "distance to the nearest other feature, listed or seen only in the image "
+                                        "(inf if none)", "nn_distance")
+    Multiplicity = _result_spectrum("Multiplicity", int, "particles", "Multiplicity", "%d",
+                                    "particles in the touching group of each detection: 1, 2, or 3 for three "
+                                    "or more", "multiplicity")
 
     @attribute(dtype=str, unit="JSON", label="Table", format="%s",
-               doc="JSON rows {index, x, y, mass, size, ecc, signal, isolated, nn_distance}; [] before Detect")
+               doc="JSON rows {index, x, y, mass, size, ecc, signal, isolated, nn_distance, multiplicity}; [] "
+                   "before Detect")
     @smart_errors
     def Table(self) -> str:
         return self._core.table()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 TABLE_COLUMNS: tuple[str, ...] = ("index", "x", "y", "mass", "size", "ecc", "signal", "isolated",
-                                  "nn_distance")
+                                  "nn_distance", "multiplicity")
 """Columns of Table rows and of the CSV export, in order."""
 
 
@@ -29,6 +29,8 @@ class ParticleResults:
     signal: np.ndarray
     isolated: np.ndarray
     nn_distance: np.ndarray
+    multiplicity: np.ndarray
+    """Particles in this detection's blob: 1, 2, or 3 for three or more (see crowding.py)."""
     roi: tuple[int, int, int, int]
     image_shape: tuple[int, int]
     settings: dict[str, Any]
@@ -39,7 +41,7 @@ class ParticleResults:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance"):
+        for name in ("x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance", "multiplicity"):
             getattr(self, name).setflags(write=False)
 
     @property
@@ -65,6 +67,7 @@ class ParticleResults:
                 "signal": float(self.signal[i]),
                 "isolated": bool(self.isolated[i]),
                 "nn_distance": distance if np.isfinite(distance) else None,
+                "multiplicity": int(self.multiplicity[i]),
             })
         return rows
 

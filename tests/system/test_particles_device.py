@@ -131,7 +131,7 @@ def test_fresh_device_is_ready_and_explains_what_is_missing(tmp_path: Path) -> N
 def test_every_attribute_is_described_and_settings_are_memorized(shared: tango.DeviceProxy) -> None:
     settings = list(SETTINGS)
     results = ["Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccentricity", "Signal", "Isolated",
-               "NearestNeighbour", "Table", "LastResult", "AnnotatedImage", "AnnotatedImageRGB"]
+               "NearestNeighbour", "Multiplicity", "Table", "LastResult", "AnnotatedImage", "AnnotatedImageRGB"]
     names = set(shared.get_attribute_list())
     assert set(settings + results) <= names
     for name in settings + results:
@@ -170,6 +170,10 @@ def test_detect_from_a_file_publishes_every_result(dev: tango.DeviceProxy, files
     rows = json.loads(dev.Table)
     assert [row["index"] for row in rows] == list(range(6))
     assert rows[0]["x"] == pytest.approx(dev.X[0]) and rows[0]["isolated"] == bool(isolated[0])
+    multiplicity = dev.Multiplicity
+    assert len(multiplicity) == 6 and set(multiplicity) <= {1, 2, 3}
+    assert [row["multiplicity"] for row in rows] == list(multiplicity)
+    assert all(multiplicity[isolated] == 1)
     last = json.loads(dev.LastResult)
     assert last["count"] == 6 and last["settings"]["Diameter"] == 7 and last["image_shape"] == [256, 256]
 
@@ -299,6 +303,7 @@ def test_export_csv_writes_the_table(dev: tango.DeviceProxy, tmp_path: Path) -> 
         rows = list(csv.DictReader(stream))
     assert len(rows) == 6 and float(rows[2]["x"]) == pytest.approx(dev.X[2])
     assert [row["isolated"] for row in rows] == ["true" if v else "false" for v in dev.Isolated]
+    assert [int(row["multiplicity"]) for row in rows] == list(dev.Multiplicity)
     with pytest.raises(tango.DevFailed) as excinfo:
         dev.ExportCsv(str(tmp_path / "missing" / "particles.csv"))
     assert _reason(excinfo) == "SMART_NotFound" and "does not exist" in _desc(excinfo)

@@ -126,7 +126,8 @@ def test_table_rows_match_the_arrays(image: np.ndarray) -> None:
     assert [row["index"] for row in rows] == list(range(core.count))
     assert [row["x"] for row in rows] == core.x.tolist()
     assert [row["isolated"] for row in rows] == core.isolated.tolist()
-    assert set(rows[0]) == {"index", "x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance"}
+    assert set(rows[0]) == {"index", "x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance",
+                            "multiplicity"}
 
 
 def test_export_csv_round_trip_and_bad_folder(image: np.ndarray, tmp_path) -> None:

@@ -1,0 +1,344 @@
+"""What the image says around each particle: its multiplicity and unlisted neighbours.
+
+The list of detections is not the sample. trackpy suppresses a maximum nearer than
+``Separation`` to a brighter one, merges two touching particles into one feature, and drops
+whatever lies below ``MinMass``; every one of them still sits in the beam. So isolation is
+also judged on the image itself, in three steps that cost a few blurs and one labelling:
+
+1. **Signal image**: the image smoothed at about a sixth of Diameter, minus a background
+   that holds no particles (a grey opening over twice Diameter, then a box blur), minus the
+   median background level. Its noise is measured from the lower half of its histogram,
+   which particles cannot reach.
+2. **Blobs and multiplicity**: the signal above a fraction of the typical particle peak (or
+   a few noise sigmas, whichever is higher) falls into connected blobs. Each particle's blob
+   has an integrated signal, an area and an elongation; the blobs holding exactly one
+   detection give the population of single particles of this very image, whose typical
+   integral is fitted robustly (median, re-centred on the main peak). A blob with clearly
+   more signal than a single, or clearly elongated, or holding several detections, is two
+   or more particles: ``Multiplicity`` 2 or 3 (3 meaning three or more).
+3. **Unlisted neighbours**: the local maxima of the signal image above a noise-safe level,
+   each moved to the centroid of its surroundings, form a second and much more permissive
+   detection, used only here. A maximum outside the particle's own blob and nearer than
+   ``IsolationRadius`` is a neighbour, listed or not.
+
+A particle is isolated only when the detections (as before), the multiplicity and the
+permissive maxima all agree that nothing else is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import cKDTree
+
+SMOOTHING_PER_DIAMETER = 1.0 / 6.0
+"""Gaussian sigma of the signal image, per px of Diameter: a matched filter for the particle."""
+BLOB_PEAK_FRACTION = 0.5
+"""Blobs are the signal above this fraction of the typical particle peak ..."""
+BLOB_NOISE_SIGMAS = 4.0
+"""... and above this many noise sigmas."""
+PEAK_NOISE_SIGMAS = 4.5
+"""A permissive maximum must stand this many noise sigmas above the background: at 4.5 sigma
+a 2048 x 2048 image of pure noise holds about five such maxima."""
+PEAK_PEAK_FRACTION = 0.1
+"""... and reach this fraction of the typical particle peak."""
+SINGLE_EXCESS_MIN = 1.4
+"""A blob is more than one particle when its integral exceeds a single's by this factor at least."""
+SHAPED_FRACTION = 0.8
+"""Shape (elongation, centroid offset) is judged only on blobs with at least this fraction of a
+single particle's signal: a blob barely above the level is a ragged outline of a few pixels."""
+ELONGATION_MIN = 1.45
+"""A blob this elongated (square root of the ratio of its principal second moments) is two
+particles side by side, at least."""
+HIDDEN_EXCESS_MIN = 1.25
+"""Down to the permissive level, a region with this much more signal than a single's holds more."""
+HIDDEN_ELONGATION_MIN = 1.15
+"""... or one this elongated ..."""
+HIDDEN_OFFSET_MIN_PX = 0.5
+"""... or one whose centroid lies this far (px) from the particle."""
+RAYLEIGH_TAIL = 3.2
+"""Offsets beyond this many medians are 1 in 1000 for a Rayleigh distribution."""
+ROBUST_SIGMAS = 4.0
+"""How far above the single-particle population (in robust sigmas) a blob must lie."""
+
+
+@dataclass(frozen=True)
+class Crowding:
+    """Per particle: its multiplicity and the distance to the nearest unlisted neighbour."""
+
+    multiplicity: np.ndarray
+    """1, 2, or 3 (three or more particles in the blob of this detection)."""
+    image_neighbour: np.ndarray
+    """px from the particle to the nearest permissive maximum outside its own blob (inf if none)."""
+    single_integral: float
+    """The fitted integral of a single particle's blob (nan when no population could be fitted)."""
+
+
+def signal_image(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float]:
+    """Background-free, smoothed signal (float32) and its noise sigma.
+
+    The background is the mean of the pixels that hold no particle, over a window of about
+    four diameters (a normalised box filter): a grey opening first marks the particles, so
+    neither they nor the opening's own bias leak into the background level.
+    """
+    image = raw.astype(np.float32, copy=False)
+    smooth = cv2.GaussianBlur(image, (0, 0), max(diameter * SMOOTHING_PER_DIAMETER, 0.8),
+                              borderType=cv2.BORDER_REPLICATE)
+    side = 2 * diameter + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    opened = cv2.morphologyEx(smooth, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+    first = smooth - cv2.blur(opened, (side, side), borderType=cv2.BORDER_REPLICATE)
+    low, median = _lower_half(first)
+    sigma = max(median - low, 1e-6)
+    empty = (first < median + 3.0 * sigma).astype(np.float32)
+    window = (2 * side + 1, 2 * side + 1)
+    weight = cv2.blur(empty, window, borderType=cv2.BORDER_REPLICATE)
+    level = cv2.blur(smooth * empty, window, borderType=cv2.BORDER_REPLICATE)
+    background = np.where(weight > 0.05, level / np.maximum(weight, 0.05), opened)
+    signal = smooth - background
+    low, median = _lower_half(signal)
+    signal -= np.float32(median)
+    sigma = median - low
+    if not sigma > 0:  # a noise-free image: let the particle peaks set the scale
+        sigma = float(np.ptp(signal)) * 1e-3 or 1e-6
+    return signal, sigma
+
+
+def _lower_half(image: np.ndarray) -> tuple[float, float]:
+    """The 15.9th percentile and the median of ``image`` (a subsample of ~250 000 pixels)."""
+    step = max(1, int(np.sqrt(image.size / 250_000)))
+    low, median = np.percentile(image[::step, ::step], [15.865, 50.0])
+    return float(low), float(median)
+
+
+def _robust_centre(values: np.ndarray) -> tuple[float, float]:
+    """Centre of the main peak of ``values`` (median, re-centred on the peak) and the robust
+    sigma of all ``values`` around it (MAD): a broad population keeps its breadth."""
+    centre = float(np.median(values))
+    window = values
+    for _ in range(3):
+        window = values[(values > 0.5 * centre) & (values < 1.5 * centre)]
+        if len(window) == 0:
+            break
+        centre = float(np.median(window))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    return centre, spread
+
+
+def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, diameter: int,
+            reach: float) -> Crowding:
+    """Multiplicity and unlisted neighbours of ``particles_xy`` (x, y in ``raw``'s pixels).
+
+    ``raw`` is the image as detected (bright particles, i.e. already inverted for dark
+    ones); ``features_xy`` are all detected features, particles and neighbours-only;
+    neighbours are looked for out to ``reach`` px (the IsolationRadius).
+    """
+    n = len(particles_xy)
+    ones = np.ones(n, dtype=np.int64)
+    if n == 0:
+        return Crowding(ones, np.empty(0), float("nan"))
+    signal, sigma = signal_image(raw, diameter)
+    h, w = signal.shape
+    ix = np.clip(np.rint(particles_xy[:, 0]).astype(np.intp), 0, w - 1)
+    iy = np.clip(np.rint(particles_xy[:, 1]).astype(np.intp), 0, h - 1)
+    peak = float(np.median(signal[iy, ix]))
+    if not peak > 0:
+        return Crowding(ones, np.full(n, np.inf), float("nan"))
+
+    blob_level = max(BLOB_PEAK_FRACTION * peak, BLOB_NOISE_SIGMAS * sigma)
+    mask = (signal > blob_level).astype(np.uint8)
+    count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    stats = _blob_stats(signal, labels, count)
+    own = labels[iy, ix]
+
+    fx = np.clip(np.rint(features_xy[:, 0]).astype(np.intp), 0, w - 1)
+    fy = np.clip(np.rint(features_xy[:, 1]).astype(np.intp), 0, h - 1)
+    detections_in_blob = np.bincount(labels[fy, fx], minlength=count)
+    detections_in_blob[0] = 0
+
+    multiplicity = _multiplicity(stats, own, detections_in_blob)
+    level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
+    region_count, regions = cv2.connectedComponents((signal > level).astype(np.uint8), connectivity=8,
+                                                    ltype=cv2.CV_32S)
+    image_neighbour = _unlisted_neighbours(signal, labels, regions, particles_xy, own, level, diameter, reach)
+    features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
+    features_in_region[0] = 0
+    hidden = _hidden_neighbour(_blob_stats(signal, regions, region_count), regions[iy, ix], features_in_region,
+                               particles_xy)
+    return Crowding(multiplicity, np.minimum(image_neighbour, hidden), float(stats.single_integral))
+
+
+@dataclass
+class _BlobStats:
+    integral: np.ndarray
+    elongation: np.ndarray
+    centroid: np.ndarray
+    """(x, y) of each blob's signal centroid."""
+    single_integral: float = float("nan")
+    excess_level: float = SINGLE_EXCESS_MIN
+    elongation_level: float = ELONGATION_MIN
+
+
+def _blob_stats(signal: np.ndarray, labels: np.ndarray, count: int) -> _BlobStats:
+    """Integrated signal and elongation of every blob (index = label; 0 = background)."""
+    inside = np.flatnonzero(labels.ravel())
+    label = labels.ravel()[inside]
+    weight = signal.ravel()[inside].astype(np.float64)
+    y, x = np.divmod(inside, labels.shape[1])
+    total = np.bincount(label, weight, minlength=count)
+    safe = np.where(total > 0, total, 1.0)
+    mx = np.bincount(label, weight * x, minlength=count) / safe
+    my = np.bincount(label, weight * y, minlength=count) / safe
+    dx, dy = x - mx[label], y - my[label]
+    sxx = np.bincount(label, weight * dx * dx, minlength=count) / safe
+    syy = np.bincount(label, weight * dy * dy, minlength=count) / safe
+    sxy = np.bincount(label, weight * dx * dy, minlength=count) / safe
+    half_trace = (sxx + syy) / 2
+    root = np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
+    major, minor = half_trace + root, np.maximum(half_trace - root, 1e-6)
+    return _BlobStats(integral=total, elongation=np.sqrt(np.maximum(major, 0) / minor),
+                      centroid=np.column_stack([mx, my]))
+
+
+def _multiplicity(stats: _BlobStats, own: np.ndarray, detections_in_blob: np.ndarray) -> np.ndarray:
+    """1, 2 or 3+ per particle, from its blob against the blobs of single detections."""
+    n = len(own)
+    multiplicity = np.ones(n, dtype=np.int64)
+    in_blob = own > 0
+    singles = np.unique(own[in_blob & (detections_in_blob[own] == 1)])
+    if len(singles) < 5:  # no population to judge against: only the detection count speaks
+        multiplicity[in_blob] = np.minimum(detections_in_blob[own[in_blob]], 3)
+        return multiplicity
+    single, spread = _robust_centre(stats.integral[singles])
+    elong_centre, elong_spread = _robust_centre(stats.elongation[singles])
+    stats.single_integral = single
+    stats.excess_level = max(1.0 + ROBUST_SIGMAS * spread / single, SINGLE_EXCESS_MIN)
+    stats.elongation_level = max(ELONGATION_MIN, elong_centre + ROBUST_SIGMAS * elong_spread)
+    blobs = own[in_blob]
+    ratio = stats.integral[blobs] / single
+    estimate = np.where(ratio >= stats.excess_level, np.maximum(np.rint(ratio), 2), 1)
+    # a blob barely above the level is a few pixels of ragged outline: its shape says nothing
+    shaped = ratio >= SHAPED_FRACTION
+    estimate = np.where(shaped & (stats.elongation[blobs] >= stats.elongation_level), np.maximum(estimate, 2),
+                        estimate)
+    estimate = np.maximum(estimate, detections_in_blob[blobs])
+    multiplicity[in_blob] = np.minimum(estimate, 3)
+    return multiplicity
+
+
+def _hidden_neighbour(stats: _BlobStats, own: np.ndarray, features_in_region: np.ndarray,
+                      particles_xy: np.ndarray) -> np.ndarray:
+    """Where the particle's own faint surroundings hold a second object: its estimated distance.
+
+    Down to the permissive level, a particle's region also takes in a faint neighbour that
+    touches it (debris, a small particle) and has no maximum of its own. Judged against the
+    regions of this image that hold one detection only, such a region has more signal, a
+    stretched shape, or a centroid pulled away from the particle. The excess signal's
+    centroid, ``(I c - I1 p) / (I - I1)``, is where the neighbour sits.
+    """
+    distance = np.full(len(particles_xy), np.inf)
+    in_region = own > 0
+    singles = np.unique(own[in_region & (features_in_region[own] == 1)])
+    if len(singles) < 5:
+        return distance
+    single, spread = _robust_centre(stats.integral[singles])
+    elong_centre, elong_spread = _robust_centre(stats.elongation[singles])
+    rows = np.flatnonzero(in_region)
+    regions = own[rows]
+    offset = np.hypot(*(stats.centroid[regions] - particles_xy[rows]).T)
+    lone = features_in_region[regions] == 1
+    # a lone particle's centroid offset is noise in two directions: Rayleigh distributed, its
+    # 1-in-1000 tail at 3.2 times the median
+    offset_level = max(HIDDEN_OFFSET_MIN_PX, RAYLEIGH_TAIL * float(np.median(offset[lone]))) if lone.any() else np.inf
+    excess_level = max(1.0 + ROBUST_SIGMAS * spread / single, HIDDEN_EXCESS_MIN)
+    shaped = stats.integral[regions] >= SHAPED_FRACTION * single
+    crowded = ((stats.integral[regions] >= excess_level * single)
+               | shaped & (stats.elongation[regions] >= max(HIDDEN_ELONGATION_MIN,
+                                                            elong_centre + ROBUST_SIGMAS * elong_spread))
+               | shaped & (offset >= offset_level))
+    excess = np.maximum(stats.integral[regions] - single, 1e-12)
+    where = (stats.integral[regions, None] * stats.centroid[regions] - single * particles_xy[rows]) / excess[:, None]
+    estimate = np.hypot(*(where - particles_xy[rows]).T)
+    estimate = np.where(stats.integral[regions] > single, estimate, 0.0)
+    distance[rows[crowded]] = estimate[crowded]
+    return distance
+
+
+def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray, particles_xy: np.ndarray,
+                         own: np.ndarray, level: float, diameter: int, reach: float) -> np.ndarray:
+    """Distance from each particle to the nearest signal of something else within ``reach``.
+
+    Two views of "something else", the nearer wins:
+    - permissive maxima (local maxima above ``level``, moved to their centroid) outside the
+      particle's own blob and farther than half a Diameter (nearer ones are the particle's own
+      shape, judged by the multiplicity);
+    - signal regions above ``level`` not connected to the particle: the distance to their
+      nearest pixel plus the radius at which a single particle's signal falls to ``level``,
+      because a region holding two merged particles has its maximum between them, farther
+      than the nearer particle.
+    """
+    distance = np.full(len(particles_xy), np.inf)
+    if len(particles_xy) == 0:
+        return distance
+    dilated = cv2.dilate(signal, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    peaks = np.argwhere((signal == dilated) & (signal > level))
+    if len(peaks) == 0:
+        return distance
+    refined = _centroids(signal, peaks, max(2, diameter // 4))
+    peak_label = labels[peaks[:, 0], peaks[:, 1]]
+    tree = cKDTree(refined[:, ::-1])
+    self_radius = diameter / 2.0
+    for row, candidates in enumerate(tree.query_ball_point(particles_xy, reach + diameter)):
+        if not candidates:
+            continue
+        candidates = np.asarray(candidates)
+        foreign = (peak_label[candidates] != own[row]) | (own[row] == 0)
+        # the nearer of the maximum and its centroid: a faint maximum's centroid wanders with the noise
+        d = np.minimum(np.hypot(*(refined[candidates, ::-1] - particles_xy[row]).T),
+                       np.hypot(*(peaks[candidates, ::-1] - particles_xy[row]).T))
+        foreign &= d > self_radius
+        if foreign.any():
+            distance[row] = float(d[foreign].min())
+
+    count = int(regions.max()) + 1
+    h, w = signal.shape
+    ix = np.clip(np.rint(particles_xy[:, 0]).astype(np.intp), 0, w - 1)
+    iy = np.clip(np.rint(particles_xy[:, 1]).astype(np.intp), 0, h - 1)
+    own_region = regions[iy, ix]
+    single_edge = _single_edge_radius(regions, own_region, count)
+    half = int(np.ceil(reach))
+    for row in np.flatnonzero(distance > reach - single_edge):
+        top, left = max(iy[row] - half, 0), max(ix[row] - half, 0)
+        window = regions[top:iy[row] + half + 1, left:ix[row] + half + 1]
+        other = (window != 0) & (window != own_region[row])
+        if not other.any():
+            continue
+        ys, xs = np.nonzero(other)
+        nearest = float(np.hypot(xs + left - particles_xy[row, 0], ys + top - particles_xy[row, 1]).min())
+        distance[row] = min(distance[row], nearest + single_edge)
+    return distance
+
+
+def _single_edge_radius(regions: np.ndarray, own_region: np.ndarray, count: int) -> float:
+    """Typical radius of the particles' own regions: sqrt(area / pi), median over particles."""
+    valid = own_region[own_region > 0]
+    if len(valid) == 0:
+        return 0.0
+    area = np.bincount(regions.ravel(), minlength=count)
+    return float(np.median(np.sqrt(area[np.unique(valid)] / np.pi)))
+
+
+def _centroids(signal: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
+    """(row, col) centroids of the positive signal in a (2 half + 1)² window around each peak."""
+    h, w = signal.shape
+    offsets = np.arange(-half, half + 1)
+    rows = np.clip(peaks[:, 0, None, None] + offsets[None, :, None], 0, h - 1)
+    cols = np.clip(peaks[:, 1, None, None] + offsets[None, None, :], 0, w - 1)
+    window = np.clip(signal[rows, cols], 0, None).astype(np.float64)
+    total = window.sum(axis=(1, 2))
+    total = np.where(total > 0, total, 1.0)
+    dy = (window * offsets[None, :, None]).sum(axis=(1, 2)) / total
+    dx = (window * offsets[None, None, :]).sum(axis=(1, 2)) / total
+    return np.column_stack([peaks[:, 0] + dy, peaks[:, 1] + dx])
