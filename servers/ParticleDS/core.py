@@ -111,8 +111,12 @@ class ParticleCore:
                   settings: ParticleSettings) -> crowding.Crowding:
         """Multiplicity and unlisted neighbours of the particles, from the image itself."""
         all_xy = np.column_stack([features.x, features.y])
-        return crowding.analyse(detection.detection_image(region, settings), all_xy[features.kept], all_xy,
-                                settings.Diameter, settings.IsolationRadius)
+        particles = all_xy[features.kept]
+        h, w = region.shape[:2]
+        listed = isolation.nearest_neighbour_distance(particles, all_xy) >= settings.IsolationRadius
+        listed &= isolation.edge_distance(particles, (0, 0, w, h)) >= settings.IsolationRadius
+        return crowding.analyse(detection.detection_image(region, settings), particles, all_xy,
+                                settings.Diameter, settings.IsolationRadius, candidates=listed)
 
     @staticmethod
     def _build_results(features: detection.Features, crowd: crowding.Crowding, settings: ParticleSettings,

@@ -81,25 +81,31 @@ def signal_image(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float]:
 
     The background is the mean of the pixels that hold no particle, over a window of about
     four diameters (a normalised box filter): a grey opening first marks the particles, so
-    neither they nor the opening's own bias leak into the background level.
+    neither they nor the opening's own bias leak into the background level. The background
+    is smooth, so it is computed on the image binned by about a third of Diameter and
+    interpolated back: the same level at a tenth of the cost.
     """
     image = raw.astype(np.float32, copy=False)
     smooth = cv2.GaussianBlur(image, (0, 0), max(diameter * SMOOTHING_PER_DIAMETER, 0.8),
                               borderType=cv2.BORDER_REPLICATE)
-    side = 2 * diameter + 1
+    h, w = smooth.shape
+    binning = max(1, min(diameter // 3, h // 16, w // 16))
+    small = cv2.resize(smooth, (max(w // binning, 1), max(h // binning, 1)), interpolation=cv2.INTER_AREA)
+    side = max(3, (2 * diameter + 1) // binning) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    opened = cv2.morphologyEx(smooth, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
-    first = smooth - cv2.blur(opened, (side, side), borderType=cv2.BORDER_REPLICATE)
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+    first = small - cv2.blur(opened, (side, side), borderType=cv2.BORDER_REPLICATE)
     low, median = _lower_half(first)
     sigma = max(median - low, 1e-6)
     empty = (first < median + 3.0 * sigma).astype(np.float32)
     window = (2 * side + 1, 2 * side + 1)
     weight = cv2.blur(empty, window, borderType=cv2.BORDER_REPLICATE)
-    level = cv2.blur(smooth * empty, window, borderType=cv2.BORDER_REPLICATE)
+    level = cv2.blur(small * empty, window, borderType=cv2.BORDER_REPLICATE)
     background = np.where(weight > 0.05, level / np.maximum(weight, 0.05), opened)
-    signal = smooth - background
+    background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
+    signal = cv2.subtract(smooth, background)
     low, median = _lower_half(signal)
-    signal -= np.float32(median)
+    signal = cv2.subtract(signal, median)
     sigma = median - low
     if not sigma > 0:  # a noise-free image: let the particle peaks set the scale
         sigma = float(np.ptp(signal)) * 1e-3 or 1e-6
@@ -128,12 +134,14 @@ def _robust_centre(values: np.ndarray) -> tuple[float, float]:
 
 
 def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, diameter: int,
-            reach: float) -> Crowding:
+            reach: float, candidates: np.ndarray | None = None) -> Crowding:
     """Multiplicity and unlisted neighbours of ``particles_xy`` (x, y in ``raw``'s pixels).
 
     ``raw`` is the image as detected (bright particles, i.e. already inverted for dark
     ones); ``features_xy`` are all detected features, particles and neighbours-only;
-    neighbours are looked for out to ``reach`` px (the IsolationRadius).
+    neighbours are looked for out to ``reach`` px (the IsolationRadius), around the
+    ``candidates`` only (the particles that could still be isolated; default all): the
+    others are crowded anyway, and the search costs time per particle.
     """
     n = len(particles_xy)
     ones = np.ones(n, dtype=np.int64)
@@ -148,8 +156,8 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
         return Crowding(ones, np.full(n, np.inf), float("nan"))
 
     blob_level = max(BLOB_PEAK_FRACTION * peak, BLOB_NOISE_SIGMAS * sigma)
-    mask = (signal > blob_level).astype(np.uint8)
-    count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    _, mask = cv2.threshold(signal, blob_level, 1, cv2.THRESH_BINARY)
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     stats = _blob_stats(signal, labels, count)
     own = labels[iy, ix]
 
@@ -160,13 +168,20 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
 
     multiplicity = _multiplicity(stats, own, detections_in_blob)
     level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
-    region_count, regions = cv2.connectedComponents((signal > level).astype(np.uint8), connectivity=8,
+    _, region_mask = cv2.threshold(signal, level, 1, cv2.THRESH_BINARY)
+    region_count, regions = cv2.connectedComponents(region_mask.astype(np.uint8), connectivity=8,
                                                     ltype=cv2.CV_32S)
-    image_neighbour = _unlisted_neighbours(signal, labels, regions, particles_xy, own, level, diameter, reach)
+    region_stats = _blob_stats(signal, regions, region_count)
+    own_region = regions[iy, ix]
+    image_neighbour = np.full(n, np.inf)
+    rows = np.arange(n) if candidates is None else np.flatnonzero(candidates)
+    if len(rows):
+        edge = float(np.median(np.sqrt(region_stats.area[np.unique(own_region)] / np.pi)))
+        image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, particles_xy[rows], own[rows],
+                                                     own_region[rows], level, diameter, reach, edge)
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
-    hidden = _hidden_neighbour(_blob_stats(signal, regions, region_count), regions[iy, ix], features_in_region,
-                               particles_xy)
+    hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
     return Crowding(multiplicity, np.minimum(image_neighbour, hidden), float(stats.single_integral))
 
 
@@ -176,6 +191,8 @@ class _BlobStats:
     elongation: np.ndarray
     centroid: np.ndarray
     """(x, y) of each blob's signal centroid."""
+    area: np.ndarray
+    """px of each blob."""
     single_integral: float = float("nan")
     excess_level: float = SINGLE_EXCESS_MIN
     elongation_level: float = ELONGATION_MIN
@@ -199,7 +216,7 @@ def _blob_stats(signal: np.ndarray, labels: np.ndarray, count: int) -> _BlobStat
     root = np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
     major, minor = half_trace + root, np.maximum(half_trace - root, 1e-6)
     return _BlobStats(integral=total, elongation=np.sqrt(np.maximum(major, 0) / minor),
-                      centroid=np.column_stack([mx, my]))
+                      centroid=np.column_stack([mx, my]), area=np.bincount(label, minlength=count))
 
 
 def _multiplicity(stats: _BlobStats, own: np.ndarray, detections_in_blob: np.ndarray) -> np.ndarray:
@@ -267,7 +284,8 @@ def _hidden_neighbour(stats: _BlobStats, own: np.ndarray, features_in_region: np
 
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray, particles_xy: np.ndarray,
-                         own: np.ndarray, level: float, diameter: int, reach: float) -> np.ndarray:
+                         own: np.ndarray, own_region: np.ndarray, level: float, diameter: int, reach: float,
+                         single_edge: float) -> np.ndarray:
     """Distance from each particle to the nearest signal of something else within ``reach``.
 
     Two views of "something else", the nearer wins:
@@ -283,7 +301,9 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     if len(particles_xy) == 0:
         return distance
     dilated = cv2.dilate(signal, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    peaks = np.argwhere((signal == dilated) & (signal > level))
+    inside = np.flatnonzero(regions)  # maxima above the level lie inside the regions
+    inside = inside[signal.ravel()[inside] == dilated.ravel()[inside]]
+    peaks = np.column_stack(np.divmod(inside, signal.shape[1]))
     if len(peaks) == 0:
         return distance
     refined = _centroids(signal, peaks, max(2, diameter // 4))
@@ -302,12 +322,9 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
         if foreign.any():
             distance[row] = float(d[foreign].min())
 
-    count = int(regions.max()) + 1
     h, w = signal.shape
     ix = np.clip(np.rint(particles_xy[:, 0]).astype(np.intp), 0, w - 1)
     iy = np.clip(np.rint(particles_xy[:, 1]).astype(np.intp), 0, h - 1)
-    own_region = regions[iy, ix]
-    single_edge = _single_edge_radius(regions, own_region, count)
     half = int(np.ceil(reach))
     for row in np.flatnonzero(distance > reach - single_edge):
         top, left = max(iy[row] - half, 0), max(ix[row] - half, 0)
@@ -319,15 +336,6 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
         nearest = float(np.hypot(xs + left - particles_xy[row, 0], ys + top - particles_xy[row, 1]).min())
         distance[row] = min(distance[row], nearest + single_edge)
     return distance
-
-
-def _single_edge_radius(regions: np.ndarray, own_region: np.ndarray, count: int) -> float:
-    """Typical radius of the particles' own regions: sqrt(area / pi), median over particles."""
-    valid = own_region[own_region > 0]
-    if len(valid) == 0:
-        return 0.0
-    area = np.bincount(regions.ravel(), minlength=count)
-    return float(np.median(np.sqrt(area[np.unique(valid)] / np.pi)))
 
 
 def _centroids(signal: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
