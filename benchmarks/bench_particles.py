@@ -7,6 +7,13 @@ Figures:
   set difference and the largest position difference between the two results.
 - ``particles_brightfield_ring``: the core's ring fit (windowed) against
   ``trackpy.locate_brightfield_ring`` (which spline-filters the whole image per particle).
+- ``particles_detect_isolation_2048``: the whole ``ParticleCore.detect`` (locate, the
+  isolation analysis on the image, multiplicity) against ``trackpy.locate`` plus a k-d tree
+  isolation, timed alternately on the same image.
+- ``isolation_precision_*`` / ``isolation_recall_*``: the Isolated flag on the independent
+  particle corpus (benchmarks/particle_corpus.py), held-out cases per settings family and
+  the tuning cases, against trackpy + k-d tree on the same images; the multiplicity
+  confusion is printed as a table (benchmarks/isolation_accuracy.py).
 
 Run alone: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_particles.py``.
 """
@@ -21,8 +28,12 @@ import trackpy
 from scipy.spatial import cKDTree
 from scipy.special import erf
 
-from benchmarks.harness import Report, best_time
+from benchmarks.harness import Report, best_time, paired_times
+from benchmarks.isolation_accuracy import evaluate, format_confusion
+from benchmarks.particle_corpus import HELD_OUT_CASES, TUNING_CASES, IsolationScore
+from servers.ParticleDS import ParticleCore
 from servers.ParticleDS.detection import locate, locate_brightfield_ring
+from servers.ParticleDS.isolation import edge_distance
 from servers.ParticleDS.settings import ParticleSettings
 
 SHAPE = (2048, 2048)
@@ -101,9 +112,57 @@ def _bench_ring(report: Report) -> None:
                f"trackpy is given the starts; core RMS vs truth {error:.2f} px")
 
 
+def _bench_detect_with_isolation(report: Report) -> None:
+    rng = np.random.default_rng(2024)
+    image = _spots(rng, SHAPE, PARTICLES)
+    values = {"Diameter": 11, "MinMass": 20000.0, "Separation": 8.0, "Percentile": 64.0, "IsolationRadius": 30.0}
+    core = ParticleCore(values)
+
+    def baseline() -> np.ndarray:
+        frame = trackpy.locate(image, 11, minmass=20000.0, separation=8.0, percentile=64.0, engine="numba")
+        xy = frame[["x", "y"]].to_numpy()
+        nn = cKDTree(xy).query(xy, k=2)[0][:, 1]
+        return (nn >= 30.0) & (edge_distance(xy, (0, 0, SHAPE[1], SHAPE[0])) >= 30.0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, theirs, ratio = paired_times(lambda: core.detect(image), baseline, rounds=5)
+    isolated_theirs = int(np.count_nonzero(baseline()))
+    report.add("particles_detect_isolation_2048", ours * 1e3, "ms", theirs * 1e3, ratio,
+               f"ParticleCore.detect (locate + isolation judged on the image + multiplicity) vs trackpy.locate "
+               f"(numba) + cKDTree isolation, same image as particles_locate_2048, IsolationRadius 30; isolated: "
+               f"core {core.results.isolated_count if core.results else 0}, trackpy {isolated_theirs}; "
+               "median of 5 alternated rounds")
+
+
+def _add_accuracy(report: Report, label: str, scores: dict[str, IsolationScore], note: str) -> None:
+    ours, theirs = scores["ours"], scores["trackpy"]
+    report.add(f"isolation_precision_{label}", ours.precision, "fraction", theirs.precision, None,
+               f"Isolated flags on truly isolated cubes: core {ours.correct}/{ours.flagged}, trackpy+kd-tree "
+               f"{theirs.correct}/{theirs.flagged}; {note}")
+    report.add(f"isolation_recall_{label}", ours.recall, "fraction", theirs.recall, None,
+               f"truly isolated cubes flagged: core {ours.recalled}/{ours.wanted}, trackpy+kd-tree "
+               f"{theirs.recalled}/{theirs.wanted}; {note}")
+
+
+def _bench_isolation_accuracy(report: Report) -> None:
+    held_out = evaluate(HELD_OUT_CASES)
+    tuned = evaluate(TUNING_CASES)
+    for family in ("A", "B", "C"):
+        _add_accuracy(report, f"heldout_{family}", held_out[family],
+                      f"held out: seeds 100-111, 1024 px, settings {family}")
+    _add_accuracy(report, "heldout_all", held_out["all"], "held out: all 36 cases")
+    _add_accuracy(report, "tuning_all", tuned["all"], "the 12 tuning cases (seeds 0-5, settings A, B)")
+    print("\nisolation accuracy on the independent particle corpus (benchmarks/particle_corpus.py)")
+    print(format_confusion({"held-out " + k: v for k, v in held_out.items()}
+                           | {"tuning " + k: v for k, v in tuned.items() if k == "all"}))
+
+
 def run(report: Report) -> None:
     _bench_locate(report)
     _bench_ring(report)
+    _bench_detect_with_isolation(report)
+    _bench_isolation_accuracy(report)
 
 
 if __name__ == "__main__":

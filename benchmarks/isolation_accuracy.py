@@ -80,3 +80,16 @@ def evaluate(cases: Iterable[Case]) -> dict[str, dict[str, IsolationScore]]:
                 scores.setdefault(key, {}).setdefault(method, IsolationScore())
                 scores[key][method] += score
     return scores
+
+
+def format_confusion(scores: dict[str, dict[str, IsolationScore]]) -> str:
+    """A text table: precision, recall and multiplicity confusion per row and method."""
+    lines = ["| cases | method | precision of Isolated | recall of Isolated | multiplicity confusion "
+             "(rows true 1/2/3+, columns estimated 1/2/3+) |", "|---|---|---|---|---|"]
+    for key, methods in scores.items():
+        for method, score in methods.items():
+            name = "ParticleDS" if method == "ours" else "trackpy + k-d tree"
+            confusion = " / ".join(" ".join(str(v) for v in row) for row in score.confusion.tolist())
+            lines.append(f"| {key} | {name} | {score.precision:.4f} ({score.correct}/{score.flagged}) | "
+                         f"{score.recall:.4f} ({score.recalled}/{score.wanted}) | {confusion} |")
+    return "\n".join(lines)
