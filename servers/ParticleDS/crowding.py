@@ -60,6 +60,14 @@ HIDDEN_OFFSET_MIN_PX = 0.5
 """... or one whose centroid lies this far (px) from the particle."""
 RAYLEIGH_TAIL = 3.2
 """Offsets beyond this many medians are 1 in 1000 for a Rayleigh distribution."""
+ASYMMETRY_INNER_PX = 2.0
+"""The point-symmetry test starts this far from the centre (nearer, the centring noise rules)."""
+ASYMMETRY_SIGMAS = 6.0
+"""An asymmetry this many robust sigmas above the particles' typical one is a neighbour ..."""
+ASYMMETRY_NOISE_SIGMAS = 5.0
+"""... provided it also stands this many noise sigmas high."""
+MIN_POPULATION = 5
+"""Fewer particles than this make no population to judge against."""
 ROBUST_SIGMAS = 4.0
 """How far above the single-particle population (in robust sigmas) a blob must lie."""
 
@@ -182,6 +190,8 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
+    if len(rows) >= MIN_POPULATION:
+        hidden[rows] = np.minimum(hidden[rows], _residual_neighbour(signal, sigma, particles_xy[rows], diameter))
     return Crowding(multiplicity, np.minimum(image_neighbour, hidden), float(stats.single_integral))
 
 
@@ -225,7 +235,7 @@ def _multiplicity(stats: _BlobStats, own: np.ndarray, detections_in_blob: np.nda
     multiplicity = np.ones(n, dtype=np.int64)
     in_blob = own > 0
     singles = np.unique(own[in_blob & (detections_in_blob[own] == 1)])
-    if len(singles) < 5:  # no population to judge against: only the detection count speaks
+    if len(singles) < MIN_POPULATION:  # no population to judge against: only the detection count speaks
         multiplicity[in_blob] = np.minimum(detections_in_blob[own[in_blob]], 3)
         return multiplicity
     single, spread = _robust_centre(stats.integral[singles])
@@ -258,7 +268,7 @@ def _hidden_neighbour(stats: _BlobStats, own: np.ndarray, features_in_region: np
     distance = np.full(len(particles_xy), np.inf)
     in_region = own > 0
     singles = np.unique(own[in_region & (features_in_region[own] == 1)])
-    if len(singles) < 5:
+    if len(singles) < MIN_POPULATION:
         return distance
     single, spread = _robust_centre(stats.integral[singles])
     elong_centre, elong_spread = _robust_centre(stats.elongation[singles])
@@ -281,6 +291,49 @@ def _hidden_neighbour(stats: _BlobStats, own: np.ndarray, features_in_region: np
     estimate = np.where(stats.integral[regions] > single, estimate, 0.0)
     distance[rows[crowded]] = estimate[crowded]
     return distance
+
+
+def _residual_neighbour(signal: np.ndarray, sigma: float, particles_xy: np.ndarray, diameter: int) -> np.ndarray:
+    """Distance to a neighbour that breaks the particle's point symmetry.
+
+    A particle seen from above (a cube at any rotation and size, a sphere, a rod) is its own
+    image turned half a turn about its centre; a touching or close neighbour is not. The
+    signal at ``centre + d`` minus the signal at ``centre - d`` (bilinear, so the sub-pixel
+    centre is kept) stays at the noise for a lone particle and rises where a neighbour sits,
+    even one merged with the particle, without its own maximum, below MinMass. Judged
+    against the same figure of all the given particles (mostly lone ones), out to one
+    Diameter.
+    """
+    distance = np.full(len(particles_xy), np.inf)
+    offsets = np.arange(-int(diameter), int(diameter) + 1, dtype=np.float64)
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    r = np.hypot(dx, dy)
+    ring = (r >= ASYMMETRY_INNER_PX) & (r <= diameter)
+    dy, dx, r = dy[ring], dx[ring], r[ring]
+    x = particles_xy[:, 0, None]
+    y = particles_xy[:, 1, None]
+    asymmetry = _bilinear(signal, x + dx, y + dy) - _bilinear(signal, x - dx, y - dy)
+    best = np.argmax(asymmetry, axis=1)
+    height = asymmetry[np.arange(len(particles_xy)), best]
+    centre = float(np.median(height))
+    spread = 1.4826 * float(np.median(np.abs(height - centre)))
+    level = max(centre + ASYMMETRY_SIGMAS * spread, ASYMMETRY_NOISE_SIGMAS * sigma)
+    flagged = height > level
+    distance[flagged] = r[best[flagged]]
+    return distance
+
+
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``image`` at the real positions (x, y), bilinear, clamped to the image."""
+    h, w = image.shape
+    x = np.clip(x, 0, w - 1.001)
+    y = np.clip(y, 0, h - 1.001)
+    x0 = x.astype(np.intp)
+    y0 = y.astype(np.intp)
+    fx, fy = x - x0, y - y0
+    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
+    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray, particles_xy: np.ndarray,
