@@ -164,9 +164,9 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
         return Crowding(ones, np.full(n, np.inf), float("nan"))
 
     blob_level = max(BLOB_PEAK_FRACTION * peak, BLOB_NOISE_SIGMAS * sigma)
-    _, mask = cv2.threshold(signal, blob_level, 1, cv2.THRESH_BINARY)
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    stats = _blob_stats(signal, labels, count)
+    mask = cv2.compare(signal, blob_level, cv2.CMP_GT)
+    count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    stats = _blob_stats(signal, labels, count, *_pixels(mask))
     own = labels[iy, ix]
 
     fx = np.clip(np.rint(features_xy[:, 0]).astype(np.intp), 0, w - 1)
@@ -176,17 +176,17 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
 
     multiplicity = _multiplicity(stats, own, detections_in_blob)
     level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
-    _, region_mask = cv2.threshold(signal, level, 1, cv2.THRESH_BINARY)
-    region_count, regions = cv2.connectedComponents(region_mask.astype(np.uint8), connectivity=8,
-                                                    ltype=cv2.CV_32S)
-    region_stats = _blob_stats(signal, regions, region_count)
+    region_mask = cv2.compare(signal, level, cv2.CMP_GT)
+    region_count, regions = cv2.connectedComponents(region_mask, connectivity=8, ltype=cv2.CV_32S)
+    region_pixels = _pixels(region_mask)
+    region_stats = _blob_stats(signal, regions, region_count, *region_pixels)
     own_region = regions[iy, ix]
     image_neighbour = np.full(n, np.inf)
     rows = np.arange(n) if candidates is None else np.flatnonzero(candidates)
     if len(rows):
         edge = float(np.median(np.sqrt(region_stats.area[np.unique(own_region)] / np.pi)))
-        image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, particles_xy[rows], own[rows],
-                                                     own_region[rows], level, diameter, reach, edge)
+        image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, region_pixels, particles_xy[rows],
+                                                     own[rows], own_region[rows], diameter, reach, edge)
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
@@ -208,12 +208,22 @@ class _BlobStats:
     elongation_level: float = ELONGATION_MIN
 
 
-def _blob_stats(signal: np.ndarray, labels: np.ndarray, count: int) -> _BlobStats:
-    """Integrated signal and elongation of every blob (index = label; 0 = background)."""
-    inside = np.flatnonzero(labels.ravel())
-    label = labels.ravel()[inside]
-    weight = signal.ravel()[inside].astype(np.float64)
-    y, x = np.divmod(inside, labels.shape[1])
+def _pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the non-zero pixels of a uint8 mask (OpenCV: one pass, no full-size index)."""
+    points = cv2.findNonZero(mask)
+    if points is None:
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty
+    points = points.reshape(-1, 2)
+    return points[:, 1].astype(np.intp), points[:, 0].astype(np.intp)
+
+
+def _blob_stats(signal: np.ndarray, labels: np.ndarray, count: int, ys: np.ndarray, xs: np.ndarray) -> _BlobStats:
+    """Integrated signal and elongation of every blob (index = label; 0 = background); ``ys``,
+    ``xs`` are the blob pixels."""
+    label = labels[ys, xs]
+    weight = signal[ys, xs].astype(np.float64)
+    y, x = ys.astype(np.float64), xs.astype(np.float64)
     total = np.bincount(label, weight, minlength=count)
     safe = np.where(total > 0, total, 1.0)
     mx = np.bincount(label, weight * x, minlength=count) / safe
@@ -336,58 +346,64 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray, particles_xy: np.ndarray,
-                         own: np.ndarray, own_region: np.ndarray, level: float, diameter: int, reach: float,
-                         single_edge: float) -> np.ndarray:
+def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,
+                         region_pixels: tuple[np.ndarray, np.ndarray], particles_xy: np.ndarray, own: np.ndarray,
+                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float) -> np.ndarray:
     """Distance from each particle to the nearest signal of something else within ``reach``.
 
     Two views of "something else", the nearer wins:
-    - permissive maxima (local maxima above ``level``, moved to their centroid) outside the
-      particle's own blob and farther than half a Diameter (nearer ones are the particle's own
-      shape, judged by the multiplicity);
-    - signal regions above ``level`` not connected to the particle: the distance to their
-      nearest pixel plus the radius at which a single particle's signal falls to ``level``,
-      because a region holding two merged particles has its maximum between them, farther
-      than the nearer particle.
+    - permissive maxima (local maxima of the regions above the permissive level, moved to
+      their centroid) outside the particle's own blob and farther than half a Diameter
+      (nearer ones are the particle's own shape, judged by the multiplicity);
+    - regions not connected to the particle: the distance to their nearest pixel plus the
+      radius at which a single particle's signal falls to the level, because a region holding
+      two merged particles has its maximum between them, farther than the nearer particle.
+      The regions of the given particles themselves are left out (each is at least
+      ``reach`` from the others: they are the particles the list calls isolated).
     """
-    distance = np.full(len(particles_xy), np.inf)
-    if len(particles_xy) == 0:
+    n = len(particles_xy)
+    distance = np.full(n, np.inf)
+    ys, xs = region_pixels
+    if n == 0 or len(ys) == 0:
         return distance
-    dilated = cv2.dilate(signal, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    inside = np.flatnonzero(regions)  # maxima above the level lie inside the regions
-    inside = inside[signal.ravel()[inside] == dilated.ravel()[inside]]
-    peaks = np.column_stack(np.divmod(inside, signal.shape[1]))
-    if len(peaks) == 0:
-        return distance
-    refined = _centroids(signal, peaks, max(2, diameter // 4))
-    peak_label = labels[peaks[:, 0], peaks[:, 1]]
-    tree = cKDTree(refined[:, ::-1])
-    self_radius = diameter / 2.0
-    for row, candidates in enumerate(tree.query_ball_point(particles_xy, reach + diameter)):
-        if not candidates:
-            continue
-        candidates = np.asarray(candidates)
-        foreign = (peak_label[candidates] != own[row]) | (own[row] == 0)
-        # the nearer of the maximum and its centroid: a faint maximum's centroid wanders with the noise
-        d = np.minimum(np.hypot(*(refined[candidates, ::-1] - particles_xy[row]).T),
-                       np.hypot(*(peaks[candidates, ::-1] - particles_xy[row]).T))
-        foreign &= d > self_radius
-        if foreign.any():
-            distance[row] = float(d[foreign].min())
-
     h, w = signal.shape
-    ix = np.clip(np.rint(particles_xy[:, 0]).astype(np.intp), 0, w - 1)
-    iy = np.clip(np.rint(particles_xy[:, 1]).astype(np.intp), 0, h - 1)
-    half = int(np.ceil(reach))
-    for row in np.flatnonzero(distance > reach - single_edge):
-        top, left = max(iy[row] - half, 0), max(ix[row] - half, 0)
-        window = regions[top:iy[row] + half + 1, left:ix[row] + half + 1]
-        other = (window != 0) & (window != own_region[row])
-        if not other.any():
-            continue
-        ys, xs = np.nonzero(other)
-        nearest = float(np.hypot(xs + left - particles_xy[row, 0], ys + top - particles_xy[row, 1]).min())
-        distance[row] = min(distance[row], nearest + single_edge)
+    value = signal[ys, xs]
+    is_peak = np.ones(len(ys), dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                is_peak &= value >= signal[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+    peaks = np.column_stack([ys[is_peak], xs[is_peak]])
+    if len(peaks):
+        refined = _centroids(signal, peaks, max(2, diameter // 4))
+        peak_label = labels[peaks[:, 0], peaks[:, 1]]
+        found = cKDTree(refined[:, ::-1]).query_ball_point(particles_xy, reach + diameter)
+        lengths = np.fromiter((len(f) for f in found), dtype=np.intp, count=n)
+        if lengths.sum():
+            which = np.concatenate([np.asarray(f, dtype=np.intp) for f in found if f])
+            row = np.repeat(np.arange(n), lengths)
+            # the nearer of the maximum and its centroid: a faint maximum's centroid wanders with the noise
+            d = np.minimum(np.hypot(*(refined[which, ::-1] - particles_xy[row]).T),
+                           np.hypot(*(peaks[which, ::-1] - particles_xy[row]).T))
+            foreign = ((peak_label[which] != own[row]) | (own[row] == 0)) & (d > diameter / 2.0)
+            np.minimum.at(distance, row[foreign], d[foreign])
+
+    # the nearest pixel of another region is on its outline: only outlines go into the tree
+    pixel_region = regions[ys, xs]
+    outline = np.zeros(len(ys), dtype=bool)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        outline |= regions[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)] != pixel_region
+    points = np.column_stack([xs[outline], ys[outline]]).astype(np.float64)
+    point_region = pixel_region[outline]
+    if len(points):
+        found = cKDTree(points).query_ball_point(particles_xy, reach)
+        lengths = np.fromiter((len(f) for f in found), dtype=np.intp, count=n)
+        if lengths.sum():
+            which = np.concatenate([np.asarray(f, dtype=np.intp) for f in found if f])
+            row = np.repeat(np.arange(n), lengths)
+            foreign = point_region[which] != own_region[row]
+            d = np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T) + single_edge
+            np.minimum.at(distance, row[foreign], d)
     return distance
 
 
