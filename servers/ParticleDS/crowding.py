@@ -66,6 +66,8 @@ ASYMMETRY_SIGMAS = 6.0
 """An asymmetry this many robust sigmas above the particles' typical one is a neighbour ..."""
 ASYMMETRY_NOISE_SIGMAS = 5.0
 """... provided it also stands this many noise sigmas high."""
+REMAP_ROWS = 30_000
+"""Rows per cv2.remap call (its maps must stay below 32 767 rows)."""
 MIN_POPULATION = 5
 """Fewer particles than this make no population to judge against."""
 ROBUST_SIGMAS = 4.0
@@ -98,7 +100,8 @@ def signal_image(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float]:
                               borderType=cv2.BORDER_REPLICATE)
     h, w = smooth.shape
     binning = max(1, min(diameter // 3, h // 16, w // 16))
-    small = cv2.resize(smooth, (max(w // binning, 1), max(h // binning, 1)), interpolation=cv2.INTER_AREA)
+    # the smoothing already removed what bilinear sampling would alias
+    small = cv2.resize(smooth, (max(w // binning, 1), max(h // binning, 1)), interpolation=cv2.INTER_LINEAR)
     side = max(3, (2 * diameter + 1) // binning) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
@@ -121,8 +124,8 @@ def signal_image(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float]:
 
 
 def _lower_half(image: np.ndarray) -> tuple[float, float]:
-    """The 15.9th percentile and the median of ``image`` (a subsample of ~250 000 pixels)."""
-    step = max(1, int(np.sqrt(image.size / 250_000)))
+    """The 15.9th percentile and the median of ``image`` (a subsample of ~100 000 pixels)."""
+    step = max(1, int(np.sqrt(image.size / 100_000)))
     low, median = np.percentile(image[::step, ::step], [15.865, 50.0])
     return float(low), float(median)
 
@@ -323,6 +326,7 @@ def _residual_neighbour(signal: np.ndarray, sigma: float, particles_xy: np.ndarr
     x = particles_xy[:, 0, None]
     y = particles_xy[:, 1, None]
     asymmetry = _bilinear(signal, x + dx, y + dy) - _bilinear(signal, x - dx, y - dy)
+    asymmetry = asymmetry.astype(np.float64)
     best = np.argmax(asymmetry, axis=1)
     height = asymmetry[np.arange(len(particles_xy)), best]
     centre = float(np.median(height))
@@ -334,16 +338,15 @@ def _residual_neighbour(signal: np.ndarray, sigma: float, particles_xy: np.ndarr
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``image`` at the real positions (x, y), bilinear, clamped to the image."""
-    h, w = image.shape
-    x = np.clip(x, 0, w - 1.001)
-    y = np.clip(y, 0, h - 1.001)
-    x0 = x.astype(np.intp)
-    y0 = y.astype(np.intp)
-    fx, fy = x - x0, y - y0
-    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
-    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    """``image`` (float32) at the real positions (x, y), 2-D arrays, bilinear, edges replicated.
+
+    cv2.remap maps must have fewer than 32 767 rows, so long lists go in chunks.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    chunks = [cv2.remap(image, np.ascontiguousarray(x[i:i + REMAP_ROWS]), np.ascontiguousarray(y[i:i + REMAP_ROWS]),
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for i in range(0, len(x), REMAP_ROWS)]
+    return np.concatenate(chunks) if chunks else np.empty(x.shape, dtype=np.float32)
 
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,
