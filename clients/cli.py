@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clients.launcher import DEFAULT_CONFIG, DEFAULT_RUN_DIR, LaunchError, Stack
 
-DEVICE_COMMANDS = ("register", "particles", "map", "goto")
+DEVICE_COMMANDS = ("register", "particles", "map", "goto", "beam")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,8 @@ def _add_device_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                      help="write a ParticleDS setting first (memorized), e.g. --set Diameter=7")
     cmd.add_argument("--show", action="store_true", help="only print the current results, detect nothing")
+    cmd.add_argument("--profile", default=None, metavar="NAME",
+                     help="apply a named settings profile first (smart_particle_profile NAME), e.g. ceo2_50nm")
     cmd = sub.add_parser("map", parents=[common], help="map a point from one frame to another",
                          description="CoordMapperDS Map of one point; camera points without "
                                      "--stage-position are in the live frame (current motors).")
@@ -75,6 +77,14 @@ def _add_device_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("index", type=int, nargs="?", default=None, help="row of the particle table")
     cmd.add_argument("--frame", nargs=3, metavar=("FRAME", "X", "Y"), default=None,
                      help="a point of a frame instead of a particle")
+    cmd = sub.add_parser("beam", parents=[common], help="show, set or calibrate the beam's camera pixel",
+                         description="`smart beam` shows BeamPosition; `smart beam set X Y` (or `set center`) "
+                                     "runs smart_beam_set; `smart beam calibrate [INDEX]` runs smart_beam_calibrate "
+                                     "(an X-ray map of a particle) through the Door.")
+    cmd.add_argument("action", nargs="?", default="show", choices=("show", "set", "calibrate"))
+    cmd.add_argument("values", nargs="*", help="set: X Y (px) or center; calibrate: particle INDEX (optional)")
+    cmd.add_argument("--search-um", type=float, default=1.0, help="calibrate: half width of the search map (um)")
+    cmd.add_argument("--exposure", type=float, default=0.01, help="calibrate: integration time per point (s)")
 
 
 def _run_device_command(args: argparse.Namespace) -> dict:
@@ -86,9 +96,11 @@ def _run_device_command(args: argparse.Namespace) -> dict:
             return client.register(args.reference_image, args.model, args.frame)
         if args.command == "particles":
             settings = dict(parse_setting(text) for text in args.settings)
-            return client.particles(args.image, settings, detect=not args.show)
+            return client.particles(args.image, settings, detect=not args.show, profile=args.profile)
         if args.command == "map":
             return client.map(args.frame_from, args.frame_to, [[args.x, args.y]], args.stage_position)
+        if args.command == "beam":
+            return client.beam(args.action, args.values, args.search_um, args.exposure)
         if (args.index is None) == (args.frame is None):
             raise CommandError("SMART_BadArgument", "give either a particle INDEX or --frame FRAME X Y")
         if args.index is not None:
@@ -110,13 +122,14 @@ def _summary(command: str, result: dict) -> str:
                 f"scale {reg.get('scale', float('nan')):.5f}, confidence {reg.get('confidence', float('nan')):.3f}, "
                 f"stage position {result['stage_position']}")
     if command == "particles":
-        return particle_table(result)
+        table = particle_table(result)
+        return (f"particle profile '{result['profile']}' applied\n" + table) if result.get("profile") else table
     if command == "map":
-        (x, y), = result["points"]
-        sigma = (result.get("uncertainty") or [None])[0]
-        inside = result.get("within_limits", [False])[0]
-        return (f"{x!r} {y!r} {result.get('unit', '')} (1-sigma {sigma}, "
-                f"{'within' if inside else 'NOT within'} the stage limits)")
+        return map_summary(result)
+    if command == "beam":
+        beam = result["beam_position"]
+        where = "not set" if beam is None else f"camera pixel ({beam[0]:.2f}, {beam[1]:.2f})"
+        return "\n".join([*result.get("output", []), f"beam position: {where}"])
     pos = result["stage_position"]
     return f"{result['macro']}: stage at " + ", ".join(
         f"{name} {value:.6f}" for name, value in zip(result["motors"], pos, strict=True))
@@ -141,6 +154,27 @@ def particle_table(result: dict) -> str:
     return head + "\n" + format_table(PARTICLE_COLUMNS, rows)
 
 
+UNIT_DECIMALS = {"mm": 6, "um": 3, "nm": 0, "px": 2}
+
+
+def map_summary(result: dict) -> str:
+    """One mapped point with its unit, sensible digits, its uncertainty and what the limits say.
+    Never "within" unless the mapper said so; its warnings say why not (e.g. unknown limits)."""
+    (x, y), = result["points"]
+    unit = result.get("unit", "")
+    digits = UNIT_DECIMALS.get(unit, 4)
+    sigma = (result.get("uncertainty") or [None])[0]
+    sigma_text = ("no uncertainty estimate (exact fit)" if sigma is None
+                  else f"1-sigma {sigma:.{digits}f} {unit}")
+    text = f"{x:.{digits}f} {y:.{digits}f} {unit} ({sigma_text})"
+    if result.get("to") == "stage" or result.get("from") == "stage":
+        inside = result.get("within_limits", [False])[0]
+        text += ("; within the stage limits" if inside
+                 else "; NOT within the stage limits: smart goto refuses it")
+    warnings = result.get("warnings") or []
+    return "\n".join([text, *(f"  warning: {w}" for w in warnings if "uncertainty is null" not in w)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in DEVICE_COMMANDS:
@@ -156,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             Stack(args.run_dir, args.config, facility=args.facility, port=args.port,
-                  beamline=args.beamline, seed=args.seed).up()
+                  beamline=args.beamline, seed=args.seed, sem_image=not args.facility).up()
         elif args.command == "down":
             survivors = Stack(args.run_dir).down()
             return 1 if survivors else 0

@@ -196,21 +196,24 @@ class SmartClient:
                 "stage_position": edge.get("stage_position") if edge else None, "output": output}
 
     def particles(self, image: str | None = None, settings: dict[str, Any] | None = None,
-                  detect: bool = True) -> dict[str, Any]:
+                  detect: bool = True, profile: str | None = None) -> dict[str, Any]:
         """Detect with `smart_find_particles` (IMAGE, else the registered reference) and return
-        the table; ``detect=False`` only reads the current results."""
+        the table; ``detect=False`` only reads the current results. ``profile`` applies a named
+        settings profile first (`smart_particle_profile`), ``settings`` then override single ones."""
+        output: list[str] = []
+        if profile:
+            output += self.run_macro(["smart_particle_profile", profile])
         for name, value in (settings or {}).items():
             try:
                 self.proxy("particles").write_attribute(name, value)
             except tango.DevFailed as exc:
                 raise _devfailed(exc) from None
-        output: list[str] = []
         if detect:
-            output = self.run_macro(["smart_find_particles", *([_absolute(image)] if image else [])])
+            output += self.run_macro(["smart_find_particles", *([_absolute(image)] if image else [])])
         rows = self.read_json("particles", "Table") or []
         last = self.read_json("particles", "LastResult") or {}
         return {"count": len(rows), "isolated": sum(bool(r.get("isolated")) for r in rows),
-                "elapsed_ms": last.get("elapsed_ms"), "particles": rows, "output": output}
+                "elapsed_ms": last.get("elapsed_ms"), "particles": rows, "output": output, "profile": profile}
 
     def map(self, frame_from: str, frame_to: str, points: Sequence[Sequence[float]],
             stage_position: Sequence[float] | None = None) -> dict[str, Any]:
@@ -236,6 +239,36 @@ class SmartClient:
         output = self.run_macro(words)
         return {"macro": " ".join(words), "stage_position": self.stage_position(),
                 "motors": self.motor_names(), "output": output}
+
+    def beam(self, action: str = "show", values: Sequence[str] = (), search_um: float = 1.0,
+             exposure: float = 0.01) -> dict[str, Any]:
+        """Show BeamPosition, set it (`smart_beam_set`) or measure it (`smart_beam_calibrate`)."""
+        output: list[str] = []
+        if action == "set":
+            if len(values) == 1 and values[0].lower() in ("center", "centre"):
+                words = ["smart_beam_set", "center"]
+            elif len(values) == 2:
+                try:
+                    words = ["smart_beam_set", *(repr(float(v)) for v in values)]
+                except ValueError:
+                    raise CommandError("SMART_BadArgument", f"beam set {' '.join(values)}: X and Y must be "
+                                                            "numbers (px)") from None
+            else:
+                raise CommandError("SMART_BadArgument", "beam set needs X Y (camera px) or center")
+            output = self.run_macro(words)
+        elif action == "calibrate":
+            if len(values) > 1:
+                raise CommandError("SMART_BadArgument", "beam calibrate takes at most one particle INDEX")
+            try:
+                index = int(values[0]) if values else -1
+            except ValueError:
+                raise CommandError("SMART_BadArgument", f"particle index {values[0]!r} is not an integer") from None
+            output = self.run_macro(["smart_beam_calibrate", str(index), repr(float(search_um)),
+                                     repr(float(exposure))], timeout_s=1800.0)
+        elif action != "show":
+            raise CommandError("SMART_BadArgument", f"beam {action}: use show, set or calibrate")
+        beam = (self.read_json("mapper", "Transforms") or {}).get("beam_position")
+        return {"beam_position": beam, "output": output}
 
     def _edge(self, frame_from: str, frame_to: str) -> dict[str, Any] | None:
         graph = self.read_json("mapper", "Transforms") or {}

@@ -141,7 +141,7 @@ class Stack:
 
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, config_path: Path = DEFAULT_CONFIG,
                  facility: bool = False, echo: bool = True, port: int = 0,
-                 beamline: Path | None = None, seed: int = 0) -> None:
+                 beamline: Path | None = None, seed: int = 0, sem_image: bool = False) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.config_path = Path(config_path).resolve()
         self.facility = facility
@@ -149,6 +149,8 @@ class Stack:
         self.port = port
         self.beamline = Path(beamline).resolve() if beamline else self.run_dir / "beamline.json"
         self.seed = seed
+        self.sem_image = sem_image
+        """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
         self.log_dir = self.run_dir / "logs"
         self.pid_file = self.run_dir / "pids.json"
         self.state_file = self.run_dir / "stack.json"
@@ -213,14 +215,20 @@ class Stack:
             raise
         elapsed = time.monotonic() - started
         states = self._settled_states(config.device_names())
+        session = {} if self.facility else self._prepare_session(config)
         self.state_file.write_text(json.dumps({
             "tango_host": self.tango_host, "facility": self.facility,
             "door": config.door, "devices": config.device_names(),
-            "startup_s": round(elapsed, 2), "states_after_up": states}, indent=1))
-        (self.run_dir / "env.sh").write_text(f"export TANGO_HOST={self.tango_host}\n")
+            "startup_s": round(elapsed, 2), "states_after_up": states, "session": session}, indent=1))
+        env_lines = [f"export TANGO_HOST={self.tango_host}"]
+        if "ipython_dir" in session:
+            env_lines.append(f"export IPYTHONDIR={session['ipython_dir']}")
+        (self.run_dir / "env.sh").write_text("\n".join(env_lines) + "\n")
         self.say(self.status_text())
         self.say(f"stack up in {elapsed:.1f} s (database to all devices answering); "
                  f"logs in {self.log_dir}; `source {self.run_dir / 'env.sh'}` to use it")
+        for line in session_text(session):
+            self.say(line)
         return self.tango_host
 
     def _bring_up(self, config: StackConfig) -> None:
@@ -262,6 +270,50 @@ class Stack:
             time.sleep(0.5)
             states.update({dev: state_of(dev) for dev, v in states.items() if v in ("ALARM", "UNREACHABLE")})
         return states
+
+    def _prepare_session(self, config: StackConfig) -> dict[str, str]:
+        """What a user needs to run the workflow by hand on the virtual beamline: the SEM image
+        of its sample, the scan folder (ScanDir of the Sardana configuration) and a Spock profile
+        bound to this stack's Door. Everything is written into the run directory."""
+        session: dict[str, str] = {}
+        if self.sem_image and self.beamline.exists():
+            session["sem_image"] = str(self._ensure_sem_image())
+        if config.sardana_config:
+            scans = self.run_dir / "scans"
+            scans.mkdir(exist_ok=True)
+            session["scan_dir"] = str(scans)
+        if config.door:
+            session["ipython_dir"] = str(write_spock_profile(self.run_dir / "ipython", SPOCK_PROFILE,
+                                                             self.tango_host or "", config.door,
+                                                             self._macroserver_of(config.door)))
+            session["spock_profile"] = SPOCK_PROFILE
+        return session
+
+    def _ensure_sem_image(self) -> Path:
+        """The lab SEM image of the virtual beamline's sample, next to its beamline file
+        (``sem.tif``), rendered unless a newer one is there (the demo writes its own)."""
+        sem = self.beamline.parent / "sem.tif"
+        if sem.exists() and sem.stat().st_mtime >= self.beamline.stat().st_mtime:
+            return sem
+        from simulation.config import load_beamline
+        from simulation.sem import render_sem
+        from simulation.tiffio import write_tiff
+
+        beamline = load_beamline(self.beamline)
+        image = render_sem(beamline.sample, beamline.sem, seed=beamline.seed)
+        write_tiff(sem, image.image, beamline.sem.pixel_size_um, {"modality": "SEM", "seed": beamline.seed})
+        return sem
+
+    def _macroserver_of(self, door: str) -> str:
+        """The MacroServer device in the Door's server (Spock's profile names both)."""
+        db = self._database()
+        server = db.get_device_info(door).ds_full_name
+        for class_name in db.get_server_class_list(server):
+            if class_name == "MacroServer":
+                names = list(db.get_device_name(server, class_name))
+                if names:
+                    return names[0]
+        raise LaunchError(f"the Door {door} runs in {server}, which has no MacroServer device")
 
     def places(self) -> dict[str, str]:
         return {"repo": str(REPO), "run": str(self.run_dir), "beamline": str(self.beamline)}
@@ -484,6 +536,53 @@ class Stack:
         popen = self._popen.get(name)
         if popen is not None:
             popen.poll()
+
+
+SPOCK_PROFILE = "smart"
+SPOCK_PROFILE_TEMPLATE = '''"""Spock profile for the SMART stack at {tango_host}, written by `smart up`."""
+# Spock reads the next two lines to decide whether the profile needs an upgrade:
+# spock_creation_version = {version}
+# door_name = {door}
+
+import itango  # noqa: F401 - Spock's profile template imports it too
+
+import sardana.spock.genutils  # noqa: F401
+from sardana.spock.config import Spock  # noqa: F401
+
+config = get_config()  # noqa: F821 - provided by IPython when it reads the profile
+config.Spock.macro_server_name = "{macro_server}"
+config.Spock.door_name = "{door}"
+
+load_subconfig("ipython_config.py", profile="default")  # noqa: F821
+sardana.spock.load_config(config)
+'''
+
+
+def write_spock_profile(ipython_dir: Path, profile: str, tango_host: str, door: str, macro_server: str) -> Path:
+    """Spock's own profile file (what `spock` asks for interactively on first start), bound to
+    this stack's Door, in ``ipython_dir``; returns ``ipython_dir``. With IPYTHONDIR pointing
+    there, ``spock --profile=smart`` starts without a question."""
+    from sardana import release
+
+    folder = Path(ipython_dir) / f"profile_{profile}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ipython_config.py").write_text(SPOCK_PROFILE_TEMPLATE.format(
+        tango_host=tango_host, version=release.version, door=f"tango://{tango_host}/{door}",
+        macro_server=f"tango://{tango_host}/{macro_server}"))
+    return Path(ipython_dir)
+
+
+def session_text(session: dict[str, str]) -> list[str]:
+    """What `smart up` prepared for working by hand, and how to start (README: Run it yourself)."""
+    lines = []
+    if "sem_image" in session:
+        lines.append(f"SEM image of the sample: {session['sem_image']}")
+    if "scan_dir" in session:
+        lines.append(f"scans are stored in:     {session['scan_dir']} (ScanDir; ScanFile smart_scans.dat)")
+    if "ipython_dir" in session:
+        lines.append(f"Spock: source the env.sh above, then `{Path(sys.executable).parent / 'spock'} "
+                     f"--profile={session['spock_profile']}`")
+    return lines
 
 
 def _port_is_free(port: int) -> bool:

@@ -32,16 +32,25 @@ if _MACRO_DIR not in sys.path:
     sys.path.insert(0, _MACRO_DIR)
 from smart_support import (  # noqa: E402
     FINE_OFFSET_SCATTER_LIMIT_UM,
+    POSITION_DECIMALS,
+    UNIT_PER_UM,
     SmartMacroError,
     VisitLog,
     call_json,
+    camera_rotation_text,
+    length_text,
+    limits_of,
     map_points,
     mesh_around,
+    mesh_words,
     now_text,
+    number_text,
     offset_scatter_um,
     peak_centre,
+    position_text,
     proxy,
     scan_columns,
+    sigma_text,
     spread_selection,
     stage_unit_per_um,
 )
@@ -91,27 +100,44 @@ class _SmartMacro(Macro):
     def stage_position(self) -> list[float]:
         return [float(self.getMotor(name).getPosition()) for name in self.motor_names()]
 
-    def limits(self) -> list[tuple[float, float]]:
-        result = []
-        for name in self.motor_names():
-            config = self.getMotor(name).get_attribute_config("Position")
-            low = float(config.min_value) if config.min_value not in ("Not specified", "") else -math.inf
-            high = float(config.max_value) if config.max_value not in ("Not specified", "") else math.inf
-            result.append((low, high))
-        return result
+    def stage_unit(self, mapper) -> str:
+        """The stage frame's unit (mm on the virtual beamline), checked by stage_unit_per_um."""
+        stage_unit_per_um(mapper)
+        return str(mapper.read_attribute("StageUnit").value)
 
-    def move_to(self, target: list[float]) -> None:
-        """Move x, y to ``target``; refuses outside the limits or while a motor is busy."""
-        motors = self.motor_names()
-        for name, value, (low, high) in zip(motors, target, self.limits(), strict=True):
+    def stage_text(self, position, unit: str) -> str:
+        """``samx 0.338700 mm, samy 0.901700 mm``."""
+        return ", ".join(f"{name} {position_text(value, unit)}"
+                         for name, value in zip(self.motor_names(), position, strict=True))
+
+    def limits(self) -> list[tuple[float, float] | None]:
+        """(min, max) of each stage motor's Position; None where the motor declares none."""
+        return [limits_of(self.getMotor(name).get_attribute_config("Position")) for name in self.motor_names()]
+
+    def check_target(self, target: list[float]) -> None:
+        """Refuse (SMART_Unsafe) a target outside the motors' limits, or any target while a
+        motor's limits are unknown: unknown limits are never "within"."""
+        for name, value, limits in zip(self.motor_names(), target, self.limits(), strict=True):
+            if limits is None:
+                raise SmartMacroError(f"SMART_Unsafe: the limits of {name} are unknown (its Position has no "
+                                      "min_value/max_value), so no target can be checked; nothing moved. Set "
+                                      f"them, e.g. in Spock: set_lim {name} LOW HIGH")
+            low, high = limits
             if not (math.isfinite(value) and low <= value <= high):
                 raise SmartMacroError(f"SMART_Unsafe: {name} target {value:.6f} is outside its limits "
-                                      f"[{low}, {high}]; nothing moved")
+                                      f"[{low:g}, {high:g}]; nothing moved")
+
+    def move_to(self, target: list[float]) -> None:
+        """Move x, y to ``target``; refuses outside the limits, with unknown limits, or while a
+        motor is busy."""
+        motors = self.motor_names()
+        self.check_target(target)
+        for name in motors:
             state = self.getMotor(name).getState()
             if str(state).upper().endswith("MOVING"):
                 raise SmartMacroError(f"SMART_Unsafe: {name} is already moving (another macro?); nothing moved")
         self.checkPoint()
-        self.execMacro(f"mv {motors[0]} {target[0]!r} {motors[1]} {target[1]!r}")
+        self.execMacro(["mv", motors[0], number_text(target[0], 9), motors[1], number_text(target[1], 9)])
 
     def grab_camera(self, registration, camera_name: str, slot: str = CAMERA_SLOT) -> dict:
         """A frame taken after the last move: Snap returns a new frame (the next one while
@@ -133,6 +159,27 @@ class _SmartMacro(Macro):
             request["rotation_range_deg"] = [float(value) for value in rotation_range]
         result = call_json(registration, "Register", request)
         return result, self.frame_stage(grabbed)
+
+    def locate_particle(self, target, half_width, per_um, exposure):
+        """Coarse-to-fine search: a wide mesh finds the particle, a fine one centres it."""
+        mx, my = self.motor_names()
+        centre = list(target)
+        # 0.1 um is about the beam's FWHM: no particle can hide between two search points.
+        for half, step in ((half_width, 0.1 * per_um), (0.15 * per_um, 0.02 * per_um)):
+            spec = mesh_around(centre, half, step)
+            self.check_target([spec.x0, spec.y0])
+            self.check_target([spec.x1, spec.y1])
+            scan = self.execMacro(spec.command("mesh", mx, my, exposure))
+            x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
+            fx, fy, significance = peak_centre(x, y, ce)
+            self.debug(f"mesh +-{half / per_um:.2f} um: peak {significance:.1f} sigma at {fx:.6f}, {fy:.6f} "
+                       f"(max {ce.max():.0f} counts, {len(ce)} points)")
+            if not significance > 5 or not math.isfinite(fx):
+                self.warning(f"no peak above 5 sigma in the {len(ce)}-point map (best {significance:.1f} sigma, "
+                             f"max {ce.max():.0f} counts)")
+                return None
+            centre = [fx, fy]
+        return centre
 
     def frame_stage(self, grabbed: dict) -> list[float]:
         """The stage position stamped on a grabbed frame, in SmartMotors order."""
@@ -165,7 +212,9 @@ class smart_calibrate_camera(_SmartMacro):
             raise SmartMacroError("smart_calibrate_camera needs step_um > 0 and n >= 2")
         camera_name = self.getEnv("SmartCamera")
         _, registration, _, mapper = self.devices()
-        step = step_um * stage_unit_per_um(mapper)
+        unit = self.stage_unit(mapper)
+        per_um = UNIT_PER_UM[unit]
+        step = step_um * per_um
         start = self.stage_position()
         reference = self.grab_camera(registration, camera_name, "calib_ref")
         reference_stage = self.frame_stage(reference)
@@ -188,17 +237,18 @@ class smart_calibrate_camera(_SmartMacro):
                 dx, dy = result["shift_px"]
                 # shift_px maps target px to reference px; the content moved by -shift.
                 steps.append([here[0] - reference_stage[0], here[1] - reference_stage[1], -dx, -dy])
-                self.output(f"  step {len(steps)}: stage {steps[-1][0]:+.5f} {steps[-1][1]:+.5f} -> "
-                            f"image {-dx:+.2f} {-dy:+.2f} px (confidence {result['confidence']:.3f})")
+                self.output(f"  move {len(steps)}: stage {steps[-1][0] / per_um:+.2f} {steps[-1][1] / per_um:+.2f} um"
+                            f" -> image {-dx:+.2f} {-dy:+.2f} px (confidence {result['confidence']:.3f})")
         finally:
             self.move_to(start)
         fit = call_json(mapper, "CalibrateCamera", {"steps": steps, "model": "affine",
                                                     "stage_position": reference_stage})
         self.output(f"camera -> stage calibrated from {len(steps)} moves: residual RMS "
-                    f"{fit.get('rms', float('nan')):.3g} stage units")
-        for key in ("pixel_size", "rotation_deg", "flip", "shear_deg", "scale_x", "scale_y"):
-            if key in fit:
-                self.output(f"  {key}: {fit[key]}")
+                    f"{length_text(fit.get('rms'), unit)}")
+        if "pixel_size" in fit:
+            self.output(f"  pixel size {fit['pixel_size'] / per_um:.4f} um/px")
+        if "rotation_deg" in fit:
+            self.output(f"  {camera_rotation_text(fit['rotation_deg'], bool(fit.get('mirrored')))}")
         self.setEnv("SmartCalibration", {"time": now_text(), "rms": fit.get("rms"), "moves": len(steps)})
 
 
@@ -218,7 +268,7 @@ class smart_register(_SmartMacro):
         _, registration, _, mapper = self.devices()
         loaded = call_json(registration, "LoadImage", {"slot": REFERENCE_SLOT, "path": reference_image})
         self.output(f"reference {reference_image}: {loaded['width']} x {loaded['height']} px, "
-                    f"{loaded['pixel_size_um']} um/px")
+                    f"{float(loaded['pixel_size_um']) * 1000:.1f} nm/px")
         for warning in loaded.get("warnings", []):
             self.warning(warning)
         window = self.env_or("SmartRotationRange", None) if model == "similarity" else None
@@ -243,7 +293,7 @@ class smart_register(_SmartMacro):
         self.setEnv("SmartReferenceFrame", frame)
         self.setEnv("SmartRegistrationStage", stage)
         self.setEnv("SmartRegistrationRotation", float(result["rotation_deg"]))
-        self.output(f"stored {frame} -> camera at stage position {stage[0]:.6f}, {stage[1]:.6f}")
+        self.output(f"stored {frame} -> camera at stage position {self.stage_text(stage, self.stage_unit(mapper))}")
 
 
 class smart_find_particles(_SmartMacro):
@@ -277,16 +327,21 @@ class smart_goto_xy(_SmartMacro):
 
     def run(self, frame, x, y):
         _, _, _, mapper = self.devices()
+        unit = self.stage_unit(mapper)
         here = self.stage_position()
         mapped = map_points(mapper, frame, "stage", [[x, y]], here if frame == "camera" else None)
         target = mapped["points"][0]
+        # the motors' own limits first: their message names the motor and says what to do
+        self.check_target(target)
         if not mapped["within_limits"][0]:
-            raise SmartMacroError(f"SMART_Unsafe: {frame} ({x}, {y}) maps to {target}, outside the stage "
-                                  "limits; nothing moved")
+            why = "; ".join(mapped.get("warnings", [])) or "outside the stage limits"
+            raise SmartMacroError(f"SMART_Unsafe: {frame} ({x:.2f}, {y:.2f}) maps to "
+                                  f"{self.stage_text(target, unit)}: the mapper does not call it within the "
+                                  f"stage limits ({why}); nothing moved")
         self.move_to(target)
-        sigma = mapped.get("uncertainty", [float("nan")])[0]
-        self.output(f"{frame} ({x:.2f}, {y:.2f}) is in the beam at {target[0]:.6f}, {target[1]:.6f} "
-                    f"(1-sigma {sigma:.2g})")
+        sigma = (mapped.get("uncertainty") or [None])[0]
+        self.output(f"{frame} ({x:.2f}, {y:.2f}) is in the beam at {self.stage_text(target, unit)} "
+                    f"({sigma_text(sigma, unit)})")
 
 
 class smart_goto(_SmartMacro):
@@ -324,19 +379,28 @@ class smart_gen_scan(_SmartMacro):
         _, _, _, mapper = self.devices()
         if not (step_um > 0 and exposure > 0):
             raise SmartMacroError("step_um and exposure must be positive")
+        unit = self.stage_unit(mapper)
         corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
         mapped = map_points(mapper, frame, "stage", corners,
                             self.stage_position() if frame == "camera" else None)
-        if not all(mapped["within_limits"]):
-            raise SmartMacroError("SMART_Unsafe: part of the region lies outside the stage limits")
         pts = np.array(mapped["points"])
-        step = step_um * stage_unit_per_um(mapper)
+        step = step_um * UNIT_PER_UM[unit]
         nx = max(1, int(math.ceil((pts[:, 0].max() - pts[:, 0].min()) / step - 1e-9)))
         ny = max(1, int(math.ceil((pts[:, 1].max() - pts[:, 1].min()) / step - 1e-9)))
+        low = [float(pts[:, 0].min()), float(pts[:, 1].min())]
+        high = [low[0] + nx * step, low[1] + ny * step]
+        for corner in (low, high):
+            self.check_target(corner)
+        if not all(mapped["within_limits"]):
+            raise SmartMacroError("SMART_Unsafe: part of the region lies outside the stage limits: "
+                                  + ("; ".join(mapped.get("warnings", [])) or "see the motors' limits"))
         mx, my = self.motor_names()
-        command = (f"{macro} {mx} {pts[:, 0].min()!r} {pts[:, 0].min() + nx * step!r} {nx} "
-                   f"{my} {pts[:, 1].min()!r} {pts[:, 1].min() + ny * step!r} {ny} {exposure!r}")
+        # positions to 1 nm in the stage unit: plain decimals Spock and the Door parse as floats
+        command = " ".join(mesh_words(macro, mx, low[0], high[0], nx, my, low[1], high[1], ny, exposure,
+                                      decimals=POSITION_DECIMALS[unit]))
         self.output(command)
+        self.output(f"  {nx + 1} x {ny + 1} points, {step_um:g} um steps, "
+                    f"{(nx + 1) * (ny + 1) * exposure:.0f} s of exposure")
         return command
 
 
@@ -364,7 +428,8 @@ class smart_fine_align(_SmartMacro):
         inside = np.asarray(coarse["within_limits"], bool)
         chosen = [int(candidates[i]) for i in spread_selection(ref_points[inside], n_particles)] if inside.any() \
             else []
-        per_um = stage_unit_per_um(mapper)
+        unit = self.stage_unit(mapper)
+        per_um = UNIT_PER_UM[unit]
         pairs, targets = [], []
         for index in chosen:
             self.checkPoint()
@@ -374,7 +439,7 @@ class smart_fine_align(_SmartMacro):
                 self.warning(f"particle {index}: no clear Ce signal near its coarse target; not used")
                 continue
             shift_nm = (np.subtract(centre, target) / per_um * 1000)
-            self.output(f"particle {index}: Ce centre {centre[0]:.6f}, {centre[1]:.6f} "
+            self.output(f"particle {index}: Ce centre at {self.stage_text(centre, unit)} "
                         f"({shift_nm[0]:+.0f}, {shift_nm[1]:+.0f} nm from the coarse target)")
             pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
             targets.append(target)
@@ -394,28 +459,11 @@ class smart_fine_align(_SmartMacro):
         model = "affine" if len(pairs) >= 3 else "similarity"
         fit = call_json(mapper, "FitTransform", {"from": frame, "to": "stage", "pairs": pairs, "model": model,
                                                  "from_unit": "px"})
+        exact = " (3 particles fix an affine exactly: nothing left to judge it by; 4 or more give a residual)" \
+            if model == "affine" and len(pairs) == 3 else ""
         self.output(f"{frame} -> stage refined from {len(pairs)} X-ray maps ({model}): residual RMS "
-                    f"{fit['rms'] / per_um * 1000:.1f} nm")
+                    f"{length_text(fit['rms'], unit)}{exact}")
         self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"]})
-
-    def locate_particle(self, target, half_width, per_um, exposure):
-        """Coarse-to-fine search: a wide mesh finds the particle, a fine one centres it."""
-        mx, my = self.motor_names()
-        centre = list(target)
-        # 0.1 um is about the beam's FWHM: no particle can hide between two search points.
-        for half, step in ((half_width, 0.1 * per_um), (0.15 * per_um, 0.02 * per_um)):
-            spec = mesh_around(centre, half, step)
-            scan = self.execMacro(spec.command("mesh", mx, my, exposure))
-            x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
-            fx, fy, significance = peak_centre(x, y, ce)
-            self.debug(f"mesh +-{half:.6g}: peak {significance:.1f} sigma at {fx:.6f}, {fy:.6f} "
-                       f"(max {ce.max():.0f} counts, {len(ce)} points)")
-            if not significance > 5 or not math.isfinite(fx):
-                self.warning(f"no peak above 5 sigma in the {len(ce)}-point map (best {significance:.1f} sigma, "
-                             f"max {ce.max():.0f} counts)")
-                return None
-            centre = [fx, fy]
-        return centre
 
 
 class smart_scan_particles(_SmartMacro):
@@ -439,6 +487,7 @@ class smart_scan_particles(_SmartMacro):
     def run(self, scan_macro, half_width_um, step_um, exposure, isolated_only, max_particles):
         if scan_macro != "mesh":
             raise SmartMacroError(f"scan macro '{scan_macro}' is not supported; use mesh")
+        self.check_scans_stored()
         camera_name = self.getEnv("SmartCamera")
         _, registration, particles, mapper = self.devices()
         frame = self.env_or("SmartReferenceFrame", "sem")
@@ -461,6 +510,7 @@ class smart_scan_particles(_SmartMacro):
         remaining = [i for i in order if i not in done]
         self.output(f"{len(order)} particles, {len(done)} already done, {len(remaining)} to scan; log {log_path}")
         mx, my = self.motor_names()
+        loop_started = time.monotonic()
         for count, index in enumerate(remaining):
             self.checkPoint()
             if drift_every > 0 and count > 0 and count % drift_every == 0:
@@ -503,9 +553,25 @@ class smart_scan_particles(_SmartMacro):
             done.add(index)
             progress["done"] = sorted(done)
             self.setEnv("SmartScanProgress", progress)
+            left_s = (time.monotonic() - loop_started) / (count + 1) * (len(remaining) - count - 1)
             self.output(f"particle {index} ({count + 1}/{len(remaining)}): {outcome}, "
-                        f"overhead {row['overhead_s']:.2f} s, scan {scan_s:.1f} s")
+                        f"overhead {row['overhead_s']:.2f} s, scan {scan_s:.1f} s, about {left_s / 60:.1f} min left")
         self.output(f"all {len(order)} particles done; log {log_path}")
+
+    def check_scans_stored(self) -> None:
+        """An overnight loop whose scans are not stored is a lost night: refuse unless ScanDir and
+        ScanFile are set, or the user said so (SmartAllowUnsavedScans True)."""
+        scan_dir, scan_file = self.env_or("ScanDir", None), self.env_or("ScanFile", None)
+        if scan_dir and scan_file:
+            self.output(f"scans are stored in {os.path.join(str(scan_dir), str(scan_file))}")
+            return
+        if self.env_or("SmartAllowUnsavedScans", False):
+            self.warning("ScanDir/ScanFile are not set: the scans of this loop are NOT stored "
+                         "(SmartAllowUnsavedScans is True); only the visit log and maps/*.npz are")
+            return
+        raise SmartMacroError("SMART_NotReady: ScanDir/ScanFile are not set, so the scans of this loop would not "
+                              "be stored. Set them (senv ScanDir /absolute/folder; senv ScanFile scans.dat) or, "
+                              "to run anyway, senv SmartAllowUnsavedScans True")
 
     def coarse_target(self, mapper, frame, point):
         """Where the camera registration alone would put the particle (before fine alignment)."""
@@ -529,5 +595,199 @@ class smart_scan_particles(_SmartMacro):
                                   f"camera with confidence (confidence {result['confidence']:.3f}). The loop "
                                   "stopped before moving; check the sample and re-run smart_register. Progress "
                                   "is kept: a re-run continues.")
+        shift = result["shift_px"]
         self.output(f"drift check ({_searched(window)}): confidence {result['confidence']:.3f}, rotation "
-                    f"{result['rotation_deg']:.3f} deg, shift {result['shift_px']}")
+                    f"{result['rotation_deg']:.3f} deg, shift {shift[0]:.2f} {shift[1]:.2f} px")
+
+
+class smart_particle_profile(_SmartMacro):
+    """Apply a named set of ParticleDS settings (``SmartParticleProfiles``), list them, or save
+    the current settings under a name.
+
+    Detection settings depend on the sample and the image's pixel size, so they are kept by
+    name with the session: ``smart up`` defines ``ceo2_50nm`` for the virtual beamline's sample.
+    Settings a profile does not name keep their current value."""
+
+    param_def = [
+        ["name", Type.String, Optional, "profile to apply (none: list the profiles)"],
+        ["action", Type.String, "apply", "apply, or save (store the current settings as NAME)"],
+    ]
+
+    SETTINGS = ("Diameter", "MinMass", "MaxSize", "Separation", "NoiseSize", "Threshold", "Percentile",
+                "Invert", "Method", "IsolationRadius")
+
+    def run(self, name, action):
+        profiles = dict(self.env_or("SmartParticleProfiles", {}) or {})
+        _, _, particles, _ = self.devices()
+        if not name:
+            if not profiles:
+                self.output("no particle profiles: save one with smart_particle_profile NAME save")
+            for key, values in sorted(profiles.items()):
+                self.output(f"{key}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+            return
+        if action == "save":
+            values = {}
+            for setting in self.SETTINGS:
+                try:
+                    value = particles.read_attribute(setting).value
+                except tango.DevFailed:
+                    continue  # a ParticleDS without this setting
+                values[setting] = value.item() if hasattr(value, "item") else value
+            profiles[name] = values
+            self.setEnv("SmartParticleProfiles", profiles)
+            self.output(f"saved the current ParticleDS settings as '{name}'")
+            return
+        if action != "apply":
+            raise SmartMacroError(f"action '{action}': use apply or save")
+        if name not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise SmartMacroError(f"SMART_NotFound: no particle profile '{name}' (known: {known}); "
+                                  "smart_particle_profile lists them")
+        for setting, value in profiles[name].items():
+            try:
+                particles.write_attribute(setting, value)
+            except tango.DevFailed as exc:
+                raise SmartMacroError(f"SMART_BadArgument: profile '{name}': {setting} = {value!r} was refused: "
+                                      f"{exc.args[0].desc.strip()}") from None
+        self.setEnv("SmartParticleProfile", name)
+        self.output(f"particle profile '{name}' applied: "
+                    + ", ".join(f"{k} {v}" for k, v in profiles[name].items()))
+
+
+class smart_beam_set(_SmartMacro):
+    """Set where the X-ray beam sits in the camera image (CoordMapperDS ``BeamPosition``, px)
+    from a known value, e.g. measured on a scintillator; ``center`` for the image centre."""
+
+    param_def = [
+        ["x", Type.String, None, "beam column (px), or center"],
+        ["y", Type.Float, Optional, "beam row (px)"],
+    ]
+
+    def run(self, x, y):
+        camera, _, _, mapper = self.devices()
+        if x.lower() in ("center", "centre"):
+            camera.Snap()  # Width/Height are those of the last frame
+            width, height = (int(camera.read_attribute(a).value) for a in ("Width", "Height"))
+            position = [(width - 1) / 2.0, (height - 1) / 2.0]
+        else:
+            try:
+                position = [float(x), float(y)]
+            except (TypeError, ValueError):
+                raise SmartMacroError("give the beam's camera pixel as two numbers (smart_beam_set 1023.5 "
+                                      "1023.5) or smart_beam_set center") from None
+        try:
+            mapper.write_attribute("BeamPosition", position)
+        except tango.DevFailed as exc:
+            raise SmartMacroError(f"{exc.args[0].reason}: {exc.args[0].desc.strip()}") from None
+        self.setEnv("SmartBeamCalibration", {"time": now_text(), "method": "set", "position": position})
+        self.output(f"beam position set to camera pixel ({position[0]:.2f}, {position[1]:.2f})")
+
+
+class smart_beam_calibrate(_SmartMacro):
+    """Measure where the beam sits in the camera: an X-ray map finds a particle whose camera
+    pixel the registration knows; the difference moves ``BeamPosition``.
+
+    Needs smart_calibrate_camera, smart_register and smart_find_particles first. The search
+    starts from the current BeamPosition (or the image centre, the usual first guess, when it
+    is not set) and must contain the particle: ``search_um`` is how far the guess may be off.
+    The camera chain (reference -> camera -> stage) is used on purpose, never a fine alignment:
+    the beam pixel is what links camera pixels to the stage."""
+
+    param_def = [
+        ["particle_index", Type.Integer, -1, "isolated particle to map (-1: the one nearest the image centre)"],
+        ["search_um", Type.Float, 1.0, "half width of the search map (um)"],
+        ["exposure", Type.Float, 0.01, "integration time per point (s)"],
+    ]
+
+    def run(self, particle_index, search_um, exposure):
+        camera, _, particles, mapper = self.devices()
+        if not (search_um > 0 and exposure > 0):
+            raise SmartMacroError("search_um and exposure must be positive")
+        frame = self.env_or("SmartReferenceFrame", None)
+        stage = self.env_or("SmartRegistrationStage", None)
+        if frame is None or stage is None:
+            raise SmartMacroError("SMART_NotReady: no registration to the camera yet: run smart_register first")
+        xs, ys, isolated = self.detected_particles(particles)
+        index = self.pick(particle_index, xs, ys, isolated)
+        unit = self.stage_unit(mapper)
+        per_um = UNIT_PER_UM[unit]
+        beam = mapper.read_attribute("BeamPosition")
+        if beam.quality == tango.AttrQuality.ATTR_INVALID or beam.value is None \
+                or not np.isfinite(beam.value).all():
+            camera.Snap()
+            width, height = (int(camera.read_attribute(a).value) for a in ("Width", "Height"))
+            guess = [(width - 1) / 2.0, (height - 1) / 2.0]
+            self.output(f"no beam position yet: starting from the image centre ({guess[0]:.1f}, {guess[1]:.1f})")
+            mapper.write_attribute("BeamPosition", guess)
+        else:
+            guess = [float(v) for v in beam.value]
+        point = [[float(xs[index]), float(ys[index])]]
+        pixel = map_points(mapper, frame, "camera", point, stage)["points"][0]
+        # X = S + A (p - b): the target for the guess, and A from two unit pixel steps
+        probes = [pixel, [pixel[0] + 1.0, pixel[1]], [pixel[0], pixel[1] + 1.0]]
+        mapped = np.array(map_points(mapper, "camera", "stage", probes, stage)["points"])
+        target = mapped[0]
+        matrix = np.column_stack([mapped[1] - target, mapped[2] - target])
+        self.output(f"particle {index}: camera pixel ({pixel[0]:.1f}, {pixel[1]:.1f}); searching +-{search_um:g} um "
+                    f"around {self.stage_text(target, unit)}")
+        centre = self.locate_particle(list(target), search_um * per_um, per_um, exposure)
+        if centre is None:
+            raise SmartMacroError(f"SMART_NotFound: particle {index} gave no clear X-ray signal within +-{search_um:g} "
+                                  "um of where the current beam position puts it; BeamPosition is unchanged "
+                                  f"({guess[0]:.2f}, {guess[1]:.2f}). Retry with a larger search_um or another "
+                                  "particle.")
+        offset = np.linalg.solve(matrix, np.subtract(centre, target))
+        position = [guess[0] - float(offset[0]), guess[1] - float(offset[1])]
+        mapper.write_attribute("BeamPosition", position)
+        moved_um = np.subtract(centre, target) / per_um
+        self.setEnv("SmartBeamCalibration", {"time": now_text(), "method": "xray_map", "particle": index,
+                                             "position": position})
+        self.output(f"beam position ({position[0]:.2f}, {position[1]:.2f}) px, moved "
+                    f"({-offset[0]:+.2f}, {-offset[1]:+.2f}) px from ({guess[0]:.2f}, {guess[1]:.2f}); the particle "
+                    f"was {moved_um[0] * 1000:+.0f}, {moved_um[1] * 1000:+.0f} nm from where the old value put it")
+
+    def pick(self, particle_index, xs, ys, isolated) -> int:
+        if particle_index >= 0:
+            if particle_index >= len(xs):
+                raise SmartMacroError(f"no particle {particle_index}: the last detection found {len(xs)}")
+            if not isolated[particle_index]:
+                self.warning(f"particle {particle_index} is not isolated: its map may show a neighbour")
+            return int(particle_index)
+        candidates = np.flatnonzero(isolated)
+        if len(candidates) == 0:
+            raise SmartMacroError("no isolated particle to calibrate on: give a particle_index")
+        centre = np.array([np.mean(xs), np.mean(ys)])
+        distances = np.hypot(xs[candidates] - centre[0], ys[candidates] - centre[1])
+        return int(candidates[int(np.argmin(distances))])
+
+
+class smart(_SmartMacro):
+    """The SMART workflow at a glance: the macros in order, and what this session has done.
+
+    ``lsmac`` matches whole names, so ``lsmac smart`` finds this macro; ``lsmac smart_.*``
+    lists them all."""
+
+    STEPS = (
+        ("smart_calibrate_camera [step_um] [n]", "camera pixels -> stage (moves on an n x n grid)",
+         "SmartCalibration"),
+        ("smart_register IMAGE [model] [frame]", "the reference image (absolute path) -> live camera",
+         "SmartReferenceImage"),
+        ("smart_particle_profile [NAME]", "apply named ParticleDS settings (none: list them)", "SmartParticleProfile"),
+        ("smart_find_particles [IMAGE]", "detect particles on the reference", "SmartParticleImage"),
+        ("smart_beam_set X Y | center", "the beam's camera pixel from a known value", "SmartBeamCalibration"),
+        ("smart_beam_calibrate [index] [search_um]", "... or measured with an X-ray map of a particle", None),
+        ("smart_fine_align [n] [search_um] [exposure]", "X-ray maps of n particles refine reference -> stage",
+         "SmartFineAlignment"),
+        ("smart_goto INDEX | smart_goto_xy FRAME X Y", "put a particle or a point in the beam", None),
+        ("smart_gen_scan FRAME X0 Y0 X1 Y1 STEP_UM EXPOSURE", "the mesh command covering a region", None),
+        ("smart_scan_particles [mesh] [half_um] [step_um] [exp] [isolated] [max]", "scan every particle",
+         "SmartScanProgress"),
+    )
+
+    def run(self):
+        for usage, what, key in self.STEPS:
+            done = self.env_or(key, None) if key else None
+            self.output(f"{usage:<62} {what}" + ("  [done]" if done else ""))
+        scan_dir, scan_file = self.env_or("ScanDir", None), self.env_or("ScanFile", None)
+        self.output(f"scans stored in: {os.path.join(str(scan_dir), str(scan_file))}" if scan_dir and scan_file
+                    else "scans are NOT stored: senv ScanDir /folder; senv ScanFile scans.dat")

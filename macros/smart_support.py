@@ -21,6 +21,11 @@ import tango
 
 UNIT_PER_UM = {"mm": 1e-3, "um": 1.0, "nm": 1e3}
 """Stage units per micrometre, for the units a CoordMapperDS stage frame may carry."""
+POSITION_DECIMALS = {"mm": 6, "um": 3, "nm": 0}
+"""Decimals that print a stage position to 1 nm: finer than any beam, coarser than the noise."""
+NOT_SPECIFIED = ("", "Not specified", "nan", "inf", "-inf")
+BEAM_HINT = ("set the beam's camera pixel first: smart_beam_set X Y (a known value) or "
+             "smart_beam_calibrate (from an X-ray map of a particle)")
 
 VISIT_COLUMNS = ["index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
                  "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message"]
@@ -37,8 +42,64 @@ def call_json(device: tango.DeviceProxy, command: str, argument: dict[str, Any] 
         answer = device.command_inout(command, text)
     except tango.DevFailed as exc:
         err = exc.args[0]
-        raise SmartMacroError(f"{device.dev_name()}.{command}: {err.reason}: {err.desc.strip()}") from None
+        hint = f" ({BEAM_HINT})" if "BeamPosition" in err.desc and "not set" in err.desc else ""
+        raise SmartMacroError(f"{device.dev_name()}.{command}: {err.reason}: {err.desc.strip()}{hint}") from None
     return json.loads(answer) if isinstance(answer, str) and answer[:1] in "{[" else answer
+
+
+def position_text(value: float, unit: str) -> str:
+    """A stage coordinate with its unit, to 1 nm (no 16-digit floats)."""
+    return f"{float(value):.{POSITION_DECIMALS.get(unit, 6)}f} {unit}"
+
+
+def number_text(value: float, decimals: int) -> str:
+    """A plain decimal a Sardana command parses as a float: no ``np.float64(...)``, no exponent,
+    no ``-0``."""
+    text = f"{float(value):.{decimals}f}"
+    return "0" if float(text) == 0 else text
+
+
+def length_text(stage_units: float | None, unit: str) -> str:
+    """A length (an uncertainty, a residual) in nm below 1 um, else in um: people's units."""
+    if stage_units is None or not math.isfinite(float(stage_units)):
+        return "unknown"
+    um = float(stage_units) / UNIT_PER_UM[unit]
+    return f"{um * 1000:.1f} nm" if abs(um) < 1 else f"{um:.3f} um"
+
+
+def sigma_text(sigma: float | None, unit: str) -> str:
+    """The mapper's 1-sigma uncertainty, or why there is none (an exact fit: 3 pairs, affine)."""
+    if sigma is None or not math.isfinite(float(sigma)):
+        return "no uncertainty estimate: the fit is exact (as many unknowns as measurements)"
+    return f"1-sigma {length_text(sigma, unit)}"
+
+
+def limits_of(config: Any) -> tuple[float, float] | None:
+    """(min, max) of a motor's Position attribute configuration; None when either is not set.
+
+    Unknown limits are never read as "anywhere is fine": callers refuse to move."""
+    try:
+        low, high = (float(str(v)) for v in (config.min_value, config.max_value))
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        return None
+    return low, high
+
+
+def camera_rotation_text(rotation_deg: float, mirrored: bool) -> str:
+    """The camera calibration's rotation as people read it: within (-90, 90] deg of the stage axes,
+    plus whether the image moves with or against the stage. A stage carries the sample past a
+    fixed beam, so the image usually moves against it: a raw angle near 180 deg is that sign."""
+    angle = (float(rotation_deg) + 90.0) % 360.0 - 90.0   # (-90, 270]
+    against = angle > 90.0
+    if against:
+        angle -= 180.0
+    if angle <= -90.0:
+        angle += 180.0
+    sense = "against" if against else "with"
+    return (f"camera axes {angle:+.2f} deg from the stage axes, image moves {sense} the stage"
+            + (", mirrored" if mirrored else ""))
 
 
 def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
@@ -84,8 +145,17 @@ class MeshSpec(NamedTuple):
     intervals: int
 
     def command(self, macro: str, motor_x: str, motor_y: str, exposure: float) -> list[str]:
-        return [macro, motor_x, repr(self.x0), repr(self.x1), str(self.intervals),
-                motor_y, repr(self.y0), repr(self.y1), str(self.intervals), repr(exposure)]
+        return mesh_words(macro, motor_x, self.x0, self.x1, self.intervals, motor_y, self.y0, self.y1,
+                          self.intervals, exposure)
+
+
+def mesh_words(macro: str, motor_x: str, x0: float, x1: float, nx: int, motor_y: str, y0: float, y1: float,
+               ny: int, exposure: float, decimals: int = 9) -> list[str]:
+    """A Sardana ``mesh`` command as words, every number a plain decimal (pasteable in Spock).
+    ``decimals`` of the stage unit: 9 (1 pm in mm) keeps a computed mesh exact enough."""
+    return [macro, motor_x, number_text(x0, decimals), number_text(x1, decimals), str(int(nx)),
+            motor_y, number_text(y0, decimals), number_text(y1, decimals), str(int(ny)),
+            f"{float(exposure):g}"]
 
 
 def mesh_around(centre: Sequence[float], half_width: float, step: float) -> MeshSpec:

@@ -189,7 +189,7 @@ class CoordMapperCore:
         """Map points ``from -> to`` with 1-sigma uncertainty and the stage-limit flags.
 
         ``limits`` ``((xmin, xmax), (ymin, ymax))`` in stage units, as read from the motors;
-        None means the motors have none. ``within_limits`` says, for every target frame,
+        None (or an infinite bound) means the motors have none: then nothing is within them. ``within_limits`` says, for every target frame,
         whether the stage position that brings the point into the beam lies inside them;
         it is False where that position cannot be computed (a warning says why).
         """
@@ -216,6 +216,9 @@ class CoordMapperCore:
                     warnings.append(f"within_limits is false: {exc.desc}")
             within = (np.zeros(len(points), dtype=bool) if stage_points is None
                       else _inside(stage_points, checked_limits))
+            if stage_points is not None and (checked_limits is None or not np.isfinite(checked_limits).all()):
+                warnings.append("within_limits is false: the stage limits are unknown (a motor's Position has "
+                                "no min_value/max_value); nothing is called within unknown limits")
             uncertainty = mapped.uncertainty
             if np.isnan(uncertainty).any():
                 warnings.append("an edge on the path has an unknown uncertainty (an exact fit); "
@@ -344,9 +347,11 @@ def _check_limits(limits: Limits | None) -> np.ndarray | None:
 
 
 def _inside(stage_points: np.ndarray, limits: np.ndarray | None) -> np.ndarray:
+    """Inside the limits; unknown limits (None, or an infinite bound: the motor declares none)
+    are never "inside", so nothing is declared safe to drive to by default."""
     finite = np.isfinite(stage_points).all(axis=1)
-    if limits is None:
-        return finite
+    if limits is None or not np.isfinite(limits).all():
+        return np.zeros(len(stage_points), dtype=bool)
     return finite & ((stage_points >= limits[:, 0]) & (stage_points <= limits[:, 1])).all(axis=1)
 
 

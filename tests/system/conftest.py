@@ -19,7 +19,8 @@ from clients.launcher import Stack
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("stack")
-    launched = Stack(run_dir, echo=False)
+    # with the SEM image of the sample, as `smart up` leaves it for working by hand
+    launched = Stack(run_dir, echo=False, sem_image=True)
     previous = os.environ.get("TANGO_HOST")
     try:
         os.environ["TANGO_HOST"] = launched.up()

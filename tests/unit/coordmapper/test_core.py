@@ -268,8 +268,13 @@ def test_within_limits_for_stage_and_other_targets() -> None:
     core.set_transform(set_args(**{"from": "a", "to": "b", "matrix": np.eye(3).tolist()}))
     isolated = core.map_points(map_args(**{"from": "a", "to": "b", "points": [[0, 0]]}), limits)
     assert isolated["within_limits"] == [False] and "within_limits is false" in isolated["warnings"][0]
+    # unknown limits (none given, or a motor without min/max: infinite) are never "within"
     unlimited = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": points}))
-    assert unlimited["within_limits"] == [True, True, True]
+    assert unlimited["within_limits"] == [False, False, False]
+    assert any("limits are unknown" in w for w in unlimited["warnings"])
+    half_open = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": points}),
+                                ((0.0, 5.0), (0.0, float("inf"))))
+    assert half_open["within_limits"] == [False, False, False]
 
 
 # ----------------------------------------------------------------------------- persistence
