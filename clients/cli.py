@@ -130,9 +130,10 @@ def _summary(command: str, result: dict) -> str:
         beam = result["beam_position"]
         where = "not set" if beam is None else f"camera pixel ({beam[0]:.2f}, {beam[1]:.2f})"
         return "\n".join([*result.get("output", []), f"beam position: {where}"])
-    pos = result["stage_position"]
+    pos, unit = result["stage_position"], result.get("unit", "")
+    digits = UNIT_DECIMALS.get(unit, 6)
     return f"{result['macro']}: stage at " + ", ".join(
-        f"{name} {value:.6f}" for name, value in zip(result["motors"], pos, strict=True))
+        f"{name} {value:.{digits}f} {unit}" for name, value in zip(result["motors"], pos, strict=True))
 
 
 PARTICLE_COLUMNS = (("index", "d"), ("x (px)", ".2f"), ("y (px)", ".2f"), ("mass", ".3g"), ("size (px)", ".2f"),
@@ -164,9 +165,9 @@ def map_summary(result: dict) -> str:
     unit = result.get("unit", "")
     digits = UNIT_DECIMALS.get(unit, 4)
     sigma = (result.get("uncertainty") or [None])[0]
-    sigma_text = ("no uncertainty estimate (exact fit)" if sigma is None
+    sigma_text = ("exact fit, so no uncertainty estimate" if sigma is None
                   else f"1-sigma {sigma:.{digits}f} {unit}")
-    text = f"{x:.{digits}f} {y:.{digits}f} {unit} ({sigma_text})"
+    text = f"{x:.{digits}f} {y:.{digits}f} {unit}, {sigma_text}"
     if result.get("to") == "stage" or result.get("from") == "stage":
         inside = result.get("within_limits", [False])[0]
         text += ("; within the stage limits" if inside

@@ -81,8 +81,8 @@ def _macro_failed(exc: MacroFailed) -> CommandError:
     found = SMART_REASON.search(text) or SMART_REASON.search(str(exc))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     detail = next((line for line in lines if SMART_REASON.search(line)), lines[-1] if lines else str(exc))
-    detail = SMART_REASON.sub("", detail, count=1).lstrip(": ").strip() if found else detail
     detail = re.sub(r"^\w*(Error|Exception): ", "", detail)
+    detail = SMART_REASON.sub("", detail, count=1).lstrip(": ").strip() if found else detail
     return CommandError(found.group(1) if found else "SMART_Failed", detail or str(exc))
 
 
@@ -238,7 +238,7 @@ class SmartClient:
             raise CommandError("SMART_BadArgument", "give a particle index or a frame with x and y")
         output = self.run_macro(words)
         return {"macro": " ".join(words), "stage_position": self.stage_position(),
-                "motors": self.motor_names(), "output": output}
+                "motors": self.motor_names(), "unit": self.read("mapper", "StageUnit"), "output": output}
 
     def beam(self, action: str = "show", values: Sequence[str] = (), search_um: float = 1.0,
              exposure: float = 0.01) -> dict[str, Any]:

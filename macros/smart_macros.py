@@ -112,20 +112,24 @@ class _SmartMacro(Macro):
 
     def limits(self) -> list[tuple[float, float] | None]:
         """(min, max) of each stage motor's Position; None where the motor declares none."""
-        return [limits_of(self.getMotor(name).get_attribute_config("Position")) for name in self.motor_names()]
+        return [limits_of(config) for config in self.position_configs()]
+
+    def position_configs(self) -> list:
+        return [self.getMotor(name).get_attribute_config("Position") for name in self.motor_names()]
 
     def check_target(self, target: list[float]) -> None:
         """Refuse (SMART_Unsafe) a target outside the motors' limits, or any target while a
         motor's limits are unknown: unknown limits are never "within"."""
-        for name, value, limits in zip(self.motor_names(), target, self.limits(), strict=True):
+        for name, value, config in zip(self.motor_names(), target, self.position_configs(), strict=True):
+            limits, unit = limits_of(config), str(config.unit or "").strip()
             if limits is None:
                 raise SmartMacroError(f"SMART_Unsafe: the limits of {name} are unknown (its Position has no "
                                       "min_value/max_value), so no target can be checked; nothing moved. Set "
                                       f"them, e.g. in Spock: set_lim {name} LOW HIGH")
             low, high = limits
             if not (math.isfinite(value) and low <= value <= high):
-                raise SmartMacroError(f"SMART_Unsafe: {name} target {value:.6f} is outside its limits "
-                                      f"[{low:g}, {high:g}]; nothing moved")
+                raise SmartMacroError(f"SMART_Unsafe: {name} target {value:.6f} {unit} is outside its limits "
+                                      f"[{low:g}, {high:g}] {unit}; nothing moved")
 
     def move_to(self, target: list[float]) -> None:
         """Move x, y to ``target``; refuses outside the limits, with unknown limits, or while a

@@ -70,7 +70,7 @@ def length_text(stage_units: float | None, unit: str) -> str:
 def sigma_text(sigma: float | None, unit: str) -> str:
     """The mapper's 1-sigma uncertainty, or why there is none (an exact fit: 3 pairs, affine)."""
     if sigma is None or not math.isfinite(float(sigma)):
-        return "no uncertainty estimate: the fit is exact (as many unknowns as measurements)"
+        return "exact fit, so no uncertainty estimate"
     return f"1-sigma {length_text(sigma, unit)}"
 
 

@@ -189,7 +189,8 @@ class CoordMapperCore:
         """Map points ``from -> to`` with 1-sigma uncertainty and the stage-limit flags.
 
         ``limits`` ``((xmin, xmax), (ymin, ymax))`` in stage units, as read from the motors;
-        None (or an infinite bound) means the motors have none: then nothing is within them. ``within_limits`` says, for every target frame,
+        None (or an infinite bound) means the motors have none: then nothing is within them.
+        ``within_limits`` says, for every target frame,
         whether the stage position that brings the point into the beam lies inside them;
         it is False where that position cannot be computed (a warning says why).
         """

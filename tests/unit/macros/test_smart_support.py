@@ -15,9 +15,16 @@ from smart_support import (  # noqa: E402
     VISIT_COLUMNS,
     SmartMacroError,
     VisitLog,
+    camera_rotation_text,
+    length_text,
+    limits_of,
     mesh_around,
+    mesh_words,
+    number_text,
     offset_scatter_um,
     peak_centre,
+    position_text,
+    sigma_text,
     spread_selection,
 )
 
@@ -121,3 +128,66 @@ def test_offset_scatter_tells_a_common_offset_from_unrelated_particles() -> None
                  for _ in range(200)]
     assert np.mean(np.array(unrelated) > FINE_OFFSET_SCATTER_LIMIT_UM) > 0.95
     assert offset_scatter_um(targets[:1], common[:1], 1e-3) == 0.0
+
+
+# ----------------------------------------------------------------- what the macros print
+MESH_PARAMETERS = (str, str, float, float, int, str, float, float, int, float)
+"""Sardana's mesh: motor1 start end intervals motor2 start end intervals integ_time."""
+
+
+def test_mesh_words_are_plain_numbers_sardana_parses() -> None:
+    words = mesh_words("mesh", "samx", np.float64(0.48290000000000004), np.float64(0.4833), 9,
+                       "samy", np.float64(-0.0), np.float64(1e-7), 9, np.float64(0.01), decimals=6)
+    assert words == ["mesh", "samx", "0.482900", "0.483300", "9", "samy", "0", "0", "9", "0.01"]
+    for word, kind in zip(words[1:], MESH_PARAMETERS[1:], strict=True):
+        assert "np." not in word and "e" not in word.lower().replace("samx", "").replace("samy", "")
+        kind(word)  # parses as the mesh parameter's type, as the MacroServer does
+
+
+def test_mesh_spec_command_round_trips_to_the_nanometre() -> None:
+    spec = mesh_around([np.float64(0.4829123456789), np.float64(-1.25)], 0.0003, 0.00005)
+    words = spec.command("mesh", "samx", "samy", np.float64(0.01))
+    values = [kind(word) for word, kind in zip(words[1:], MESH_PARAMETERS[1:], strict=True)]
+    assert values[1] == pytest.approx(spec.x0, abs=1e-9) and values[6] == pytest.approx(spec.y1, abs=1e-9)
+    assert values[3] == spec.intervals
+
+
+def test_numbers_have_units_and_sensible_digits() -> None:
+    assert position_text(np.float64(0.33870730967476237), "mm") == "0.338707 mm"
+    assert position_text(338.70730967, "um") == "338.707 um"
+    assert length_text(1.78e-06, "mm") == "1.8 nm"
+    assert length_text(0.0025, "mm") == "2.500 um"
+    assert length_text(None, "mm") == "unknown"
+    assert number_text(-1e-12, 6) == "0"
+
+
+def test_an_exact_fit_has_no_uncertainty_and_says_so() -> None:
+    # the mapper answers null for an exact fit (3 pairs, affine): the bug was None.__format__
+    assert "exact fit" in sigma_text(None, "mm")
+    assert "exact fit" in sigma_text(float("nan"), "mm")
+    assert sigma_text(2.4e-5, "mm") == "1-sigma 24.0 nm"
+
+
+def test_camera_rotation_is_an_angle_from_the_stage_axes() -> None:
+    # a camera looking at a stage that carries the sample past the beam: A ~ -s R(theta)
+    assert camera_rotation_text(-178.94, False).startswith("camera axes +1.06 deg from the stage axes, image "
+                                                           "moves against")
+    assert camera_rotation_text(2.5, False).startswith("camera axes +2.50 deg")
+    assert "with the stage" in camera_rotation_text(2.5, False)
+    assert camera_rotation_text(178.0, True).endswith("against the stage, mirrored")
+    for raw in np.linspace(-360, 360, 73):
+        angle = float(camera_rotation_text(raw, False).split()[2])
+        assert -90 < angle <= 90
+
+
+class _Config:
+    def __init__(self, low: str, high: str) -> None:
+        self.min_value, self.max_value = low, high
+
+
+def test_unknown_limits_are_none_never_infinite() -> None:
+    assert limits_of(_Config("-11.5", "11.5")) == (-11.5, 11.5)
+    assert limits_of(_Config("Not specified", "11.5")) is None
+    assert limits_of(_Config("-11.5", "Not specified")) is None
+    assert limits_of(_Config("-inf", "inf")) is None
+    assert limits_of(_Config("", "")) is None
