@@ -239,7 +239,7 @@ class Stack:
         else:
             self._ensure_beamline()
             self.tango_host = self._start_database()
-        self.say(f"TANGO_HOST={self.tango_host}")
+        self.say(f"Tango database at {self.tango_host}; starting the servers")
         self._register_servers(config)
         if not self.facility and config.sardana_config:
             self._load_sardana(config)

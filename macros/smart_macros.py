@@ -430,6 +430,10 @@ class smart_fine_align(_SmartMacro):
         ref_points = np.column_stack([xs[candidates], ys[candidates]])
         coarse = map_points(mapper, frame, "stage", ref_points.tolist())
         inside = np.asarray(coarse["within_limits"], bool)
+        if not inside.any():
+            why = "; ".join(coarse.get("warnings", [])) or "every target is outside the stage limits"
+            raise SmartMacroError(f"SMART_Unsafe: no isolated particle can be reached within the stage limits "
+                                  f"({why}); nothing moved")
         chosen = [int(candidates[i]) for i in spread_selection(ref_points[inside], n_particles)] if inside.any() \
             else []
         unit = self.stage_unit(mapper)

@@ -146,6 +146,15 @@ def test_scan_loop_refuses_to_start_without_a_scan_folder(stack: Stack) -> None:
             door.run(["senv", "ScanDir", str(scans)])
 
 
+def test_lsmac_smart_finds_the_overview_macro(stack: Stack) -> None:
+    # lsmac matches whole names (^smart$): the overview macro is named `smart` for that reason
+    with _door(stack) as door:
+        listed = door.run("lsmac smart").text(("Output",))
+        overview = door.run("smart").text(("Output",))
+    assert "macros/smart_macros.py" in listed and "No macrocodes defined" not in listed, listed
+    assert "smart_beam_calibrate" in overview and "smart_particle_profile" in overview
+
+
 def test_up_prepared_the_session_for_working_by_hand(stack: Stack) -> None:
     state = json.loads((stack.run_dir / "stack.json").read_text())["session"]
     assert state["sem_image"] == str(stack.run_dir / "sem.tif") and (stack.run_dir / "sem.tif").stat().st_size > 0
