@@ -110,11 +110,8 @@ class _SmartMacro(Macro):
         return ", ".join(f"{name} {position_text(value, unit)}"
                          for name, value in zip(self.motor_names(), position, strict=True))
 
-    def limits(self) -> list[tuple[float, float] | None]:
-        """(min, max) of each stage motor's Position; None where the motor declares none."""
-        return [limits_of(config) for config in self.position_configs()]
-
     def position_configs(self) -> list:
+        """The stage motors' Position configurations (limits, unit), read now: limits can change."""
         return [self.getMotor(name).get_attribute_config("Position") for name in self.motor_names()]
 
     def check_target(self, target: list[float]) -> None:
