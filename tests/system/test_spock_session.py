@@ -83,6 +83,7 @@ def _macro_lines(output: str) -> list[str]:
             and not line.startswith(("Scan #", "Operation "))]
 
 
+@pytest.mark.timeout(1200)  # a whole session with ~2000 scan points: ~3 min, more on a loaded machine
 def test_readme_section_runs_in_a_real_spock(stack: Stack, spock: SpockSession) -> None:
     assert "Connected to door_smart" in spock.banner
     beamline = load_beamline(stack.beamline)
