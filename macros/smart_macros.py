@@ -352,11 +352,12 @@ class smart_goto(_SmartMacro):
 
     def run(self, particle_index):
         _, _, particles, _ = self.devices()
-        xs, ys, _ = self.detected_particles(particles)
+        xs, ys, isolated = self.detected_particles(particles)
         if not 0 <= particle_index < len(xs):
             raise SmartMacroError(f"no particle {particle_index}: the last detection found {len(xs)} "
                                   "(indices start at 0)")
         frame = self.env_or("SmartReferenceFrame", "sem")
+        self.output(f"particle {particle_index} ({'isolated' if isolated[particle_index] else 'crowded'}):")
         self.execMacro(["smart_goto_xy", frame, repr(float(xs[particle_index])), repr(float(ys[particle_index]))])
 
 
