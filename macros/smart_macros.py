@@ -285,6 +285,17 @@ class smart_register(_SmartMacro):
                                   f"doubt (confidence {result['confidence']:.3f}; "
                                   f"{'; '.join(result.get('warnings', [])[:2])}); nothing was stored. Bring "
                                   "the imaged region into the camera view, check focus and illumination, retry.")
+        if frame in ("camera", "stage"):
+            raise SmartMacroError(f"the reference frame cannot be named '{frame}': that name is the "
+                                  "mapper's own; use e.g. sem")
+        if frame in list(mapper.read_attribute("Frames").value or []):
+            # a new registration of this frame replaces what was known about it: an older fine
+            # alignment (frame -> stage) would otherwise win the shortest path and send the beam
+            # where the previous sample (or mounting) had its particles
+            removed = call_json(mapper, "RemoveFrame", frame).get("removed_edges", [])
+            if removed:
+                self.output(f"replacing the earlier {frame} registration and alignment "
+                            f"({', '.join(' -> '.join(edge) for edge in removed)}); run smart_fine_align again")
         transform = {"from": frame, "to": "camera", "matrix": result["matrix"], "stage_position": stage,
                      "from_unit": "px", "to_unit": "px"}
         if result.get("covariance") is not None:  # the registration's own uncertainty, into Map's

@@ -19,8 +19,11 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from clients.door import DoorClient
 from clients.launcher import REPO, Stack
 from simulation.config import load_beamline
+from simulation.pool_link import loaded_position
+from tests.system.conftest import device_trl
 
 README_PATH_PLACEHOLDER = "/home/you/smart-on-tango/run/stack"
 PROMPT = r"door_smart \[\d+\]: "
@@ -69,6 +72,11 @@ class SpockSession:
 
 @pytest.fixture()
 def spock(stack: Stack) -> Iterator[SpockSession]:
+    # the session stack is shared: put the stage back where `make up` leaves it (other tests
+    # move it, e.g. an ascan to samx 1 mm where the camera sees the bare chip)
+    x, y = loaded_position(load_beamline(stack.beamline))
+    with DoorClient(device_trl(stack, "smart/door/01")) as door:
+        door.run(["mv", "samx", repr(x), "samy", repr(y)], timeout_s=120)
     session = SpockSession(stack)
     try:
         yield session
