@@ -15,6 +15,9 @@ What the device shell needs from it, and why it is built this way:
   requests waiting for the device monitor get it.
 - ``snap`` while streaming waits for the next frame, which the thread hands over
   *before* it publishes, so a Snap that holds the monitor cannot starve the thread.
+- The stage is read through a :class:`~servers.CameraDS.stage.StageMonitor`: a motor that
+  does not answer within its deadline is stamped ``None`` and the frame goes on; the state
+  is then ALARM (frames, but their stage is unknown) with a Status naming the motor.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from servers.CameraDS.sources import Source, SourceFrame, SourceLost, StageReader, coerce
+from servers.CameraDS.stage import as_monitor
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 
 log = logging.getLogger(__name__)
 
-ON, RUNNING, FAULT = "ON", "RUNNING", "FAULT"
+ON, RUNNING, ALARM, FAULT = "ON", "RUNNING", "ALARM", "FAULT"
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 2.0
 READ_TIMEOUT_S = 1.0
@@ -96,7 +100,7 @@ class Acquisition:
     def __init__(self, source: Source, stage: StageReader, publish: Callable[[Frame], None],
                  dtype: np.dtype | None = None, settings: Settings | None = None) -> None:
         self.source = source
-        self.stage = stage
+        self.stage = as_monitor(stage)
         self.publish = publish
         self.dtype = np.dtype(dtype) if dtype is not None else source.natural_dtype()
         self.settings = settings or Settings()
@@ -122,7 +126,9 @@ class Acquisition:
     def state(self) -> str:
         if not self.running:
             return ON
-        return FAULT if self._fault else RUNNING
+        if self._fault:
+            return FAULT
+        return ALARM if self.stage.problems() else RUNNING
 
     def status(self) -> str:
         where = f"source {self.source.spec!r}"
@@ -133,7 +139,13 @@ class Acquisition:
         frame = f"last frame {last.number} ({last.data.shape[1]}x{last.data.shape[0]} {last.data.dtype})" \
             if last else "no frame yet"
         if self.running:
-            return f"Streaming from {where} at {self.frame_rate():.1f} frames/s; {frame}."
+            text = f"Streaming from {where} at {self.frame_rate():.1f} frames/s; {frame}."
+            problems = self.stage.problems()
+            if problems:
+                text = (f"ALARM: the stage position is unknown: {'; '.join(problems.values())}. Frames go on "
+                        f"with stage null for {', '.join(problems)}; check the motors (Sardana Pool). The camera "
+                        f"returns to RUNNING by itself when they answer. {text}")
+            return text
         text = f"Idle ({where}); {frame}. Start streams, Snap takes one frame."
         if self._last_error:
             text += f" Last Snap failed: {self._last_error}"
@@ -219,6 +231,7 @@ class Acquisition:
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop and release the source; a thread stuck in a driver call is abandoned."""
         self.stop()
+        self.stage.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=0.2)

@@ -23,9 +23,10 @@ import tango
 from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from servers.CameraDS.acquisition import FAULT, RUNNING, Acquisition, Frame
+from servers.CameraDS.acquisition import ALARM, FAULT, RUNNING, Acquisition, Frame
 from servers.CameraDS.simbuild import SimProperties, build_sim_source
 from servers.CameraDS.sources import NoStage, Source, make_source
+from servers.CameraDS.stage import StageMonitor
 from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoStageReader
 from servers.CameraDS.tiffsave import save_tiff
 from servers.common.errors import NotReady
@@ -79,11 +80,12 @@ class CameraDS(SmartDevice):
         self._publish_lock = threading.Lock()
         for name in ("FrameNumber", "FrameMetadata"):
             self.set_change_event(name, True, False)
+        # One bounded stage reader for the frames and the sim (which renders where it reads).
+        self._stage = StageMonitor(TangoStageReader(list(self.StageMotors)) if self.StageMotors else NoStage())
         try:
             source = self._build_source()
-            stage = TangoStageReader(list(self.StageMotors)) if self.StageMotors else NoStage()
             dtype = self._declared_dtype(source.natural_dtype())
-            self._acq = Acquisition(source, stage, self._publisher(), dtype=dtype)
+            self._acq = Acquisition(source, self._stage, self._publisher(), dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - a bad configuration must leave a device that explains it
             desc = getattr(exc, "desc", f"{type(exc).__name__}: {exc}")
             self._config_error = (f"the camera is not configured: {desc} Fix the device properties and run Init.")
@@ -116,8 +118,7 @@ class CameraDS(SmartDevice):
         def sim_factory(spec: str) -> Source:
             props = SimProperties(beamline=self.SimBeamline, sample=self.SimSample, seed=int(self.SimSeed),
                                   zoom=self.SimZoom, noise=bool(self.SimNoise))
-            stage = TangoStageReader(list(self.StageMotors))
-            return build_sim_source(spec, props, stage, self._zoom_reader())
+            return build_sim_source(spec, props, self._stage, self._zoom_reader())
 
         # A Source stored as UTF-8 (a folder named in any script) reaches us as Latin-1 look-alikes.
         return make_source(text_in(self.Source), tango_factory=TangoImageSource, sim_factory=sim_factory)
@@ -193,7 +194,7 @@ class CameraDS(SmartDevice):
         if self._acq is None:
             return DevState.FAULT
         state = self._acq.state
-        return DevState.RUNNING if state == RUNNING else DevState.FAULT if state == FAULT else DevState.ON
+        return {RUNNING: DevState.RUNNING, ALARM: DevState.ALARM, FAULT: DevState.FAULT}.get(state, DevState.ON)
 
     def dev_status(self) -> str:
         text = tango_text(self._acq.status() if self._acq is not None

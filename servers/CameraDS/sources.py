@@ -331,7 +331,12 @@ class SimSource(Source):
     ``renderer`` is :class:`simulation.camera.CameraRenderer` (or anything with its
     ``optics`` and ``render(stage_mm, frame_index, zoom, exposure_ms)``). ``zoom_reader``
     returns the microscope's current zoom name (the SimMicroscope device), or ``None``
-    to keep the configured one; the pixel size always follows the zoom in use."""
+    to keep the configured one; the pixel size always follows the zoom in use.
+
+    A motor that cannot be read (a hung or stopped Pool) does not stop the picture, as it
+    would not stop a real microscope: the frame is rendered where that motor was last read,
+    which is where the simulated motor still is, and stamped ``None`` for it, since the
+    camera no longer knows. Only before any position was read is there nothing to render."""
 
     kind = "sim"
 
@@ -349,6 +354,7 @@ class SimSource(Source):
         self._base_gain = float(renderer.optics.gain_dn_per_e)
         self.exposure_ms = float(renderer.optics.exposure_ms)
         self._index = 0
+        self._last_xy: list[float | None] = [None, None]
 
     def _check_zoom(self, zoom: str) -> None:
         if zoom not in self.renderer.optics.zooms:
@@ -369,9 +375,13 @@ class SimSource(Source):
                 self._check_zoom(zoom)
                 self.zoom = zoom
         positions = self.stage.read()
-        x, y = (positions.get(name) for name in self.stage.names[:2])
+        for axis, name in enumerate(self.stage.names[:2]):
+            value = positions.get(name)
+            if value is not None:
+                self._last_xy[axis] = value
+        x, y = self._last_xy
         if x is None or y is None:
-            missing = [n for n in self.stage.names[:2] if positions.get(n) is None]
+            missing = [n for n, v in zip(self.stage.names[:2], self._last_xy, strict=True) if v is None]
             raise SourceLost(f"the sim cannot render: motor(s) {', '.join(missing)} cannot be read; "
                              "check that the motors (Sardana Pool) are running")
         self._index += 1

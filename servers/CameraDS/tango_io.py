@@ -25,6 +25,9 @@ LIMA_MAGIC = 0x5644454F  # "VDEO"
 LIMA_HEADER = struct.Struct("!IHHqiiHHHH")  # magic, version, mode, frame, width, height, endian, size, pad
 LIMA_MODES = {0: np.uint8, 1: np.uint16, 2: np.uint32}  # Y8, Y16, Y32 (colour modes are refused)
 PROXY_TIMEOUT_MS = 1500
+STAGE_TIMEOUT_MS = 1000
+"""Motor reads run in StageMonitor's workers (the frame waits 0.5 s at most); this bounds how
+long a worker stays stuck on a hung Pool before it can try again."""
 
 
 def decode_lima_video(payload: bytes) -> np.ndarray:
@@ -157,7 +160,13 @@ class TangoImageSource(Source):
 
 class TangoStageReader:
     """Reads ``Position`` of each StageMotors device (Sardana motors or anything with a
-    Position attribute). A motor that cannot be read is stamped ``None``, never guessed."""
+    Position attribute). A motor that cannot be read is stamped ``None``, never guessed.
+
+    The proxies do not retry a timed-out call (transparency reconnection off): cppTango's
+    retry doubled every read of a hung Pool (a 1.5 s timeout came back after 6 s). They are
+    kept across timeouts, since building a new one against a hung server costs 3 s more;
+    the next call reconnects by itself. :class:`servers.CameraDS.stage.StageMonitor` runs
+    :meth:`read_one` with a deadline."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
@@ -167,20 +176,34 @@ class TangoStageReader:
         proxy = self._proxies.get(name)
         if proxy is None:
             proxy = tango.DeviceProxy(name)
-            proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
+            proxy.set_timeout_millis(STAGE_TIMEOUT_MS)
+            proxy.set_transparency_reconnection(False)
             self._proxies[name] = proxy
         return proxy
+
+    def read_one(self, name: str) -> float:
+        """``name``'s Position; raises (DevFailed, TypeError, ValueError) when it cannot be read."""
+        try:
+            return float(self._proxy(name).read_attribute("Position").value)
+        except tango.DevFailed as exc:
+            if not _timed_out(exc):
+                self._proxies.pop(name, None)  # e.g. renamed or re-exported: build it again
+            raise
 
     def read(self) -> dict[str, float | None]:
         positions: dict[str, float | None] = {}
         for name in self.names:
             try:
-                positions[name] = float(self._proxy(name).read_attribute("Position").value)
+                positions[name] = self.read_one(name)
             except (tango.DevFailed, TypeError, ValueError) as exc:
                 log.debug("cannot read %s.Position: %s", name, exc)
-                self._proxies.pop(name, None)
                 positions[name] = None
         return positions
+
+
+def _timed_out(exc: tango.DevFailed) -> bool:
+    return any("TIMEOUT" in str(err.reason).upper() or "TIMED" in str(err.reason).upper()
+               or "TIMEOUT" in str(err.desc).upper() for err in exc.args)
 
 
 def _desc(exc: tango.DevFailed) -> str:

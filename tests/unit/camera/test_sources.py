@@ -165,9 +165,15 @@ def test_sim_follows_the_microscope_zoom_and_needs_motors() -> None:
     with pytest.raises(BadArgument, match="zoom 'nonsense'"):
         source.read(1.0)
     zoom["value"] = "mid"
-    stage.position["samy"] = None
-    with pytest.raises(SourceLost, match="samy cannot be read"):
-        source.read(1.0)
+    stage.position = {"samx": 0.25, "samy": -0.5}
+    source.read(1.0)
+    stage.position = {"samx": None, "samy": -0.75}  # samx unreadable: rendered where it was last read
+    frame = source.read(1.0)
+    assert renderer.calls[-1][0] == (0.25, -0.75)
+    assert frame.stage == {"samx": None, "samy": -0.75}  # stamped unknown, never guessed
+    fresh = SimSource("sim", renderer, stage)
+    with pytest.raises(SourceLost, match="samx cannot be read"):  # no position read yet: nothing to render
+        fresh.read(1.0)
     with pytest.raises(BadArgument, match="StageMotors"):
         SimSource("sim", renderer, type("S", (), {"names": ["samx"], "read": lambda self: {}})())
 
