@@ -163,10 +163,10 @@ class TangoStageReader:
     Position attribute). A motor that cannot be read is stamped ``None``, never guessed.
 
     The proxies do not retry a timed-out call (transparency reconnection off): cppTango's
-    retry doubled every read of a hung Pool (a 1.5 s timeout came back after 6 s). They are
-    kept across timeouts, since building a new one against a hung server costs 3 s more;
-    the next call reconnects by itself. :class:`servers.CameraDS.stage.StageMonitor` runs
-    :meth:`read_one` with a deadline."""
+    retry doubled every read of a hung Pool (a 1.5 s timeout came back after 6 s). A proxy,
+    once built, is kept whatever its calls answer: the next call reconnects by itself (also to
+    a restarted Pool), while building a new one against a hung server costs 3 s more.
+    :class:`servers.CameraDS.stage.StageMonitor` runs :meth:`read_one` with a deadline."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
@@ -183,12 +183,7 @@ class TangoStageReader:
 
     def read_one(self, name: str) -> float:
         """``name``'s Position; raises (DevFailed, TypeError, ValueError) when it cannot be read."""
-        try:
-            return float(self._proxy(name).read_attribute("Position").value)
-        except tango.DevFailed as exc:
-            if not _timed_out(exc):
-                self._proxies.pop(name, None)  # e.g. renamed or re-exported: build it again
-            raise
+        return float(self._proxy(name).read_attribute("Position").value)
 
     def read(self) -> dict[str, float | None]:
         positions: dict[str, float | None] = {}
@@ -199,11 +194,6 @@ class TangoStageReader:
                 log.debug("cannot read %s.Position: %s", name, exc)
                 positions[name] = None
         return positions
-
-
-def _timed_out(exc: tango.DevFailed) -> bool:
-    return any("TIMEOUT" in str(err.reason).upper() or "TIMED" in str(err.reason).upper()
-               or "TIMEOUT" in str(err.desc).upper() for err in exc.args)
 
 
 def _desc(exc: tango.DevFailed) -> str:
