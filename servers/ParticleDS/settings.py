@@ -61,6 +61,16 @@ class ParticleSettings(StrictArgs):
     def _odd(cls, value: int) -> int:
         return _check_odd_diameter(value)
 
+    @field_validator("Separation")
+    @classmethod
+    def _separation_zero_or_a_pixel(cls, value: float) -> float:
+        # A positive separation below a pixel tells nothing apart and, near 0, overflows trackpy's
+        # neighbour search (1e-300 made every Detect fail), so only 0 (automatic) or >= 1 px.
+        if 0.0 < value < 1.0:
+            raise ValueError(f"Separation must be 0 (= Diameter + 1) or at least 1 px: features closer than a "
+                             f"pixel cannot be told apart; got {value:g}")
+        return value
+
     @model_validator(mode="after")
     def _noise_below_diameter(self) -> ParticleSettings:
         if self.NoiseSize >= self.Diameter:

@@ -25,6 +25,8 @@ def test_defaults_are_valid_and_named_like_the_tango_attributes() -> None:
     ("MinMass", -1.0, "MinMass"),
     ("MaxSize", -0.5, "MaxSize"),
     ("Separation", -3, "Separation"),
+    ("Separation", 1e-300, "at least 1 px"),
+    ("Separation", 0.5, "at least 1 px"),
     ("Threshold", -1, "Threshold"),
     ("Percentile", 100.0, "Percentile"),
     ("Percentile", -1, "Percentile"),
