@@ -47,7 +47,7 @@ class HostilePath:
 @dataclass(frozen=True)
 class Corpus:
     folder: Path
-    valid: Path          # a 128x128 uint16 TIFF with particles: what probes load
+    valid: Path          # a 1024x1024 uint16 TIFF with particles: what probes load (large enough for every Diameter and Separation ParticleDS accepts)
     valid_shifted: Path  # the same scene shifted by (3, -2) px, for registrations
     stream: str          # a files: glob of a few frames for a camera
     hostile: tuple[HostilePath, ...]
@@ -67,7 +67,7 @@ class Corpus:
         build_corpus(self.folder)
 
 
-def scene(shape: tuple[int, int] = (128, 128), shift: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> np.ndarray:
+def scene(shape: tuple[int, int] = (1024, 1024), shift: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> np.ndarray:
     """A grey background with a dozen Gaussian particles, as uint16."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
