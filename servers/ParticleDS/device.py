@@ -183,7 +183,17 @@ class ParticleDS(SmartDevice):
             self._next_recovery_check = 0.0
         for name in RESULT_ATTRIBUTES + SETTING_ATTRIBUTES + ("AnnotatedImage", "AnnotatedImageRGB"):
             self.set_change_event(name, True, False)
+        self._show_settings_in_force()
         self._report_results()
+
+    def _show_settings_in_force(self) -> None:
+        """Forms and clients read each setting's write value beside its read value; until the
+        first write Tango reports 0 there (``Diameter 0``), and a client that saves and later
+        writes back that value is refused. Start them at the settings in force; a memorized
+        value, applied after Init, replaces them."""
+        attributes = self.get_device_attr()
+        for name in SETTING_ATTRIBUTES:
+            attributes.get_w_attr_by_name(name).set_write_value(self._core.get_setting(name))
 
     # ----------------------------------------------------------------- state
     def _report_results(self) -> None:

@@ -116,6 +116,9 @@ def test_fresh_device_is_ready_and_explains_what_is_missing(tmp_path: Path) -> N
         assert fresh.X is None or len(fresh.X) == 0  # empty spectra read as None in pytango
         assert fresh.Table == "[]" and fresh.LastResult == "{}"
         assert fresh.Diameter == 11 and fresh.Method == "locate" and fresh.NoiseSize == 1.0
+        for name in ("Diameter", "Separation", "Invert", "Method", "IsolationRadius"):  # forms show these
+            setting = fresh.read_attribute(name)
+            assert setting.w_value == setting.value, name
         with pytest.raises(tango.DevFailed) as excinfo:
             fresh.read_attribute("AnnotatedImage")
         assert _reason(excinfo) == "SMART_NotReady" and "Detect" in _desc(excinfo)
