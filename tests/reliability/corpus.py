@@ -47,7 +47,8 @@ class HostilePath:
 @dataclass(frozen=True)
 class Corpus:
     folder: Path
-    valid: Path          # a 1024x1024 uint16 TIFF with particles: what probes load (large enough for every Diameter and Separation ParticleDS accepts)
+    valid: Path          # 1024x1024 uint16 TIFF with particles, what probes load: large enough for any
+                         # Diameter and Separation that ParticleDS accepts
     valid_shifted: Path  # the same scene shifted by (3, -2) px, for registrations
     stream: str          # a files: glob of a few frames for a camera
     hostile: tuple[HostilePath, ...]
