@@ -130,10 +130,12 @@ class ParticleCore:
         isolated = isolation.isolated_mask(nn, settings.IsolationRadius)
         isolated &= isolation.edge_distance(all_xy[kept], roi) >= settings.IsolationRadius
         isolated &= crowd.multiplicity == 1
+        isolated &= ~crowd.on_bright_area  # a maximum on a marker is not a particle to scan
         return ParticleResults(
             x=x_all[kept], y=y_all[kept], mass=features.mass[kept], size=features.size[kept],
             ecc=features.ecc[kept], signal=features.signal[kept],
             isolated=isolated, nn_distance=nn, multiplicity=crowd.multiplicity,
+            on_bright_area=crowd.on_bright_area,
             roi=roi, image_shape=(int(shape[0]), int(shape[1])), settings=settings.model_dump(),
             elapsed_ms=(time.perf_counter() - start) * 1e3, timestamp=time.time(),
             neighbours_only=int(np.count_nonzero(~kept)),
@@ -155,7 +157,7 @@ class ParticleCore:
     def _array(self, name: str) -> np.ndarray:
         results = self.results
         if results is None:
-            return np.empty(0, dtype=bool if name == "isolated" else np.float64)
+            return np.empty(0, dtype=bool if name in ("isolated", "on_bright_area") else np.float64)
         return getattr(results, name)
 
     @property
@@ -199,6 +201,10 @@ class ParticleCore:
     def multiplicity(self) -> np.ndarray:
         results = self.results
         return np.empty(0, dtype=np.int64) if results is None else results.multiplicity
+
+    @property
+    def on_bright_area(self) -> np.ndarray:
+        return self._array("on_bright_area")
 
     def table(self) -> str:
         """The Table attribute: JSON rows (``[]`` before the first detection)."""

@@ -58,7 +58,8 @@ SOURCE_TIMEOUT_MS = 3000
 RECOVERY_CHECK_S = 2.0
 
 RESULT_ATTRIBUTES = ("Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccentricity", "Signal",
-                     "Isolated", "NearestNeighbour", "Multiplicity", "Table", "LastResult")
+                     "Isolated", "NearestNeighbour", "Multiplicity", "OnBrightArea", "Table",
+                     "LastResult")
 SETTING_ATTRIBUTES = ("Diameter", "MinMass", "MaxSize", "Separation", "NoiseSize", "Threshold",
                       "Percentile", "Invert", "Method", "IsolationRadius")
 
@@ -297,7 +298,8 @@ class ParticleDS(SmartDevice):
         values = {"Count": core.count, "IsolatedCount": int(np.count_nonzero(core.isolated)), "X": core.x,
                   "Y": core.y, "Mass": core.mass, "Size": core.size, "Eccentricity": core.eccentricity,
                   "Signal": core.signal, "Isolated": core.isolated, "NearestNeighbour": core.nn_distance,
-                  "Multiplicity": core.multiplicity, "Table": core.table(), "LastResult": self._last_result()}
+                  "Multiplicity": core.multiplicity, "OnBrightArea": core.on_bright_area,
+                  "Table": core.table(), "LastResult": self._last_result()}
         for name in RESULT_ATTRIBUTES:
             self.push_change_event(name, values[name])
         if self.is_there_subscriber("AnnotatedImage", EventType.CHANGE_EVENT):
@@ -380,9 +382,13 @@ class ParticleDS(SmartDevice):
     Multiplicity = _result_spectrum("Multiplicity", int, "particles", "Multiplicity", "%d",
                                     "particles in the touching group of each detection: 1, 2, or 3 for three "
                                     "or more", "multiplicity")
+    OnBrightArea = _result_spectrum("OnBrightArea", bool, "bool", "On bright area", "%s",
+                                    "the detection sits on an extended bright area (a Pt marker), not on the "
+                                    "membrane: not a particle, never isolated", "on_bright_area")
 
     @attribute(dtype=str, unit="JSON", label="Table", format="%s",
-               doc="JSON rows {index, x, y, mass, size, ecc, signal, isolated, nn_distance, multiplicity}; [] "
+               doc="JSON rows {index, x, y, mass, size, ecc, signal, isolated, nn_distance, multiplicity, "
+                   "on_bright_area}; [] "
                    "before Detect")
     @smart_errors
     def Table(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 TABLE_COLUMNS: tuple[str, ...] = ("index", "x", "y", "mass", "size", "ecc", "signal", "isolated",
-                                  "nn_distance", "multiplicity")
+                                  "nn_distance", "multiplicity", "on_bright_area")
 """Columns of Table rows and of the CSV export, in order."""
 
 
@@ -31,6 +31,8 @@ class ParticleResults:
     nn_distance: np.ndarray
     multiplicity: np.ndarray
     """Particles in this detection's blob: 1, 2, or 3 for three or more (see crowding.py)."""
+    on_bright_area: np.ndarray
+    """True where the detection sits on an extended bright area (a Pt marker), not a particle."""
     roi: tuple[int, int, int, int]
     image_shape: tuple[int, int]
     settings: dict[str, Any]
@@ -41,7 +43,8 @@ class ParticleResults:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance", "multiplicity"):
+        for name in ("x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance", "multiplicity",
+                     "on_bright_area"):
             getattr(self, name).setflags(write=False)
 
     @property
@@ -68,6 +71,7 @@ class ParticleResults:
                 "isolated": bool(self.isolated[i]),
                 "nn_distance": distance if np.isfinite(distance) else None,
                 "multiplicity": int(self.multiplicity[i]),
+                "on_bright_area": bool(self.on_bright_area[i]),
             })
         return rows
 

@@ -127,7 +127,7 @@ def test_table_rows_match_the_arrays(image: np.ndarray) -> None:
     assert [row["x"] for row in rows] == core.x.tolist()
     assert [row["isolated"] for row in rows] == core.isolated.tolist()
     assert set(rows[0]) == {"index", "x", "y", "mass", "size", "ecc", "signal", "isolated", "nn_distance",
-                            "multiplicity"}
+                            "multiplicity", "on_bright_area"}
 
 
 def test_export_csv_round_trip_and_bad_folder(image: np.ndarray, tmp_path) -> None:

@@ -9,6 +9,7 @@ k-d tree alone calls each of them isolated; ParticleCore must not.
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -147,3 +148,38 @@ def test_scoring_counts_a_flag_on_a_crowded_cube_as_false() -> None:
     score = score_isolation(field, xy, flags, np.ones(len(xy), dtype=int), 15.0)
     assert score.recalled == score.wanted == int(np.count_nonzero(truly))
     assert score.flagged - score.correct == 1
+
+
+def _field_with_a_marker() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lone spots on the membrane plus a flat bright square (a Pt marker, 90 px, 10 diameters)
+    with two spots on it: maxima on the marker, as trackpy finds at a cross's centre."""
+    spots = _lone_spots(30)
+    on_membrane = spots[(spots[:, 0] < 150) | (spots[:, 1] < 150)]
+    on_marker = np.array([[200.0, 200.0], [185.0, 225.0]])
+    image = render_spots((256, 256), np.vstack([on_membrane, on_marker]), sigma=1.6, peak=120.0, background=30,
+                         noise=2.0, seed=5).astype(np.float64)
+    image[160:250, 160:250] += 300.0  # far brighter than a particle, far wider than the background window
+    return image.astype(np.uint16), on_membrane, on_marker
+
+
+def test_detections_on_an_extended_bright_area_are_flagged_and_never_isolated(tmp_path) -> None:
+    image, on_membrane, on_marker = _field_with_a_marker()
+    crowd = analyse(image, np.vstack([on_membrane, on_marker]), np.vstack([on_membrane, on_marker]),
+                    SETTINGS["Diameter"], SETTINGS["IsolationRadius"])
+    assert crowd.on_bright_area.tolist() == [False] * len(on_membrane) + [True, True]
+
+    core = ParticleCore(SETTINGS)
+    core.detect(image)
+    xy = np.column_stack([core.x, core.y])
+    marker_rows = np.flatnonzero((xy >= 160).all(axis=1) & (xy < 250).all(axis=1))
+    assert len(marker_rows) >= 2, "the spots on the marker were not detected"
+    assert core.on_bright_area[marker_rows].all()
+    assert not core.isolated[marker_rows].any()
+    membrane_rows = np.setdiff1d(np.arange(core.count), marker_rows)
+    assert not core.on_bright_area[membrane_rows].any()
+    assert core.isolated[membrane_rows].sum() >= len(on_membrane) - 4  # those near the square are not
+    rows = json.loads(core.table())
+    assert [row["on_bright_area"] for row in rows] == core.on_bright_area.tolist()
+    with open(core.export_csv(str(tmp_path / "p.csv")), newline="") as stream:
+        exported = list(csv.DictReader(stream))
+    assert [row["on_bright_area"] == "true" for row in exported] == core.on_bright_area.tolist()
