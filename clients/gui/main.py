@@ -35,6 +35,7 @@ STAGE_PERIOD_S = 0.5
 """How often the status bar reads the motors' positions and the Door's State."""
 
 LEGEND_HTML = ('<span style="color:#00e600">○ isolated</span> &nbsp; <span style="color:#ff6e00">○ crowded</span>'
+               ' &nbsp; <span style="color:#a0a0a0">× marker / large bright area (not a particle)</span>'
                ' &nbsp; <span style="color:#50aaff">□ scanned</span> &nbsp; <span style="color:#ebebeb">17</span>'
                '<span style="color:#aaaaaa"> particle-table index (zoom in)</span> &nbsp; '
                '<span style="color:#ff40ff">+ beam</span> &nbsp; <span style="color:#00ffff">▭ registered SEM</span>'

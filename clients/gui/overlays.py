@@ -27,6 +27,7 @@ ISOLATED_COLOUR = (0, 230, 0)      # green, as in ParticleDS AnnotatedImage
 CROWDED_COLOUR = (255, 110, 0)     # orange-red
 SCALE_COLOUR = (255, 255, 0)       # yellow
 SCANNED_COLOUR = (80, 170, 255)    # sky blue: a square around a particle the loop has scanned
+MARKER_COLOUR = (160, 160, 160)    # grey: a detection on a Pt marker or other large bright area
 LABEL_COLOUR = (235, 235, 235)
 LABEL_MIN_SPACING_SCREEN_PX = 16.0
 """A particle's index label is shown once its nearest neighbour is this far away on screen:
@@ -43,6 +44,9 @@ class OverlayData:
     outline: np.ndarray | None = None
     particles: np.ndarray | None = None
     isolated: np.ndarray | None = None
+    on_marker: np.ndarray | None = None
+    """True for detections on an extended bright area (ParticleDS ``on_bright_area``, e.g. a Pt
+    marker): not particles, drawn as grey crosses instead of circles."""
     indices: np.ndarray | None = None
     """The particle-table index of each row of ``particles`` (what `smart_goto` takes)."""
     scanned: np.ndarray | None = None
@@ -50,6 +54,16 @@ class OverlayData:
     pixel_size_um: float | None = None
     frame: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def particle_classes(isolated: np.ndarray, on_marker: np.ndarray | None) -> np.ndarray:
+    """Per detection: ``"isolated"``, ``"crowded"`` (a doublet, a cluster, a near neighbour) or
+    ``"marker"`` (on a Pt marker or another large bright area, not a particle). A marker
+    detection is never a particle, whatever its other flags say."""
+    classes = np.where(np.asarray(isolated, bool), "isolated", "crowded").astype(object)
+    if on_marker is not None:
+        classes[np.asarray(on_marker, bool)] = "marker"
+    return classes
 
 
 def frame_stage_position(client: SmartClient, metadata: dict[str, Any]) -> list[float] | None:
@@ -148,6 +162,8 @@ def collect(client: SmartClient, stage_position: list[float] | None, macroserver
     if rows:
         data.particles = mapped[len(corners):]
         data.isolated = np.array([bool(r.get("isolated")) for r in rows])
+        # a ParticleDS older than the on_bright_area column: every detection is drawn as a particle
+        data.on_marker = np.array([bool(r.get("on_bright_area", False)) for r in rows])
         data.indices = np.array([int(r.get("index", i)) for i, r in enumerate(rows)])
         done = scanned_particles(macroserver_environment(client, macroserver), rows)
         data.scanned = np.isin(data.indices, sorted(done))
@@ -188,9 +204,10 @@ class OverlayItems:
         self.isolated = pg.ScatterPlotItem(symbol="o", size=14, pen=pen(ISOLATED_COLOUR, 2), brush=None)
         self.crowded = pg.ScatterPlotItem(symbol="o", size=10, pen=pen(CROWDED_COLOUR, 1.5), brush=None)
         self.scanned = pg.ScatterPlotItem(symbol="s", size=22, pen=pen(SCANNED_COLOUR, 2), brush=None)
+        self.markers = pg.ScatterPlotItem(symbol="x", size=9, pen=None, brush=pg.mkBrush(MARKER_COLOUR))
         self.scale = pg.PlotCurveItem(pen=pen(SCALE_COLOUR, 5))
         self.scale_text = pg.TextItem(color=SCALE_COLOUR, anchor=(0.5, 1.0))
-        for item in (self.outline, self.crowded, self.isolated, self.scanned, self.beam, self.scale,
+        for item in (self.outline, self.markers, self.crowded, self.isolated, self.scanned, self.beam, self.scale,
                      self.scale_text):
             item.setZValue(10)
             plot.addItem(item)
@@ -216,13 +233,16 @@ class OverlayItems:
         else:
             self.outline.setData([], [])
         if data.particles is not None and data.isolated is not None:
-            self.isolated.setData(pos=data.particles[data.isolated])
-            self.crowded.setData(pos=data.particles[~data.isolated])
+            classes = particle_classes(data.isolated, data.on_marker)
+            self.isolated.setData(pos=data.particles[classes == "isolated"])
+            self.crowded.setData(pos=data.particles[classes == "crowded"])
+            self.markers.setData(pos=data.particles[classes == "marker"])
             scanned = data.scanned if data.scanned is not None else np.zeros(len(data.particles), bool)
             self.scanned.setData(pos=data.particles[scanned])
         else:
             self.isolated.setData(pos=np.empty((0, 2)))
             self.crowded.setData(pos=np.empty((0, 2)))
+            self.markers.setData(pos=np.empty((0, 2)))
             self.scanned.setData(pos=np.empty((0, 2)))
         self.set_labels(data.particles, data.indices)
         self.pixel_size_um = data.pixel_size_um

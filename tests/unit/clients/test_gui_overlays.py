@@ -64,3 +64,32 @@ def test_index_labels_show_when_zoomed_in_and_scanned_particles_are_boxed(qtbot)
     assert sorted(items.visible_labels()) == ["12", "7", "8"]
     items.update(overlays.OverlayData(), (2048, 2048))  # a new detection with nothing found
     assert items.visible_labels() == []
+
+
+def test_detections_on_markers_are_neither_isolated_nor_crowded_particles() -> None:
+    isolated = np.array([True, False, False, False])
+    on_marker = np.array([False, False, True, True])
+    assert overlays.particle_classes(isolated, on_marker).tolist() == ["isolated", "crowded", "marker", "marker"]
+    # a ParticleDS without the on_bright_area column: everything is a particle, as before
+    assert overlays.particle_classes(isolated, None).tolist() == ["isolated", "crowded", "crowded", "crowded"]
+    # a marker flag wins over an isolated one: a maximum on a marker is no particle to circle
+    assert overlays.particle_classes(np.array([True]), np.array([True])).tolist() == ["marker"]
+
+
+def test_marker_detections_are_drawn_as_grey_crosses_not_circles(qtbot) -> None:  # noqa: ANN001
+    from clients.gui.camera_view import CameraView
+
+    view = CameraView()
+    qtbot.addWidget(view)
+    view.show_frame(np.zeros((512, 512), np.uint16), 1)
+    items = overlays.OverlayItems(view)
+    points = np.array([[100.0, 100.0], [200.0, 200.0], [202.0, 200.0], [300.0, 300.0], [307.0, 301.0]])
+    data = overlays.OverlayData(particles=points, isolated=np.array([True, False, False, False, False]),
+                                on_marker=np.array([False, False, False, True, True]), indices=np.arange(5))
+    items.update(data, (512, 512))
+    assert items.isolated.data["x"].tolist() == [100.0]
+    assert items.crowded.data["x"].tolist() == [200.0, 202.0]
+    assert items.markers.data["x"].tolist() == [300.0, 307.0]
+    assert items.markers.opts["symbol"] == "x"
+    items.update(overlays.OverlayData(), (512, 512))
+    assert len(items.markers.data) == 0
