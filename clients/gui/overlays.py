@@ -204,7 +204,8 @@ class OverlayItems:
         self.isolated = pg.ScatterPlotItem(symbol="o", size=14, pen=pen(ISOLATED_COLOUR, 2), brush=None)
         self.crowded = pg.ScatterPlotItem(symbol="o", size=10, pen=pen(CROWDED_COLOUR, 1.5), brush=None)
         self.scanned = pg.ScatterPlotItem(symbol="s", size=22, pen=pen(SCANNED_COLOUR, 2), brush=None)
-        self.markers = pg.ScatterPlotItem(symbol="x", size=9, pen=None, brush=pg.mkBrush(MARKER_COLOUR))
+        # grey with a black edge: readable on the dark membrane and on the white marker it sits on
+        self.markers = pg.ScatterPlotItem(symbol="x", size=12, pen=pen((0, 0, 0), 1), brush=pg.mkBrush(MARKER_COLOUR))
         self.scale = pg.PlotCurveItem(pen=pen(SCALE_COLOUR, 5))
         self.scale_text = pg.TextItem(color=SCALE_COLOUR, anchor=(0.5, 1.0))
         for item in (self.outline, self.markers, self.crowded, self.isolated, self.scanned, self.beam, self.scale,
