@@ -177,6 +177,9 @@ def test_detect_from_a_file_publishes_every_result(dev: tango.DeviceProxy, files
     assert len(multiplicity) == 6 and set(multiplicity) <= {1, 2, 3}
     assert [row["multiplicity"] for row in rows] == list(multiplicity)
     assert all(multiplicity[isolated] == 1)
+    on_bright_area = dev.OnBrightArea  # spots on a flat membrane: none sits on a marker
+    assert on_bright_area.dtype == bool and on_bright_area.tolist() == [False] * 6
+    assert [row["on_bright_area"] for row in rows] == on_bright_area.tolist()
     last = json.loads(dev.LastResult)
     assert last["count"] == 6 and last["settings"]["Diameter"] == 7 and last["image_shape"] == [256, 256]
 
