@@ -31,7 +31,7 @@ import numpy as np
 
 from servers.common.pointfit import fit_points
 from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to, resample
-from servers.RegistrationDS.similarity import PATCH_SIGMA_FACTOR, similarity_matrix, warp
+from servers.RegistrationDS.similarity import PATCH_SIGMA_FACTOR, closest_similarity, similarity_matrix, warp
 from servers.RegistrationDS.translation import (
     PeakEstimate,
     estimate_translation,
@@ -297,13 +297,3 @@ def _ecc(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray, warnings
         return matrix
     return closest_similarity(affine, centre[:2])
 
-
-def closest_similarity(affine: np.ndarray, pivot: np.ndarray) -> np.ndarray:
-    """The similarity nearest to ``affine`` (least squares on the linear part) that maps
-    ``pivot`` where ``affine`` does."""
-    a = 0.5 * (affine[0, 0] + affine[1, 1])
-    b = 0.5 * (affine[1, 0] - affine[0, 1])
-    out = np.array([[a, -b, 0.0], [b, a, 0.0], [0.0, 0.0, 1.0]])
-    point = np.array([pivot[0], pivot[1], 1.0])
-    out[:2, 2] = (affine @ point)[:2] - (out @ point)[:2]
-    return out

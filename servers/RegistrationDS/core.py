@@ -303,7 +303,8 @@ class RegistrationCore:
                                 "target agree with the fitted similarity: the reference may show a similar "
                                 "but different area (e.g. the same marker layout on another sample)")
         else:
-            estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift, rotation_range)
+            estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift, rotation_range,
+                                           intensity=(ref_work, tgt_work))
             working_matrix, peak = estimate.matrix, estimate.peak
             sigma_work = estimate.sigma
             warnings.extend(estimate.warnings)
