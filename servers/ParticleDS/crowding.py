@@ -403,13 +403,15 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     ys, xs = region_pixels
     if n == 0 or len(ys) == 0:
         return distance
-    h, w = signal.shape
-    value = signal[ys, xs]
+    # neighbours through a one-pixel replicated border: flat offsets, no clipping per pixel
+    flat, stride = _padded_index(signal.shape, ys, xs)
+    padded = cv2.copyMakeBorder(signal, 1, 1, 1, 1, cv2.BORDER_REPLICATE).ravel()
+    value = padded[flat]
     is_peak = np.ones(len(ys), dtype=bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                is_peak &= value >= signal[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+                is_peak &= value >= padded[flat + (dy * stride + dx)]
     peaks = np.column_stack([ys[is_peak], xs[is_peak]])
     if len(peaks):
         refined = _centroids(signal, peaks, max(2, diameter // 4))
@@ -426,10 +428,11 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
             np.minimum.at(distance, row[foreign], d[foreign])
 
     # the nearest pixel of another region is on its outline: only outlines go into the tree
-    pixel_region = regions[ys, xs]
+    padded_regions = cv2.copyMakeBorder(regions, 1, 1, 1, 1, cv2.BORDER_REPLICATE).ravel()
+    pixel_region = padded_regions[flat]
     outline = np.zeros(len(ys), dtype=bool)
-    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        outline |= regions[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)] != pixel_region
+    for offset in (-stride, stride, -1, 1):
+        outline |= padded_regions[flat + offset] != pixel_region
     points = np.column_stack([xs[outline], ys[outline]]).astype(np.float64)
     point_region = pixel_region[outline]
     if len(points):
@@ -442,6 +445,12 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
             d = np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T) + single_edge
             np.minimum.at(distance, row[foreign], d)
     return distance
+
+
+def _padded_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, int]:
+    """Flat indices of (ys, xs) in the image padded by one pixel on every side, and its row stride."""
+    stride = shape[1] + 2
+    return (ys + 1) * stride + (xs + 1), stride
 
 
 def _centroids(signal: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
-from trackpy.find import where_close
 from trackpy.preprocessing import invert_image
 from trackpy.refine import refine_brightfield_ring
 from trackpy.refine.center_of_mass import refine_com_arr
@@ -134,7 +133,7 @@ def locate(image: np.ndarray, settings: ParticleSettings) -> Features:
                              engine="numba", characterize=True)
     dropped = np.empty((0, refined.shape[1]))
     if separation > 0:
-        to_drop = np.asarray(where_close(refined[:, :2], (separation, separation), refined[:, 2]), dtype=np.intp)
+        to_drop = preprocessing.where_close(refined[:, :2], separation, refined[:, 2])
         dropped = refined[to_drop]
         refined = np.delete(refined, to_drop, axis=0)
     kept = refined[:, 2] / scale_factor > settings.MinMass
@@ -185,8 +184,8 @@ def locate_brightfield_ring(image: np.ndarray, settings: ParticleSettings) -> Fe
             y[row], x[row], size[row] = fitted
     particles = np.flatnonzero(kept)
     separation = settings.separation_px
-    to_drop = np.asarray(where_close(np.column_stack([y[particles], x[particles]]), (separation, separation),
-                                     initial.mass[particles]), dtype=np.intp)
+    to_drop = preprocessing.where_close(np.column_stack([y[particles], x[particles]]), separation,
+                                        initial.mass[particles])
     kept[particles[to_drop]] = False  # two rings fitted onto one particle: keep the brighter start
     return Features(y=y, x=x, mass=initial.mass, size=size, ecc=initial.ecc, signal=initial.signal, kept=kept)
 
