@@ -413,14 +413,12 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
             if dy or dx:
                 is_peak &= value >= padded[flat + (dy * stride + dx)]
     peaks = np.column_stack([ys[is_peak], xs[is_peak]])
+    particles = cKDTree(particles_xy)
     if len(peaks):
         refined = _centroids(signal, peaks, max(2, diameter // 4))
         peak_label = labels[peaks[:, 0], peaks[:, 1]]
-        found = cKDTree(refined[:, ::-1]).query_ball_point(particles_xy, reach + diameter)
-        lengths = np.fromiter((len(f) for f in found), dtype=np.intp, count=n)
-        if lengths.sum():
-            which = np.concatenate([np.asarray(f, dtype=np.intp) for f in found if f])
-            row = np.repeat(np.arange(n), lengths)
+        row, which = _pairs_within(particles, refined[:, ::-1], reach + diameter)
+        if len(row):
             # the nearer of the maximum and its centroid: a faint maximum's centroid wanders with the noise
             d = np.minimum(np.hypot(*(refined[which, ::-1] - particles_xy[row]).T),
                            np.hypot(*(peaks[which, ::-1] - particles_xy[row]).T))
@@ -436,15 +434,21 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     points = np.column_stack([xs[outline], ys[outline]]).astype(np.float64)
     point_region = pixel_region[outline]
     if len(points):
-        found = cKDTree(points).query_ball_point(particles_xy, reach)
-        lengths = np.fromiter((len(f) for f in found), dtype=np.intp, count=n)
-        if lengths.sum():
-            which = np.concatenate([np.asarray(f, dtype=np.intp) for f in found if f])
-            row = np.repeat(np.arange(n), lengths)
+        row, which = _pairs_within(particles, points, reach)
+        if len(row):
             foreign = point_region[which] != own_region[row]
             d = np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T) + single_edge
             np.minimum.at(distance, row[foreign], d)
     return distance
+
+
+def _pairs_within(particles: cKDTree, points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(particle row, point row) of every point within ``radius`` of a particle, as arrays.
+
+    One tree-against-tree search instead of a Python list per particle.
+    """
+    pairs = particles.sparse_distance_matrix(cKDTree(points), radius, output_type="ndarray")
+    return pairs["i"].astype(np.intp), pairs["j"].astype(np.intp)
 
 
 def _padded_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, int]:
