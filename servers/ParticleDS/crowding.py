@@ -119,8 +119,10 @@ def signal_parts(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float, np.
     is smooth, so it is computed on the image binned by about a third of Diameter and
     interpolated back: the same level at a tenth of the cost.
     """
-    image = raw.astype(np.float32, copy=False)
-    smooth = cv2.GaussianBlur(image, (0, 0), max(diameter * SMOOTHING_PER_DIAMETER, 0.8),
+    # full-size results are written into arrays already in hand: a fresh 16 MB array costs
+    # its page faults again on every call
+    image = raw.astype(np.float32)
+    smooth = cv2.GaussianBlur(image, (0, 0), max(diameter * SMOOTHING_PER_DIAMETER, 0.8), dst=image,
                               borderType=cv2.BORDER_REPLICATE)
     h, w = smooth.shape
     binning = max(1, min(diameter // 3, h // 16, w // 16))
@@ -138,9 +140,9 @@ def signal_parts(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float, np.
     level = cv2.blur(small * empty, window, borderType=cv2.BORDER_REPLICATE)
     background = np.where(weight > 0.05, level / np.maximum(weight, 0.05), opened)
     background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
-    signal = cv2.subtract(smooth, background)
+    signal = cv2.subtract(smooth, background, dst=smooth)
     low, median = _lower_half(signal)
-    signal = cv2.subtract(signal, median)
+    signal = cv2.subtract(signal, median, dst=signal)
     sigma = median - low
     if not sigma > 0:  # a noise-free image: let the particle peaks set the scale
         sigma = float(np.ptp(signal)) * 1e-3 or 1e-6

@@ -32,7 +32,7 @@ def lowpass(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarra
     if sigma <= 0:
         return source
     kernel = gaussian_kernel(sigma, truncate).astype(np.float32)
-    return cv2.sepFilter2D(source, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_CONSTANT)
+    return cv2.sepFilter2D(source, cv2.CV_32F, kernel, kernel, dst=source, borderType=cv2.BORDER_CONSTANT)
 
 
 def boxcar(image: np.ndarray, size: int) -> np.ndarray:
