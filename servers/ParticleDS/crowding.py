@@ -33,6 +33,7 @@ permissive maxima all agree that nothing else is there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -406,8 +407,8 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     if n == 0 or len(ys) == 0:
         return distance
     # neighbours through a one-pixel replicated border: flat offsets, no clipping per pixel
-    flat, stride = _padded_index(signal.shape, ys, xs)
-    padded = cv2.copyMakeBorder(signal, 1, 1, 1, 1, cv2.BORDER_REPLICATE).ravel()
+    flat, stride, pad = _neighbour_index(signal.shape, ys, xs)
+    padded = pad(signal)
     value = padded[flat]
     is_peak = np.ones(len(ys), dtype=bool)
     for dy in (-1, 0, 1):
@@ -428,7 +429,7 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
             np.minimum.at(distance, row[foreign], d[foreign])
 
     # the nearest pixel of another region is on its outline: only outlines go into the tree
-    padded_regions = cv2.copyMakeBorder(regions, 1, 1, 1, 1, cv2.BORDER_REPLICATE).ravel()
+    padded_regions = pad(regions)
     pixel_region = padded_regions[flat]
     outline = np.zeros(len(ys), dtype=bool)
     for offset in (-stride, stride, -1, 1):
@@ -453,10 +454,23 @@ def _pairs_within(particles: cKDTree, points: np.ndarray, radius: float) -> tupl
     return pairs["i"].astype(np.intp), pairs["j"].astype(np.intp)
 
 
-def _padded_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, int]:
-    """Flat indices of (ys, xs) in the image padded by one pixel on every side, and its row stride."""
-    stride = shape[1] + 2
-    return (ys + 1) * stride + (xs + 1), stride
+def _neighbour_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray
+                     ) -> tuple[np.ndarray, int, Callable[[np.ndarray], np.ndarray]]:
+    """Flat indices of (ys, xs), the row stride, and the flattening that makes ``index + offset``
+    the pixel's 8 neighbours with the edges replicated.
+
+    Pixels off the image edge need a one-pixel replicated border (a full copy); when none of
+    the pixels touches the edge the image itself serves.
+    """
+    h, w = shape[:2]
+    if ys.min() > 0 and xs.min() > 0 and ys.max() < h - 1 and xs.max() < w - 1:
+        return ys * w + xs, w, np.ravel
+    stride = w + 2
+
+    def pad(image: np.ndarray) -> np.ndarray:
+        return cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_REPLICATE).ravel()
+
+    return (ys + 1) * stride + (xs + 1), stride, pad
 
 
 def _centroids(signal: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
