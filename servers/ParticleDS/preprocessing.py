@@ -45,12 +45,15 @@ def boxcar(image: np.ndarray, size: int) -> np.ndarray:
     if size <= 1:
         return image.astype(np.float32)
     if image.dtype in FAST_INTEGER_DTYPES:
+        # divided in place; the truncated row means fit the raw dtype, so the second pass
+        # sums them as int32 directly instead of converting back
         rows = cv2.boxFilter(image, cv2.CV_32S, (1, size), normalize=False,
                              borderType=cv2.BORDER_REPLICATE)
-        rows = (rows // size).astype(image.dtype)
+        np.floor_divide(rows, size, out=rows)
         both = cv2.boxFilter(rows, cv2.CV_32S, (size, 1), normalize=False,
                              borderType=cv2.BORDER_REPLICATE)
-        return (both // size).astype(np.float32)
+        np.floor_divide(both, size, out=both)
+        return both.astype(np.float32)
     source = image.astype(np.float32, copy=False)
     return cv2.blur(source, (size, size), borderType=cv2.BORDER_REPLICATE)
 
@@ -118,8 +121,9 @@ def local_maxima(image: np.ndarray, separation: float, percentile: float,
     kernel = np.ones((size, size), np.uint8)
     dilation = cv2.dilate(image, kernel, anchor=(anchor, anchor), borderType=cv2.BORDER_CONSTANT,
                           borderValue=0)
-    maxima = (image == dilation) & (image > threshold)
-    points = cv2.findNonZero(maxima.view(np.uint8))
+    # OpenCV compares an integer image with a real threshold exactly (floor for ">")
+    maxima = cv2.bitwise_and(cv2.compare(image, dilation, cv2.CMP_EQ), cv2.compare(image, threshold, cv2.CMP_GT))
+    points = cv2.findNonZero(maxima)
     if points is None:
         return np.empty((0, 2), dtype=np.intp)
     pos = points.reshape(-1, 2)[:, ::-1].astype(np.intp)
