@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trackpy
-from trackpy.find import grey_dilation, percentile_threshold
+from trackpy.find import grey_dilation, percentile_threshold, where_close
 
 from servers.ParticleDS import preprocessing
 
@@ -46,3 +46,16 @@ def test_local_maxima_are_trackpys_candidates(separation: float, dtype: type) ->
     theirs = grey_dilation(image, separation, 64.0, margin, precise=False)
     assert len(ours) > 10
     assert sorted(map(tuple, ours)) == sorted(map(tuple, theirs.astype(int)))
+
+
+@pytest.mark.parametrize("separation", [0.0, 3.0, 8.0, 12.5])
+@pytest.mark.parametrize("seed", range(3))
+def test_where_close_drops_what_trackpy_drops(separation: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(0, 200, (400, 2))
+    pos[::3] = np.rint(pos[::3])  # ties in the coordinate sum too
+    intensity = rng.integers(0, 5, len(pos)).astype(float)  # many equal intensities: the tie rule
+    expected = np.asarray(where_close(pos, (separation, separation), intensity), dtype=np.intp)
+    dropped = preprocessing.where_close(pos, separation, intensity)
+    assert len(expected) > 0 or separation == 0.0
+    np.testing.assert_array_equal(dropped, expected)
