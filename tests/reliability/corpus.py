@@ -10,6 +10,7 @@ over the FIFO replaces it with a file), so every call sees the same corpus.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import struct
@@ -47,7 +48,8 @@ class HostilePath:
 @dataclass(frozen=True)
 class Corpus:
     folder: Path
-    valid: Path          # 1024x1024 uint16 TIFF with particles, what probes load: large enough for any
+    valid: Path          # a 128x128 uint16 TIFF with particles: what probes load
+    valid_large: Path    # 1024x1024, what the ParticleDS probe detects on: large enough for any
                          # Diameter and Separation that ParticleDS accepts
     valid_shifted: Path  # the same scene shifted by (3, -2) px, for registrations
     stream: str          # a files: glob of a few frames for a camera
@@ -68,8 +70,10 @@ class Corpus:
         build_corpus(self.folder)
 
 
-def scene(shape: tuple[int, int] = (1024, 1024), shift: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> np.ndarray:
-    """A grey background with a dozen Gaussian particles, as uint16."""
+@functools.lru_cache(maxsize=8)
+def scene(shape: tuple[int, int] = (128, 128), shift: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> np.ndarray:
+    """A grey background with a dozen Gaussian particles, as uint16 (cached: the corpus is
+    rebuilt after every hostile call; callers must not modify the array)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
     image = np.full(shape, 1000.0)
@@ -111,6 +115,9 @@ def build_corpus(folder: Path) -> Corpus:
     valid, shifted = folder / "valid.tif", folder / "valid_shifted.tif"
     tifffile.imwrite(_fresh(valid), scene())
     tifffile.imwrite(_fresh(shifted), scene(shift=(3.0, -2.0), seed=1))
+    large = folder / "valid_large.tif"  # no hostile path points at it: written once
+    if not large.is_file() or large.is_symlink():
+        tifffile.imwrite(_fresh(large), scene((1024, 1024)))
     stream = folder / "stream"
     stream.mkdir(exist_ok=True)
     for i in range(3):
@@ -148,4 +155,4 @@ def build_corpus(folder: Path) -> Corpus:
     for script, name in SCRIPT_NAMES.items():
         _fresh(folder / f"{name}.tif").write_bytes(valid.read_bytes())
         add(f"name_{script}", folder / f"{name}.tif")
-    return Corpus(folder, valid, shifted, str(stream / "*.tif"), tuple(hostile))
+    return Corpus(folder, valid, large, shifted, str(stream / "*.tif"), tuple(hostile))

@@ -129,7 +129,7 @@ def _probe_registration(p: tango.DeviceProxy, corpus: Corpus) -> None:
 
 
 def _probe_particles(p: tango.DeviceProxy, corpus: Corpus) -> None:
-    p.command_inout("Detect", json.dumps({"path": str(corpus.valid)}))
+    p.command_inout("Detect", json.dumps({"path": str(corpus.valid_large)}))
     p.read_attribute("Count")
 
 
