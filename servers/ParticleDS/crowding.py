@@ -74,7 +74,9 @@ ASYMMETRY_SIGMAS = 6.0
 ASYMMETRY_NOISE_SIGMAS = 5.0
 """... provided it also stands this many noise sigmas high."""
 REMAP_ROWS = 30_000
-"""Rows per cv2.remap call (its maps must stay below 32 767 rows)."""
+"""Rows per cv2.remap call (its maps must stay below 32 767 rows and columns)."""
+REMAP_COLUMNS = 1024
+"""Columns of the flat position layout handed to cv2.remap."""
 MIN_POPULATION = 5
 """Fewer particles than this make no population to judge against."""
 ROBUST_SIGMAS = 4.0
@@ -375,15 +377,26 @@ def _residual_neighbour(signal: np.ndarray, sigma: float, particles_xy: np.ndarr
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``image`` (float32) at the real positions (x, y), 2-D arrays, bilinear, edges replicated.
+    """``image`` (float32) at the real positions (x, y), any shape, bilinear, edges replicated.
 
-    cv2.remap maps must have fewer than 32 767 rows, so long lists go in chunks.
+    cv2.remap maps must have fewer than 32 767 rows *and* columns (a large Diameter gives more
+    samples per particle than that), so the positions are laid out flat in rows of
+    ``REMAP_COLUMNS`` and sampled in chunks of ``REMAP_ROWS`` rows.
     """
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.float32)
-    chunks = [cv2.remap(image, np.ascontiguousarray(x[i:i + REMAP_ROWS]), np.ascontiguousarray(y[i:i + REMAP_ROWS]),
-                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for i in range(0, len(x), REMAP_ROWS)]
-    return np.concatenate(chunks) if chunks else np.empty(x.shape, dtype=np.float32)
+    shape = np.shape(x)
+    flat_x = np.asarray(x, dtype=np.float32).ravel()
+    flat_y = np.asarray(y, dtype=np.float32).ravel()
+    count = flat_x.size
+    if count == 0:
+        return np.empty(shape, dtype=np.float32)
+    rows = -(-count // REMAP_COLUMNS)
+    padded_x = np.zeros(rows * REMAP_COLUMNS, dtype=np.float32)
+    padded_y = np.zeros(rows * REMAP_COLUMNS, dtype=np.float32)
+    padded_x[:count], padded_y[:count] = flat_x, flat_y
+    map_x, map_y = padded_x.reshape(rows, REMAP_COLUMNS), padded_y.reshape(rows, REMAP_COLUMNS)
+    chunks = [cv2.remap(image, map_x[i:i + REMAP_ROWS], map_y[i:i + REMAP_ROWS], cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE) for i in range(0, rows, REMAP_ROWS)]
+    return np.concatenate(chunks).ravel()[:count].reshape(shape)
 
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,

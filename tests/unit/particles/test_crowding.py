@@ -12,12 +12,13 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from scipy.spatial import cKDTree
 
 from benchmarks.isolation_accuracy import evaluate
 from benchmarks.particle_corpus import Case, render_field, score_isolation
 from servers.ParticleDS import ParticleCore
-from servers.ParticleDS.crowding import analyse, signal_image
+from servers.ParticleDS.crowding import _bilinear, analyse, signal_image
 
 from .synthetic import render_spots
 
@@ -183,3 +184,16 @@ def test_detections_on_an_extended_bright_area_are_flagged_and_never_isolated(tm
     with open(core.export_csv(str(tmp_path / "p.csv")), newline="") as stream:
         exported = list(csv.DictReader(stream))
     assert [row["on_bright_area"] == "true" for row in exported] == core.on_bright_area.tolist()
+
+
+def test_bilinear_sampling_takes_more_positions_per_row_than_opencv_maps_allow() -> None:
+    """A large Diameter samples more than 32 767 positions per particle; cv2.remap refuses maps
+    that wide, so the sampling must lay them out itself (Detect failed for Diameter 201-227)."""
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 100, (64, 80)).astype(np.float32)
+    ys, xs = rng.integers(0, 64, (2, 40_000)), rng.integers(0, 80, (2, 40_000))
+    sampled = _bilinear(image, xs.astype(np.float32), ys.astype(np.float32))
+    assert sampled.shape == (2, 40_000)
+    np.testing.assert_array_equal(sampled, image[ys, xs])
+    half = _bilinear(image, np.array([[10.5]], np.float32), np.array([[3.0]], np.float32))
+    assert half[0, 0] == pytest.approx((image[3, 10] + image[3, 11]) / 2, rel=1e-5)
