@@ -141,7 +141,11 @@ def check_step(macro: str, line: str, output: str, stack: Stack, true_beam, spoc
         x, y = (float(v) for v in re.search(r"beam position \(([\d.]+), ([\d.]+)\) px", output).groups())
         assert math.hypot(x - true_beam[0], y - true_beam[1]) < 0.3, (x, y, true_beam)
     elif macro == "smart_fine_align":
-        assert "refined from 3 X-ray maps (affine)" in output, output
+        # 3 maps fix an affine exactly; a particle whose map shows no Ce peak is named and left out
+        # (seen under heavy load for one particle at the field's edge), and 2 maps fix a similarity
+        missing = output.count("no clear Ce signal near its coarse target; not used")
+        assert (missing == 0 and "refined from 3 X-ray maps (affine)" in output) or \
+            (missing == 1 and "refined from 2 X-ray maps (similarity)" in output), output
     elif macro == "smart_goto":
         # after an exact fit there is no uncertainty: said so, no TypeError
         assert re.search(r"is in the beam at samx -?\d+\.\d{6} mm, samy -?\d+\.\d{6} mm \(exact fit", output), output
