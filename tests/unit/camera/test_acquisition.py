@@ -3,6 +3,7 @@ settings, and the TIFF it saves (read back by the shared image reader)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -17,6 +18,9 @@ from servers.CameraDS.sources import NoStage, Source, SourceFrame, SourceLost
 from servers.CameraDS.tiffsave import save_tiff
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
 from servers.common.imageio import read_image
+from tests.unit.camera.conftest import wait_for as _wait_for
+
+wait_for = functools.partial(_wait_for, timeout=5.0)  # these waits are bounded at 5 s
 
 
 class FlakySource(Source):
@@ -60,15 +64,6 @@ class Recorder:
     def __call__(self, frame: Frame) -> None:
         with self.lock:
             self.frames.append(frame)
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ by itself when the motor answers again."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
 from servers.CameraDS.acquisition import ALARM, RUNNING, Acquisition
 from servers.CameraDS.sources import Source, SourceFrame
 from servers.CameraDS.stage import StageMonitor
+from tests.unit.camera.conftest import wait_for
 
 HANG_LIMIT_S = 30.0
 """A hung read is released by the test; this only ends it if the test itself fails."""
@@ -60,15 +60,6 @@ class CountingSource(Source):
     def read(self, timeout_s: float) -> SourceFrame:
         self.count += 1
         return SourceFrame(np.full((4, 6), self.count, np.uint16))
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_hanging_motor_is_reported_not_waited_for() -> None:
