@@ -49,9 +49,9 @@ from smart_support import (  # noqa: E402
     peak_centre,
     position_text,
     proxy,
+    reachable_spread,
     scan_columns,
     sigma_text,
-    spread_selection,
     stage_unit_per_um,
 )
 
@@ -443,8 +443,7 @@ class smart_fine_align(_SmartMacro):
             why = "; ".join(coarse.get("warnings", [])) or "every target is outside the stage limits"
             raise SmartMacroError(f"SMART_Unsafe: no isolated particle can be reached within the stage limits "
                                   f"({why}); nothing moved")
-        chosen = [int(candidates[i]) for i in spread_selection(ref_points[inside], n_particles)] if inside.any() \
-            else []
+        chosen = reachable_spread(candidates, ref_points, inside, n_particles)
         unit = self.stage_unit(mapper)
         per_um = UNIT_PER_UM[unit]
         pairs, targets = [], []

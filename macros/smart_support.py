@@ -277,6 +277,16 @@ def spread_selection(points: np.ndarray, count: int) -> list[int]:
     return chosen
 
 
+def reachable_spread(candidates: np.ndarray, points: np.ndarray, reachable: np.ndarray,
+                     count: int) -> list[int]:
+    """Particle indices (taken from ``candidates``) of up to ``count`` reachable particles spread
+    over the field. ``points``/``reachable`` are per candidate; the spread is chosen among the
+    reachable ones only, so its positions index the reachable subset, not ``candidates``."""
+    reachable_candidates = np.asarray(candidates)[np.asarray(reachable, bool)]
+    reachable_points = np.asarray(points, float)[np.asarray(reachable, bool)]
+    return [int(reachable_candidates[i]) for i in spread_selection(reachable_points, count)]
+
+
 FINE_OFFSET_SCATTER_LIMIT_UM = 0.25
 """Largest RMS scatter of the fine alignment's particle offsets (X-ray centre minus coarse
 target) about their mean. A right registration leaves one common, smoothly varying offset

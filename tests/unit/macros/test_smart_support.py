@@ -24,6 +24,7 @@ from smart_support import (  # noqa: E402
     offset_scatter_um,
     peak_centre,
     position_text,
+    reachable_spread,
     sigma_text,
     spread_selection,
 )
@@ -79,6 +80,18 @@ def test_spread_selection_picks_far_apart_points() -> None:
     chosen = spread_selection(points, 4)
     assert sorted(chosen) == [0, 1, 2, 3]
     assert spread_selection(np.empty((0, 2)), 3) == []
+
+
+def test_reachable_spread_names_only_reachable_particles() -> None:
+    # particle 7 (first candidate) is outside the stage limits: a spread chosen among the
+    # reachable candidates must be translated back through the reachable subset, never
+    # through the full candidate list (which would name the unreachable particle 7)
+    candidates = np.array([7, 11, 12, 13, 14])
+    points = np.array([[-50.0, -50.0], [0, 0], [10, 0], [0, 10], [10, 10]])
+    reachable = np.array([False, True, True, True, True])
+    chosen = reachable_spread(candidates, points, reachable, 4)
+    assert sorted(chosen) == [11, 12, 13, 14]
+    assert reachable_spread(candidates, points, np.zeros(5, bool), 3) == []
 
 
 def test_visit_log_writes_complete_lines_with_header(tmp_path: Path) -> None:
