@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clients.launcher import DEFAULT_CONFIG, DEFAULT_RUN_DIR, LaunchError, Stack
 
-DEVICE_COMMANDS = ("register", "particles", "map", "goto", "beam")
+DEVICE_COMMANDS = ("register", "particles", "map", "goto", "beam", "queue")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +85,9 @@ def _add_device_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("values", nargs="*", help="set: X Y (px) or center; calibrate: particle INDEX (optional)")
     cmd.add_argument("--search-um", type=float, default=1.0, help="calibrate: half width of the search map (um)")
     cmd.add_argument("--exposure", type=float, default=0.01, help="calibrate: integration time per point (s)")
+    from clients import queue_cli
+
+    queue_cli.add_parser(sub, common)
 
 
 def _run_device_command(args: argparse.Namespace) -> dict:
@@ -101,6 +104,10 @@ def _run_device_command(args: argparse.Namespace) -> dict:
             return client.map(args.frame_from, args.frame_to, [[args.x, args.y]], args.stage_position)
         if args.command == "beam":
             return client.beam(args.action, args.values, args.search_um, args.exposure)
+        if args.command == "queue":
+            from clients import queue_cli
+
+            return queue_cli.run(client, args)
         if (args.index is None) == (args.frame is None):
             raise CommandError("SMART_BadArgument", "give either a particle INDEX or --frame FRAME X Y")
         if args.index is not None:
@@ -126,6 +133,10 @@ def _summary(command: str, result: dict) -> str:
         return (f"particle profile '{result['profile']}' applied\n" + table) if result.get("profile") else table
     if command == "map":
         return map_summary(result)
+    if command == "queue":
+        from clients import queue_cli
+
+        return queue_cli.summary(result)
     if command == "beam":
         beam = result["beam_position"]
         where = "not set" if beam is None else f"camera pixel ({beam[0]:.2f}, {beam[1]:.2f})"

@@ -29,6 +29,7 @@ DEVICES = {
     "registration": "smart/registration/1",
     "particles": "smart/particles/1",
     "mapper": "smart/coordmapper/1",
+    "queue": "smart/queue/1",
 }
 DEFAULT_DOOR = "smart/door/01"
 SMART_REASON = re.compile(r"\b(SMART_[A-Za-z]+)\b")

@@ -195,6 +195,73 @@ class _SmartMacro(Macro):
             values.append(float(found[0]))
         return values
 
+    def check_scans_stored(self) -> None:
+        """An overnight loop whose scans are not stored is a lost night: refuse unless ScanDir and
+        ScanFile are set, or the user said so (SmartAllowUnsavedScans True)."""
+        scan_dir, scan_file = self.env_or("ScanDir", None), self.env_or("ScanFile", None)
+        if scan_dir and scan_file:
+            self.output(f"scans are stored in {os.path.join(str(scan_dir), str(scan_file))}")
+            return
+        if self.env_or("SmartAllowUnsavedScans", False):
+            self.warning("ScanDir/ScanFile are not set: the scans of this loop are NOT stored "
+                         "(SmartAllowUnsavedScans is True); only the visit log and maps/*.npz are")
+            return
+        raise SmartMacroError("SMART_NotReady: ScanDir/ScanFile are not set, so the scans of this loop would not "
+                              "be stored. Set them (senv ScanDir /absolute/folder; senv ScanFile scans.dat) or, "
+                              "to run anyway, senv SmartAllowUnsavedScans True")
+
+    def coarse_target(self, mapper, frame, point):
+        """Where the camera registration alone would put the particle (before fine alignment)."""
+        try:
+            stage = self.getEnv("SmartRegistrationStage")
+            # both hops in the camera frame the registration was made in
+            in_camera = map_points(mapper, frame, "camera", point, stage)["points"]
+            return map_points(mapper, "camera", "stage", in_camera, stage)["points"][0]
+        except Exception:  # noqa: BLE001 - no camera registration: nothing to compare with
+            return None
+
+    def check_drift(self, registration, camera_name):
+        """Re-register the reference to the camera here; stop if it is in doubt. Drift does not
+        turn the sample, so the rotation search stays within DRIFT_ROTATION_DEG of the stored one
+        (a few times faster than the whole circle, and fewer chances of a false match)."""
+        rotation = self.env_or("SmartRegistrationRotation", None)
+        window = None if rotation is None else [rotation - DRIFT_ROTATION_DEG, rotation + DRIFT_ROTATION_DEG]
+        result, _ = self.register_to_camera(registration, camera_name, "similarity", window)
+        if not result.get("success"):
+            raise SmartMacroError(f"SMART_Unsafe: drift check failed: the reference no longer registers to the "
+                                  f"camera with confidence (confidence {result['confidence']:.3f}). The loop "
+                                  "stopped before moving; check the sample and re-run smart_register. Progress "
+                                  "is kept: a re-run continues.")
+        shift = result["shift_px"]
+        self.output(f"drift check ({_searched(window)}): confidence {result['confidence']:.3f}, rotation "
+                    f"{result['rotation_deg']:.3f} deg, shift {shift[0]:.2f} {shift[1]:.2f} px")
+
+    def stage_target(self, mapper, frame: str, point: list[float]) -> tuple[list[float], list[float], bool]:
+        """Where ``point`` of ``frame`` is on the stage (``target``), where the camera registration
+        alone would put it (``coarse``), and whether the mapper calls it within the limits."""
+        here = self.stage_position() if frame == "camera" else None
+        mapped = map_points(mapper, frame, "stage", [point], here)
+        target = [float(v) for v in mapped["points"][0]]
+        coarse = self.coarse_target(mapper, frame, [point]) or target
+        return target, coarse, bool(mapped["within_limits"][0])
+
+    def scan_around(self, target: list[float], scan_macro: str, half_width: float, step: float,
+                    exposure: float) -> tuple:
+        """Run ``scan_macro`` (mesh) centred on ``target`` (stage units); the scan and its duration (s)."""
+        mx, my = self.motor_names()
+        spec = mesh_around(target, half_width, step)
+        self.check_target([spec.x0, spec.y0])
+        self.check_target([spec.x1, spec.y1])
+        started = time.monotonic()
+        scan = self.execMacro(spec.command(scan_macro, mx, my, exposure))
+        return scan, time.monotonic() - started
+
+    def scan_peak(self, scan) -> tuple:
+        """x, y, Ce counts of a finished mesh and its peak (centre x, y, significance in sigma)."""
+        mx, my = self.motor_names()
+        x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
+        return x, y, ce, peak_centre(x, y, ce)
+
 
 class smart_calibrate_camera(_SmartMacro):
     """Calibrate camera pixels against the stage: move on a small grid, register the frames,
@@ -489,7 +556,8 @@ class smart_scan_particles(_SmartMacro):
     particle list and parameters continues after the last finished particle. Each finished
     particle adds one line to the CSV log (``SmartScanLog``, default ``smart_visits.csv`` in
     ``ScanDir``). A registration in doubt stops the loop; targets outside the limits are
-    skipped and logged."""
+    skipped and logged. ``smart_run_queue`` is the same visit driven by the persistent queue
+    (QueueDS, docs/queue.md), steerable from other clients."""
 
     param_def = [
         ["scan_macro", Type.String, "mesh", "scan per particle: mesh"],
@@ -511,109 +579,72 @@ class smart_scan_particles(_SmartMacro):
         order = [i for i in range(len(xs)) if isolated[i] or not isolated_only]
         if max_particles > 0:
             order = order[:max_particles]
-        key = json.dumps([self.env_or("SmartParticleImage", ""), len(xs), [round(float(xs[i]), 3) for i in order],
-                          scan_macro, half_width_um, step_um, exposure])
-        progress = self.env_or("SmartScanProgress", None)
-        if not isinstance(progress, dict) or progress.get("key") != key:
-            progress = {"key": key, "done": [], "started": now_text()}
-            self.setEnv("SmartScanProgress", progress)
-        done = set(progress["done"])
+        progress = self.progress_for(json.dumps([self.env_or("SmartParticleImage", ""), len(xs),
+                                                 [round(float(xs[i]), 3) for i in order], scan_macro,
+                                                 half_width_um, step_um, exposure]))
         log_path = self.env_or("SmartScanLog", None) or os.path.join(self.env_or("ScanDir", os.getcwd()),
                                                                       "smart_visits.csv")
         log = VisitLog(log_path)
         per_um = stage_unit_per_um(mapper)
         drift_every = int(self.env_or("SmartDriftEvery", 10))
-        remaining = [i for i in order if i not in done]
-        self.output(f"{len(order)} particles, {len(done)} already done, {len(remaining)} to scan; log {log_path}")
-        mx, my = self.motor_names()
+        remaining = [i for i in order if i not in set(progress["done"])]
+        self.output(f"{len(order)} particles, {len(order) - len(remaining)} already done, {len(remaining)} to "
+                    f"scan; log {log_path}")
         loop_started = time.monotonic()
         for count, index in enumerate(remaining):
             self.checkPoint()
             if drift_every > 0 and count > 0 and count % drift_every == 0:
                 self.check_drift(registration, camera_name)
-            started = time.monotonic()
-            point = [[float(xs[index]), float(ys[index])]]
-            mapped = map_points(mapper, frame, "stage", point)
-            target = mapped["points"][0]
-            coarse = self.coarse_target(mapper, frame, point) or target
-            row = {"index": index, "sem_x_px": point[0][0], "sem_y_px": point[0][1], "coarse_x": coarse[0],
-                   "coarse_y": coarse[1], "target_x": target[0], "target_y": target[1]}
-            if not mapped["within_limits"][0]:
-                row.update(outcome="outside_limits", message="target outside the stage limits; skipped",
-                           finished_at=now_text(), overhead_s=time.monotonic() - started)
-                log.write(row)
-                self.warning(f"particle {index}: target outside the limits; skipped")
-                done.add(index)
-                progress["done"] = sorted(done)
-                self.setEnv("SmartScanProgress", progress)
-                continue
-            self.move_to(target)
-            spec = mesh_around(target, half_width_um * per_um, step_um * per_um)
-            scan_started = time.monotonic()
-            scan = self.execMacro(spec.command(scan_macro, mx, my, exposure))
-            scan_s = time.monotonic() - scan_started
-            try:
-                x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
-                cx, cy, significance = peak_centre(x, y, ce)
-                outcome = "scanned" if significance > 5 else "scanned_no_signal"
-                maps_dir = os.path.join(os.path.dirname(os.path.abspath(log_path)), "maps")
-                os.makedirs(maps_dir, exist_ok=True)
-                np.savez(os.path.join(maps_dir, f"particle_{index}.npz"), x=x, y=y, ce=ce,
-                         target=np.array(target), centre=np.array([cx, cy]))
-            except SmartMacroError as exc:
-                cx = cy = float("nan")
-                outcome, row["message"] = "scanned_no_data", str(exc)
-            row.update(ce_center_x=cx, ce_center_y=cy, outcome=outcome, scan_s=scan_s,
-                       overhead_s=time.monotonic() - started - scan_s, finished_at=now_text())
+            row = self.visit(mapper, frame, [float(xs[index]), float(ys[index])], index,
+                             (scan_macro, half_width_um * per_um, step_um * per_um, exposure), log_path)
             log.write(row)
-            done.add(index)
-            progress["done"] = sorted(done)
-            self.setEnv("SmartScanProgress", progress)
+            self.mark_done(progress, index)
             left_s = (time.monotonic() - loop_started) / (count + 1) * (len(remaining) - count - 1)
-            self.output(f"particle {index} ({count + 1}/{len(remaining)}): {outcome}, "
-                        f"overhead {row['overhead_s']:.2f} s, scan {scan_s:.1f} s, about {left_s / 60:.1f} min left")
+            self.output(f"particle {index} ({count + 1}/{len(remaining)}): {row['outcome']}, "
+                        f"overhead {row['overhead_s']:.2f} s, scan {row.get('scan_s', 0.0):.1f} s, "
+                        f"about {left_s / 60:.1f} min left")
         self.output(f"all {len(order)} particles done; log {log_path}")
 
-    def check_scans_stored(self) -> None:
-        """An overnight loop whose scans are not stored is a lost night: refuse unless ScanDir and
-        ScanFile are set, or the user said so (SmartAllowUnsavedScans True)."""
-        scan_dir, scan_file = self.env_or("ScanDir", None), self.env_or("ScanFile", None)
-        if scan_dir and scan_file:
-            self.output(f"scans are stored in {os.path.join(str(scan_dir), str(scan_file))}")
-            return
-        if self.env_or("SmartAllowUnsavedScans", False):
-            self.warning("ScanDir/ScanFile are not set: the scans of this loop are NOT stored "
-                         "(SmartAllowUnsavedScans is True); only the visit log and maps/*.npz are")
-            return
-        raise SmartMacroError("SMART_NotReady: ScanDir/ScanFile are not set, so the scans of this loop would not "
-                              "be stored. Set them (senv ScanDir /absolute/folder; senv ScanFile scans.dat) or, "
-                              "to run anyway, senv SmartAllowUnsavedScans True")
+    def progress_for(self, key: str) -> dict:
+        """``SmartScanProgress`` for this particle list and these parameters (a new one otherwise)."""
+        progress = self.env_or("SmartScanProgress", None)
+        if not isinstance(progress, dict) or progress.get("key") != key:
+            progress = {"key": key, "done": [], "started": now_text()}
+            self.setEnv("SmartScanProgress", progress)
+        return progress
 
-    def coarse_target(self, mapper, frame, point):
-        """Where the camera registration alone would put the particle (before fine alignment)."""
+    def mark_done(self, progress: dict, index: int) -> None:
+        """Record a finished particle (after its log line is on disk)."""
+        progress["done"] = sorted(set(progress["done"]) | {index})
+        self.setEnv("SmartScanProgress", progress)
+
+    def visit(self, mapper, frame, point, index, scan, log_path) -> dict:
+        """One particle: map, refuse outside the limits, move, scan, locate the peak; the log row."""
+        scan_macro, half_width, step, exposure = scan
+        started = time.monotonic()
+        target, coarse, within = self.stage_target(mapper, frame, point)
+        row = {"index": index, "sem_x_px": point[0], "sem_y_px": point[1], "coarse_x": coarse[0],
+               "coarse_y": coarse[1], "target_x": target[0], "target_y": target[1]}
+        if not within:
+            self.warning(f"particle {index}: target outside the limits; skipped")
+            row.update(outcome="outside_limits", message="target outside the stage limits; skipped",
+                       finished_at=now_text(), overhead_s=time.monotonic() - started)
+            return row
+        self.move_to(target)
+        scan_record, scan_s = self.scan_around(target, scan_macro, half_width, step, exposure)
         try:
-            stage = self.getEnv("SmartRegistrationStage")
-            # both hops in the camera frame the registration was made in
-            in_camera = map_points(mapper, frame, "camera", point, stage)["points"]
-            return map_points(mapper, "camera", "stage", in_camera, stage)["points"][0]
-        except Exception:  # noqa: BLE001 - no camera registration: nothing to compare with
-            return None
-
-    def check_drift(self, registration, camera_name):
-        """Re-register the reference to the camera here; stop if it is in doubt. Drift does not
-        turn the sample, so the rotation search stays within DRIFT_ROTATION_DEG of the stored one
-        (a few times faster than the whole circle, and fewer chances of a false match)."""
-        rotation = self.env_or("SmartRegistrationRotation", None)
-        window = None if rotation is None else [rotation - DRIFT_ROTATION_DEG, rotation + DRIFT_ROTATION_DEG]
-        result, _ = self.register_to_camera(registration, camera_name, "similarity", window)
-        if not result.get("success"):
-            raise SmartMacroError(f"SMART_Unsafe: drift check failed: the reference no longer registers to the "
-                                  f"camera with confidence (confidence {result['confidence']:.3f}). The loop "
-                                  "stopped before moving; check the sample and re-run smart_register. Progress "
-                                  "is kept: a re-run continues.")
-        shift = result["shift_px"]
-        self.output(f"drift check ({_searched(window)}): confidence {result['confidence']:.3f}, rotation "
-                    f"{result['rotation_deg']:.3f} deg, shift {shift[0]:.2f} {shift[1]:.2f} px")
+            x, y, ce, (cx, cy, significance) = self.scan_peak(scan_record)
+            outcome = "scanned" if significance > 5 else "scanned_no_signal"
+            maps_dir = os.path.join(os.path.dirname(os.path.abspath(log_path)), "maps")
+            os.makedirs(maps_dir, exist_ok=True)
+            np.savez(os.path.join(maps_dir, f"particle_{index}.npz"), x=x, y=y, ce=ce,
+                     target=np.array(target), centre=np.array([cx, cy]))
+        except SmartMacroError as exc:
+            cx = cy = float("nan")
+            outcome, row["message"] = "scanned_no_data", str(exc)
+        row.update(ce_center_x=cx, ce_center_y=cy, outcome=outcome, scan_s=scan_s,
+                   overhead_s=time.monotonic() - started - scan_s, finished_at=now_text())
+        return row
 
 
 class smart_particle_profile(_SmartMacro):

@@ -1,0 +1,378 @@
+"""The night queue in Spock: fill and steer QueueDS, and run it (``smart_run_queue``).
+
+QueueDS (docs/queue.md) holds the targets; every macro here is a call to it, so what Spock
+does, the CLI, the GUI and facility software see at once, and they may steer the same queue
+while ``smart_run_queue`` runs on a Door. The loop is split into named steps:
+
+claim (``ClaimNext``) -> wait for beam -> map and check limits -> move -> wait for beam ->
+scan -> check the beam again -> finish (``Finish``, after the scan's data is written).
+
+Exactly once: a target is claimed before anything moves and marked done only after its scan
+returned; a loop that dies leaves its target ``running`` and the next loop scans it again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import tango
+from sardana.macroserver.macro import Optional, Type
+
+_MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
+if _MACRO_DIR not in sys.path:
+    sys.path.insert(0, _MACRO_DIR)
+from smart_macros import _SmartMacro  # noqa: E402
+from smart_queue_support import (  # noqa: E402
+    BeamCondition,
+    FinishRetry,
+    scan_files,
+    scan_spec,
+    targets_text,
+)
+from smart_support import SmartMacroError, call_json, proxy, stage_unit_per_um  # noqa: E402
+
+QUEUE_POLL_S = 1.0
+"""How often a paused loop asks the queue again."""
+WAIT_LOG_EVERY_S = 60.0
+"""A loop that waits (beam, pause) says so again this often."""
+
+
+class _QueueMacro(_SmartMacro):
+    """Access to QueueDS for the queue macros."""
+
+    def queue(self) -> tango.DeviceProxy:
+        name = self.env_or("SmartQueue", None)
+        if not name:
+            raise SmartMacroError("SMART_NotReady: no queue device: senv SmartQueue smart/queue/1 (set by smart up)")
+        return proxy(name, 10_000)
+
+    def show_counts(self, queue) -> None:
+        counts = json.loads(queue.read_attribute("Counts").value)
+        paused = queue.read_attribute("PauseReason").value
+        left = queue.read_attribute("TimeLeft").value
+        self.output(", ".join(f"{counts[s]} {s}" for s in ("pending", "running", "done", "failed", "skipped"))
+                    + f"; about {left / 60:.1f} min left" + (f"; PAUSED: {paused}" if paused else ""))
+
+
+class smart_queue(_QueueMacro):
+    """Print the queue: id, state, particle or point, scan, attempts, reason; counts and time left."""
+
+    def run(self):
+        queue = self.queue()
+        targets = json.loads(queue.read_attribute("Targets").value)
+        for line in targets_text(targets):
+            self.output(line)
+        self.show_counts(queue)
+
+
+class smart_queue_add(_QueueMacro):
+    """Add targets: ``isolated`` or ``all`` particles of the last detection, particle indices
+    (``3,5,9``), or a CSV file (absolute path; columns ``particle`` or ``x,y[,frame]``, optional
+    ``region``). Each gets a mesh of +-half_width_um at step_um."""
+
+    param_def = [
+        ["what", Type.String, "isolated", "isolated | all | 3,5,9 | /abs/path.csv"],
+        ["half_width_um", Type.Float, 0.3, "half width of each scan (um)"],
+        ["step_um", Type.Float, 0.05, "scan step (um)"],
+        ["exposure", Type.Float, 0.01, "integration time per point (s)"],
+        ["region", Type.String, Optional, "a label for these targets"],
+    ]
+
+    def run(self, what, half_width_um, step_um, exposure, region):
+        queue = self.queue()
+        frame = self.env_or("SmartReferenceFrame", "sem")
+        scan = scan_spec(half_width_um, step_um, exposure)
+        if what.lower().endswith(".csv"):
+            reply = call_json(queue, "AddCsv", {"path": what, "scan": scan, "frame": frame})
+        else:
+            selection: str | list[int] = what
+            if what not in ("isolated", "all"):
+                try:
+                    selection = [int(word) for word in what.replace(" ", "").split(",") if word]
+                except ValueError:
+                    raise SmartMacroError(f"'{what}': give isolated, all, particle indices such as 3,5,9, or "
+                                          "the absolute path of a CSV file") from None
+            argument = {"particles": selection, "scan": scan, "frame": frame}
+            if region:
+                argument["region"] = region
+            reply = call_json(queue, "AddParticles", argument)
+        self.output(f"{reply['count']} target(s) added (ids {reply['added'][:10]}"
+                    f"{' ...' if len(reply['added']) > 10 else ''})")
+        self.show_counts(queue)
+
+
+class smart_queue_order(_QueueMacro):
+    """Order the pending targets for the shortest stage travel (nearest neighbour + 2-opt)."""
+
+    def run(self):
+        reply = call_json(self.queue(), "Reorder", {"auto": "shortest"})
+        if reply.get("travel_before"):
+            self.output(f"travel {reply['travel_before']:.4f} -> {reply['travel_after']:.4f} {reply['unit']} "
+                        f"for {len(reply['order'])} pending targets")
+        else:
+            self.output("nothing to order")
+
+
+class smart_queue_pause(_QueueMacro):
+    """Pause the queue after the current target (the running loop finishes it, then waits)."""
+
+    param_def = [["reason", Type.String, Optional, "why (shown to everyone)"]]
+
+    def run(self, reason):
+        self.queue().Pause(reason or f"paused from {self.door_name()}")
+        self.output("queue paused: the current target finishes, no new one starts until smart_queue_resume")
+
+    def door_name(self) -> str:
+        try:
+            return str(self.getDoorName())
+        except Exception:  # noqa: BLE001 - older Sardana
+            return "Spock"
+
+
+class smart_queue_resume(_QueueMacro):
+    """Resume a paused queue."""
+
+    def run(self):
+        self.queue().Resume()
+        self.output("queue resumed")
+
+
+class smart_queue_skip(_QueueMacro):
+    """Skip a target: a pending one at once, the running one at its next step."""
+
+    param_def = [["target_id", Type.Integer, None, "target id (smart_queue lists them)"],
+                 ["reason", Type.String, Optional, "why"]]
+
+    def run(self, target_id, reason):
+        reply = call_json(self.queue(), "Skip", {"ids": [target_id], "reason": reason or "skipped from Spock"})
+        self.output(f"target {target_id} skipped" if reply["skipped"] else
+                    f"target {target_id} is running: it will be skipped at its next step")
+
+
+class smart_queue_retry(_QueueMacro):
+    """Put a failed or skipped target back in the queue (-1: every failed target)."""
+
+    param_def = [["target_id", Type.Integer, -1, "target id, or -1 for every failed target"]]
+
+    def run(self, target_id):
+        argument = {"failed": True} if target_id < 0 else {"ids": [target_id]}
+        reply = call_json(self.queue(), "Retry", argument)
+        self.output(f"{len(reply['retried'])} target(s) back in the queue")
+
+
+class smart_queue_remove(_QueueMacro):
+    """Remove a pending, failed or skipped target."""
+
+    param_def = [["target_id", Type.Integer, None, "target id"]]
+
+    def run(self, target_id):
+        call_json(self.queue(), "Remove", {"ids": [target_id]})
+        self.output(f"target {target_id} removed")
+
+
+class smart_run_queue(_QueueMacro):
+    """Run the queue: claim, wait for beam, move, scan, finish, until it is empty.
+
+    A paused queue makes the loop wait (Resume goes on; Stop/Abort end it). No scan without
+    beam (``SmartBeamCondition``). Safe to stop or kill at any point: a finished target is
+    never scanned again, an interrupted one is (docs/queue.md, "Done exactly once")."""
+
+    param_def = [["max_targets", Type.Integer, 0, "stop after this many targets (0: until the queue is empty)"]]
+
+    def run(self, max_targets):
+        self.check_scans_stored()
+        queue = self.queue()
+        self.prepare_devices()
+        handled, waiting_since = 0, None
+        while max_targets <= 0 or handled < max_targets:
+            self.checkPoint()
+            self.drift_check_due(queue, handled)
+            claim = call_json(queue, "ClaimNext", {"worker": self.worker()})
+            if claim["target"] is None:
+                if claim["why"] != "paused":
+                    break
+                waiting_since = self.wait_while_paused(queue, waiting_since)
+                continue
+            waiting_since = None
+            handled += 1
+            reply = self.run_target(queue, claim)
+            if reply.get("stop"):
+                self.warning(f"the queue stopped: {reply['target']['reason']} (policy stop); fix the cause, "
+                             "then smart_queue_resume and smart_run_queue")
+                break
+        self.show_counts(queue)
+
+    # ---------------------------------------------------------------- steps
+    def prepare_devices(self) -> None:
+        _, self._registration, _, self._mapper = self.devices()
+        self._camera_name = self.getEnv("SmartCamera")
+        self._per_um = stage_unit_per_um(self._mapper)
+        self._unit = self.stage_unit(self._mapper)
+        self._beam = BeamCondition.from_env(self.env_or("SmartBeamCondition", None))
+        if self._beam is None:
+            self.warning("SmartBeamCondition is not set: the loop cannot check the beam and scans regardless")
+        self._drift_every = int(self.env_or("SmartDriftEvery", 10))
+
+    def worker(self) -> str:
+        try:
+            return str(self.getDoorName())
+        except Exception:  # noqa: BLE001 - older Sardana: one name per MacroServer is enough
+            return "smart_run_queue"
+
+    def drift_check_due(self, queue, handled: int) -> None:
+        """Every SmartDriftEvery targets, before claiming the next: a registration in doubt pauses
+        the queue (nothing is claimed or moved) and ends the loop."""
+        if self._drift_every <= 0 or handled == 0 or handled % self._drift_every:
+            return
+        try:
+            self.check_drift(self._registration, self._camera_name)
+        except SmartMacroError as exc:
+            queue.Pause(f"drift check failed: {exc}"[:480])
+            raise
+
+    def wait_while_paused(self, queue, since):
+        now = time.monotonic()
+        if since is None or now - since >= WAIT_LOG_EVERY_S:
+            self.output(f"queue paused ({queue.read_attribute('PauseReason').value}); waiting for "
+                        "smart_queue_resume (Stop/Abort ends the loop)")
+            since = now
+        self.pause_for(QUEUE_POLL_S)
+        return since
+
+    def pause_for(self, seconds: float) -> None:
+        """Sleep in short steps, so Stop/Abort take effect at once."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.checkPoint()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.2, left))
+
+    def report(self, queue, target: dict, token: str, activity: str, message: str = "") -> dict:
+        """Tell the queue what the loop does; returns {skip, paused}. A queue that does not answer
+        does not stop the scan (Finish waits for it)."""
+        try:
+            return call_json(queue, "Report", {"id": target["id"], "token": token, "activity": activity,
+                                               "message": message[:900]})
+        except SmartMacroError as exc:
+            self.debug(f"report to the queue failed: {exc}")
+            return {"skip": False, "paused": False}
+
+    def wait_for_beam(self, queue, target: dict, token: str) -> tuple[bool, float]:
+        """Wait until the beam condition holds; (False, waited) when the target was skipped meanwhile."""
+        if self._beam is None:
+            return True, 0.0
+        started, said = time.monotonic(), None
+        while True:
+            ok, why = self._beam.check()
+            if ok:
+                if said is not None:
+                    self.output(f"beam is back ({why}) after {time.monotonic() - started:.0f} s; going on")
+                return True, time.monotonic() - started
+            state = self.report(queue, target, token, "waiting_for_beam", why)
+            if state.get("skip"):
+                return False, time.monotonic() - started
+            if said is None or time.monotonic() - said >= WAIT_LOG_EVERY_S:
+                self.warning(f"target {target['id']}: waiting for beam: {why}")
+                said = time.monotonic()
+            self.pause_for(self._beam.poll_s)
+
+    def run_target(self, queue, claim: dict) -> dict:
+        """One target from claim to Finish; returns Finish's reply."""
+        target, token = claim["target"], claim["token"]
+        label = f"target {target['id']}" + (f" (particle {target['particle']})" if target["particle"] is not None
+                                             else "")
+        if claim["rerun"]:
+            self.output(f"{label}: its earlier scan was interrupted; scanning it again")
+        times = {"beam_wait_s": 0.0}
+        try:
+            ok, waited = self.wait_for_beam(queue, target, token)
+            times["beam_wait_s"] += waited
+            if not ok:
+                return self.finish(queue, target, token, "skipped", None, "", {"times": times}, None, label)
+            spot, coarse, within = self.stage_target(self._mapper, target["frame"], [target["x"], target["y"]])
+            data = {"stage_target": spot, "coarse_target": coarse, "unit": self._unit, "times": times}
+            if not within:
+                return self.finish(queue, target, token, "failed", "outside_limits",
+                                   "the target maps outside the stage limits", data, None, label)
+            if self.report(queue, target, token, "moving").get("skip"):
+                return self.finish(queue, target, token, "skipped", None, "", data, None, label)
+            moved = time.monotonic()
+            try:
+                self.move_to(spot)
+            except SmartMacroError as exc:
+                return self.finish(queue, target, token, "failed", "move_error", str(exc), data, None, label)
+            times["move_s"] = time.monotonic() - moved
+            ok, waited = self.wait_for_beam(queue, target, token)
+            times["beam_wait_s"] += waited
+            if not ok:
+                return self.finish(queue, target, token, "skipped", None, "", data, None, label)
+            return self.scan_target(queue, target, token, spot, data, label)
+        except SmartMacroError as exc:
+            return self.finish(queue, target, token, "failed", "other", str(exc), {"times": times}, None, label)
+
+    def scan_target(self, queue, target: dict, token: str, spot, data: dict, label: str) -> dict:
+        scan = target["scan"]
+        self.report(queue, target, token, "scanning", f"{scan['macro']} at {spot}")
+        try:
+            record, scan_s = self.scan_around(spot, scan["macro"], scan["half_width_um"] * self._per_um,
+                                              scan["step_um"] * self._per_um, scan["exposure"])
+        except SmartMacroError as exc:
+            return self.finish(queue, target, token, "failed", "scan_error", str(exc), data, None, label)
+        data["times"]["scan_s"] = scan_s
+        data["scan_id"] = self.env_or("ScanID", None)
+        data["scan_files"] = scan_files(self.env_or("ScanDir", None), self.env_or("ScanFile", None))
+        if self._beam is not None:
+            ok, why = self._beam.check()
+            if not ok:
+                return self.finish(queue, target, token, "failed", "beam_lost",
+                                   f"the beam was lost during the scan ({why})", data, scan_s, label)
+        try:
+            _, _, ce, (cx, cy, significance) = self.scan_peak(record)
+        except SmartMacroError as exc:
+            return self.finish(queue, target, token, "failed", "scan_error", str(exc), data, scan_s, label)
+        data.update(ce_centre=[cx, cy] if math.isfinite(cx) else None, significance=significance,
+                    max_counts=float(ce.max()))
+        if not significance > 5:
+            data["outcome"] = "scanned_no_signal"
+            return self.finish(queue, target, token, "failed", "no_signal",
+                               f"no Ce peak above 5 sigma (best {significance:.1f})", data, scan_s, label)
+        data["outcome"] = "scanned"
+        return self.finish(queue, target, token, "done", None, "", data, scan_s, label)
+
+    def finish(self, queue, target, token, outcome, kind, reason, data, duration_s, label) -> dict:
+        """Finish the target; waits for a QueueDS that does not answer (restarting) instead of
+        losing a finished scan. A claim taken over by someone else is reported and left alone."""
+        self.report(queue, target, token, "finishing")
+        argument = {"id": target["id"], "token": token, "outcome": outcome, "reason": reason, "data": data}
+        if kind:
+            argument["kind"] = kind
+        if duration_s is not None:
+            argument["duration_s"] = duration_s
+        retry = FinishRetry()
+        while True:
+            try:
+                reply = json.loads(queue.command_inout("Finish", json.dumps(argument)))
+                break
+            except tango.DevFailed as exc:
+                error = exc.args[0]
+                if error.reason.startswith("SMART_"):
+                    self.warning(f"{label}: the queue refused Finish: {error.desc.strip()}")
+                    return {"target": target, "stop": False}
+                if not retry.again():
+                    raise SmartMacroError(f"SMART_Failed: the queue {queue.dev_name()} has not answered for "
+                                          f"{retry.limit_s:.0f} s; {label} stays running and is scanned again by the "
+                                          "next smart_run_queue") from None
+                if retry.should_say():
+                    self.warning(f"{label}: the queue does not answer ({error.desc.strip()[:120]}); retrying Finish")
+                self.pause_for(retry.every_s)
+        state = reply["target"]["state"]
+        why = f": {reply['target']['reason']}" if reply["target"]["reason"] else ""
+        self.output(f"{label}: {state}{why}")
+        return reply
+

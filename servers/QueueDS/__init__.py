@@ -1,0 +1,1 @@
+"""QueueDS: the night queue of targets (thin Tango shell in device.py, plain-Python cores beside it)."""

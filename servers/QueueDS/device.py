@@ -1,0 +1,396 @@
+"""The QueueDS Tango shell: the night queue, read and steered over Tango (docs/queue.md).
+
+Declares the public interface and delegates to :class:`~servers.QueueDS.queue.QueueCore`:
+it parses each JSON argument with the models of :mod:`servers.QueueDS.args`, reads the other
+devices the rules need (ParticleDS for ``AddParticles``/``AddCsv``, CoordMapperDS for frame
+names and stage positions), maps errors to ``SMART_*``, and after every change pushes change
+events for every queue attribute, so facility software and the GUI need no polling.
+
+State: ``ON`` idle, ``RUNNING`` a target is claimed, ``STANDBY`` paused, ``FAULT`` the SQLite
+file cannot be opened (every command refused, nothing overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import tango
+from tango import DevState
+from tango.server import attribute, command, device_property
+
+from servers.common.errors import BadArgument, Failed, NotReady, SmartError
+from servers.common.jsonargs import dumps, loads_object, parse_args
+from servers.common.safefile import open_regular, run_with_time_limit
+from servers.common.tango_glue import SmartDevice, run_server, smart_errors, text_in
+from servers.QueueDS import args as a
+from servers.QueueDS.queue import Detection, QueueCore
+from servers.QueueDS.store import QueueStore
+
+log = logging.getLogger(__name__)
+
+PROXY_TIMEOUT_MS = 3000
+MAX_CSV_BYTES = 10_000_000
+COUNT_ATTRIBUTES = {"Pending": "pending", "Running": "running", "Done": "done", "Failed": "failed",
+                    "Skipped": "skipped"}
+EVENT_ATTRIBUTES = ("Targets", *COUNT_ATTRIBUTES, "Counts", "CurrentTarget", "TimeLeft", "Paused", "PauseReason",
+                    "Activity", "Policy", "Revision")
+
+
+def database_path(data_dir: str, device_name: str) -> str:
+    """``<DataDir>/<device name with / as _>.sqlite``: one file per device, found again after a restart."""
+    return os.path.join(os.path.abspath(data_dir or "queue"), device_name.replace("/", "_") + ".sqlite")
+
+
+class QueueDS(SmartDevice):
+    """A persistent queue of targets for the night's scans (docs/queue.md)."""
+
+    DataDir = device_property(dtype=str, default_value="queue",
+                              doc="folder of the queue's SQLite file (relative: to the server's working directory)")
+    Particles = device_property(dtype=str, default_value="", doc="ParticleDS read by AddParticles and AddCsv")
+    Mapper = device_property(dtype=str, default_value="",
+                             doc="CoordMapperDS: known frames, and stage positions for the automatic order")
+    MaxAttempts = device_property(dtype=int, default_value=3, doc="tries of a target whose failures are retried")
+    ClaimTimeout = device_property(dtype=float, default_value=120.0,
+                                   doc="s without a report after which another worker may take a running target over")
+
+    # ------------------------------------------------------------------ life
+    def init_device(self) -> None:
+        super().init_device()
+        self._fault: str | None = None
+        self._core: QueueCore | None = None
+        self._proxies: dict[str, tango.DeviceProxy] = {}
+        path = database_path(str(self.DataDir), self.get_name())
+        try:
+            self._core = QueueCore(QueueStore(path), int(self.MaxAttempts), float(self.ClaimTimeout))
+        except SmartError as exc:
+            self._fault = f"{exc.desc}. Nothing was overwritten; fix or move the file and run Init"
+            log.error("QueueDS: %s", self._fault)
+        for name in EVENT_ATTRIBUTES:
+            self.set_change_event(name, True, False)
+        self._refresh_state()
+
+    def delete_device(self) -> None:
+        if self._core is not None:
+            self._core.store.close()
+
+    def _refresh_state(self) -> None:
+        if self._fault:
+            self.set_state(DevState.FAULT)
+            self.set_status(f"FAULT: {self._fault}")
+            return
+        core = self._need()
+        counts = core.counts()
+        summary = ", ".join(f"{counts[s]} {s}" for s in a.STATES)
+        if core.paused:
+            self.set_state(DevState.STANDBY)
+            self.set_status(f"paused ({core.pause_reason}); {summary}")
+        elif counts["running"]:
+            self.set_state(DevState.RUNNING)
+            activity = core.activity()
+            self.set_status(f"running target {core.current().get('id')}: {activity.get('activity')} "
+                            f"{activity.get('message', '')}; {summary}")
+        else:
+            self.set_state(DevState.ON)
+            self.set_status(f"idle; {summary}")
+
+    def _need(self) -> QueueCore:
+        if self._core is None:
+            raise Failed(self._fault or "the queue is not open")
+        return self._core
+
+    def _changed(self) -> None:
+        """After a change: State/Status and change events of every queue attribute."""
+        self._refresh_state()
+        values = self._values()
+        for name in EVENT_ATTRIBUTES:
+            try:
+                self.push_change_event(name, values[name])
+            except tango.DevFailed as exc:  # an event that cannot go out must not undo the change
+                log.warning("change event of %s not pushed: %s", name, exc.args[0].desc)
+
+    def _values(self) -> dict[str, Any]:
+        core = self._need()
+        counts = core.counts()
+        values: dict[str, Any] = {attr: counts[key] for attr, key in COUNT_ATTRIBUTES.items()}
+        values.update(Targets=dumps(core.targets()), Counts=dumps(counts), CurrentTarget=dumps(core.current()),
+                      TimeLeft=core.time_left(), Paused=core.paused, PauseReason=core.pause_reason,
+                      Activity=dumps(core.activity()), Policy=dumps(core.policy()), Revision=core.revision())
+        return values
+
+    def _proxy(self, name: str) -> tango.DeviceProxy:
+        proxy = self._proxies.get(name)
+        if proxy is None:
+            proxy = tango.DeviceProxy(name)
+            proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
+            self._proxies[name] = proxy
+        return proxy
+
+    def _detection(self) -> Detection:
+        name = str(self.Particles).strip()
+        if not name:
+            raise NotReady("the Particles property (a ParticleDS) is not set; set it and run Init")
+        try:
+            device = self._proxy(name)
+            values = [device.read_attribute(n).value for n in ("X", "Y", "Isolated")]
+            source = json.loads(device.read_attribute("LastResult").value or "{}").get("source")
+        except tango.DevFailed as exc:
+            self._proxies.pop(name, None)
+            reason = exc.args[0].reason if exc.args else ""
+            if reason == "SMART_NotReady":
+                raise NotReady(f"{name} has no detection: run smart_find_particles (Detect) first") from None
+            raise Failed(f"{name} cannot be read ({exc.args[0].desc.strip() if exc.args else exc})") from None
+        x, y, isolated = (np.asarray(v if v is not None else [], t) for v, t in zip(values, (float, float, bool),
+                                                                                     strict=True))
+        return Detection(x.tolist(), y.tolist(), isolated.tolist(), source)
+
+    def _frames(self) -> set[str] | None:
+        name = str(self.Mapper).strip()
+        if not name:
+            return None
+        try:
+            return set(self._proxy(name).read_attribute("Frames").value or [])
+        except tango.DevFailed as exc:
+            self._proxies.pop(name, None)
+            raise Failed(f"the mapper {name} cannot be read to check the frame "
+                         f"({exc.args[0].desc.strip() if exc.args else exc}); nothing was added") from None
+
+    def _locate(self, targets: list[dict[str, Any]]) -> tuple[np.ndarray, str]:
+        """Stage positions of ``targets`` through the mapper's Map, one call per frame."""
+        name = str(self.Mapper).strip()
+        points = np.zeros((len(targets), 2))
+        unit = "stage"
+        for frame in sorted({t["frame"] for t in targets}):
+            rows = [i for i, t in enumerate(targets) if t["frame"] == frame]
+            if frame == "stage":
+                points[rows] = [[targets[i]["x"], targets[i]["y"]] for i in rows]
+                continue
+            try:
+                reply = json.loads(self._proxy(name).command_inout("Map", json.dumps(
+                    {"from": frame, "to": "stage", "points": [[targets[i]["x"], targets[i]["y"]] for i in rows]})))
+            except tango.DevFailed as exc:
+                raise NotReady(f"frame {frame} cannot be mapped to the stage ({exc.args[0].desc.strip()}); "
+                               "nothing was reordered") from None
+            points[rows] = reply["points"]
+            unit = reply.get("unit", unit)
+        return points, unit
+
+    def _locator(self) -> Any:
+        return self._locate if str(self.Mapper).strip() else None
+
+    def _read_csv(self, path: str) -> str:
+        def read() -> str:
+            with open_regular(path, "CSV file") as handle:
+                data = handle.read(MAX_CSV_BYTES + 1)
+            if len(data) > MAX_CSV_BYTES:
+                raise BadArgument(f"{path} is larger than {MAX_CSV_BYTES} bytes")
+            try:
+                return data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise BadArgument(f"{path} is not UTF-8 text") from None
+
+        return run_with_time_limit(read, f"reading {path}")
+
+    # ------------------------------------------------------------------ state
+    def dev_state(self) -> DevState:
+        if self._core is not None:
+            self._refresh_state()
+        return self.get_state()
+
+    # ------------------------------------------------------------------ attributes
+    @attribute(dtype=str, unit="JSON", label="Targets", doc="every target in queue order (docs/queue.md)")
+    @smart_errors
+    def Targets(self) -> str:
+        return dumps(self._need().targets())
+
+    @attribute(dtype=int, unit="count", label="Pending", doc="targets waiting")
+    @smart_errors
+    def Pending(self) -> int:
+        return self._need().counts()["pending"]
+
+    @attribute(dtype=int, unit="count", label="Running", doc="targets claimed by the loop (0 or 1)")
+    @smart_errors
+    def Running(self) -> int:
+        return self._need().counts()["running"]
+
+    @attribute(dtype=int, unit="count", label="Done", doc="targets whose scan finished")
+    @smart_errors
+    def Done(self) -> int:
+        return self._need().counts()["done"]
+
+    @attribute(dtype=int, unit="count", label="Failed", doc="targets that failed (reason in Targets)")
+    @smart_errors
+    def Failed(self) -> int:
+        return self._need().counts()["failed"]
+
+    @attribute(dtype=int, unit="count", label="Skipped", doc="targets skipped")
+    @smart_errors
+    def Skipped(self) -> int:
+        return self._need().counts()["skipped"]
+
+    @attribute(dtype=str, unit="JSON", label="Counts", doc="{pending, running, done, failed, skipped, total}")
+    @smart_errors
+    def Counts(self) -> str:
+        return dumps(self._need().counts())
+
+    @attribute(dtype=str, unit="JSON", label="Current target", doc="the running target, {} when none")
+    @smart_errors
+    def CurrentTarget(self) -> str:
+        return dumps(self._need().current())
+
+    @attribute(dtype=float, unit="s", label="Time left", format="%.0f",
+               doc="estimated time for the pending and running targets")
+    @smart_errors
+    def TimeLeft(self) -> float:
+        return self._need().time_left()
+
+    @attribute(dtype=bool, label="Paused", doc="true: no new target is handed out")
+    @smart_errors
+    def Paused(self) -> bool:
+        return self._need().paused
+
+    @attribute(dtype=str, unit="text", label="Pause reason", doc="why the queue is paused; empty when not")
+    @smart_errors
+    def PauseReason(self) -> str:
+        return self._need().pause_reason
+
+    @attribute(dtype=str, unit="JSON", label="Activity", doc="{activity, message, target, since} from the loop")
+    @smart_errors
+    def Activity(self) -> str:
+        return dumps(self._need().activity())
+
+    @attribute(dtype=str, unit="JSON", label="Failure policy", doc="failure kind -> retry | skip | stop")
+    @smart_errors
+    def Policy(self) -> str:
+        return dumps(self._need().policy())
+
+    @attribute(dtype=tango.DevLong64, unit="count", label="Revision", doc="+1 on every change of the queue")
+    @smart_errors
+    def Revision(self) -> int:
+        return self._need().revision()
+
+    # ------------------------------------------------------------------ commands
+    def _run(self, work: Any) -> str:
+        reply = work(self._need())
+        self._changed()
+        return dumps(reply)
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {particles: isolated|all|[indices], scan, frame?, region?, "
+             "within?, skip_duplicates?}", doc_out="JSON {added, duplicates, count}")
+    @smart_errors
+    def AddParticles(self, argument: str) -> str:
+        parsed = parse_args(argument, a.AddParticlesArgs)
+        a.parse_scan(parsed.scan)  # a bad scan is refused before the other devices are read
+        return self._run(lambda core: core.add_particles(parsed, self._detection(), self._frames()))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {points: [{frame, x, y, particle?, region?}], scan, "
+             "skip_duplicates?}", doc_out="JSON {added, duplicates, count}")
+    @smart_errors
+    def AddPoints(self, argument: str) -> str:
+        parsed = parse_args(argument, a.AddPointsArgs)
+        a.parse_scan(parsed.scan)
+        return self._run(lambda core: core.add_points(parsed, self._frames()))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {path, scan, frame?, skip_duplicates?}",
+             doc_out="JSON {added, duplicates, count}")
+    @smart_errors
+    def AddCsv(self, argument: str) -> str:
+        parsed = parse_args(argument, a.AddCsvArgs)
+        a.parse_scan(parsed.scan)
+        text = self._read_csv(parsed.path)
+        header = text.splitlines()[0].lower() if text.strip() else ""
+        needs_detection = "particle" in header and not ("x" in header.split(",") and "y" in header.split(","))
+        detection = self._detection() if needs_detection else None
+        return self._run(lambda core: core.add_csv(parsed, text, detection, self._frames()))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids}", doc_out="JSON {removed}")
+    @smart_errors
+    def Remove(self, argument: str) -> str:
+        parsed = parse_args(argument, a.IdsArgs)
+        return self._run(lambda core: core.remove(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {id, scan?, region?}", doc_out="the target (JSON)")
+    @smart_errors
+    def Edit(self, argument: str) -> str:
+        parsed = parse_args(argument, a.EditArgs)
+        return self._run(lambda core: core.edit(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids} or {auto: shortest, start?}",
+             doc_out="JSON {order, travel_before, travel_after, unit}")
+    @smart_errors
+    def Reorder(self, argument: str) -> str:
+        parsed = parse_args(argument, a.ReorderArgs)
+        return self._run(lambda core: core.reorder(parsed, self._locator()))
+
+    @command(dtype_in=str, doc_in="why (may be empty)")
+    @smart_errors
+    def Pause(self, reason: str) -> None:
+        text = text_in(reason).strip()
+        if len(text) > 500:
+            raise BadArgument("the pause reason is longer than 500 characters")
+        self._need().pause(text)
+        self._changed()
+
+    @command()
+    @smart_errors
+    def Resume(self) -> None:
+        self._need().resume()
+        self._changed()
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids, reason?}", doc_out="JSON {skipped, skip_requested}")
+    @smart_errors
+    def Skip(self, argument: str) -> str:
+        parsed = parse_args(argument, a.SkipArgs)
+        return self._run(lambda core: core.skip(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids} or {failed: true, skipped?: true}",
+             doc_out="JSON {retried}")
+    @smart_errors
+    def Retry(self, argument: str) -> str:
+        parsed = parse_args(argument, a.RetryArgs)
+        return self._run(lambda core: core.retry(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {states: [done|failed|skipped]}", doc_out="JSON {removed}")
+    @smart_errors
+    def Clear(self, argument: str) -> str:
+        parsed = parse_args(argument, a.ClearArgs)
+        return self._run(lambda core: core.clear(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {failure kind: retry|skip|stop}", doc_out="the whole policy")
+    @smart_errors
+    def SetPolicy(self, argument: str) -> str:
+        parsed = loads_object(argument)
+        return self._run(lambda core: core.set_policy(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {worker}", doc_out="JSON {target, token, rerun, why}")
+    @smart_errors
+    def ClaimNext(self, argument: str) -> str:
+        parsed = parse_args(argument, a.ClaimArgs)
+        return self._run(lambda core: core.claim_next(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {id, token, activity, message?}",
+             doc_out="JSON {skip, paused}")
+    @smart_errors
+    def Report(self, argument: str) -> str:
+        parsed = parse_args(argument, a.ReportArgs)
+        return self._run(lambda core: core.report(parsed))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="JSON {id, token, outcome, kind?, reason?, data?, duration_s?}",
+             doc_out="JSON {target, stop}")
+    @smart_errors
+    def Finish(self, argument: str) -> str:
+        parsed = parse_args(argument, a.FinishArgs)
+        return self._run(lambda core: core.finish(parsed))
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_server([QueueDS], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

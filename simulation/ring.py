@@ -1,0 +1,124 @@
+"""The virtual beamline's storage ring: a ring current that drops to zero during beam losses.
+
+A night at a synchrotron has beam losses (a dump, an injection, a fault). The queue loop
+waits for beam (docs/queue.md, "Wait for beam") by reading a Tango attribute against a
+threshold; on the virtual beamline that attribute is ``Current`` of this device. Losses come
+from the ``LossPeriods`` property (scheduled, e.g. for a demo) or from the ``BeamLoss``
+command (tests, or by hand), and end by themselves or with ``BeamRestore``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tango import AttrQuality, DevState, EnsureOmniThread
+from tango.server import Device, attribute, command, device_property, run
+
+POLL_S = 0.2
+"""How often the device looks at the schedule to push a change event on a loss or a return."""
+
+
+def parse_periods(lines: list[str]) -> list[tuple[float, float]]:
+    """``["start_s duration_s", ...]`` (seconds after start) as pairs; bad lines raise ValueError."""
+    periods = []
+    for line in lines:
+        words = str(line).replace(",", " ").split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise ValueError(f"LossPeriods line {line!r}: give 'start_s duration_s'")
+        start, duration = float(words[0]), float(words[1])
+        if start < 0 or duration <= 0:
+            raise ValueError(f"LossPeriods line {line!r}: start >= 0 and duration > 0 s")
+        periods.append((start, duration))
+    return periods
+
+
+class RingSchedule:
+    """The ring current at a time: nominal, or 0 inside a loss (scheduled or commanded)."""
+
+    def __init__(self, nominal_ma: float, periods: list[tuple[float, float]], started: float) -> None:
+        self.nominal_ma = nominal_ma
+        self.losses = [(started + s, started + s + d) for s, d in periods]
+        self._lock = threading.Lock()
+
+    def lose(self, now: float, seconds: float) -> None:
+        with self._lock:
+            self.losses.append((now, now + seconds))
+
+    def restore(self, now: float) -> None:
+        with self._lock:
+            self.losses = [(s, min(e, now)) for s, e in self.losses if s < now]
+
+    def current(self, now: float) -> float:
+        with self._lock:
+            lost = any(s <= now < e for s, e in self.losses)
+        return 0.0 if lost else self.nominal_ma
+
+
+class SimRing(Device):
+    """Simulated storage ring current (mA) with beam losses."""
+
+    NominalCurrent = device_property(dtype=float, default_value=100.0, doc="ring current with beam (mA)")
+    LossPeriods = device_property(dtype=(str,), default_value=[],
+                                  doc="beam losses: 'start_s duration_s' lines, seconds after the server started")
+
+    def init_device(self) -> None:
+        super().init_device()
+        self.set_change_event("Current", True, False)
+        try:
+            periods = parse_periods(list(self.LossPeriods or []))
+        except ValueError as exc:
+            self.set_state(DevState.FAULT)
+            self.set_status(str(exc))
+            periods = []
+        self._schedule = RingSchedule(float(self.NominalCurrent), periods, time.monotonic())
+        self._last = self._schedule.current(time.monotonic())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ring", daemon=True)
+        self._thread.start()
+        if self.get_state() != DevState.FAULT:
+            self._set_state(self._last)
+
+    def delete_device(self) -> None:
+        self._stop.set()
+
+    def _set_state(self, current: float) -> None:
+        self.set_state(DevState.ON if current > 0 else DevState.ALARM)
+        self.set_status(f"beam: {current:.1f} mA" if current > 0 else "no beam (simulated beam loss)")
+
+    def _watch(self) -> None:
+        with EnsureOmniThread():
+            self._watch_loop()
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(POLL_S):
+            value = self._schedule.current(time.monotonic())
+            if value != self._last:
+                self._last = value
+                self.push_change_event("Current", value, time.time(), AttrQuality.ATTR_VALID)
+                self._set_state(value)
+
+    @attribute(dtype=float, unit="mA", label="Ring current", format="%.1f", doc="0 during a beam loss")
+    def Current(self) -> float:
+        return self._schedule.current(time.monotonic())
+
+    @command(dtype_in=float, doc_in="seconds of beam loss from now on")
+    def BeamLoss(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError("BeamLoss takes a positive number of seconds")
+        self._schedule.lose(time.monotonic(), float(seconds))
+
+    @command()
+    def BeamRestore(self) -> None:
+        self._schedule.restore(time.monotonic())
+
+
+def main(argv: list[str] | None = None) -> int:
+    run((SimRing,), args=argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
