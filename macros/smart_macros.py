@@ -829,6 +829,8 @@ class smart(_SmartMacro):
         ("smart_gen_scan FRAME X0 Y0 X1 Y1 STEP_UM EXPOSURE", "the mesh command covering a region", None),
         ("smart_scan_particles [mesh] [half_um] [step_um] [exp] [isolated] [max]", "scan every particle",
          "SmartScanProgress"),
+        ("smart_queue_add isolated | smart_queue | smart_run_queue", "... or a night from the queue (QueueDS)",
+         None),
     )
 
     def run(self):

@@ -191,7 +191,7 @@ class smart_run_queue(_QueueMacro):
         while max_targets <= 0 or handled < max_targets:
             self.checkPoint()
             self.drift_check_due(queue, handled)
-            claim = call_json(queue, "ClaimNext", {"worker": self.worker()})
+            claim = self.queue_call(queue, "ClaimNext", {"worker": self.worker()}, "the next target")
             if claim["target"] is None:
                 if claim["why"] != "paused":
                     break
@@ -345,6 +345,27 @@ class smart_run_queue(_QueueMacro):
         data["outcome"] = "scanned"
         return self.finish(queue, target, token, "done", None, "", data, scan_s, label)
 
+    def queue_call(self, queue, command: str, argument: dict, what: str) -> dict:
+        """A QueueDS command that waits for a QueueDS that does not answer (being restarted)
+        instead of giving up: a finished scan is never lost because the queue was away.
+        A SMART_* refusal is raised at once (SmartMacroError)."""
+        retry = FinishRetry()
+        while True:
+            try:
+                return json.loads(queue.command_inout(command, json.dumps(argument)))
+            except tango.DevFailed as exc:
+                error = exc.args[0]
+                if error.reason.startswith("SMART_"):
+                    raise SmartMacroError(f"{error.reason}: {error.desc.strip()}") from None
+                if not retry.again():
+                    raise SmartMacroError(f"SMART_Failed: the queue {queue.dev_name()} has not answered {command} "
+                                          f"for {retry.limit_s:.0f} s; a running target stays running and is "
+                                          "scanned again by the next smart_run_queue") from None
+                if retry.should_say():
+                    self.warning(f"{what}: the queue does not answer {command} ({error.desc.strip()[:120]}); "
+                                 "retrying")
+                self.pause_for(retry.every_s)
+
     def finish(self, queue, target, token, outcome, kind, reason, data, duration_s, label) -> dict:
         """Finish the target; waits for a QueueDS that does not answer (restarting) instead of
         losing a finished scan. A claim taken over by someone else is reported and left alone."""
@@ -354,23 +375,13 @@ class smart_run_queue(_QueueMacro):
             argument["kind"] = kind
         if duration_s is not None:
             argument["duration_s"] = duration_s
-        retry = FinishRetry()
-        while True:
-            try:
-                reply = json.loads(queue.command_inout("Finish", json.dumps(argument)))
-                break
-            except tango.DevFailed as exc:
-                error = exc.args[0]
-                if error.reason.startswith("SMART_"):
-                    self.warning(f"{label}: the queue refused Finish: {error.desc.strip()}")
-                    return {"target": target, "stop": False}
-                if not retry.again():
-                    raise SmartMacroError(f"SMART_Failed: the queue {queue.dev_name()} has not answered for "
-                                          f"{retry.limit_s:.0f} s; {label} stays running and is scanned again by the "
-                                          "next smart_run_queue") from None
-                if retry.should_say():
-                    self.warning(f"{label}: the queue does not answer ({error.desc.strip()[:120]}); retrying Finish")
-                self.pause_for(retry.every_s)
+        try:
+            reply = self.queue_call(queue, "Finish", argument, label)
+        except SmartMacroError as exc:
+            if "SMART_Failed" in str(exc):
+                raise
+            self.warning(f"{label}: the queue refused Finish: {exc}")
+            return {"target": target, "stop": False}
         state = reply["target"]["state"]
         why = f": {reply['target']['reason']}" if reply["target"]["reason"] else ""
         self.output(f"{label}: {state}{why}")

@@ -63,10 +63,9 @@ class BeamCondition:
         try:
             value = float(self._reader(self.attribute))
         except (tango.DevFailed, TypeError, ValueError) as exc:
-            if isinstance(exc, tango.DevFailed):
-                text = exc.args[0].desc.strip().splitlines()[0] if exc.args else str(exc)
-            else:
-                text = str(exc)
+            text = str(exc)
+            if isinstance(exc, tango.DevFailed) and exc.args:
+                text = (exc.args[0].desc.strip().splitlines() or [exc.args[0].reason or "DevFailed"])[0]
             return False, f"{self.attribute} cannot be read ({text})"
         if not math.isfinite(value):
             return False, f"{self.attribute} is {value}"
