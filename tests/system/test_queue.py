@@ -45,6 +45,7 @@ class Loop:
         self._thread.start()
 
     def _run(self, macro: str) -> None:
+        self.lines.clear()  # subscribing delivered the Door's last lines (an earlier macro's)
         try:
             self._door.run(macro, timeout_s=600)
         except BaseException as exc:  # noqa: BLE001 - a killed MacroServer ends it, as some tests intend
@@ -288,3 +289,15 @@ def test_a_beam_loss_makes_the_loop_wait_and_go_on(queue_stack) -> None:
     assert any("waiting for beam" in line and "below 10" in line for line in loop.lines), loop.lines
     assert any("beam is back" in line for line in loop.lines)
     assert any("beam was lost during the scan" in line for line in loop.lines)
+
+
+def test_automatic_order_shortens_stage_travel(queue_stack) -> None:
+    stack, isolated = queue_stack
+    queue = proxy(stack, "smart/queue/1")
+    empty_queue(queue)
+    ids = add(queue, isolated[:12])
+    reply = json.loads(queue.Reorder(json.dumps({"auto": "shortest"})))
+    assert reply["unit"] == "mm"                                       # on the stage, through the mapper
+    assert sorted(reply["order"]) == sorted(ids)
+    assert reply["travel_after"] <= reply["travel_before"]
+    assert [t["id"] for t in json.loads(queue.Targets)] == reply["order"]

@@ -16,7 +16,8 @@ from clients.door import DoorClient, MacroFailed
 from clients.launcher import LaunchError, Stack
 from tests.system.conftest import device_trl
 
-OUR_DEVICES = ["smart/camera/1", "smart/registration/1", "smart/particles/1", "smart/coordmapper/1"]
+OUR_DEVICES = ["smart/camera/1", "smart/registration/1", "smart/particles/1", "smart/coordmapper/1", "smart/queue/1",
+               "smart/ring/1"]
 
 
 def test_every_device_answers_through_the_database(stack: Stack) -> None:
@@ -69,6 +70,8 @@ def test_environment_names_the_smart_devices(stack: Stack) -> None:
     assert env["SmartParticles"] == "smart/particles/1"
     assert env["SmartMapper"] == "smart/coordmapper/1"
     assert list(env["SmartMotors"]) == ["samx", "samy"]
+    assert env["SmartQueue"] == "smart/queue/1"
+    assert env["SmartBeamCondition"] == {"attribute": "smart/ring/1/Current", "min": 10.0, "poll_s": 1.0}
 
 
 def _small_config(tmp_path: Path, executable: str = "CoordMapperDS") -> Path:
