@@ -38,6 +38,7 @@ COUNT_ATTRIBUTES = {"Pending": "pending", "Running": "running", "Done": "done", 
                     "Skipped": "skipped"}
 EVENT_ATTRIBUTES = ("Targets", *COUNT_ATTRIBUTES, "Counts", "CurrentTarget", "TimeLeft", "Paused", "PauseReason",
                     "Activity", "Policy", "Revision")
+_NOTHING = object()
 
 
 def database_path(data_dir: str, device_name: str) -> str:
@@ -63,6 +64,7 @@ class QueueDS(SmartDevice):
         self._fault: str | None = None
         self._core: QueueCore | None = None
         self._proxies: dict[str, tango.DeviceProxy] = {}
+        self._pushed: dict[str, Any] = {}
         path = database_path(str(self.DataDir), self.get_name())
         try:
             self._core = QueueCore(QueueStore(path), int(self.MaxAttempts), float(self.ClaimTimeout))
@@ -103,12 +105,16 @@ class QueueDS(SmartDevice):
         return self._core
 
     def _changed(self) -> None:
-        """After a change: State/Status and change events of every queue attribute."""
+        """After a command: State/Status, and a change event for each queue attribute whose value
+        changed (a loop's Report changes Activity only; facility software gets no repeats)."""
         self._refresh_state()
         values = self._values()
         for name in EVENT_ATTRIBUTES:
+            if self._pushed.get(name, _NOTHING) == values[name]:
+                continue
             try:
                 self.push_change_event(name, values[name])
+                self._pushed[name] = values[name]
             except tango.DevFailed as exc:  # an event that cannot go out must not undo the change
                 log.warning("change event of %s not pushed: %s", name, exc.args[0].desc)
 
