@@ -60,13 +60,15 @@ class Loop:
         return self._thread.is_alive()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, period_s: float = 0.1) -> None:
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, period_s: float = 0.1,
+             loop: Loop | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(period_s)
-    pytest.fail(f"not within {timeout_s:.0f} s: {what}")
+    said = "\n".join(loop.lines[-20:]) if loop is not None else ""
+    pytest.fail(f"not within {timeout_s:.0f} s: {what}" + (f"; the loop said:\n{said}" if said else ""))
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +107,17 @@ def proxy(stack: Stack, name: str) -> tango.DeviceProxy:
     return device
 
 
-def empty_queue(queue: tango.DeviceProxy) -> None:
+def empty_queue(queue: tango.DeviceProxy, stack: Stack) -> None:
+    """No loop running, nothing in the queue: an earlier test that failed mid-run leaves neither."""
+    with DoorClient(f"tango://{stack.tango_host}/smart/door/01") as door:
+        if door.is_busy():
+            door.proxy.AbortMacro()
+        wait_for(lambda: not door.is_busy(), 60, "the Door is free")
     queue.Resume()
+    for target in json.loads(queue.Targets):
+        if target["state"] == "running":  # left by an aborted loop: take the claim over and end it
+            claim = json.loads(queue.ClaimNext(json.dumps({"worker": target["worker"]})))
+            queue.Finish(json.dumps({"id": claim["target"]["id"], "token": claim["token"], "outcome": "skipped"}))
     queue.Clear(json.dumps({"states": ["done", "failed", "skipped"]}))
     pending = [t["id"] for t in json.loads(queue.Targets) if t["state"] == "pending"]
     if pending:
@@ -145,7 +156,7 @@ def refused(call: Callable[[], object], reason: str) -> str:
 def test_bad_input_answers_smart_and_changes_nothing(queue_stack, tmp_path: Path) -> None:
     stack, isolated = queue_stack
     queue = proxy(stack, "smart/queue/1")
-    empty_queue(queue)
+    empty_queue(queue, stack)
     ids = add(queue, isolated[:2])
     csv_file = tmp_path / "targets.csv"
     csv_file.write_text("particle,colour\n1,red\n")
@@ -189,7 +200,7 @@ def test_bad_input_answers_smart_and_changes_nothing(queue_stack, tmp_path: Path
 def test_a_queue_runs_and_is_steered_from_a_second_client(queue_stack) -> None:
     stack, isolated = queue_stack
     queue = proxy(stack, "smart/queue/1")
-    empty_queue(queue)
+    empty_queue(queue, stack)
     first, second = add(queue, isolated[2:4])
     # 1.2 um beside an isolated particle (isolation radius 2 um): nothing there, no Ce signal
     particles = proxy(stack, "smart/particles/1")
@@ -203,15 +214,15 @@ def test_a_queue_runs_and_is_steered_from_a_second_client(queue_stack) -> None:
     try:
         loop = Loop(stack)
         wait_for(lambda: activity(queue)["activity"] == "scanning" and activity(queue)["target"] == first, 120,
-                 "the loop scans the first target")
+                 "the loop scans the first target", loop=loop)
         queue.Pause("second client: pause after the current target")                      # pause
-        wait_for(lambda: targets(queue)[first]["state"] == "done", 120, "the current target finishes")
+        wait_for(lambda: targets(queue)[first]["state"] == "done", 120, "the current target finishes", loop=loop)
         time.sleep(3.0)
         assert queue.Running == 0 and queue.Done == 1 and queue.Pending == 4
         assert queue.state() == tango.DevState.STANDBY and loop.alive()
         assert json.loads(queue.Skip(json.dumps({"ids": [third], "reason": "dirty"})))["skipped"] == [third]  # skip
         queue.Resume()                                                                    # resume
-        wait_for(lambda: targets(queue)[empty]["state"] == "failed", 180, "the empty spot fails (no signal)")
+        wait_for(lambda: targets(queue)[empty]["state"] == "failed", 180, "the empty spot fails (no signal)", loop=loop)
         assert loop.alive(), "the loop ended before the retry"
         assert json.loads(queue.Retry(json.dumps({"ids": [empty]})))["retried"] == [empty]  # retry
         loop.join()
@@ -232,12 +243,12 @@ def test_a_queue_runs_and_is_steered_from_a_second_client(queue_stack) -> None:
 def test_sigkill_of_the_macroserver_and_of_queueds_mid_scan_every_target_done_once(queue_stack) -> None:
     stack, isolated = queue_stack
     queue = proxy(stack, "smart/queue/1")
-    empty_queue(queue)
+    empty_queue(queue, stack)
     ids = add(queue, isolated[7:11] if len(isolated) >= 11 else isolated[:4])
     door_free(stack)
     loop = Loop(stack)
     wait_for(lambda: activity(queue)["activity"] == "scanning" and activity(queue)["target"] == ids[0], 120,
-             "the loop scans the first target")
+             "the loop scans the first target", loop=loop)
     stack.restart("MacroServer/smart", kill=True)                     # SIGKILL mid-scan
     loop.join(120)
     assert loop.error is not None
@@ -245,7 +256,7 @@ def test_sigkill_of_the_macroserver_and_of_queueds_mid_scan_every_target_done_on
     door_free(stack)
     again = Loop(stack)
     wait_for(lambda: activity(queue)["activity"] == "scanning" and activity(queue)["target"] == ids[1], 180,
-             "the new loop scans the second target")
+             "the new loop scans the second target", loop=again)
     stack.restart("QueueDS/smart", kill=True)                         # SIGKILL of the queue mid-scan
     queue = proxy(stack, "smart/queue/1")
     again.join()
@@ -263,22 +274,23 @@ def test_sigkill_of_the_macroserver_and_of_queueds_mid_scan_every_target_done_on
 def test_a_beam_loss_makes_the_loop_wait_and_go_on(queue_stack) -> None:
     stack, isolated = queue_stack
     queue, ring = proxy(stack, "smart/queue/1"), proxy(stack, "smart/ring/1")
-    empty_queue(queue)
+    empty_queue(queue, stack)
     first, second = add(queue, isolated[:2])
     door_free(stack)
     ring.BeamLoss(3600.0)
     loop = Loop(stack)
-    wait_for(lambda: activity(queue)["activity"] == "waiting_for_beam", 60, "the loop waits for beam")
+    wait_for(lambda: activity(queue)["activity"] == "waiting_for_beam", 60, "the loop waits for beam", loop=loop)
     time.sleep(3.0)
     assert queue.Done == 0 and targets(queue)[first]["state"] == "running"    # no scan without beam
     assert activity(queue)["activity"] == "waiting_for_beam" and loop.alive()
     ring.BeamRestore()
     # a loss during the second scan: that scan is not trusted and is taken again
     wait_for(lambda: activity(queue)["activity"] == "scanning" and activity(queue)["target"] == second, 180,
-             "the loop scans the second target")
+             "the loop scans the second target", loop=loop)
     ring.BeamLoss(3600.0)
-    wait_for(lambda: targets(queue)[second]["failure_kind"] == "beam_lost", 120, "the scan is found without beam")
-    wait_for(lambda: activity(queue)["activity"] == "waiting_for_beam", 60, "the loop waits for beam again")
+    wait_for(lambda: targets(queue)[second]["failure_kind"] == "beam_lost", 120, "the scan is found without beam",
+             loop=loop)
+    wait_for(lambda: activity(queue)["activity"] == "waiting_for_beam", 60, "the loop waits for beam again", loop=loop)
     assert targets(queue)[second]["state"] == "running" and targets(queue)[second]["attempts"] == 2
     ring.BeamRestore()
     loop.join()
@@ -294,7 +306,7 @@ def test_a_beam_loss_makes_the_loop_wait_and_go_on(queue_stack) -> None:
 def test_automatic_order_shortens_stage_travel(queue_stack) -> None:
     stack, isolated = queue_stack
     queue = proxy(stack, "smart/queue/1")
-    empty_queue(queue)
+    empty_queue(queue, stack)
     ids = add(queue, isolated[:12])
     reply = json.loads(queue.Reorder(json.dumps({"auto": "shortest"})))
     assert reply["unit"] == "mm"                                       # on the stage, through the mapper
