@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
-.PHONY: venv demo test unit bench reliability lint up down status clean
+.PHONY: venv demo test unit bench reliability lint up down status clean viewer-deps
 
 venv: $(STAMP)
 
@@ -47,6 +47,12 @@ down: venv
 
 status: venv
 	$(BIN)/smart status $(ARGS)
+
+# The X server the viewer tests (lavue, taurus) draw into, headless; apt, idempotent.
+viewer-deps:
+	@dpkg -s xvfb >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+		install -y --no-install-recommends xvfb; }
 
 clean:
 	rm -rf run

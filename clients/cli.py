@@ -36,8 +36,83 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--seed", type=int, default=0, help="seed of the virtual beamline made when none exists")
             cmd.add_argument("--facility", action="store_true",
                              help="use the TANGO_HOST of the environment; only register and start our servers")
+            cmd.add_argument("--dsconfig", type=Path, default=None, metavar="FILE.json",
+                             help="register the servers of this dsconfig JSON file (json2tango's format) "
+                                  "instead of the YAML's servers: section, and start them")
+    _add_config_commands(sub)
     _add_device_commands(sub)
     return parser
+
+
+def _add_config_commands(sub: argparse._SubParsersAction) -> None:
+    """`smart config export|apply`: the stack's Tango configuration as a dsconfig JSON file."""
+    config = sub.add_parser("config", help="export / apply the servers' Tango configuration as dsconfig JSON",
+                            description="The servers, devices and properties of the stack in MAX IV's dsconfig "
+                                        "JSON format (what json2tango applies). See docs/deployment.md.")
+    actions = config.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="write the running stack's configuration (or the YAML's) to FILE",
+                                description="Reads the Tango database for the servers named in the stack YAML "
+                                            "and writes them, with their device properties, as dsconfig JSON.")
+    export.add_argument("file", type=Path, metavar="FILE.json")
+    export.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="stack YAML naming the servers")
+    export.add_argument("--from-yaml", action="store_true",
+                        help="no database: write the YAML's servers with their properties expanded")
+    export.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
+                        help="run directory for {run}/{beamline} in the YAML (with --from-yaml)")
+    export.add_argument("--tango-host", default=None,
+                        help="HOST:PORT of the Tango database (default: TANGO_HOST, else run/stack/env.sh)")
+    apply = actions.add_parser("apply", help="apply FILE to the Tango database (as json2tango --write)",
+                               description="Checks FILE against dsconfig's schema, prints the database calls "
+                                           "dsconfig plans and makes them. The servers are not started: "
+                                           "`smart up --facility --dsconfig FILE` does both.")
+    apply.add_argument("file", type=Path, metavar="FILE.json")
+    apply.add_argument("--tango-host", default=None,
+                       help="HOST:PORT of the Tango database (default: TANGO_HOST, else run/stack/env.sh)")
+    apply.add_argument("--dry-run", action="store_true", help="only print the planned calls (json2tango without -w)")
+    apply.add_argument("--update", action="store_true",
+                       help="only add and change; remove no device or property (json2tango --update)")
+
+
+def _run_config_command(args: argparse.Namespace) -> int:
+    import tango
+
+    from clients import dsconfig_io
+    from clients.commands import CommandError, resolve_tango_host
+    from clients.launcher import StackConfig
+
+    try:
+        if args.action == "export" and args.from_yaml:
+            places = Stack(args.run_dir).places()
+            data = dsconfig_io.from_stack_config(StackConfig.load(args.config, places), str(args.config))
+        else:
+            # a broken file is refused before any database is asked
+            data = dsconfig_io.load(args.file) if args.action == "apply" else {}
+            host = resolve_tango_host(args.tango_host)
+            db = tango.Database(*host.split(":"))
+            if args.action == "export":
+                names = [spec.name for spec in StackConfig.load(args.config, {}).servers]
+                data = dsconfig_io.from_database(db, names, f"tango://{host}")
+            else:
+                calls = dsconfig_io.apply(db, data, write=not args.dry_run, update=args.update)
+                for line in calls:
+                    print(f"  {line}")
+                done = "planned (nothing written: --dry-run)" if args.dry_run else "made"
+                print(f"{args.file}: {len(calls)} database call(s) {done} on {host}"
+                      + ("" if calls else "; the database already matches"))
+                return 0
+        dsconfig_io.write(data, args.file)
+        count = sum(len(devs) for insts in data["servers"].values() for classes in insts.values()
+                    for devs in classes.values())
+        print(f"{args.file}: {len(data['servers'])} server(s), {count} device(s) from {data['_source']}")
+        return 0
+    except (dsconfig_io.DsconfigError, LaunchError) as exc:
+        print(f"smart config {args.action}: SMART_BadConfig: {exc}", file=sys.stderr)
+    except CommandError as exc:
+        print(f"smart config {args.action}: {exc.one_line()}", file=sys.stderr)
+    except tango.DevFailed as exc:
+        print(f"smart config {args.action}: SMART_NotReady: the Tango database did not answer: "
+              f"{exc.args[0].desc.strip()}", file=sys.stderr)
+    return 1
 
 
 def _add_device_commands(sub: argparse._SubParsersAction) -> None:
@@ -199,10 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(json.dumps(result) if args.json else _summary(args.command, result))
         return 0
+    if args.command == "config":
+        return _run_config_command(args)
     try:
         if args.command == "up":
             Stack(args.run_dir, args.config, facility=args.facility, port=args.port,
-                  beamline=args.beamline, seed=args.seed, sem_image=not args.facility).up()
+                  beamline=args.beamline, seed=args.seed, sem_image=not args.facility,
+                  dsconfig=args.dsconfig).up()
         elif args.command == "down":
             survivors = Stack(args.run_dir).down()
             return 1 if survivors else 0

@@ -141,7 +141,8 @@ class Stack:
 
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, config_path: Path = DEFAULT_CONFIG,
                  facility: bool = False, echo: bool = True, port: int = 0,
-                 beamline: Path | None = None, seed: int = 0, sem_image: bool = False) -> None:
+                 beamline: Path | None = None, seed: int = 0, sem_image: bool = False,
+                 dsconfig: Path | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.config_path = Path(config_path).resolve()
         self.facility = facility
@@ -151,6 +152,10 @@ class Stack:
         self.seed = seed
         self.sem_image = sem_image
         """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
+        self.dsconfig = Path(dsconfig).resolve() if dsconfig else None
+        """A dsconfig JSON file whose servers replace the YAML's `servers:` (registered with
+        dsconfig's planner, see clients/dsconfig_io.py); Sardana still comes from the YAML."""
+        self._dsconfig_data: dict[str, Any] | None = None
         self.log_dir = self.run_dir / "logs"
         self.pid_file = self.run_dir / "pids.json"
         self.state_file = self.run_dir / "stack.json"
@@ -208,6 +213,14 @@ class Stack:
         started = time.monotonic()
         self._prepare_run_dir()
         config = StackConfig.load(self.config_path, self.places())
+        if self.dsconfig:
+            from clients.dsconfig_io import DsconfigError, load, server_specs
+
+            try:
+                self._dsconfig_data = load(self.dsconfig)
+            except DsconfigError as exc:
+                raise LaunchError(str(exc)) from None
+            config.servers = server_specs(self._dsconfig_data)
         try:
             self._bring_up(config)
         except BaseException:
@@ -388,6 +401,12 @@ class Stack:
         import tango
 
         db = self._database()
+        if self._dsconfig_data is not None:
+            from clients.dsconfig_io import apply
+
+            calls = apply(db, self._dsconfig_data)
+            self.say(f"{self.dsconfig} applied with dsconfig: {len(calls)} database call(s)")
+            return
         for spec in config.servers:
             for dev_name, (class_name, props) in spec.devices.items():
                 info = tango.DbDevInfo()
