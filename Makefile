@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
-.PHONY: venv demo test unit bench reliability lint up down status clean viewer-deps
+.PHONY: venv demo test unit bench reliability lint up down status clean viewer-deps test-facility
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: venv
 test: venv
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Tests that take minutes or need system packages (tests/facility): the viewers under Xvfb.
+FACILITY_TIMEOUT_S ?= 3600
+test-facility: venv viewer-deps
+	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(FACILITY_TIMEOUT_S) \
+		$(BIN)/python -m pytest tests/facility -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
@@ -48,11 +54,14 @@ down: venv
 status: venv
 	$(BIN)/smart status $(ARGS)
 
-# The X server the viewer tests (lavue, taurus) draw into, headless; apt, idempotent.
+# The X server the viewer tests (lavue, taurus) draw into, headless, and the xcb libraries
+# PyQt5's X11 platform plugin needs that a minimal Debian lacks; apt, idempotent.
+VIEWER_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 \
+	libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1
 viewer-deps:
-	@dpkg -s xvfb >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	@dpkg -s $(VIEWER_PACKAGES) >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
-		install -y --no-install-recommends xvfb; }
+		install -y --no-install-recommends $(VIEWER_PACKAGES); }
 
 clean:
 	rm -rf run

@@ -134,7 +134,8 @@ def test_fresh_device_is_ready_and_explains_what_is_missing(tmp_path: Path) -> N
 def test_every_attribute_is_described_and_settings_are_memorized(shared: tango.DeviceProxy) -> None:
     settings = list(SETTINGS)
     results = ["Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccentricity", "Signal", "Isolated",
-               "NearestNeighbour", "Multiplicity", "Table", "LastResult", "AnnotatedImage", "AnnotatedImageRGB"]
+               "NearestNeighbour", "Multiplicity", "Table", "LastResult", "AnnotatedImage", "AnnotatedImageRGB",
+               "AnnotatedImageJPEG"]
     names = set(shared.get_attribute_list())
     assert set(settings + results) <= names
     for name in settings + results:
@@ -153,6 +154,7 @@ def test_every_attribute_is_described_and_settings_are_memorized(shared: tango.D
     assert image.data_format == tango.AttrDataFormat.IMAGE and image.data_type == tango.CmdArgType.DevUChar
     assert image.max_dim_x >= 8192 and image.max_dim_y >= 8192
     assert shared.get_attribute_config("AnnotatedImageRGB").data_type == tango.CmdArgType.DevEncoded
+    assert shared.get_attribute_config("AnnotatedImageJPEG").data_type == tango.CmdArgType.DevEncoded
 
 
 # --------------------------------------------------------------------------- detection
@@ -328,6 +330,14 @@ def test_annotated_images_grey_and_colour(dev: tango.DeviceProxy) -> None:
     # grey pixels of the picture stay grey: the channels arrive in the right order
     x, y = int(round(dev.X[0])), int(round(dev.Y[0]))
     assert tuple(rgb[y, x]) == (rgb[y, x, 0],) * 3
+    # the same picture as Tango's JPEG_RGB (what lavue shows in colour): lossy, but close
+    encoding, payload = dev.read_attribute("AnnotatedImageJPEG").value
+    assert encoding == "JPEG_RGB"
+    import cv2
+
+    jpeg = cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(payload), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert jpeg.shape == rgb.shape
+    assert np.mean(np.abs(jpeg.astype(int) - rgb.astype(int))) < 4  # grey levels, of 255
 
 
 def test_change_events_reach_subscribers(dev: tango.DeviceProxy) -> None:

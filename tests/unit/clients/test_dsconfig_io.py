@@ -83,3 +83,14 @@ def test_cli_exports_the_yaml_without_a_database(tmp_path: Path, capsys: pytest.
     loaded = dsconfig_io.load(out)
     camera = loaded["servers"]["CameraDS"]["smart"]["CameraDS"]["smart/camera/1"]["properties"]
     assert camera["SimBeamline"] == [str(tmp_path.resolve() / "beamline.json")]
+
+
+def test_smart_up_refuses_a_broken_dsconfig_before_starting_anything(tmp_path: Path) -> None:
+    from clients.launcher import LaunchError, Stack
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"servers": ')
+    stack = Stack(tmp_path / "run", echo=False, dsconfig=bad)
+    with pytest.raises(LaunchError, match=r"bad.json is not valid JSON: Expecting value at line 1, column 13"):
+        stack.up()
+    assert not stack.running() and not (tmp_path / "run" / "tango.db").exists()
