@@ -77,7 +77,10 @@ def write(data: dict[str, Any], path: Path) -> Path:
     """Write ``data`` as the indented, key-sorted JSON that ``tango2json`` prints."""
     validate(data, str(path))
     path = Path(path)
-    path.write_text(json.dumps(data, indent=4, sort_keys=True, ensure_ascii=False) + "\n")
+    try:
+        path.write_text(json.dumps(data, indent=4, sort_keys=True, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise DsconfigError(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
     return path
 
 

@@ -94,3 +94,10 @@ def test_smart_up_refuses_a_broken_dsconfig_before_starting_anything(tmp_path: P
     with pytest.raises(LaunchError, match=r"bad.json is not valid JSON: Expecting value at line 1, column 13"):
         stack.up()
     assert not stack.running() and not (tmp_path / "run" / "tango.db").exists()
+
+
+def test_cli_export_to_an_unwritable_place_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "missing" / "smart.json"
+    assert main(["config", "export", str(target), "--from-yaml", "--run-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (f"smart config export: SMART_BadConfig: cannot write {target}: "
+                                               "No such file or directory; choose a writable path")
