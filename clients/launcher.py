@@ -464,7 +464,11 @@ class Stack:
 
         The database (``PyDatabaseds``) comes back on the same port with the same sqlite file,
         so the servers and clients that know ``TANGO_HOST`` find it again."""
-        old = self.processes.get(server) or self._load_pids().get(server)
+        if not self.processes:
+            # a Stack made afresh for this run directory (e.g. by `smart` in another shell)
+            # must keep every other process in pids.json, or `down` would lose them
+            self.processes = self._load_pids()
+        old = self.processes.get(server)
         if old is None:
             raise LaunchError(f"{server} was not started by this stack; started: {', '.join(self.processes)}")
         _signal(old.pid, signal.SIGKILL if kill else signal.SIGTERM)
