@@ -197,9 +197,18 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     on_bright_area = on_bright_area_mask(background, ix, iy, peak)
 
     blob_level = max(BLOB_PEAK_FRACTION * peak, BLOB_NOISE_SIGMAS * sigma)
+    level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
+    region_mask = cv2.compare(signal, level, cv2.CMP_GT)
+    region_pixels = _pixels(region_mask)
     mask = cv2.compare(signal, blob_level, cv2.CMP_GT)
     count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-    stats = _blob_stats(signal, labels, count, *_pixels(mask))
+    if blob_level >= level:  # the blob pixels are region pixels: pick them instead of a second image scan
+        ys, xs = region_pixels
+        inside = cv2.compare(signal[ys, xs], blob_level, cv2.CMP_GT).ravel() > 0
+        blob_pixels = ys[inside], xs[inside]
+    else:
+        blob_pixels = _pixels(mask)
+    stats = _blob_stats(signal, labels, count, *blob_pixels)
     own = labels[iy, ix]
 
     fx = np.clip(np.rint(features_xy[:, 0]).astype(np.intp), 0, w - 1)
@@ -208,18 +217,16 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     detections_in_blob[0] = 0
 
     multiplicity = _multiplicity(stats, own, detections_in_blob)
-    level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
-    region_mask = cv2.compare(signal, level, cv2.CMP_GT)
     region_count, regions = cv2.connectedComponents(region_mask, connectivity=8, ltype=cv2.CV_32S)
-    region_pixels = _pixels(region_mask)
     region_stats = _blob_stats(signal, regions, region_count, *region_pixels)
     own_region = regions[iy, ix]
     image_neighbour = np.full(n, np.inf)
     rows = np.arange(n) if candidates is None else np.flatnonzero(candidates)
     if len(rows):
         edge = float(np.median(np.sqrt(region_stats.area[np.unique(own_region)] / np.pi)))
+        region_edge = np.minimum(np.sqrt(region_stats.area / np.pi), edge)
         image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, region_pixels, particles_xy[rows],
-                                                     own[rows], own_region[rows], diameter, reach, edge)
+                                                     own[rows], own_region[rows], diameter, reach, region_edge)
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
@@ -401,7 +408,7 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,
                          region_pixels: tuple[np.ndarray, np.ndarray], particles_xy: np.ndarray, own: np.ndarray,
-                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float) -> np.ndarray:
+                         own_region: np.ndarray, diameter: int, reach: float, region_edge: np.ndarray) -> np.ndarray:
     """Distance from each particle to the nearest signal of something else within ``reach``.
 
     Two views of "something else", the nearer wins:
@@ -410,7 +417,9 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
       (nearer ones are the particle's own shape, judged by the multiplicity);
     - regions not connected to the particle: the distance to their nearest pixel plus the
       radius at which a single particle's signal falls to the level, because a region holding
-      two merged particles has its maximum between them, farther than the nearer particle.
+      two merged particles has its maximum between them, farther than the nearer particle;
+      ``region_edge`` is that radius per region, the region's own (``sqrt(area / pi)``) where
+      it is smaller than a single particle's: faint debris is its own centre nearer.
       The regions of the given particles themselves are left out (each is at least
       ``reach`` from the others: they are the particles the list calls isolated).
     """
@@ -453,7 +462,8 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
         row, which = _pairs_within(particles, points, reach)
         if len(row):
             foreign = point_region[which] != own_region[row]
-            d = np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T) + single_edge
+            d = (np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T)
+                 + region_edge[point_region[which[foreign]]])
             np.minimum.at(distance, row[foreign], d)
     return distance
 
