@@ -224,9 +224,8 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     rows = np.arange(n) if candidates is None else np.flatnonzero(candidates)
     if len(rows):
         edge = float(np.median(np.sqrt(region_stats.area[np.unique(own_region)] / np.pi)))
-        region_edge = np.minimum(np.sqrt(region_stats.area / np.pi), edge)
         image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, region_pixels, particles_xy[rows],
-                                                     own[rows], own_region[rows], diameter, reach, region_edge)
+                                                     own[rows], own_region[rows], diameter, reach, edge)
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
@@ -408,7 +407,7 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,
                          region_pixels: tuple[np.ndarray, np.ndarray], particles_xy: np.ndarray, own: np.ndarray,
-                         own_region: np.ndarray, diameter: int, reach: float, region_edge: np.ndarray) -> np.ndarray:
+                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float) -> np.ndarray:
     """Distance from each particle to the nearest signal of something else within ``reach``.
 
     Two views of "something else", the nearer wins:
@@ -417,9 +416,7 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
       (nearer ones are the particle's own shape, judged by the multiplicity);
     - regions not connected to the particle: the distance to their nearest pixel plus the
       radius at which a single particle's signal falls to the level, because a region holding
-      two merged particles has its maximum between them, farther than the nearer particle;
-      ``region_edge`` is that radius per region, the region's own (``sqrt(area / pi)``) where
-      it is smaller than a single particle's: faint debris is its own centre nearer.
+      two merged particles has its maximum between them, farther than the nearer particle.
       The regions of the given particles themselves are left out (each is at least
       ``reach`` from the others: they are the particles the list calls isolated).
     """
@@ -462,8 +459,7 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
         row, which = _pairs_within(particles, points, reach)
         if len(row):
             foreign = point_region[which] != own_region[row]
-            d = (np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T)
-                 + region_edge[point_region[which[foreign]]])
+            d = np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T) + single_edge
             np.minimum.at(distance, row[foreign], d)
     return distance
 
