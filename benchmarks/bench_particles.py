@@ -145,8 +145,9 @@ def _cpu_times(ours: Callable[[], object], baseline: Callable[[], object], round
     """Median process CPU time (s, all threads) of ``ours`` and ``baseline``, alternated.
 
     On a loaded machine the wall-clock time mostly measures how long the process waits for a
-    core; the CPU time is the work each call does, and counts OpenCV's worker threads too, so
-    its ratio never flatters the multi-threaded side.
+    core; the CPU time is the work each call does, and counts OpenCV's worker threads too
+    (their spinning waits for work included), so its ratio never flatters the multi-threaded
+    side.
     """
     mine, theirs = [], []
     for _ in range(rounds):

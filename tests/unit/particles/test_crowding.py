@@ -126,9 +126,11 @@ def test_isolated_flag_on_a_fixed_sample_of_the_independent_corpus() -> None:
     """Isolated on held-out cases of the independent renderer (seeds 300-301, never tuned on).
 
     Issue 14 asks for precision >= 0.99 at recall >= 0.99. Recall meets it; precision reaches
-    0.99 on the tuning cases but 0.98-0.99 on held-out ones (make bench, docs/particles.md:
-    faint debris touching a particle or merged into a neighbour's signal is still missed).
-    This test keeps the level reached, far above trackpy + k-d tree on the same images.
+    0.99 on the tuning cases but not on held-out ones (0.985 over the 36 held-out cases of make
+    bench, docs/particles.md: faint debris touching a particle or merged into a neighbour's
+    signal is still missed). On these four cases it reaches 576/587 = 0.981 at recall 576/576;
+    the test asserts that level, far above trackpy + k-d tree on the same images (0.51), and
+    not the bar, which is not met.
     """
     cases = [Case(seed, 1024, np.uint16 if seed % 2 else np.uint8, family)
              for seed in (300, 301) for family in ("A", "C")]
@@ -136,7 +138,7 @@ def test_isolated_flag_on_a_fixed_sample_of_the_independent_corpus() -> None:
     ours, baseline = scores["ours"], scores["trackpy"]
     assert ours.wanted >= 300
     assert ours.recall >= 0.99, f"{ours.recalled}/{ours.wanted}"
-    assert ours.precision >= 0.975, f"{ours.correct}/{ours.flagged}"
+    assert ours.precision >= 0.98, f"{ours.correct}/{ours.flagged}"
     assert ours.precision > baseline.precision + 0.2
 
 
