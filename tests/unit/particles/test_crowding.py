@@ -188,6 +188,17 @@ def test_detections_on_an_extended_bright_area_are_flagged_and_never_isolated(tm
     assert [row["on_bright_area"] == "true" for row in exported] == core.on_bright_area.tolist()
 
 
+def test_a_background_gradient_is_not_a_bright_area() -> None:
+    """A faint image whose shading rises by more than half a particle peak across the field
+    (low contrast, a gradient, as in the independent corpus) flags nothing: the bright side
+    is the bulk of the background, not an outlier of it like a marker."""
+    spots = _lone_spots(36)
+    image = render_spots((256, 256), spots, sigma=1.6, peak=20.0, background=30, noise=2.0, seed=5).astype(np.float64)
+    image += np.linspace(0.0, 30.0, 256)[None, :]  # 1.5 particle peaks from left to right
+    crowd = analyse(image.astype(np.uint16), spots, spots, SETTINGS["Diameter"], SETTINGS["IsolationRadius"])
+    assert not crowd.on_bright_area.any()
+
+
 def test_bilinear_sampling_takes_more_positions_per_row_than_opencv_maps_allow() -> None:
     """A large Diameter samples more than 32 767 positions per particle; cv2.remap refuses maps
     that wide, so the sampling must lay them out itself (Detect failed for Diameter 201-227)."""
