@@ -125,7 +125,10 @@ def _add_device_commands(sub: argparse._SubParsersAction) -> None:
     cmd = sub.add_parser("register", parents=[common], help="register a reference image to the live camera",
                          description="Runs smart_register through the Door: grab a camera frame, register "
                                      "the reference to it, store reference -> camera in the mapper.")
-    cmd.add_argument("reference_image", help="reference image (TIFF with pixel size, PNG, JPEG)")
+    cmd.add_argument("reference_image", help="reference image: SEM TIFF (FEI, Zeiss, TESCAN), AFM .spm/.gwy/.ibw/"
+                                             ".jpk, Bruker EDX .bcf, TIFF, PNG, JPEG (docs/interface.md)")
+    cmd.add_argument("--channel", default=None,
+                     help="AFM channel (default: height) or EDX element map, e.g. Fe_Ka, of a multi-channel file")
     cmd.add_argument("--model", default="similarity", choices=("translation", "similarity"))
     cmd.add_argument("--frame", default="sem", help="name of the reference frame in the mapper (default sem)")
     cmd = sub.add_parser("particles", parents=[common], help="detect particles and print the table",
@@ -171,7 +174,7 @@ def _run_device_command(args: argparse.Namespace) -> dict:
     client = SmartClient(resolve_tango_host(args.tango_host), door=args.door or DEFAULT_DOOR)
     try:
         if args.command == "register":
-            return client.register(args.reference_image, args.model, args.frame)
+            return client.register(args.reference_image, args.model, args.frame, args.channel)
         if args.command == "particles":
             settings = dict(parse_setting(text) for text in args.settings)
             return client.particles(args.image, settings, detect=not args.show, profile=args.profile)

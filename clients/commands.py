@@ -186,11 +186,13 @@ class SmartClient:
         return [float(self.read(self.motor_device(name), "Position")) for name in self.motor_names()]
 
     # --------------------------------------------------------------- commands
-    def register(self, image: str, model: str = "similarity", frame: str = "sem") -> dict[str, Any]:
+    def register(self, image: str, model: str = "similarity", frame: str = "sem",
+                 channel: str | None = None) -> dict[str, Any]:
         """Register a reference image to the live camera with `smart_register` (through the
-        Door, which also records the reference for the particle loop)."""
+        Door, which also records the reference for the particle loop). ``channel`` picks the
+        AFM channel or EDX element map of a multi-channel file."""
         path = _absolute(image)
-        output = self.run_macro(["smart_register", path, model, frame])
+        output = self.run_macro(["smart_register", path, model, frame, *([channel] if channel else [])])
         result = self.read_json("registration", "LastResult") or {}
         edge = self._edge(frame, "camera")
         return {"frame": frame, "image": path, "model": model, "registration": result,

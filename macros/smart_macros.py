@@ -326,17 +326,20 @@ class smart_register(_SmartMacro):
     in doubt (low confidence)."""
 
     param_def = [
-        ["reference_image", Type.String, None, "path of the reference image (TIFF with pixel size)"],
+        ["reference_image", Type.String, None, "path of the reference image (SEM/AFM/EDX file, TIFF, PNG)"],
         ["model", Type.String, "similarity", "translation or similarity"],
         ["frame", Type.String, "sem", "name of the reference frame in the mapper"],
+        ["channel", Type.String, Optional, "AFM channel or EDX element map (e.g. Fe_Ka) of a multi-channel file"],
     ]
 
-    def run(self, reference_image, model, frame):
+    def run(self, reference_image, model, frame, channel=None):
         camera_name = self.getEnv("SmartCamera")
         _, registration, _, mapper = self.devices()
-        loaded = call_json(registration, "LoadImage", {"slot": REFERENCE_SLOT, "path": reference_image})
-        self.output(f"reference {reference_image}: {loaded['width']} x {loaded['height']} px, "
-                    f"{float(loaded['pixel_size_um']) * 1000:.1f} nm/px")
+        request = {"slot": REFERENCE_SLOT, "path": reference_image, **({"channel": channel} if channel else {})}
+        loaded = call_json(registration, "LoadImage", request)
+        self.output(f"reference {reference_image}{f' ({channel})' if channel else ''}: {loaded['width']} x "
+                    f"{loaded['height']} px, {float(loaded['pixel_size_um']) * 1000:.1f} nm/px "
+                    f"(from {loaded.get('pixel_size_source', 'the file')})")
         for warning in loaded.get("warnings", []):
             self.warning(warning)
         window = self.env_or("SmartRotationRange", None) if model == "similarity" else None
@@ -369,6 +372,7 @@ class smart_register(_SmartMacro):
             transform["covariance"] = result["covariance"]
         call_json(mapper, "SetTransform", transform)
         self.setEnv("SmartReferenceImage", reference_image)
+        self.setEnv("SmartReferenceChannel", channel or "")
         self.setEnv("SmartReferenceFrame", frame)
         self.setEnv("SmartRegistrationStage", stage)
         self.setEnv("SmartRegistrationRotation", float(result["rotation_deg"]))
@@ -384,8 +388,9 @@ class smart_find_particles(_SmartMacro):
         path = reference_image or self.env_or("SmartReferenceImage", None)
         if not path:
             raise SmartMacroError("no reference image: give one, or run smart_register first")
+        channel = None if reference_image else self.env_or("SmartReferenceChannel", None)
         _, _, particles, _ = self.devices()
-        result = call_json(particles, "Detect", {"path": path})
+        result = call_json(particles, "Detect", {"path": path, **({"channel": channel} if channel else {})})
         self.output(f"{result['count']} particles found on {os.path.basename(path)}, {result['isolated']} "
                     f"isolated ({result['elapsed_ms']:.0f} ms)")
         self.setEnv("SmartParticleImage", path)
@@ -817,7 +822,7 @@ class smart(_SmartMacro):
     STEPS = (
         ("smart_calibrate_camera [step_um] [n]", "camera pixels -> stage (moves on an n x n grid)",
          "SmartCalibration"),
-        ("smart_register IMAGE [model] [frame]", "the reference image (absolute path) -> live camera",
+        ("smart_register IMAGE [model] [frame] [channel]", "the reference image (absolute path) -> live camera",
          "SmartReferenceImage"),
         ("smart_particle_profile [NAME]", "apply named ParticleDS settings (none: list them)", "SmartParticleProfile"),
         ("smart_find_particles [IMAGE]", "detect particles on the reference", "SmartParticleImage"),

@@ -27,6 +27,7 @@ from tango import AttrWriteType, DevState, EventType
 from tango.server import attribute, command
 
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
+from servers.common.imageio import start_reader_warm_up
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.safefile import check_write_target, run_with_time_limit
 from servers.common.tango_glue import (
@@ -185,6 +186,7 @@ class ParticleDS(SmartDevice):
     def init_device(self) -> None:
         super().init_device()
         if not hasattr(self, "_core"):  # Init keeps settings and results: they are not hardware state
+            start_reader_warm_up()
             self._core = ParticleCore()
             self._gate = CommandGate()
             self._last_image: np.ndarray | None = None
@@ -282,7 +284,7 @@ class ParticleDS(SmartDevice):
         try:
             with tango.AutoTangoAllowThreads(self):
                 if args.path is not None:
-                    image = image_input.load_image(args.path)
+                    image = image_input.load_image(args.path, args.channel)
                 elif args.attribute is not None:
                     image = read_image_attribute(args.attribute)
                 else:

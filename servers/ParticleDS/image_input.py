@@ -15,9 +15,9 @@ from servers.common import imageio
 from servers.common.errors import BadArgument
 
 
-def load_image(path: str) -> np.ndarray:
-    """Read an image file (TIFF/PNG/JPEG, full bit depth, colour -> grey) for detection."""
-    return imageio.read_image(path).data
+def load_image(path: str, channel: str | None = None) -> np.ndarray:
+    """Read an image file (any format of :mod:`servers.common.imageio`, full bit depth) for detection."""
+    return imageio.read_image(path, channel=channel).data
 
 
 def as_grey_image(image: np.ndarray) -> np.ndarray:

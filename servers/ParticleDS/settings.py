@@ -104,6 +104,8 @@ class DetectArgs(StrictArgs):
     """
 
     path: str | None = Field(None, min_length=1, description="image file read by the server")
+    channel: str | None = Field(None, min_length=1, max_length=64,
+                                description="channel of an AFM file or element map of an EDX file (with path)")
     attribute: str | None = Field(None, min_length=1,
                                   description="Tango image attribute, e.g. smart/camera/1/Image")
     roi: list[int] | None = Field(None, min_length=4, max_length=4,
@@ -128,6 +130,8 @@ class DetectArgs(StrictArgs):
     def _one_source(self) -> DetectArgs:
         if self.path is not None and self.attribute is not None:
             raise ValueError("give either 'path' or 'attribute', not both")
+        if self.channel is not None and self.path is None:
+            raise ValueError("'channel' chooses a channel of the file in 'path'; give 'path' with it")
         return self
 
     def overrides(self) -> dict[str, Any]:

@@ -25,11 +25,16 @@ MAX_FIDUCIAL_PAIRS = 10_000
 
 
 class LoadImageArgs(StrictArgs):
-    """``LoadImage``: read a file into a slot; ``pixel_size_um`` overrides the file's metadata."""
+    """``LoadImage``: read a file into a slot; ``pixel_size_um`` overrides the file's metadata.
+
+    ``channel`` chooses the channel of an AFM file (default: its height channel) or the
+    element map (``Fe_Ka``, ``Fe``) or electron image (``BSE``) of an EDX file.
+    """
 
     slot: SlotName
     path: Annotated[str, Field(min_length=1, max_length=4096)]
     pixel_size_um: PositiveSize | None = None
+    channel: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class GrabImageArgs(StrictArgs):

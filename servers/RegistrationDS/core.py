@@ -141,24 +141,38 @@ class RegistrationCore:
         self._overlay_cache: dict[int, np.ndarray] = {}
 
     # ----------------------------------------------------------------- slots
-    def load_image(self, slot: str, path: str, pixel_size_um: float | None = None) -> dict[str, Any]:
-        """Read ``path`` into ``slot``. Pixel size: argument, else file metadata, else 1.0 + warning."""
-        args = _as_model({"slot": slot, "path": path, "pixel_size_um": pixel_size_um}, LoadImageArgs)
-        loaded = read_image(args.path)
+    def load_image(self, slot: str, path: str, pixel_size_um: float | None = None,
+                   channel: str | None = None) -> dict[str, Any]:
+        """Read ``path`` into ``slot``. Pixel size: argument, else file metadata, else 1.0 + warning.
+
+        The result says where the pixel size came from (``pixel_size_source``: ``argument``,
+        the metadata field, or ``default``), the file's ``format`` and, where the file gives
+        it, the ``stage`` position the instrument recorded.
+        """
+        args = _as_model({"slot": slot, "path": path, "pixel_size_um": pixel_size_um, "channel": channel},
+                         LoadImageArgs)
+        loaded = read_image(args.path, channel=args.channel)
         data = validate_image(loaded.data, f"the image in '{args.path}'")
         warnings = list(loaded.warnings)
+        described = loaded.describe_source()
         if args.pixel_size_um is not None:
             size = float(args.pixel_size_um)
+            if loaded.pixel_size_um is not None and not math.isclose(size, loaded.pixel_size_um, rel_tol=1e-3):
+                warnings.append(f"pixel_size_um {size:g} given; the file says {loaded.pixel_size_um:.6g} um "
+                                f"({loaded.pixel_size_source}). The given value is used")
+            described["pixel_size_source"] = "argument pixel_size_um"
         elif loaded.pixel_size_um is not None:
             size = validate_pixel_size(loaded.pixel_size_um)
         else:
             size = DEFAULT_PIXEL_SIZE_UM
+            described["pixel_size_source"] = "default (the file gives none)"
             warnings.append("the file gives no pixel size; 1.0 um/px assumed. Pass pixel_size_um "
                             "when slots of different instruments are registered")
+        metadata = {**loaded.metadata, "file": described}
         image = ImageSlot(args.slot, data, size, loaded.source_dtype, f"file:{args.path}",
-                          loaded.metadata, tuple(warnings))
+                          metadata, tuple(warnings))
         self.slots.put(image)
-        return image.describe()
+        return {**image.describe(), **described}
 
     def put_image(self, slot: str, array: np.ndarray, pixel_size_um: float,
                   metadata: dict[str, Any] | None = None, source: str = "array") -> dict[str, Any]:

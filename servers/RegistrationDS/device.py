@@ -28,6 +28,7 @@ from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
+from servers.common.imageio import start_reader_warm_up
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.tango_glue import (
     CommandGate,
@@ -74,6 +75,7 @@ class RegistrationDS(SmartDevice):
         self._proxies: dict[str, tango.DeviceProxy] = {}
         for name in (*_RESULT_EVENTS, "Overlay", "Slots", "SlotInfo", "MinConfidence", "State", "Status"):
             self.set_change_event(name, True, False)
+        start_reader_warm_up()
         self._set_state(DevState.ON, "RegistrationDS is ready. No images are loaded (slots are kept in "
                         "memory only): load them with LoadImage or GrabImage, then run Register.")
 
@@ -110,14 +112,16 @@ class RegistrationDS(SmartDevice):
 
     # ------------------------------------------------------------- commands
     @command(dtype_in=str, dtype_out=str,
-             doc_in='{"slot", "path", "pixel_size_um"?}: TIFF, PNG or JPEG read by the server',
-             doc_out='{"slot", "width", "height", "pixel_size_um", "dtype", "warnings"}')
+             doc_in='{"slot", "path", "pixel_size_um"?, "channel"?}: image file read by the server (TIFF incl. '
+                    'FEI/Zeiss/TESCAN SEM, PNG, JPEG, AFM .spm/.gwy/.ibw/.jpk, Bruker EDX .bcf)',
+             doc_out='{"slot", "width", "height", "pixel_size_um", "pixel_size_source", "format", "dtype", '
+                     '"warnings", "stage"?, "stage_source"?, "channel"?, "channels"?}')
     @smart_errors
     @one_at_a_time
     def LoadImage(self, argin: str) -> str:
         args = parse_args(argin, LoadImageArgs)
         with self._busy(f"Loading '{args.path}' into slot '{args.slot}'"):
-            result = self._core.load_image(args.slot, args.path, args.pixel_size_um)
+            result = self._core.load_image(args.slot, args.path, args.pixel_size_um, args.channel)
         self._push_slots()
         return dumps(result)
 
