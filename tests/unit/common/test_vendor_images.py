@@ -43,6 +43,7 @@ def copy(name: str, into: Path, as_name: str | None = None) -> str:
 @pytest.mark.parametrize("member, dtype", [("FEI-Helios-Ebeam-8bits.tif", np.uint8),
                                            ("FEI-Helios-Ebeam-16bits.tif", np.uint16)])
 def test_fei_helios_pixel_size_stage_and_data_bar(tmp_path, member, dtype):
+    """HyperSpy blanked these files' scan area (zeros) to keep them small; the metadata is real."""
     path = unzip("tiff_FEI_Helios.zip", member, tmp_path)
     loaded = imageio.read_image(path)
     # [Scan] PixelWidth=3.3724e-06 (m); [Image] ResolutionY=442 of 471 stored rows
