@@ -93,7 +93,23 @@ def test_detect_argument_parses_overrides_and_roi() -> None:
     '{"Colour": "red"}',
     '{"path": ""}',
     '{"MinMass": NaN}',
+    '{"channel": "Fe_Ka"}',
+    '{"attribute": "a/b/c/Image", "channel": "Fe_Ka"}',
 ])
 def test_bad_detect_argument_is_refused(text: str) -> None:
     with pytest.raises(BadArgument):
         parse_args(text, DetectArgs)
+
+
+def test_detect_reads_an_edx_element_map_through_the_one_loader(tmp_path) -> None:
+    """``channel`` reaches the image loader: a Bruker .bcf element map (a real file) as Detect's image."""
+    import shutil
+    from pathlib import Path
+
+    from servers.ParticleDS import image_input
+
+    bcf = Path(__file__).resolve().parents[2] / "data" / "vendor_images" / "test_TEM.bcf"
+    shutil.copyfile(bcf, tmp_path / "map.bcf")
+    args = parse_args('{"path": "%s", "channel": "Cu_Ka"}' % (tmp_path / "map.bcf"), DetectArgs)
+    image = image_input.load_image(args.path, args.channel)
+    assert image.shape == (64, 64) and image.max() > image.min()
