@@ -27,7 +27,6 @@ from tango import AttrWriteType, DevState, EventType
 from tango.server import attribute, command
 
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
-from servers.common.imageio import start_reader_warm_up
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.safefile import check_write_target, run_with_time_limit
 from servers.common.tango_glue import (
@@ -186,7 +185,6 @@ class ParticleDS(SmartDevice):
     def init_device(self) -> None:
         super().init_device()
         if not hasattr(self, "_core"):  # Init keeps settings and results: they are not hardware state
-            start_reader_warm_up()
             self._core = ParticleCore()
             self._gate = CommandGate()
             self._last_image: np.ndarray | None = None

@@ -28,7 +28,6 @@ from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
-from servers.common.imageio import start_reader_warm_up
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.tango_glue import (
     CommandGate,
@@ -75,7 +74,6 @@ class RegistrationDS(SmartDevice):
         self._proxies: dict[str, tango.DeviceProxy] = {}
         for name in (*_RESULT_EVENTS, "Overlay", "Slots", "SlotInfo", "MinConfidence", "State", "Status"):
             self.set_change_event(name, True, False)
-        start_reader_warm_up()
         self._set_state(DevState.ON, "RegistrationDS is ready. No images are loaded (slots are kept in "
                         "memory only): load them with LoadImage or GrabImage, then run Register.")
 

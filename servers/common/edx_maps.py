@@ -9,8 +9,8 @@ each pixel's counts in a window around the line's energy, as Esprit and HyperSpy
 * The reader is rosettasciio (``rsciio.bruker``), HyperSpy's maintained I/O library.
 * Line energies come from xraydb (Elam et al. tables): ``Fe_Ka`` is Fe ``Ka1``, ``Ce_La``
   is ``La1``, ``Th_Ma`` is ``Ma``; the window is +-1 FWHM of the detector at that energy,
-  FWHM^2 = FWHM(Mn Ka)^2 + 2.5 eV * (E - 5898.7 eV) * 1000 ... in eV (Fano + noise model
-  used by Esprit and HyperSpy), with FWHM(Mn Ka) from the file (130 eV if absent).
+  FWHM^2 = FWHM(Mn Ka)^2 + 2.5 eV * (E - 5898.7 eV), all in eV (the Fano + noise model
+  HyperSpy uses), with FWHM(Mn Ka) from the file's metadata (130 eV if absent).
 * ``channel`` names a selected line (``Fe_Ka``), an element of the selection (``Fe``), any
   line ``Element_Line`` of an element (``Cu_La``), or one of the electron images in the
   file by its title (``BSE``, ``SE``). Without a channel the call is refused with the list,

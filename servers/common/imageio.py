@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -120,32 +119,17 @@ def check_pixel_count(shape: tuple[int, ...], where: str) -> None:
 KNOWN_FORMATS = ("TIFF (incl. FEI/Thermo Fisher, Zeiss, TESCAN SEM), PNG, JPEG, AFM .spm/.gwy/.ibw/.jpk, "
                  "Bruker EDX .bcf")
 MULTI_CHANNEL_SUFFIXES = afm_files.AFM_SUFFIXES + edx_maps.EDX_SUFFIXES
-_READER_MODULES = {**{s: ("AFMReader.spm", "AFMReader.gwy", "AFMReader.ibw", "AFMReader.jpk")
-                      for s in afm_files.AFM_SUFFIXES},
-                   **{s: ("rsciio.bruker", "xraydb") for s in edx_maps.EDX_SUFFIXES}}
-
-
-def warm_up_readers() -> None:
-    """Import the vendor-format readers now (pySPM alone can take many seconds on a busy host).
-
-    Servers call this in a background thread at start, so that the first ``LoadImage`` of an
-    AFM or EDX file is not spent importing; a missing reader is reported when it is needed.
-    """
-    for suffix in _READER_MODULES:
-        _import_reader(suffix)
+_READER_MODULES = {".spm": ("AFMReader.spm",), ".gwy": ("AFMReader.gwy",), ".ibw": ("AFMReader.ibw",),
+                   ".jpk": ("AFMReader.jpk",), ".bcf": ("rsciio.bruker", "xraydb")}
+"""Imported on the first file of that format, outside the time limit. Not at server start:
+pySPM alone took 45 s to import on a loaded 2-core host, time the servers' own start-up
+(trackpy's compilation in ParticleDS) needs more, and most beamlines use one or two formats."""
 
 
 VENDOR_TIMEOUT_S = 25.0
 """Time limit for AFM and EDX files: their readers parse tens of MB in Python (a 17 MB
 Gwyddion file takes ~12 s on a busy 2-core host), which is slow but not a hang. It stays
 below the 30 s timeout the ``smart`` CLI and the macros give LoadImage and Detect."""
-
-
-def start_reader_warm_up() -> threading.Thread:
-    """:func:`warm_up_readers` in a daemon thread, so that a device starts at once."""
-    thread = threading.Thread(target=warm_up_readers, name="image-reader-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def read_image(path: str, timeout_s: float | None = None,
@@ -159,8 +143,8 @@ def read_image(path: str, timeout_s: float | None = None,
     Only a regular file is read, within ``timeout_s`` (see :mod:`servers.common.safefile`):
     a FIFO, device or directory is refused at once, a path that does not answer gives
     :class:`~servers.common.errors.Failed` naming it, and the caller is never blocked longer.
-    The reader libraries are imported before the time limit starts (importing is slow on a
-    busy host but cannot hang on a file). ``timeout_s`` defaults to
+    The reader library of the format is imported before the time limit starts (importing is
+    slow on a busy host, but cannot hang on a file). ``timeout_s`` defaults to
     :data:`~servers.common.safefile.DEFAULT_TIMEOUT_S`, or :data:`VENDOR_TIMEOUT_S` for AFM
     and EDX files.
     """

@@ -108,6 +108,7 @@ def test_load_image_reports_the_slot_and_lists_it(reg, images) -> None:
     assert reg.state() == DevState.ON
     result = call(reg, "LoadImage", slot="ref", path=images["ref"])
     assert result == {"slot": "ref", "width": 512, "height": 512, "pixel_size_um": 1.0, "dtype": "uint8",
+                      "format": "TIFF", "pixel_size_source": "default (the file gives none)",
                       "warnings": result["warnings"]}
     assert any("pixel size" in w for w in result["warnings"])
     result = call(reg, "LoadImage", slot="sim", path=images["similar"], pixel_size_um=0.25)
