@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
-.PHONY: venv demo test unit bench reliability lint up down status clean viewer-deps test-facility
+.PHONY: venv demo test unit bench reliability lint up down status clean viewer-deps facility-deps test-facility
 
 venv: $(STAMP)
 
@@ -26,9 +26,26 @@ test: venv
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Tests that take minutes or need system packages (tests/facility): the viewers under Xvfb.
+# The facility tests (tests/facility) run the Tango database a facility runs: MariaDB with Debian's
+# tango-db schema and cppTango's DataBaseds, and Debian's Starter. Those come from apt (root, once;
+# skipped when dpkg already has them); pytango and Sardana stay in the venv.
+FACILITY_PACKAGES := mariadb-server mariadb-client tango-db tango-starter
 FACILITY_TIMEOUT_S ?= 3600
-test-facility: venv viewer-deps
+
+facility-deps:
+	@missing=""; for pkg in $(FACILITY_PACKAGES); do \
+		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing with apt:$$missing"; \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+			--no-install-recommends $$missing; \
+	else echo "facility packages already installed: $(FACILITY_PACKAGES)"; fi
+
+# Tests that take minutes or need system packages (tests/facility), ~20 min on 2 cores: the
+# production Tango database (MariaDB + DataBaseds), `smart up --facility`, the workflow against it,
+# Starter, and the viewers under Xvfb. See docs/deployment.md.
+test-facility: venv viewer-deps facility-deps
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(FACILITY_TIMEOUT_S) \
 		$(BIN)/python -m pytest tests/facility -p no:cacheprovider $(PYTEST_ARGS)
 

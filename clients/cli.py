@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="virtual beamline JSON (default: <run-dir>/beamline.json, made from --seed)")
             cmd.add_argument("--seed", type=int, default=0, help="seed of the virtual beamline made when none exists")
             cmd.add_argument("--facility", action="store_true",
-                             help="use the TANGO_HOST of the environment; only register and start our servers")
+                             help="use the TANGO_HOST of the environment (a facility database): register and "
+                                  "start our servers (and Sardana when the configuration has a sardana: section)")
+            cmd.add_argument("--starter", default=None, metavar="HOST",
+                             help="with --facility: hand the servers to the Starter tango/admin/HOST (start-up "
+                                  "levels from the configuration) instead of starting them; `smart down` stops "
+                                  "them through it. Its StartDsPath must hold <run-dir>/bin")
             cmd.add_argument("--dsconfig", type=Path, default=None, metavar="FILE.json",
                              help="register the servers of this dsconfig JSON file (json2tango's format) "
                                   "instead of the YAML's servers: section, and start them")
@@ -283,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             Stack(args.run_dir, args.config, facility=args.facility, port=args.port,
                   beamline=args.beamline, seed=args.seed, sem_image=not args.facility,
-                  dsconfig=args.dsconfig).up()
+                  dsconfig=args.dsconfig, starter=args.starter).up()
         elif args.command == "down":
             survivors = Stack(args.run_dir).down()
             return 1 if survivors else 0

@@ -9,8 +9,13 @@ Two modes:
 - embedded (default): a fresh ``PyDatabaseds`` on a free loopback port with its sqlite
   file in the run directory, the Sardana configuration loaded with ``sardana-config``,
   Pool and MacroServer, and our servers;
-- facility (``facility=True``): the ``TANGO_HOST`` of the environment is used as it is;
-  only our servers are registered and started.
+- facility (``facility=True``): the ``TANGO_HOST`` of the environment is used as it is (a
+  facility's MariaDB-backed DataBaseds); our servers are registered and started, and, when the
+  configuration has a ``sardana:`` section, that Sardana configuration is loaded into the
+  facility database with ``sardana-config`` and its Pool and MacroServer are started too.
+  With ``starter=HOST`` the servers are not started by the launcher but handed to the Starter
+  ``tango/admin/HOST`` with their start-up levels (clients/starter.py); `down` stops them
+  through it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class StackConfig:
     sardana_config: Path | None = None
     door: str | None = None
     sardana_servers: list[str] = field(default_factory=list)
+    starter_levels: dict[str, int] = field(default_factory=dict)
+    """Start-up level of each server under a Starter (1 starts first); see ``level_of``."""
+    uses_beamline: bool = False
+    """The configuration names ``{beamline}``: it runs the virtual beamline's simulated devices."""
 
     @classmethod
     def load(cls, path: Path, places: dict[str, str]) -> StackConfig:
@@ -86,12 +95,26 @@ class StackConfig:
             servers.append(ServerSpec(executable, instance, devices))
         sardana = raw.get("sardana") or {}
         sardana_file = sardana.get("config")
+        sardana_path = Path(_expand(sardana_file, places)) if sardana_file else None
+        levels = (raw.get("starter") or {}).get("levels") or {}
+        if not isinstance(levels, dict) or not all(isinstance(v, int) and v >= 1 for v in levels.values()):
+            raise LaunchError(f"{path}: 'starter: levels:' must map 'Executable/instance' to a level >= 1")
+        texts = [path.read_text()]
+        with contextlib.suppress(OSError):
+            texts.append(sardana_path.read_text() if sardana_path else "")
         return cls(
             servers=servers,
-            sardana_config=Path(_expand(sardana_file, places)) if sardana_file else None,
+            sardana_config=sardana_path,
             door=sardana.get("door"),
             sardana_servers=list(sardana.get("startup_order", [])),
+            starter_levels={str(k): int(v) for k, v in levels.items()},
+            uses_beamline=any("{beamline}" in text for text in texts),
         )
+
+    def level_of(self, server: str) -> int:
+        """A server's start-up level under a Starter: the configured one, else one after the
+        highest configured level (so unlisted servers start last)."""
+        return self.starter_levels.get(server, max(self.starter_levels.values(), default=0) + 1)
 
     def device_names(self) -> list[str]:
         return [dev for spec in self.servers for dev in spec.devices]
@@ -142,7 +165,7 @@ class Stack:
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, config_path: Path = DEFAULT_CONFIG,
                  facility: bool = False, echo: bool = True, port: int = 0,
                  beamline: Path | None = None, seed: int = 0, sem_image: bool = False,
-                 dsconfig: Path | None = None) -> None:
+                 dsconfig: Path | None = None, starter: str | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.config_path = Path(config_path).resolve()
         self.facility = facility
@@ -151,6 +174,11 @@ class Stack:
         self.beamline = Path(beamline).resolve() if beamline else self.run_dir / "beamline.json"
         self.seed = seed
         self.sem_image = sem_image
+        self.starter = starter
+        """Host name of the Starter (``tango/admin/<starter>``) that runs our servers (facility mode)."""
+        if starter and not facility:
+            raise LaunchError("--starter needs --facility: a Starter belongs to a facility's Tango database")
+        self.starter_file = self.run_dir / "starter.json"
         """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
         self.dsconfig = Path(dsconfig).resolve() if dsconfig else None
         """A dsconfig JSON file whose servers replace the YAML's `servers:` (registered with
@@ -228,9 +256,9 @@ class Stack:
             raise
         elapsed = time.monotonic() - started
         states = self._settled_states(config.device_names())
-        session = {} if self.facility else self._prepare_session(config)
+        session = self._prepare_session(config)
         self.state_file.write_text(json.dumps({
-            "tango_host": self.tango_host, "facility": self.facility,
+            "tango_host": self.tango_host, "facility": self.facility, "starter": self.starter,
             "door": config.door, "devices": config.device_names(),
             "startup_s": round(elapsed, 2), "states_after_up": states, "session": session}, indent=1))
         env_lines = [f"export TANGO_HOST={self.tango_host}"]
@@ -249,21 +277,75 @@ class Stack:
             self.tango_host = os.environ.get("TANGO_HOST")
             if not self.tango_host:
                 raise LaunchError("facility mode needs TANGO_HOST set to your Tango database (host:port)")
+            if not self._database_answers(self.tango_host):
+                raise LaunchError(f"the Tango database at TANGO_HOST={self.tango_host} does not answer; "
+                                  "check TANGO_HOST and that DataBaseds runs")
+            if config.uses_beamline:
+                self._ensure_beamline()
         else:
             self._ensure_beamline()
             self.tango_host = self._start_database()
+        starter = self._starter_client() if self.starter else None
         self.say(f"Tango database at {self.tango_host}; starting the servers")
         self._register_servers(config)
-        if not self.facility and config.sardana_config:
+        if config.sardana_config:
             self._load_sardana(config)
+        if starter is not None:
+            self._hand_to_starter(config, starter)
+            return
         for spec in config.servers:
             self._start(spec.name, _server_command(spec.executable, spec.instance))
-        if not self.facility:
-            for server in config.sardana_servers:
-                self._start(server, _server_command(*server.split("/")))
-                self._wait_devices(self._devices_of_server(server), server)
+        for server in config.sardana_servers:
+            self._start(server, _server_command(*server.split("/")))
+            self._wait_devices(self._devices_of_server(server), server)
         for spec in config.servers:
             self._wait_devices(list(spec.devices), spec.name)
+
+    def _starter_client(self) -> Any:
+        """The Starter that is to run our servers, once it answers and looks in ``<run>/bin``;
+        checked before anything is registered, so a refusal leaves the database as it was."""
+        from clients.starter import StarterClient, StarterError
+
+        assert self.starter and self.tango_host
+        try:
+            starter = StarterClient(self.tango_host, self.starter)
+            starter.check_reachable()
+            starter.check_path(self.run_dir / "bin")
+        except StarterError as exc:
+            raise LaunchError(str(exc)) from None
+        return starter
+
+    def _hand_to_starter(self, config: StackConfig, starter: Any) -> None:
+        """Register every server of the configuration under the Starter with its level, then
+        start them through it level by level, each level answering before the next starts."""
+        from clients.starter import StarterError, write_wrappers
+
+        assert self.tango_host
+        servers = [spec.name for spec in config.servers] + list(config.sardana_servers)
+        write_wrappers(self.run_dir / "bin", self.run_dir, self.tango_host,
+                       {name.split("/")[0]: _server_command(name.split("/")[0], '"$@"')
+                        for name in servers})
+        levels = {server: config.level_of(server) for server in servers}
+        try:
+            starter.register(levels.items())
+            self.starter_file.write_text(json.dumps({"device": starter.device_name, "host": self.starter,
+                                                     "tango_host": self.tango_host, "levels": levels}, indent=1))
+            for level in sorted(set(levels.values())):
+                batch = [s for s in servers if levels[s] == level]
+                self.say(f"level {level}: {', '.join(batch)} started by {starter.device_name}")
+                for server in batch:
+                    starter.start(server)
+                for server in batch:
+                    try:
+                        self._wait_devices(self._devices_of_server(server), server)
+                    except LaunchError as exc:
+                        raise LaunchError(
+                            f"{exc}. The Starter tells servers apart by executable and instance name on "
+                            f"its host: a `{server.replace('/', ' ')}` already running on {self.starter} "
+                            "(another stack) makes it skip the start; its log is in the Starter's "
+                            "LogFileHome") from None
+        except StarterError as exc:
+            raise self._fail(str(exc)) from None
 
     def _settled_states(self, devices: list[str]) -> dict[str, str]:
         """Device states once the ALARMs caused by start order have cleared: CoordMapperDS reads
@@ -348,6 +430,10 @@ class Stack:
             names = ", ".join(f"{p.name} (pid {p.pid})" for p in alive)
             raise LaunchError(f"a stack is already running from {self.run_dir}: {names}. "
                               "Run `smart down` first (or use another --run-dir).")
+        handed = self._starter_state()
+        if handed:
+            raise LaunchError(f"servers of {self.run_dir} were handed to the Starter {handed.get('device')} "
+                              f"({', '.join(handed.get('levels', {}))}); run `smart down` first")
         if previous:
             self.say(f"removing stale run state of a stack that is no longer running in {self.run_dir}")
         for stale in (self.pid_file, self.state_file, self.run_dir / "env.sh",
@@ -496,6 +582,17 @@ class Stack:
         """The processes of this run directory that are still alive (PID and start time match)."""
         return [p for p in (self.processes or self._load_pids()).values() if p.is_alive()]
 
+    def running_names(self) -> list[str]:
+        """Names of the processes of this run directory that are alive (e.g. ``Pool/smart``)."""
+        return [p.name for p in self.running()]
+
+    def _starter_state(self) -> dict[str, Any]:
+        """What `up` handed to a Starter (``starter.json``): its device, host and our servers' levels."""
+        try:
+            return json.loads(self.starter_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
     def status_text(self) -> str:
         """Processes and device States; one line when nothing of this run directory runs.
 
@@ -503,7 +600,8 @@ class Stack:
         answer a CORBA TRANSIENT error after its timeout, which says nothing more."""
         import tango
 
-        if not self.running():
+        handed = self._starter_state()
+        if not self.running() and not handed:
             return f"no stack running in {self.run_dir} (`make up` or `smart up` starts one)"
         lines = []
         try:
@@ -515,6 +613,8 @@ class Stack:
         for proc in (self.processes or self._load_pids()).values():
             lines.append(f"  process {proc.name:28s} pid {proc.pid:<8d} "
                          f"{'running' if proc.is_alive() else 'NOT RUNNING'}")
+        if handed:
+            lines.append(self._starter_status(host, handed))
         for dev in state.get("devices", []):
             try:
                 proxy = _device(host, dev)
@@ -523,9 +623,25 @@ class Stack:
                 lines.append(f"  device  {dev:28s} UNREACHABLE ({exc.args[0].desc.strip()[:80]})")
         return "\n".join(lines)
 
+    @staticmethod
+    def _starter_status(host: str, handed: dict[str, Any]) -> str:
+        import tango
+
+        from clients.starter import StarterClient
+
+        try:
+            running = set(StarterClient(host, handed["host"]).running())
+        except tango.DevFailed as exc:
+            return f"  starter {handed['device']:28s} UNREACHABLE ({exc.args[0].desc.strip()[:80]})"
+        return "\n".join(f"  starter {handed['device']} level {level}: {server:20s} "
+                         f"{'running' if server in running else 'NOT RUNNING'}"
+                         for server, level in sorted(handed["levels"].items(), key=lambda item: item[1]))
+
     # -------------------------------------------------------------------- down
     def down(self, quiet: bool = False, timeout_s: float = 10.0) -> list[str]:
-        """Stop every process this run directory started, newest first; returns the survivors."""
+        """Stop every process this run directory started, newest first, and every server it
+        handed to a Starter (through that Starter, highest level first); returns the survivors."""
+        survivors = self._stop_through_starter(quiet)
         processes = {**self._load_pids(), **self.processes}
         running = [p for p in reversed(list(processes.values())) if p.is_alive()]
         for proc in running:
@@ -537,7 +653,6 @@ class Stack:
                 time.sleep(0.05)
             if proc.is_alive():
                 _signal(proc.pid, signal.SIGKILL)
-        survivors = []
         for proc in running:
             for _ in range(40):
                 self._reap(proc.name)
@@ -549,11 +664,34 @@ class Stack:
         for name in processes:  # also those that had died before: no zombie left behind
             self._reap(name)
         if not quiet:
-            self.say(f"stopped {len(running) - len(survivors)} process(es) of {self.run_dir}"
+            stopped = len(running) - sum("(pid" in text for text in survivors)
+            self.say(f"stopped {stopped} process(es) of {self.run_dir}"
                      + (f"; still running: {', '.join(survivors)}" if survivors else ""))
         self.pid_file.unlink(missing_ok=True)
         self.processes.clear()
         return survivors
+
+    def _stop_through_starter(self, quiet: bool) -> list[str]:
+        """DevStop, through their Starter, the servers `up` handed to it (highest level first)."""
+        import tango
+
+        from clients.starter import StarterClient
+
+        handed = self._starter_state()
+        if not handed:
+            return []
+        host = handed["tango_host"]
+        levels: dict[str, int] = handed["levels"]
+        order = sorted(levels, key=lambda server: -levels[server])
+        try:
+            left = StarterClient(host, handed["host"]).stop(order, say=lambda text: None if quiet else self.say(text))
+        except tango.DevFailed as exc:
+            return [f"{s} (Starter {handed['device']} unreachable: {exc.args[0].desc.strip()[:80]})" for s in order]
+        if not quiet:
+            self.say(f"stopped {len(order) - len(left)} server(s) through {handed['device']}")
+        if not left:
+            self.starter_file.unlink(missing_ok=True)
+        return [f"{s} (still running under {handed['device']})" for s in left]
 
     def _reap(self, name: str) -> None:
         popen = self._popen.get(name)
