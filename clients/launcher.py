@@ -179,6 +179,7 @@ class Stack:
         if starter and not facility:
             raise LaunchError("--starter needs --facility: a Starter belongs to a facility's Tango database")
         self.starter_file = self.run_dir / "starter.json"
+        self._began = time.monotonic()
         """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
         self.dsconfig = Path(dsconfig).resolve() if dsconfig else None
         """A dsconfig JSON file whose servers replace the YAML's `servers:` (registered with
@@ -238,7 +239,7 @@ class Stack:
     # --------------------------------------------------------------------- up
     def up(self) -> str:
         """Start the stack; returns TANGO_HOST. Raises LaunchError, leaving nothing running."""
-        started = time.monotonic()
+        started = self._began = time.monotonic()
         self._prepare_run_dir()
         config = StackConfig.load(self.config_path, self.places())
         if self.dsconfig:
@@ -344,6 +345,7 @@ class Stack:
                             f"its host: a `{server.replace('/', ' ')}` already running on {self.starter} "
                             "(another stack) makes it skip the start; its log is in the Starter's "
                             "LogFileHome") from None
+                self.say(f"level {level} answering, {time.monotonic() - self._began:.1f} s after `up` began")
         except StarterError as exc:
             raise self._fail(str(exc)) from None
 
@@ -517,6 +519,8 @@ class Stack:
             self.say(f"--- {log_path} ---\n{_tail(log_path, 25)}\n---")
             raise self._fail(f"sardana-config could not load {config.sardana_config} "
                              f"(exit {result.returncode}); fix the file and retry")
+        self.say(f"Sardana configuration loaded with sardana-config, "
+                 f"{time.monotonic() - self._began:.1f} s after `up` began")
 
     def _devices_of_server(self, server: str) -> list[str]:
         db = self._database()

@@ -102,12 +102,34 @@ class StarterClient:
         """Servers of this host the Starter sees running (``DevGetRunningServers``)."""
         return [str(s) for s in (self.proxy.command_inout("DevGetRunningServers", True) or [])]
 
-    def start(self, server: str) -> None:
+    def states(self) -> dict[str, tuple[str, int]]:
+        """Each server of this host as the Starter sees it: (state, processes). From its ``Servers``
+        attribute, ``name<TAB>state<TAB>controlled<TAB>level<TAB>processes``: ON = running and
+        answering, MOVING = a process without an answering admin device (starting or
+        stopping), FAULT with 0 processes = not running."""
+        out = {}
+        for line in self.proxy.read_attribute("Servers").value or ():
+            fields = str(line).split("\t")
+            if len(fields) >= 5:
+                out[fields[0]] = (fields[1], int(fields[4]) if fields[4].isdigit() else -1)
+        return out
+
+    def stopped(self, server: str) -> bool:
+        state, processes = self.states().get(server, ("FAULT", 0))
+        return state == "FAULT" and processes == 0
+
+    def start(self, server: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """``DevStart``, once the Starter sees no process of the server (just after a stop its
+        polling thread needs a few seconds to notice; it answers ALREADY_RUNNING until then)."""
         import tango
 
-        if server in self.running():
+        state, _ = self.states().get(server, ("FAULT", 0))
+        if state == "ON":
             raise StarterError(f"{server} is already running under {self.device_name}; "
                                "`smart down` (or DevStop) it first")
+        deadline = time.monotonic() + timeout_s
+        while not self.stopped(server) and time.monotonic() < deadline:
+            time.sleep(0.5)
         try:
             self.proxy.command_inout("DevStart", server)
         except tango.DevFailed as exc:
@@ -116,8 +138,9 @@ class StarterClient:
 
     def stop(self, servers: list[str], say: Callable[[str], Any] = print,
              timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
-        """``DevStop`` each server and wait until the Starter no longer sees it running; a server
-        still running after ``timeout_s`` gets ``HardKillServer``. Returns those still running."""
+        """``DevStop`` each running server and wait until the Starter sees none of its processes
+        left; one still there after ``timeout_s`` gets ``HardKillServer`` (kill -9). Returns the
+        servers whose processes are still there."""
         import tango
 
         running = set(self.running())
@@ -127,21 +150,21 @@ class StarterClient:
                     self.proxy.command_inout("DevStop", server)
                 except tango.DevFailed as exc:
                     say(f"{self.device_name} DevStop {server}: {exc.args[0].desc.strip()}")
-        deadline = time.monotonic() + timeout_s
-        left = [s for s in servers if s in running]
-        while left and time.monotonic() < deadline:
-            time.sleep(0.5)
-            now = set(self.running())
-            left = [s for s in left if s in now]
+        left = self._wait_stopped(servers, timeout_s)
         for server in left:
             say(f"{server} did not stop within {timeout_s:.0f} s; HardKillServer through {self.device_name}")
             try:
                 self.proxy.command_inout("HardKillServer", server)
             except tango.DevFailed as exc:
                 say(f"{self.device_name} HardKillServer {server}: {exc.args[0].desc.strip()}")
-        deadline = time.monotonic() + 10.0
-        while left and time.monotonic() < deadline:
+        return self._wait_stopped(left, 15.0) if left else []
+
+    def _wait_stopped(self, servers: Iterable[str], timeout_s: float) -> list[str]:
+        deadline = time.monotonic() + timeout_s
+        left = list(servers)
+        while left:
+            left = [s for s in left if not self.stopped(s)]
+            if not left or time.monotonic() > deadline:
+                break
             time.sleep(0.5)
-            now = set(self.running())
-            left = [s for s in left if s in now]
         return left
