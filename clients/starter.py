@@ -23,9 +23,10 @@ from typing import Any
 WRAPPER_TEMPLATE = """#!/bin/sh
 # Written by `smart up --facility --starter`: Starter runs "{executable} <instance>" from its
 # StartDsPath; this starts the project's entry point with its venv, in the run directory.
+# Starter sends stdout to /dev/null and stderr to its log file: stdout joins stderr there.
 cd {run_dir} || exit 1
 export TANGO_HOST={tango_host} PYTHONUNBUFFERED=1 SMART_RUN_DIR={run_dir}
-exec {command}
+exec {command} 1>&2
 """
 
 STOP_TIMEOUT_S = 30.0

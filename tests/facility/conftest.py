@@ -59,4 +59,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, version in FACILITY_VERSIONS.items():
         terminalreporter.write_line(f"{name:40s} {version}")
     for name, seconds in FACILITY_TIMINGS.items():
-        terminalreporter.write_line(f"{name:60s} {seconds:7.1f} s")
+        terminalreporter.write_line(f"{name:60s} {seconds:8.2f} s")
