@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,35 @@ class ProductionDatabase:
         out["pytango"] = tango.__version__
         out["cppTango under pytango"] = tango.constants.TgLibVers
         return out
+
+
+@contextlib.contextmanager
+def running_production_db(root: Path) -> Iterator[ProductionDatabase]:
+    """A fresh production database in ``root``, stopped by PID on exit; its start-up times and
+    the versions combined go to FACILITY_TIMINGS / FACILITY_VERSIONS."""
+    db = ProductionDatabase(root)
+    try:
+        db.start()
+        FACILITY_TIMINGS.update({f"production database ({Path(root).name}): {k}": v for k, v in db.timings_s.items()})
+        FACILITY_VERSIONS.update(db.versions())
+        FACILITY_VERSIONS["Sardana"] = sardana_version()
+        yield db
+    finally:
+        db.stop()
+
+
+@contextlib.contextmanager
+def tango_host_set(tango_host: str) -> Iterator[str]:
+    """TANGO_HOST set for the block (as a beamline shell has it), restored after."""
+    previous = os.environ.get("TANGO_HOST")
+    os.environ["TANGO_HOST"] = tango_host
+    try:
+        yield tango_host
+    finally:
+        if previous is None:
+            os.environ.pop("TANGO_HOST", None)
+        else:
+            os.environ["TANGO_HOST"] = previous
 
 
 def sardana_version() -> str:

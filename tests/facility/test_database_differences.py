@@ -33,6 +33,7 @@ MARIADB_TEXT_LIMIT = 65535
 def sqlite_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The embedded database `smart up` starts, on its own for this comparison."""
     root = tmp_path_factory.mktemp("sqlite-db")
+    began = time.monotonic()
     port = free_port()
     proc = start_process("PyDatabaseds", [str(Path(sys.executable).parent / "PyDatabaseds"), "--port", str(port),
                                           "--host", "127.0.0.1", "2"], root / "PyDatabaseds.log",
@@ -47,6 +48,7 @@ def sqlite_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     try:
         wait_for(answers, "PyDatabaseds", proc)
+        FACILITY_TIMINGS["sqlite: PyDatabaseds answering"] = time.monotonic() - began
         yield f"127.0.0.1:{port}"
     finally:
         proc.stop()

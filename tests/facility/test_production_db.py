@@ -8,7 +8,6 @@ here, so each runs against the facility stack instead of the embedded sqlite one
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import tango
 
 from clients.launcher import Stack
 from clients.workflow import Inputs, prepare_inputs
-from tests.facility.production_db import FACILITY_TIMINGS, ProductionDatabase
+from tests.facility.production_db import FACILITY_TIMINGS, ProductionDatabase, tango_host_set
 from tests.system import test_workflow as sqlite_workflow
 
 pytestmark = pytest.mark.timeout(1200)
@@ -33,22 +32,18 @@ def workflow_stack(production_db: ProductionDatabase,
     """The stack as `TANGO_HOST=<DataBaseds> smart up --facility` brings it up."""
     out = tmp_path_factory.mktemp("facility-workflow")
     inputs = prepare_inputs(out, sqlite_workflow.SEED)
-    previous = os.environ.get("TANGO_HOST")
-    os.environ["TANGO_HOST"] = production_db.tango_host
     stack = Stack(out / "stack", beamline=inputs.beamline, echo=False, facility=True)
-    try:
-        began = time.monotonic()
-        stack.up()
-        FACILITY_TIMINGS["smart up --facility (servers + Sardana, MariaDB DataBaseds)"] = time.monotonic() - began
-        yield stack, inputs, out
-    finally:
-        began = time.monotonic()
-        stack.down(quiet=True)
-        FACILITY_TIMINGS["smart down (facility)"] = time.monotonic() - began
-        if previous is None:
-            os.environ.pop("TANGO_HOST", None)
-        else:
-            os.environ["TANGO_HOST"] = previous
+    with tango_host_set(production_db.tango_host):
+        try:
+            began = time.monotonic()
+            stack.up()
+            FACILITY_TIMINGS["smart up --facility (servers + Sardana, MariaDB DataBaseds)"] = (
+                time.monotonic() - began)
+            yield stack, inputs, out
+        finally:
+            began = time.monotonic()
+            stack.down(quiet=True)
+            FACILITY_TIMINGS["smart down (facility)"] = time.monotonic() - began
 
 
 def test_facility_stack_lives_in_the_mariadb_database(workflow_stack, production_db: ProductionDatabase) -> None:

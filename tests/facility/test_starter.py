@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,6 +28,8 @@ from tests.facility.production_db import (
     ProductionDatabase,
     StarterHost,
     processes_of_run_dir,
+    running_production_db,
+    tango_host_set,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -92,8 +95,22 @@ def answers(tango_host: str, device: str) -> bool:
         return False
 
 
+@pytest.fixture(scope="module")
+def starter_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionDatabase]:
+    """A database of its own: the session's one already holds smart/pool/1 etc. under the
+    ``smart`` instances, and sardana-config cannot move devices to other server names."""
+    with running_production_db(tmp_path_factory.mktemp("starter-db")) as db:
+        yield db
+
+
+@pytest.fixture()
+def facility_tango_host(starter_db: ProductionDatabase) -> Iterator[str]:
+    with tango_host_set(starter_db.tango_host) as host:
+        yield host
+
+
 def test_starter_runs_our_servers_by_level_and_smart_down_stops_them(
-        production_db: ProductionDatabase, facility_tango_host: str, tmp_path: Path) -> None:
+        facility_tango_host: str, tmp_path: Path) -> None:
     host = socket.gethostname()  # Starter refuses an instance name other than its host's name
     instance = f"st{time.time_ns() % 10**9}"
     config = renamed_config(tmp_path, instance)
