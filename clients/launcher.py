@@ -174,13 +174,13 @@ class Stack:
         self.beamline = Path(beamline).resolve() if beamline else self.run_dir / "beamline.json"
         self.seed = seed
         self.sem_image = sem_image
+        """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
         self.starter = starter
         """Host name of the Starter (``tango/admin/<starter>``) that runs our servers (facility mode)."""
         if starter and not facility:
             raise LaunchError("--starter needs --facility: a Starter belongs to a facility's Tango database")
         self.starter_file = self.run_dir / "starter.json"
         self._began = time.monotonic()
-        """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
         self.dsconfig = Path(dsconfig).resolve() if dsconfig else None
         """A dsconfig JSON file whose servers replace the YAML's `servers:` (registered with
         dsconfig's planner, see clients/dsconfig_io.py); Sardana still comes from the YAML."""
@@ -618,7 +618,7 @@ class Stack:
             lines.append(f"  process {proc.name:28s} pid {proc.pid:<8d} "
                          f"{'running' if proc.is_alive() else 'NOT RUNNING'}")
         if handed:
-            lines.append(self._starter_status(host, handed))
+            lines.append(self._starter_status(handed))
         for dev in state.get("devices", []):
             try:
                 proxy = _device(host, dev)
@@ -628,13 +628,14 @@ class Stack:
         return "\n".join(lines)
 
     @staticmethod
-    def _starter_status(host: str, handed: dict[str, Any]) -> str:
+    def _starter_status(handed: dict[str, Any]) -> str:
+        """One line per server handed to a Starter: its level and whether the Starter sees it running."""
         import tango
 
         from clients.starter import StarterClient
 
         try:
-            running = set(StarterClient(host, handed["host"]).running())
+            running = set(StarterClient(handed["tango_host"], handed["host"]).running())
         except tango.DevFailed as exc:
             return f"  starter {handed['device']:28s} UNREACHABLE ({exc.args[0].desc.strip()[:80]})"
         return "\n".join(f"  starter {handed['device']} level {level}: {server:20s} "
