@@ -34,8 +34,8 @@ from tests.facility.production_db import (
 
 pytestmark = pytest.mark.timeout(900)
 
-SERVER_EXECUTABLES = ("CameraDS", "RegistrationDS", "ParticleDS", "CoordMapperDS", "SimMicroscope",
-                      "Pool", "MacroServer")
+SERVER_EXECUTABLES = ("CameraDS", "RegistrationDS", "ParticleDS", "CoordMapperDS", "QueueDS",
+                      "SimMicroscope", "SimRing", "Pool", "MacroServer")
 SMART = str(Path(sys.executable).parent / "smart")
 
 
@@ -129,15 +129,17 @@ def test_starter_runs_our_servers_by_level_and_smart_down_stops_them(
 
         began = time.monotonic()
         up = smart("up", "--facility", "--starter", host, "--config", str(config), "--run-dir", str(run_dir))
-        FACILITY_TIMINGS["smart up --facility --starter (7 servers in 2 levels)"] = time.monotonic() - began
+        FACILITY_TIMINGS[f"smart up --facility --starter ({len(SERVER_EXECUTABLES)} servers in 2 levels)"] = (
+            time.monotonic() - began)
         assert up.returncode == 0, up.stdout + up.stderr
         print(up.stdout)  # the launcher's times per level (docs/deployment.md)
-        assert f"level 1: SimMicroscope/{instance}, Pool/{instance} started by tango/admin/{host}" in up.stdout
+        assert f"level 1: SimMicroscope/{instance}, SimRing/{instance}, Pool/{instance} started by " \
+               f"tango/admin/{host}" in up.stdout, up.stdout
         ours = {f"{exe}/{instance}" for exe in SERVER_EXECUTABLES}
         levels = {server: db.get_server_info(server) for server in ours}
         assert all(info.host == host and info.mode == 1 for info in levels.values()), levels
-        assert {s for s, info in levels.items() if info.level == 1} == {f"SimMicroscope/{instance}",
-                                                                        f"Pool/{instance}"}
+        assert {s for s, info in levels.items() if info.level == 1} == {
+            f"SimMicroscope/{instance}", f"SimRing/{instance}", f"Pool/{instance}"}
         proxy = tango.DeviceProxy(f"tango://{facility_tango_host}/{starter.device}")
         wait_until(lambda: ours <= set(proxy.DevGetRunningServers(True)), "the Starter sees all our servers running")
 
@@ -168,9 +170,10 @@ def test_starter_runs_our_servers_by_level_and_smart_down_stops_them(
 
         began = time.monotonic()
         down = smart("down", "--run-dir", str(run_dir))
-        FACILITY_TIMINGS["smart down through the Starter (7 servers)"] = time.monotonic() - began
+        FACILITY_TIMINGS[f"smart down through the Starter ({len(SERVER_EXECUTABLES)} servers)"] = (
+            time.monotonic() - began)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert f"stopped 7 server(s) through tango/admin/{host}" in down.stdout, down.stdout
+        assert f"stopped {len(ours)} server(s) through tango/admin/{host}" in down.stdout, down.stdout
         assert not ours & set(proxy.DevGetRunningServers(True))
         assert processes_of_run_dir(run_dir) == []
         assert not any(answers(facility_tango_host, dev) for dev in ("smart/camera/1", "smart/pool/1"))
