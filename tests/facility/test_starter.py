@@ -133,8 +133,9 @@ def test_starter_runs_our_servers_by_level_and_smart_down_stops_them(
             time.monotonic() - began)
         assert up.returncode == 0, up.stdout + up.stderr
         print(up.stdout)  # the launcher's times per level (docs/deployment.md)
-        assert f"level 1: SimMicroscope/{instance}, SimRing/{instance}, Pool/{instance} started by " \
-               f"tango/admin/{host}" in up.stdout, up.stdout
+        level_lines = {line.split(":")[0]: line for line in up.stdout.splitlines() if line.startswith("level ")}
+        assert all(f"{exe}/{instance}" in level_lines["level 1"] for exe in ("SimMicroscope", "SimRing", "Pool"))
+        assert level_lines["level 1"].endswith(f"started by tango/admin/{host}"), up.stdout
         ours = {f"{exe}/{instance}" for exe in SERVER_EXECUTABLES}
         levels = {server: db.get_server_info(server) for server in ours}
         assert all(info.host == host and info.mode == 1 for info in levels.values()), levels
