@@ -44,7 +44,9 @@ facility-deps:
 
 # Tests that take minutes or need system packages (tests/facility), ~20 min on 2 cores: the
 # production Tango database (MariaDB + DataBaseds), `smart up --facility`, the workflow against it,
-# Starter, and the viewers under Xvfb. See docs/deployment.md.
+# Starter, the viewers under Xvfb, and the stack spread over three test hosts (network namespaces;
+# root and `ip`), each host's link cut for 30 s (numbers in run/facility/several_hosts.json).
+# See docs/deployment.md.
 test-facility: venv viewer-deps facility-deps
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(FACILITY_TIMEOUT_S) \
 		$(BIN)/python -m pytest tests/facility -p no:cacheprovider $(PYTEST_ARGS)
