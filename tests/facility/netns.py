@@ -101,10 +101,23 @@ class Host:
     """The host's port on the switch (in the switch namespace): set down to cut the host off."""
     network: TestNetwork = field(repr=False)
 
+    @property
+    def hostname(self) -> str:
+        """The host's own name (its namespace's), as separate machines have."""
+        return self.netns
+
     def start(self, name: str, cmd: Sequence[str], log: Path, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Started:
-        """Start ``cmd`` inside this host (``ip netns exec``), output to ``log``; recorded for close()."""
-        full = ["ip", "netns", "exec", self.netns, *cmd]
+        """Start ``cmd`` inside this host, output to ``log``; recorded for close().
+
+        ``ip netns exec`` puts it on the host's network; ``unshare --uts`` gives it the host's own
+        hostname. The hostname matters: omniORB publishes, next to the TCP address, a Unix socket
+        (in /tmp, which all namespaces share) tagged with the hostname, and a client with the same
+        hostname takes that socket -- calls would then cross a cut link as if nothing happened.
+        On separate machines the hostnames differ, and so they do here. Both tools exec, so the
+        PID is the server's own."""
+        full = ["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
+                self.hostname, *cmd]
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             popen = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
