@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import time
 from typing import Any
 
@@ -53,9 +54,13 @@ MAX_INTENSITY = 1e12
 """Largest grey level a threshold makes sense for (float images included; 16-bit is 65535)."""
 MAX_INTENSITY_SUM = 1e15
 """Largest sensible mass: 65535 grey levels over a 255 px feature is ~3e9; floats leave room above."""
-SOURCE_TIMEOUT_MS = 3000
-"""Reading a 2048^2 uint16 frame takes ~20 ms on loopback; 3 s means the source is gone."""
+SOURCE_TIMEOUT_MS = 2000
+"""Reading a 2048^2 uint16 frame takes ~20-300 ms between hosts; 2 s means the source is gone.
+Below a default client's 3 s timeout (the read is not retried), so a caller gets the SMART_ answer
+naming the lost source instead of a bare timeout (docs/deployment.md, "Several hosts")."""
 RECOVERY_CHECK_S = 2.0
+RECOVERY_PING_MS = 500
+"""State pings a lost source (at most every RECOVERY_CHECK_S): a quick answer or none."""
 
 RESULT_ATTRIBUTES = ("Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccentricity", "Signal",
                      "Isolated", "NearestNeighbour", "Multiplicity", "OnBrightArea", "Table",
@@ -93,13 +98,35 @@ def split_attribute_name(name: str) -> tuple[str, str]:
     return prefix + "/".join(parts[:3]) + hash_sign + fragment, parts[3]
 
 
+_SOURCE_PROXIES: dict[tuple[str, int], tango.DeviceProxy] = {}
+_SOURCE_PROXIES_LOCK = threading.Lock()
+
+
+def source_proxy(device: str, timeout_ms: int) -> tango.DeviceProxy:
+    """The kept proxy to an image source device, with ``timeout_ms`` and no silent retry.
+
+    Kept, because building a proxy to a device this process already talked to makes a call
+    with Tango's default 3 s timeout, before any timeout of ours applies: with the source's
+    host cut off, each Detect took 3 s to build the proxy plus the read's own timeout, past a
+    default client's 3 s (docs/deployment.md, "Several hosts"). A kept proxy reconnects by
+    itself on its next call (also to a restarted server), and needs no database to do so.
+    No transparent retry: cppTango's reconnect-and-retry doubles the wait on a silent source."""
+    key = (device, timeout_ms)
+    with _SOURCE_PROXIES_LOCK:
+        proxy = _SOURCE_PROXIES.get(key)
+        if proxy is None:
+            proxy = tango.DeviceProxy(device)
+            proxy.set_timeout_millis(timeout_ms)
+            proxy.set_transparency_reconnection(False)
+            _SOURCE_PROXIES[key] = proxy
+        return proxy
+
+
 def read_image_attribute(name: str) -> np.ndarray:
     """Read one image from another device's attribute, with SMART errors for every failure."""
     device, attr = split_attribute_name(name)
     try:
-        proxy = tango.DeviceProxy(device)
-        proxy.set_timeout_millis(SOURCE_TIMEOUT_MS)
-        value = proxy.read_attribute(attr)
+        value = source_proxy(device, SOURCE_TIMEOUT_MS).read_attribute(attr)
     except tango.DevFailed as exc:
         reason, desc = exc.args[0].reason, exc.args[0].desc.strip()
         if reason.startswith("SMART_"):
@@ -243,9 +270,7 @@ class ParticleDS(SmartDevice):
         if source is None:
             return
         try:
-            proxy = tango.DeviceProxy(split_attribute_name(source)[0])
-            proxy.set_timeout_millis(500)
-            proxy.ping()
+            source_proxy(split_attribute_name(source)[0], RECOVERY_PING_MS).ping()
         except (tango.DevFailed, BadArgument):
             return
         self._fault_source = None

@@ -105,6 +105,7 @@ class SpreadStack:
                 self.network.add_host(role, index)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
+        (self.run_dir / "tango.db").unlink(missing_ok=True)  # a fresh database, as `smart up` makes
         self._write_beamline()
         config = StackConfig.load(self.config_path, self.places())
         started = time.monotonic()
