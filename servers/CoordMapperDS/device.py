@@ -294,11 +294,16 @@ class CoordMapperDS(SmartDevice):
             db.put_device_property(self.get_name(), {STATE_PROPERTY: lines})
             return
         previous = db.get_timeout_millis()
+        retry = db.get_transparency_reconnection()
         db.set_timeout_millis(PERSIST_TIMEOUT_MS)  # fail within a client's default 3 s timeout
+        # and only once: cppTango's reconnect-and-retry doubled the wait on a cut-off database
+        # host, past that timeout (docs/deployment.md, "Several hosts")
+        db.set_transparency_reconnection(False)
         try:
             db.put_device_property(self.get_name(), {STATE_PROPERTY: lines})
         finally:
             db.set_timeout_millis(previous)
+            db.set_transparency_reconnection(retry)
 
     def _retry_motors(self) -> None:
         """In ALARM, look at the motors again (at most every few seconds): the device recovers by itself,

@@ -338,11 +338,18 @@ class RegistrationDS(SmartDevice):
 
     # ----------------------------------------------------------------- grab
     def _camera(self, device: str) -> tango.DeviceProxy:
+        """The kept proxy to a camera: it reconnects by itself on its next call (also to a
+        restarted camera) without the database, while building a new one needs the database
+        and, for a camera this process already talked to, a call with Tango's default 3 s
+        timeout -- with the camera's or the database's host cut off, GrabImage then answered
+        after the client's timeout (docs/deployment.md, "Several hosts"). No silent retry:
+        cppTango's reconnect-and-retry doubles GrabTimeoutMs on a silent camera."""
         proxy = self._proxies.get(device)
         if proxy is None:
             try:
                 proxy = tango.DeviceProxy(device)
                 proxy.set_timeout_millis(max(100, int(self.GrabTimeoutMs)))
+                proxy.set_transparency_reconnection(False)
             except tango.DevFailed as exc:
                 raise _camera_error(device, exc, "cannot be reached") from None
             self._proxies[device] = proxy
@@ -361,7 +368,6 @@ class RegistrationDS(SmartDevice):
             try:
                 replies = proxy.read_attributes(list(FRAME_ATTRIBUTES))
             except tango.DevFailed as exc:
-                self._proxies.pop(device, None)
                 raise _camera_error(device, exc, "could not be read") from None
             values = {}
             for name, reply in zip(FRAME_ATTRIBUTES, replies, strict=True):
