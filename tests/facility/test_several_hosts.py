@@ -396,10 +396,14 @@ def test_database_host_cut_off_for_30_s(stack: SpreadStack) -> None:
     for name, rows in probes.items():
         worst = max(seconds for _t, seconds, _o in rows)
         assert worst < CALL_DEADLINE_S, f"{name} took {worst} s while the database host was cut off: {rows}"
-        timeouts = [o for _t, _s, o in rows if "API_DeviceTimedOut" in o]
-        assert not timeouts, f"{name}: a server on a reachable host answered after the client's timeout: {rows}"
+        if not name.startswith("CoordMapperDS"):  # it alone needs the database (docs/deployment.md)
+            late = [o for _t, _s, o in rows if "CallTimedout" in o or "DeviceTimedOut" in o]
+            assert not late, f"{name}: answered after the client's 3 s timeout: {rows}"
+    # storing the graph is refused and undone; the first tries (the database connection still
+    # believed alive) outlast a default client's 3 s, then the refusal comes within it
     stores = [o for _t, _s, o in probes["CoordMapperDS.SetTransform(lab)"]]
-    assert all(o.startswith("SMART_Failed") and "undone" in o for o in stores), stores
+    assert all((o.startswith("SMART_Failed") and "undone" in o) or "CallTimedout" in o for o in stores), stores
+    assert stores[-1].startswith("SMART_Failed"), stores
     assert None not in recovered.values(), recovered
     assert stored_data(stack) == stored  # the refused change left nothing behind, nothing was lost
     assert "lab" not in stack.proxy("smart/coordmapper/1").read_attribute("Frames").value
