@@ -406,6 +406,9 @@ def test_database_host_cut_off_for_30_s(stack: SpreadStack) -> None:
                for o in stores), stores
     assert stores[-1].startswith("SMART_Failed"), stores
     assert None not in recovered.values(), recovered
-    assert stored_data(stack) == stored  # the refused change left nothing behind, nothing was lost
+    after = stored_data(stack)
+    # each Detect during the cut succeeded (camera reachable) and replaced the particle table
+    assert after["particles"] and {k: v for k, v in after.items() if k != "particles"} == \
+        {k: v for k, v in stored.items() if k != "particles"}  # the refused change left nothing behind
     assert "lab" not in stack.proxy("smart/coordmapper/1").read_attribute("Frames").value
     json_call(stack.proxy("smart/coordmapper/1", 10000), "SetTransform", **json.loads(lab))  # stores again
