@@ -8,7 +8,8 @@ Which server runs where (``PLACEMENT``):
 - ``cam``: ``CameraDS`` (simulated camera) and ``SimMicroscope`` (its zoom), as on the
   microscope's computer;
 - ``srv``: Sardana (``Pool`` with the simulated stage and counters, ``MacroServer`` with the
-  Door) and ``RegistrationDS``, ``ParticleDS``, ``CoordMapperDS``.
+  Door) and ``RegistrationDS``, ``ParticleDS``, ``CoordMapperDS``, ``QueueDS`` (the night
+  queue) and ``SimRing`` (the virtual storage ring).
 
 Every server is started with ``ip netns exec <host> <server> <instance> -ORBendPoint
 giop:tcp:<host address>:0`` and ``TANGO_HOST=<db address>:10000``: it listens on, and publishes
@@ -49,9 +50,12 @@ PLACEMENT = {
     "RegistrationDS/smart": "srv",
     "ParticleDS/smart": "srv",
     "CoordMapperDS/smart": "srv",
+    "QueueDS/smart": "srv",
+    "SimRing/smart": "srv",
 }
 START_ORDER = ["Pool/smart", "MacroServer/smart", "SimMicroscope/smart", "CameraDS/smart",
-               "RegistrationDS/smart", "ParticleDS/smart", "CoordMapperDS/smart"]
+               "RegistrationDS/smart", "ParticleDS/smart", "CoordMapperDS/smart", "SimRing/smart",
+               "QueueDS/smart"]
 
 
 class SpreadError(RuntimeError):

@@ -149,12 +149,16 @@ def stage_of(camera: tango.DeviceProxy) -> dict[str, Any]:
 
 
 def stored_data(stack: SpreadStack) -> dict[str, Any]:
-    """What the user stored: calibration/transforms, the registration, the particle table."""
+    """What the user stored: calibration/transforms, the registration, the particle table.
+    (A data check, not a deadline: the table of ~10 000 noise features of a camera frame is a
+    few MB of JSON, which a loaded 2-core machine can take more than 3 s to send.)"""
+    timeout_ms = 30000
     return {
-        "transforms": json.loads(stack.proxy("smart/coordmapper/1").read_attribute("Transforms").value),
-        "registration": json.loads(stack.proxy("smart/registration/1").read_attribute("LastGoodResult").value),
-        "particles": json.loads(stack.proxy("smart/particles/1").read_attribute("Table").value),
-        "camera_pixel_size": stack.proxy("smart/camera/1").read_attribute("PixelSize").value,
+        "transforms": json.loads(stack.proxy("smart/coordmapper/1", timeout_ms).read_attribute("Transforms").value),
+        "registration": json.loads(stack.proxy("smart/registration/1", timeout_ms)
+                                   .read_attribute("LastGoodResult").value),
+        "particles": json.loads(stack.proxy("smart/particles/1", timeout_ms).read_attribute("Table").value),
+        "camera_pixel_size": stack.proxy("smart/camera/1", timeout_ms).read_attribute("PixelSize").value,
     }
 
 
