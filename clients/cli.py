@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="with --facility: hand the servers to the Starter tango/admin/HOST (start-up "
                                   "levels from the configuration) instead of starting them; `smart down` stops "
                                   "them through it. Its StartDsPath must hold <run-dir>/bin")
+            cmd.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                             help="with --facility: the address our servers listen on and publish (this host's "
+                                  "address on the beamline network, so that other hosts reach them; default "
+                                  "loopback only)")
             cmd.add_argument("--dsconfig", type=Path, default=None, metavar="FILE.json",
                              help="register the servers of this dsconfig JSON file (json2tango's format) "
                                   "instead of the YAML's servers: section, and start them")
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             Stack(args.run_dir, args.config, facility=args.facility, port=args.port,
                   beamline=args.beamline, seed=args.seed, sem_image=not args.facility,
-                  dsconfig=args.dsconfig, starter=args.starter).up()
+                  dsconfig=args.dsconfig, starter=args.starter, listen=args.listen).up()
         elif args.command == "down":
             survivors = Stack(args.run_dir).down()
             return 1 if survivors else 0

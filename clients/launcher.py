@@ -165,7 +165,7 @@ class Stack:
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, config_path: Path = DEFAULT_CONFIG,
                  facility: bool = False, echo: bool = True, port: int = 0,
                  beamline: Path | None = None, seed: int = 0, sem_image: bool = False,
-                 dsconfig: Path | None = None, starter: str | None = None) -> None:
+                 dsconfig: Path | None = None, starter: str | None = None, listen: str = LOOPBACK) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.config_path = Path(config_path).resolve()
         self.facility = facility
@@ -175,6 +175,11 @@ class Stack:
         self.seed = seed
         self.sem_image = sem_image
         """Render the sample's SEM image for working by hand (`smart up`); ~15 s, so opt-in."""
+        self.listen = listen
+        """Address our servers listen on and publish (``-ORBendPoint giop:tcp:<listen>:0``): loopback
+        for the embedded stack; a facility gives the host's own address so that other hosts reach them."""
+        if listen != LOOPBACK and not facility:
+            raise LaunchError("--listen needs --facility: the embedded stack stays on loopback")
         self.starter = starter
         """Host name of the Starter (``tango/admin/<starter>``) that runs our servers (facility mode)."""
         if starter and not facility:
@@ -295,9 +300,9 @@ class Stack:
             self._hand_to_starter(config, starter)
             return
         for spec in config.servers:
-            self._start(spec.name, _server_command(spec.executable, spec.instance))
+            self._start(spec.name, _server_command(spec.executable, spec.instance, self.listen))
         for server in config.sardana_servers:
-            self._start(server, _server_command(*server.split("/")))
+            self._start(server, _server_command(*server.split("/"), self.listen))
             self._wait_devices(self._devices_of_server(server), server)
         for spec in config.servers:
             self._wait_devices(list(spec.devices), spec.name)
@@ -324,7 +329,7 @@ class Stack:
         assert self.tango_host
         servers = [spec.name for spec in config.servers] + list(config.sardana_servers)
         write_wrappers(self.run_dir / "bin", self.run_dir, self.tango_host,
-                       {name.split("/")[0]: _server_command(name.split("/")[0], '"$@"')
+                       {name.split("/")[0]: _server_command(name.split("/")[0], '"$@"', self.listen)
                         for name in servers})
         levels = {server: config.level_of(server) for server in servers}
         try:
@@ -767,9 +772,9 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _server_command(executable: str, instance: str) -> list[str]:
-    """A device server started by the launcher listens on loopback only."""
-    return [_executable(executable), instance, "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"]
+def _server_command(executable: str, instance: str, listen: str = LOOPBACK) -> list[str]:
+    """A device server started by the launcher listens on ``listen`` only (loopback by default)."""
+    return [_executable(executable), instance, "-ORBendPoint", f"giop:tcp:{listen}:0"]
 
 
 def _executable(name: str) -> str:

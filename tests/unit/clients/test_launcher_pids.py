@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from clients.launcher import ManagedProcess, Stack
 
@@ -45,3 +46,13 @@ def test_restart_from_a_fresh_stack_keeps_the_other_processes(tmp_path: Path) ->
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(pid).kill()
         second.wait(timeout=10)
+
+
+def test_servers_listen_on_loopback_unless_a_facility_gives_the_host_address(tmp_path: Path) -> None:
+    from clients.launcher import LaunchError, _server_command
+
+    assert _server_command("CameraDS", "smart")[-2:] == ["-ORBendPoint", "giop:tcp:127.0.0.1:0"]
+    assert _server_command("CameraDS", "smart", "10.1.2.3")[-1] == "giop:tcp:10.1.2.3:0"
+    assert Stack(tmp_path, facility=True, echo=False, listen="10.1.2.3").listen == "10.1.2.3"
+    with pytest.raises(LaunchError, match="--listen needs --facility"):
+        Stack(tmp_path, echo=False, listen="10.1.2.3")
