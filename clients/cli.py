@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "instead of the YAML's servers: section, and start them")
     _add_config_commands(sub)
     _add_device_commands(sub)
+    _add_report_command(sub)
     return parser
 
 
@@ -122,6 +123,27 @@ def _run_config_command(args: argparse.Namespace) -> int:
         print(f"smart config {args.action}: SMART_NotReady: the Tango database did not answer: "
               f"{exc.args[0].desc.strip()}", file=sys.stderr)
     return 1
+
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    text = "write the morning report (HTML) of a night from its scan files and logs"
+    cmd = sub.add_parser("report", help=text, description=text)
+    cmd.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR,
+                     help=f"folder holding the night's scan files and logs (default {DEFAULT_RUN_DIR})")
+    cmd.add_argument("-o", "--output", type=Path, default=None, help="report file (default RUN_DIR/report.html)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``smart report``: nothing but files is read, so it works with the stack down."""
+    from clients.report import write_report
+
+    if not args.run_dir.is_dir():
+        print(f"smart report: SMART_NotFound: no folder {args.run_dir}; give the run folder of the night "
+              "(e.g. run/stack or run/demo)", file=sys.stderr)
+        return 1
+    path = write_report(args.run_dir, args.output)
+    print(f"report written: {path.resolve()}")
+    return 0
 
 
 def _add_device_commands(sub: argparse._SubParsersAction) -> None:
@@ -276,6 +298,8 @@ def map_summary(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return _report(args)
     if args.command in DEVICE_COMMANDS:
         from clients.commands import CommandError
 

@@ -6,8 +6,9 @@ scores every target against the simulation's truth, draws the figures and shuts
 everything down. Whatever happens in between, every process it started is stopped.
 
 Results go to ``run/demo/``: sample.json, beamline.json, truth.json, sem.tif, visits.csv,
-summary.json, sem_particles.png, camera_registration.png, xrf_maps.png, maps/ (each
-particle's XRF map), scans/scans.dat (every Sardana scan); the stack's logs to
+summary.json, sem_particles.png, camera_registration.png, xrf_maps.png, scans/scans.h5 (every
+Sardana scan, each particle's map with its index, reference position and target),
+smart_events.jsonl, report.html (the morning report); the stack's logs to
 ``run/demo/stack/logs/``.
 
 Output: by default one line per step and per scanned particle (elapsed, time left);
@@ -109,7 +110,7 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
         out_dir / "camera_registration.png"))
     records = {r["index"]: r for r in summary["particles"]}
     unit = str(mapper.read_attribute("StageUnit").value or "mm")
-    maps = [(index, data) for index, data in figures.load_maps(out_dir / "maps", limit=10_000) if index in records]
+    maps = [(index, data) for index, data in figures.load_maps(out_dir / "scans", limit=10_000) if index in records]
     written.append(figures.save(figures.xrf_maps_figure(maps[:20], records, um_per_unit(unit)),
                                 out_dir / "xrf_maps.png"))
     return [path for path in written if path is not None]
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_table(summary), flush=True)
         drawn = draw_figures(out_dir, stack.tango_host, summary, inputs.sem)
         console.say("\nfigures: " + "\n         ".join(str(path) for path in drawn))
+        from clients.report import write_report
+
+        console.say(f"morning report: {write_report(out_dir, title=f'SMART demo night, seed {seed}')} "
+                    f"(data: {out_dir / 'scans'})")
     except (LaunchError, MacroFailed) as exc:
         print(f"demo failed: {exc}\n(logs of every server in {stack.log_dir})", file=sys.stderr)
         return 1

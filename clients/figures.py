@@ -231,13 +231,16 @@ def xrf_maps_figure(maps: list[tuple[int, dict[str, np.ndarray]]], records: dict
     return fig
 
 
-def load_maps(maps_dir: Path, limit: int = 20) -> list[tuple[int, dict[str, np.ndarray]]]:
-    """The scan loop's saved maps (``particle_<index>.npz``), by index, at most ``limit``."""
-    files = sorted(maps_dir.glob("particle_*.npz"), key=lambda p: int(p.stem.split("_")[1]))[:limit]
+def load_maps(scans: Path, limit: int = 20) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """Each scanned particle's map from Sardana's HDF5 scan files under ``scans`` (a folder or a
+    file), by particle index, at most ``limit``: ``x``, ``y``, ``ce`` (the located channel),
+    ``target`` and ``centre`` (stage units)."""
+    from clients.scandata import particle_maps, read_scans
+
     maps = []
-    for file in files:
-        with np.load(file) as data:
-            maps.append((int(file.stem.split("_")[1]), {k: data[k] for k in data.files}))
+    for index, scan in sorted(particle_maps(read_scans(scans)).items())[:limit]:
+        centre = scan.centre if scan.centre is not None else np.array([np.nan, np.nan])
+        maps.append((index, {"x": scan.x, "y": scan.y, "ce": scan.counts, "target": scan.target, "centre": centre}))
     return maps
 
 

@@ -749,7 +749,7 @@ def session_text(session: dict[str, str]) -> list[str]:
     if "sem_image" in session:
         lines.append(f"SEM image of the sample: {session['sem_image']}")
     if "scan_dir" in session:
-        lines.append(f"scans are stored in:     {session['scan_dir']} (ScanDir; ScanFile smart_scans.dat)")
+        lines.append(f"scans are stored in:     {session['scan_dir']} (ScanDir; ScanFile smart_scans.h5)")
     if "ipython_dir" in session:
         lines.append(f"Spock: source the env.sh above, then `{Path(sys.executable).parent / 'spock'} "
                      f"--profile={session['spock_profile']}`")

@@ -25,6 +25,10 @@ from clients.display import camera_geometry, duration, format_table, nanometres,
 from clients.door import DoorClient
 
 UM_PER_MM = 1000.0
+SCAN_FILE = "scans.h5"
+"""Sardana's ScanFile in ``<run>/scans``: one NXentry per mesh, each with its SMART metadata."""
+EVENTS_FILE = "smart_events.jsonl"
+"""The loop's event log next to visits.csv (macros/smart_records.py)."""
 
 
 @dataclass
@@ -120,14 +124,13 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
         particles.write_attribute(name, value)
     visits = out_dir / "visits.csv"
     visits.unlink(missing_ok=True)
-    for stale in (out_dir / "maps").glob("particle_*.npz"):  # a previous run's maps are not this run's
-        stale.unlink()
     scans = out_dir / "scans"
     scans.mkdir(parents=True, exist_ok=True)
-    (scans / "scans.dat").unlink(missing_ok=True)
+    (scans / SCAN_FILE).unlink(missing_ok=True)  # a previous run's scans are not this run's
+    (out_dir / EVENTS_FILE).unlink(missing_ok=True)
     setup = [
-        f"senv ScanDir {scans}",  # every mesh is kept (SPEC file), as at a beamline
-        "senv ScanFile scans.dat",
+        f"senv ScanDir {scans}",  # every mesh is kept (Sardana's NXscan HDF5 recorder), as at a beamline
+        f"senv ScanFile {SCAN_FILE}",
         f"senv SmartScanLog {visits}",
         f"senv SmartDriftEvery {options.drift_every}",
         *([f"senv SmartRotationRange {options.rotation_range_deg[0]} {options.rotation_range_deg[1]}"]

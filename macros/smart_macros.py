@@ -30,6 +30,18 @@ from sardana.macroserver.macro import Macro, Optional, Type
 _MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
 if _MACRO_DIR not in sys.path:
     sys.path.insert(0, _MACRO_DIR)
+from smart_records import (  # noqa: E402
+    ROLE_BEAM_CENTRE,
+    ROLE_BEAM_SEARCH,
+    ROLE_FINE_CENTRE,
+    ROLE_FINE_SEARCH,
+    ROLE_PARTICLE,
+    EventLog,
+    ScanRecord,
+    annotate_scan,
+    events_path,
+    scan_metadata,
+)
 from smart_support import (  # noqa: E402
     FINE_OFFSET_SCATTER_LIMIT_UM,
     POSITION_DECIMALS,
@@ -97,6 +109,31 @@ class _SmartMacro(Macro):
             raise SmartMacroError("no particles: run smart_find_particles first")
         return np.asarray(values[0], float), np.asarray(values[1], float), np.asarray(values[2], bool)
 
+    def visit_log_path(self) -> str:
+        """The particle loop's CSV log (SmartScanLog, default smart_visits.csv in ScanDir)."""
+        return self.env_or("SmartScanLog", None) or os.path.join(self.env_or("ScanDir", os.getcwd()),
+                                                                 "smart_visits.csv")
+
+    def event_log(self) -> EventLog:
+        """Where the time spent aligning, checking drift, waiting for beam is logged (next to
+        the visit log): the morning report's time budget."""
+        return EventLog(events_path(self.visit_log_path()))
+
+    def record_scan(self, scan, metadata: dict) -> ScanRecord:
+        """Add the SMART metadata to the scan's own entry in Sardana's HDF5 file; warn (never
+        stop) when some of it could not be written."""
+        record = annotate_scan(scan, metadata)
+        for problem in record.problems[:3]:
+            self.warning(f"scan metadata: {problem}")
+        return record
+
+    def scan_metadata(self, role: str, mapper, index, frame, reference_xy, target, **extra) -> dict:
+        """``smart_records.scan_metadata`` with what the session knows (unit, motors, channel)."""
+        return scan_metadata(role, particle_index=index, frame=frame, reference_xy=reference_xy, target=target,
+                             stage_unit=self.stage_unit(mapper), motors=self.motor_names(),
+                             channel=self.env_or("SmartXrfChannel", "xrf_ce"),
+                             reference_image=self.env_or("SmartReferenceImage", None), **extra)
+
     def stage_position(self) -> list[float]:
         return [float(self.getMotor(name).getPosition()) for name in self.motor_names()]
 
@@ -161,18 +198,25 @@ class _SmartMacro(Macro):
         result = call_json(registration, "Register", request)
         return result, self.frame_stage(grabbed)
 
-    def locate_particle(self, target, half_width, per_um, exposure):
-        """Coarse-to-fine search: a wide mesh finds the particle, a fine one centres it."""
+    def locate_particle(self, target, half_width, per_um, exposure, metadata=None, roles=None):
+        """Coarse-to-fine search: a wide mesh finds the particle, a fine one centres it.
+
+        ``metadata`` (``scan_metadata`` without a role) goes into each map's HDF5 entry with
+        ``roles`` (search, centre) and the centre that map measured."""
         mx, my = self.motor_names()
         centre = list(target)
         # 0.1 um is about the beam's FWHM: no particle can hide between two search points.
-        for half, step in ((half_width, 0.1 * per_um), (0.15 * per_um, 0.02 * per_um)):
+        for stage, (half, step) in enumerate(((half_width, 0.1 * per_um), (0.15 * per_um, 0.02 * per_um))):
             spec = mesh_around(centre, half, step)
             self.check_target([spec.x0, spec.y0])
             self.check_target([spec.x1, spec.y1])
             scan = self.execMacro(spec.command("mesh", mx, my, exposure))
             x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
             fx, fy, significance = peak_centre(x, y, ce)
+            if metadata is not None:
+                self.record_scan(scan, {**metadata, "role": (roles or ("search", "centre"))[stage],
+                                        "mesh_centre_position": centre, "measured_centre_position": [fx, fy],
+                                        "peak_significance": significance})
             self.debug(f"mesh +-{half / per_um:.2f} um: peak {significance:.1f} sigma at {fx:.6f}, {fy:.6f} "
                        f"(max {ce.max():.0f} counts, {len(ce)} points)")
             if not significance > 5 or not math.isfinite(fx):
@@ -200,14 +244,18 @@ class _SmartMacro(Macro):
         ScanFile are set, or the user said so (SmartAllowUnsavedScans True)."""
         scan_dir, scan_file = self.env_or("ScanDir", None), self.env_or("ScanFile", None)
         if scan_dir and scan_file:
-            self.output(f"scans are stored in {os.path.join(str(scan_dir), str(scan_file))}")
+            names = [scan_file] if isinstance(scan_file, str) else list(scan_file)
+            self.output(f"scans are stored in {', '.join(os.path.join(str(scan_dir), str(n)) for n in names)}")
+            if not any(str(n).endswith((".h5", ".hdf5", ".nxs")) for n in names):
+                self.warning("no ScanFile ends in .h5: each particle's index, reference position and target are "
+                             "then only in the visit log, not next to its map (senv ScanFile smart_scans.h5)")
             return
         if self.env_or("SmartAllowUnsavedScans", False):
             self.warning("ScanDir/ScanFile are not set: the scans of this loop are NOT stored "
-                         "(SmartAllowUnsavedScans is True); only the visit log and maps/*.npz are")
+                         "(SmartAllowUnsavedScans is True); only the visit log is")
             return
         raise SmartMacroError("SMART_NotReady: ScanDir/ScanFile are not set, so the scans of this loop would not "
-                              "be stored. Set them (senv ScanDir /absolute/folder; senv ScanFile scans.dat) or, "
+                              "be stored. Set them (senv ScanDir /absolute/folder; senv ScanFile scans.h5) or, "
                               "to run anyway, senv SmartAllowUnsavedScans True")
 
     def coarse_target(self, mapper, frame, point):
@@ -220,13 +268,23 @@ class _SmartMacro(Macro):
         except Exception:  # noqa: BLE001 - no camera registration: nothing to compare with
             return None
 
-    def check_drift(self, registration, camera_name):
+    def check_drift(self, registration, camera_name, mapper=None, frame=None, point=None):
         """Re-register the reference to the camera here; stop if it is in doubt. Drift does not
         turn the sample, so the rotation search stays within DRIFT_ROTATION_DEG of the stored one
-        (a few times faster than the whole circle, and fewer chances of a false match)."""
+        (a few times faster than the whole circle, and fewer chances of a false match).
+
+        With ``mapper``, ``frame`` and a reference ``point`` (px), the drift is measured: where the
+        new registration puts the point on the stage minus where the stored one does. Every
+        check goes to the event log (the morning report's drift plot and time budget)."""
         rotation = self.env_or("SmartRegistrationRotation", None)
         window = None if rotation is None else [rotation - DRIFT_ROTATION_DEG, rotation + DRIFT_ROTATION_DEG]
-        result, _ = self.register_to_camera(registration, camera_name, "similarity", window)
+        started = time.time()
+        result, here = self.register_to_camera(registration, camera_name, "similarity", window)
+        drift = self.drift_at(mapper, frame, point, result, here) if result.get("success") and point else None
+        self.event_log().write("drift_check", started, time.time() - started, success=bool(result.get("success")),
+                               confidence=result.get("confidence"), rotation_deg=result.get("rotation_deg"),
+                               shift_px=result.get("shift_px"), drift_position=drift, frame=frame,
+                               reference_position_px=point)
         if not result.get("success"):
             raise SmartMacroError(f"SMART_Unsafe: drift check failed: the reference no longer registers to the "
                                   f"camera with confidence (confidence {result['confidence']:.3f}). The loop "
@@ -235,6 +293,18 @@ class _SmartMacro(Macro):
         shift = result["shift_px"]
         self.output(f"drift check ({_searched(window)}): confidence {result['confidence']:.3f}, rotation "
                     f"{result['rotation_deg']:.3f} deg, shift {shift[0]:.2f} {shift[1]:.2f} px")
+
+    def drift_at(self, mapper, frame, point, result: dict, here) -> list[float] | None:
+        """Stage drift (stage units) of reference point ``point`` since smart_register: the new
+        registration's stage position of it minus the stored one's; None when unknown."""
+        try:
+            matrix = np.asarray(result["matrix"], float)
+            camera_px = matrix[:2, :2] @ np.asarray(point, float) + matrix[:2, 2]
+            now = map_points(mapper, "camera", "stage", [camera_px.tolist()], here)["points"][0]
+            before = self.coarse_target(mapper, frame, [list(point)])
+        except (KeyError, ValueError, TypeError, SmartMacroError):
+            return None
+        return None if before is None else [float(now[0] - before[0]), float(now[1] - before[1])]
 
     def stage_target(self, mapper, frame: str, point: list[float]) -> tuple[list[float], list[float], bool]:
         """Where ``point`` of ``frame`` is on the stage (``target``), where the camera registration
@@ -519,10 +589,13 @@ class smart_fine_align(_SmartMacro):
         unit = self.stage_unit(mapper)
         per_um = UNIT_PER_UM[unit]
         pairs, targets = [], []
+        started = time.time()
         for index in chosen:
             self.checkPoint()
             target = map_points(mapper, frame, "stage", [[xs[index], ys[index]]])["points"][0]
-            centre = self.locate_particle(target, search_um * per_um, per_um, exposure)
+            metadata = self.scan_metadata(ROLE_FINE_SEARCH, mapper, index, frame, [xs[index], ys[index]], target)
+            centre = self.locate_particle(target, search_um * per_um, per_um, exposure, metadata,
+                                          (ROLE_FINE_SEARCH, ROLE_FINE_CENTRE))
             if centre is None:
                 self.warning(f"particle {index}: no clear Ce signal near its coarse target; not used")
                 continue
@@ -552,6 +625,8 @@ class smart_fine_align(_SmartMacro):
         self.output(f"{frame} -> stage refined from {len(pairs)} X-ray maps ({model}): residual RMS "
                     f"{length_text(fit['rms'], unit)}{exact}")
         self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"]})
+        self.event_log().write("align", started, time.time() - started, step="smart_fine_align",
+                               particles=len(pairs), rms=fit["rms"])
 
 
 class smart_scan_particles(_SmartMacro):
@@ -587,8 +662,7 @@ class smart_scan_particles(_SmartMacro):
         progress = self.progress_for(json.dumps([self.env_or("SmartParticleImage", ""), len(xs),
                                                  [round(float(xs[i]), 3) for i in order], scan_macro,
                                                  half_width_um, step_um, exposure]))
-        log_path = self.env_or("SmartScanLog", None) or os.path.join(self.env_or("ScanDir", os.getcwd()),
-                                                                      "smart_visits.csv")
+        log_path = self.visit_log_path()
         log = VisitLog(log_path)
         per_um = stage_unit_per_um(mapper)
         drift_every = int(self.env_or("SmartDriftEvery", 10))
@@ -599,7 +673,7 @@ class smart_scan_particles(_SmartMacro):
         for count, index in enumerate(remaining):
             self.checkPoint()
             if drift_every > 0 and count > 0 and count % drift_every == 0:
-                self.check_drift(registration, camera_name)
+                self.check_drift(registration, camera_name, mapper, frame, [float(xs[index]), float(ys[index])])
             row = self.visit(mapper, frame, [float(xs[index]), float(ys[index])], index,
                              (scan_macro, half_width_um * per_um, step_um * per_um, exposure), log_path)
             log.write(row)
@@ -640,13 +714,13 @@ class smart_scan_particles(_SmartMacro):
         try:
             x, y, ce, (cx, cy, significance) = self.scan_peak(scan_record)
             outcome = "scanned" if significance > 5 else "scanned_no_signal"
-            maps_dir = os.path.join(os.path.dirname(os.path.abspath(log_path)), "maps")
-            os.makedirs(maps_dir, exist_ok=True)
-            np.savez(os.path.join(maps_dir, f"particle_{index}.npz"), x=x, y=y, ce=ce,
-                     target=np.array(target), centre=np.array([cx, cy]))
         except SmartMacroError as exc:
-            cx = cy = float("nan")
+            cx = cy = significance = float("nan")
             outcome, row["message"] = "scanned_no_data", str(exc)
+        stored = self.record_scan(scan_record, self.scan_metadata(
+            ROLE_PARTICLE, mapper, index, frame, point, target, coarse_target=coarse,
+            measured_centre_position=[cx, cy], peak_significance=significance, outcome=outcome, scan_s=scan_s))
+        row.update(scan_file=stored.file or "", scan_entry=stored.entry or "")
         row.update(ce_center_x=cx, ce_center_y=cy, outcome=outcome, scan_s=scan_s,
                    overhead_s=time.monotonic() - started - scan_s, finished_at=now_text())
         return row
@@ -782,7 +856,12 @@ class smart_beam_calibrate(_SmartMacro):
         matrix = np.column_stack([mapped[1] - target, mapped[2] - target])
         self.output(f"particle {index}: camera pixel ({pixel[0]:.1f}, {pixel[1]:.1f}); searching +-{search_um:g} um "
                     f"around {self.stage_text(target, unit)}")
-        centre = self.locate_particle(list(target), search_um * per_um, per_um, exposure)
+        metadata = self.scan_metadata(ROLE_BEAM_SEARCH, mapper, index, frame, point[0], list(target))
+        started = time.time()
+        centre = self.locate_particle(list(target), search_um * per_um, per_um, exposure, metadata,
+                                      (ROLE_BEAM_SEARCH, ROLE_BEAM_CENTRE))
+        self.event_log().write("align", started, time.time() - started, step="smart_beam_calibrate",
+                               found=centre is not None)
         if centre is None:
             raise SmartMacroError(f"SMART_NotFound: particle {index} gave no clear X-ray signal within +-{search_um:g} "
                                   "um of where the current beam position puts it; BeamPosition is unchanged "
@@ -844,4 +923,4 @@ class smart(_SmartMacro):
             self.output(f"{usage:<62} {what}" + ("  [done]" if done else ""))
         scan_dir, scan_file = self.env_or("ScanDir", None), self.env_or("ScanFile", None)
         self.output(f"scans stored in: {os.path.join(str(scan_dir), str(scan_file))}" if scan_dir and scan_file
-                    else "scans are NOT stored: senv ScanDir /folder; senv ScanFile scans.dat")
+                    else "scans are NOT stored: senv ScanDir /folder; senv ScanFile scans.h5")

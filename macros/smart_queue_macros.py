@@ -33,6 +33,7 @@ from smart_queue_support import (  # noqa: E402
     scan_spec,
     targets_text,
 )
+from smart_records import ROLE_PARTICLE  # noqa: E402
 from smart_support import SmartMacroError, call_json, proxy, stage_unit_per_um  # noqa: E402
 
 QUEUE_POLL_S = 1.0
@@ -263,6 +264,12 @@ class smart_run_queue(_QueueMacro):
             self.debug(f"report to the queue failed: {exc}")
             return {"skip": False, "paused": False}
 
+    def log_beam_wait(self, target: dict, waited: float) -> None:
+        """A wait for beam longer than a poll goes to the event log (the report's time budget)."""
+        if waited >= 0.5:
+            self.event_log().write("wait_beam", time.time() - waited, waited, target_id=target["id"],
+                                   particle=target.get("particle"))
+
     def wait_for_beam(self, queue, target: dict, token: str) -> tuple[bool, float]:
         """Wait until the beam condition holds; (False, waited) when the target was skipped meanwhile."""
         if self._beam is None:
@@ -293,6 +300,7 @@ class smart_run_queue(_QueueMacro):
         try:
             ok, waited = self.wait_for_beam(queue, target, token)
             times["beam_wait_s"] += waited
+            self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", {"times": times}, None, label)
             spot, coarse, within = self.stage_target(self._mapper, target["frame"], [target["x"], target["y"]])
@@ -308,8 +316,11 @@ class smart_run_queue(_QueueMacro):
             except SmartMacroError as exc:
                 return self.finish(queue, target, token, "failed", "move_error", str(exc), data, None, label)
             times["move_s"] = time.monotonic() - moved
+            self.event_log().write("move", time.time() - times["move_s"], times["move_s"], target_id=target["id"],
+                                   particle=target.get("particle"))
             ok, waited = self.wait_for_beam(queue, target, token)
             times["beam_wait_s"] += waited
+            self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", data, None, label)
             return self.scan_target(queue, target, token, spot, data, label)
@@ -325,17 +336,26 @@ class smart_run_queue(_QueueMacro):
         except SmartMacroError as exc:
             return self.finish(queue, target, token, "failed", "scan_error", str(exc), data, None, label)
         data["times"]["scan_s"] = scan_s
+        stored = self.record_scan(record, self.scan_metadata(
+            ROLE_PARTICLE, self._mapper, target.get("particle"), target["frame"], [target["x"], target["y"]], spot,
+            coarse_target=data.get("coarse_target"), region=target.get("region"), queue_target_id=target["id"],
+            scan_s=scan_s))
+        data["scan_file"], data["scan_entry"] = stored.file, stored.entry
         data["scan_id"] = self.env_or("ScanID", None)
         data["scan_files"] = scan_files(self.env_or("ScanDir", None), self.env_or("ScanFile", None))
         if self._beam is not None:
             ok, why = self._beam.check()
             if not ok:
+                self.record_scan(record, {"outcome": "beam_lost"})
                 return self.finish(queue, target, token, "failed", "beam_lost",
                                    f"the beam was lost during the scan ({why})", data, scan_s, label)
         try:
             _, _, ce, (cx, cy, significance) = self.scan_peak(record)
         except SmartMacroError as exc:
+            self.record_scan(record, {"outcome": "scanned_no_data"})
             return self.finish(queue, target, token, "failed", "scan_error", str(exc), data, scan_s, label)
+        self.record_scan(record, {"measured_centre_position": [cx, cy], "peak_significance": significance,
+                                  "outcome": "scanned" if significance > 5 else "scanned_no_signal"})
         data.update(ce_centre=[cx, cy] if math.isfinite(cx) else None, significance=significance,
                     max_counts=float(ce.max()))
         if not significance > 5:
@@ -370,6 +390,12 @@ class smart_run_queue(_QueueMacro):
         """Finish the target; waits for a QueueDS that does not answer (restarting) instead of
         losing a finished scan. A claim taken over by someone else is reported and left alone."""
         self.report(queue, target, token, "finishing")
+        if outcome != "done":
+            self.event_log().write("failure", time.time(), 0.0, target_id=target["id"],
+                                   particle=target.get("particle"), outcome=outcome, failure_kind=kind,
+                                   reason=reason,
+                                   scan_file=data.get("scan_file") if data else None,
+                                   scan_entry=data.get("scan_entry") if data else None)
         argument = {"id": target["id"], "token": token, "outcome": outcome, "reason": reason, "data": data}
         if kind:
             argument["kind"] = kind

@@ -28,7 +28,10 @@ BEAM_HINT = ("set the beam's camera pixel first: smart_beam_set X Y (a known val
              "smart_beam_calibrate (from an X-ray map of a particle)")
 
 VISIT_COLUMNS = ["index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
-                 "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message"]
+                 "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message",
+                 "scan_file", "scan_entry"]
+"""``scan_file``/``scan_entry``: the particle's map in Sardana's HDF5 file (``/<entry>/measurement``,
+its SMART metadata in ``/<entry>/smart``)."""
 
 
 class SmartMacroError(RuntimeError):

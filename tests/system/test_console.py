@@ -134,7 +134,7 @@ def test_scan_loop_refuses_to_start_without_a_scan_folder(stack: Stack) -> None:
     scans = stack.run_dir / "scans"
     assert scans.is_dir()  # `smart up` made the ScanDir of the Sardana configuration
     with _door(stack) as door:
-        assert f"scans stored in: {scans / 'smart_scans.dat'}" in door.run("smart").text(("Output",))
+        assert f"scans stored in: {scans / 'smart_scans.h5'}" in door.run("smart").text(("Output",))
         door.run("usenv ScanDir")
         try:
             assert "scans are NOT stored" in door.run("smart").text(("Output",))

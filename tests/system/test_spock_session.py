@@ -117,7 +117,7 @@ def check_step(macro: str, line: str, output: str, stack: Stack, true_beam, spoc
     scans = stack.run_dir / "scans"
     if macro == "smart":
         assert "smart_calibrate_camera" in output and "smart_scan_particles" in output
-        assert f"scans stored in: {scans / 'smart_scans.dat'}" in output
+        assert f"scans stored in: {scans / 'smart_scans.h5'}" in output
     elif macro == "wm":
         assert re.search(r"High\s+11\.50*\s+11\.50*", output), output
         assert re.search(r"Low\s+-11\.50*\s+-11\.50*", output), output
@@ -163,6 +163,6 @@ def check_step(macro: str, line: str, output: str, stack: Stack, true_beam, spoc
         rows = [li for li in scan.splitlines() if re.match(r"\s*\d+\s+-?\d", li)]
         assert len(rows) == 144, scan
     elif macro == "smart_scan_particles":
-        assert f"scans are stored in {scans / 'smart_scans.dat'}" in output
+        assert f"scans are stored in {scans / 'smart_scans.h5'}" in output
         assert "particle" in output and "min left" in output and "all 2 particles done" in output, output
-        assert (scans / "smart_visits.csv").exists() and (scans / "smart_scans.dat").exists()
+        assert (scans / "smart_visits.csv").exists() and (scans / "smart_scans.h5").exists()

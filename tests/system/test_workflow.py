@@ -68,8 +68,50 @@ def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> Non
     assert any(line.startswith("registration (rotations -20.0 to 20.0 deg): rotation") for line in said), said
     rows = list(csv.DictReader((out / "visits.csv").open()))
     for column in ("index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
-                   "ce_center_x", "ce_center_y"):
+                   "ce_center_x", "ce_center_y", "scan_file", "scan_entry"):
         assert all(row[column] != "" for row in rows), column
+    check_scan_files(out, rows)
+    # the morning report of this run, from its files only
+    from clients.report import write_report
+    from tests.unit.clients.test_report import check_report
+
+    report = write_report(out)
+    check_report(report.read_text(), {f"particle {row['index']}": f"{row['scan_file']}::/{row['scan_entry']}"
+                                      for row in rows})
+
+
+def check_scan_files(out: Path, rows: list[dict[str, str]]) -> None:
+    """Every map is in Sardana's HDF5 file, in the entry the visit log names, with the particle's
+    index, region, reference position and stage target next to it; the fine alignment's too."""
+    import h5py
+
+    from clients.scandata import particle_maps, read_scans
+
+    assert not (out / "maps").exists()  # no home-made map files any more
+    for row in rows:
+        with h5py.File(row["scan_file"], "r", locking=False) as handle:
+            entry = handle[row["scan_entry"]]
+            smart = entry["smart"]
+            assert smart["role"][()].decode() == "particle_scan"
+            assert smart["particle_index"][()] == int(row["index"])
+            assert smart["region"][()].decode() == "sem" and smart["frame"][()].decode() == "sem"
+            assert list(smart["reference_position_px"][()]) == pytest.approx(
+                [float(row["sem_x_px"]), float(row["sem_y_px"])])
+            assert list(smart["target_position"][()]) == pytest.approx(
+                [float(row["target_x"]), float(row["target_y"])])
+            assert smart["stage_unit"][()].decode() == "mm"
+            assert entry["measurement/xrf_ce"].shape == (13 * 13,)  # the mesh +-0.3 um at 50 nm, as recorded
+            assert "end_time" in entry
+    scans = read_scans(out / "scans")
+    maps = particle_maps(scans)
+    assert sorted(maps) == sorted(int(row["index"]) for row in rows)
+    assert all(np.isfinite(m.grid()[2]).all() for m in maps.values())
+    fine = [s for s in scans if s.role == "fine_alignment_centre"]
+    assert len(fine) >= 2 and all(s.index is not None and s.target is not None for s in fine)
+    events = [json.loads(line) for line in (out / "smart_events.jsonl").read_text().splitlines()]
+    drift = [e for e in events if e["kind"] == "drift_check"]
+    assert drift and all(e["success"] and len(e["drift_position"]) == 2 for e in drift), drift
+    assert any(e["kind"] == "align" and e["step"] == "smart_fine_align" for e in events), events
 
 
 def test_goto_outside_the_limits_is_refused_and_nothing_moves(workflow_stack) -> None:
