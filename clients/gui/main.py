@@ -26,6 +26,7 @@ from clients.commands import DEFAULT_DOOR, CommandError, SmartClient, resolve_ta
 from clients.gui.camera_view import CameraView
 from clients.gui.overlays import OverlayData, OverlayItems, collect, frame_stage_position
 from clients.gui.panels import FORM_TITLES, MacroPanel, ParticleTable, device_form, stage_form
+from clients.gui.queue_tab import STATE_COLOURS, QueueOverlay, QueuePanel, queue_device_exists
 
 FORM_POLL_MS = 1000
 """Taurus polls the attributes a device does not push events for (most settings and States);
@@ -40,6 +41,12 @@ LEGEND_HTML = ('<span style="color:#00e600">○ isolated</span> &nbsp; <span sty
                '<span style="color:#aaaaaa"> particle-table index (zoom in)</span> &nbsp; '
                '<span style="color:#ff40ff">+ beam</span> &nbsp; <span style="color:#00ffff">▭ registered SEM</span>'
                ' &nbsp; <span style="color:#ffff60">▬ scale</span>')
+QUEUE_LEGEND_HTML = " &nbsp; ◇ queue: " + " ".join(
+    f'<span style="color:#{r:02x}{g:02x}{b:02x}">{state}</span>' for state, (r, g, b) in STATE_COLOURS.items())
+
+QUEUE_PERIOD_S = 1.0
+"""How often the Queue tab reads the queue's counts, activity and time left (cheap: one
+read_attributes; the target list only when its Revision moved)."""
 
 OVERLAY_PERIOD_S = 3.0
 """Overlays follow the frame's stage position at most this often (plus after every move):
@@ -109,12 +116,20 @@ class SmartWindow(Qt.QMainWindow):
         self.macroserver = _macroserver(client)
         self.macro_panel = MacroPanel(client, self.macroserver if with_macro_panel else None)
         self.tabs.addTab(self.macro_panel, "Macros")
+        self.queue_panel: QueuePanel | None = None
+        self.queue_overlay: QueueOverlay | None = None
+        self.queue_time = 0.0
+        self.queue_revision = -1
+        if queue_device_exists(client, client.devices.get("queue", "smart/queue/1")):
+            self.queue_panel = QueuePanel(client, client.devices.get("queue", "smart/queue/1"))
+            self.tabs.addTab(self.queue_panel, "Queue")
+            self.queue_overlay = QueueOverlay(self.camera_view)
         self.splitter = Qt.QSplitter(Qt.Qt.Horizontal)
         camera_side = Qt.QWidget()
         camera_layout = Qt.QVBoxLayout(camera_side)
         camera_layout.setContentsMargins(0, 0, 0, 0)
         camera_layout.setSpacing(2)
-        self.legend = Qt.QLabel(LEGEND_HTML)
+        self.legend = Qt.QLabel(LEGEND_HTML + (QUEUE_LEGEND_HTML if self.queue_panel is not None else ""))
         self.legend.setStyleSheet("background: black; padding: 3px;")
         self.legend.setWordWrap(True)  # a narrow window wraps the legend instead of growing
         camera_layout.addWidget(self.legend)
@@ -147,6 +162,11 @@ class SmartWindow(Qt.QMainWindow):
         self.poll_timer = Qt.QTimer(self)
         self.poll_timer.timeout.connect(self.poll)
         self.poll_timer.start(int(1000 / max(poll_hz, 0.1)))
+        # the queue has its own timer: a slow or failing camera read must not freeze the night's view
+        self.queue_timer = Qt.QTimer(self)
+        self.queue_timer.timeout.connect(self.refresh_queue)
+        if self.queue_panel is not None:
+            self.queue_timer.start(int(QUEUE_PERIOD_S * 1000))
         self._snapped = False
         Qt.QTimer.singleShot(0, self.poll)
 
@@ -199,6 +219,19 @@ class SmartWindow(Qt.QMainWindow):
         if time.monotonic() - self.stage_time > STAGE_PERIOD_S:
             self.refresh_stage_and_door()
 
+    def refresh_queue(self) -> None:
+        """The Queue tab, and the targets on the camera when the queue changed."""
+        self.queue_time = time.monotonic()
+        snapshot = self.queue_panel.refresh() if self.queue_panel is not None else None
+        if snapshot is not None and snapshot.revision != self.queue_revision:
+            self.queue_revision = snapshot.revision
+            self.draw_queue_targets()
+
+    def draw_queue_targets(self) -> None:
+        if self.queue_overlay is not None and self.queue_panel is not None:
+            self.queue_overlay.update(self.client, self.queue_panel.snapshot.targets, self.frame_stage,
+                                      self.overlay_data.notes)
+
     def refresh_stage_and_door(self) -> None:
         """The motors' positions and the Door's State in the status bar."""
         self.stage_time = time.monotonic()
@@ -221,6 +254,7 @@ class SmartWindow(Qt.QMainWindow):
         self.overlay_stage = self.frame_stage
         self.overlay_data = collect(self.client, self.frame_stage, self.macroserver)
         self.overlays.update(self.overlay_data, self.camera_view.shape)
+        self.draw_queue_targets()
         with contextlib.suppress(CommandError, ValueError):
             self.particle_table.set_rows(self.client.read_json("particles", "Table") or [])
 
@@ -234,6 +268,14 @@ class SmartWindow(Qt.QMainWindow):
         margin = 0.15 * max(x1 - x0, y1 - y0)
         self.camera_view.getViewBox().setRange(xRange=(x0 - margin, x1 + margin), yRange=(y0 - margin, y1 + margin),
                                                padding=0.0)
+
+    def show_tab(self, title: str) -> bool:
+        """Bring the side tab with this title to the front; False if there is none."""
+        for index in range(self.tabs.count()):
+            if self.tabs.tabText(index).lower() == title.lower():
+                self.tabs.setCurrentIndex(index)
+                return True
+        return False
 
     def populated(self) -> bool:
         """A frame is on screen and the overlays were drawn for it (used before a screenshot)."""
@@ -304,6 +346,9 @@ class SmartWindow(Qt.QMainWindow):
 
     def closeEvent(self, event: Qt.QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.poll_timer.stop()
+        self.queue_timer.stop()
+        if self.queue_panel is not None:
+            self.queue_panel.close_events()
         self.client.close()
         super().closeEvent(event)
 
@@ -384,6 +429,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--zoom", choices=("camera", "reference"), default="camera",
                         help="start on the whole camera frame or on the registered reference (default camera)")
     parser.add_argument("--size", default="1700x1000", help="window size WxH (default 1700x1000)")
+    parser.add_argument("--tab", default=None, help="side tab to show first, by title (e.g. Queue)")
     return parser.parse_args(argv)
 
 
@@ -403,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.resize(int(width), int(height))
     window.show()
     window.splitter.setSizes([int(0.56 * int(width)), int(0.44 * int(width))])
+    if args.tab:
+        window.show_tab(args.tab)
     if args.zoom == "reference" and args.screenshot is None:
         Qt.QTimer.singleShot(3000, window.zoom_to_reference)
     if args.screenshot is not None:

@@ -86,7 +86,8 @@ def test_status_bar_shows_the_stage_and_the_door(window, qtbot, stack) -> None: 
 def test_every_tab_title_is_on_screen(window) -> None:  # noqa: ANN001
     bar = window.tabs.tabBar()
     titles = [bar.tabText(i) for i in range(bar.count())]
-    assert titles == ["Camera", "Registration", "Particles", "Mapper", "Stage", "Particle table", "Macros"]
+    queue = ["Queue"] if window.queue_panel is not None else []  # a stack with QueueDS has the Queue tab
+    assert titles == ["Camera", "Registration", "Particles", "Mapper", "Stage", "Particle table", "Macros", *queue]
     visible = bar.visibleRegion().boundingRect()
     for i in range(bar.count()):
         rect = bar.tabRect(i)
