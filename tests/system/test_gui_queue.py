@@ -180,7 +180,6 @@ def test_queue_tab_follows_and_steers_a_running_night(queue_stack, qtbot, tmp_pa
                    20, "the camera colours at the end")
         assert panel.progress.value() == 5 and panel.time_left_label.text() == "time left: nothing left to scan"
         assert sorted(panel.table.item(r, 1).text() for r in range(5)) == ["done"] * 4 + ["skipped"]
-        assert "(ended)" in panel.live.progress_text() and len(panel.live.points) == 13 * 13
     finally:
         if night.is_alive():
             door.proxy.StopMacro()
