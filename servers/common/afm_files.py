@@ -17,6 +17,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -25,6 +26,14 @@ from servers.common.errors import BadArgument
 AFM_SUFFIXES = (".spm", ".gwy", ".ibw", ".jpk")
 DEFAULT_CHANNELS = {".spm": "Height", ".gwy": "Height", ".ibw": "HeightTracee", ".jpk": "height_trace"}
 """The height channel each format usually has (AFMReader's documented examples)."""
+FALLBACK_CHANNELS = {".ibw": ("HeightTrace",)}
+"""Tried in turn when the default channel is not in the file.
+
+igor2 joins an Igor dimension label's 32 bytes without the NULs, so the bytes Asylum's
+software leaves after the terminating NUL (``HeightTrace\\0e``, the tail of an earlier
+``HeightRetrace``) make AFMReader's ``HeightTracee``; a wave whose labels are clean C strings,
+as TN003 writes them, has ``HeightTrace``.
+"""
 PIXEL_SIZE_FIELDS = {".spm": "Nanoscope header Scan Size / Samps/line",
                      ".gwy": "GwyDataField xreal / xres",
                      ".ibw": "wave note SlowScanSize / rows",
@@ -61,7 +70,7 @@ def read_afm(path: str, suffix: str, channel: str | None, shown: str) -> AfmImag
                ".ibw": ("AFMReader.ibw", "load_ibw"), ".jpk": ("AFMReader.jpk", "load_jpk")}
     module_name, function_name = loaders[suffix]
     format_name = FORMAT_NAMES[suffix]
-    chosen = channel or DEFAULT_CHANNELS[suffix]
+    candidates = [channel] if channel else [DEFAULT_CHANNELS[suffix], *FALLBACK_CHANNELS.get(suffix, ())]
     _check_signature(path, suffix, format_name, shown)
     try:
         import importlib
@@ -72,19 +81,18 @@ def read_afm(path: str, suffix: str, channel: str | None, shown: str) -> AfmImag
     except ImportError as exc:
         raise BadArgument(f"{shown} is a {format_name} AFM file, but its reader (AFMReader) is not installed "
                           f"on the server ({exc}); install the package AFMReader") from None
-    try:
-        image, nm_per_pixel = load(path, chosen)
-    except ValueError as exc:
-        message = str(exc)
-        if "channel list" in message:
-            available = _channel_names(message)
-            raise BadArgument(f"{shown} ({format_name}) has no channel {chosen!r}; it has {available}. "
-                              "Pass \"channel\" with one of them") from None
-        raise BadArgument(f"{shown} is not a readable {format_name} AFM file (ValueError: {message}); "
-                          "export it again from the instrument software") from None
-    except Exception as exc:  # the readers raise many types for truncated or foreign files
-        raise BadArgument(f"{shown} is not a readable {format_name} AFM file ({type(exc).__name__}: {exc}); "
-                          "check the file, or export it again from the instrument software") from None
+    for chosen in candidates:
+        try:
+            image, nm_per_pixel = load(path, chosen)
+            break
+        except ValueError as exc:
+            message = str(exc)
+            if "channel list" in message and chosen != candidates[-1]:
+                continue  # the next usual name of the height channel
+            _refuse_load(message, candidates, shown, format_name)
+        except Exception as exc:  # the readers raise many types for truncated or foreign files
+            raise BadArgument(f"{shown} is not a readable {format_name} AFM file ({type(exc).__name__}: "
+                              f"{exc}); check the file, or export it again from the instrument software") from None
     array = np.asarray(image)
     if suffix == ".gwy" and array.ndim == 2 and array.shape[0] != array.shape[1]:
         # AFMReader 0.0.7 reshapes Gwyddion data to (xres, yres): right only for square fields
@@ -135,3 +143,14 @@ def _channel_names(message: str) -> str:
     """The channel list out of AFMReader's message ("... channel list: [...]" or a dict)."""
     match = re.search(r"channel list: (.*)$", message, re.S)
     return match.group(1).strip() if match else "other channels"
+
+
+def _refuse_load(message: str, tried: list[str], shown: str, format_name: str) -> NoReturn:
+    """Turn AFMReader's ValueError into the user's answer: a missing channel, or a bad file."""
+    if "channel list" in message:
+        available = _channel_names(message)
+        names = " nor ".join(repr(name) for name in tried)
+        raise BadArgument(f"{shown} ({format_name}) has no channel {names}; it has {available}. "
+                          "Pass \"channel\" with one of them") from None
+    raise BadArgument(f"{shown} is not a readable {format_name} AFM file (ValueError: {message}); "
+                      "export it again from the instrument software") from None
