@@ -2,7 +2,8 @@
 
 Real files (tests/data/vendor_images, from HyperSpy's test data): Thermo Fisher/FEI Helios
 and Zeiss SEM TIFFs, Bruker .bcf EDX. Written here after each format's specification
-(tests/unit/common/vendor_writers.py): TESCAN TIFF, Gwyddion .gwy, JPK .jpk. The expected
+(tests/unit/common/vendor_writers.py): TESCAN TIFF, Gwyddion .gwy, JPK .jpk, Bruker Nanoscope
+.spm, Asylum Research/Igor .ibw. The expected
 values for the real files are the numbers in their metadata as the vendor software wrote them.
 """
 
@@ -157,6 +158,64 @@ def test_jpk_channel_scaling_and_pixel_size(tmp_path):
     assert loaded.pixel_size_source.startswith("JPK tags Grid-uLength / Grid-iLength")
     with pytest.raises(BadArgument, match=r"has no channel 'Height'; it has .*height_retrace"):
         imageio.read_image(str(path), channel="Height")
+
+
+def test_nanoscope_channel_scaling_and_pixel_size(tmp_path):
+    rng = np.random.default_rng(8)
+    height, amplitude = rng.integers(-30000, 30000, (32, 32)), rng.integers(-30000, 30000, (32, 32))
+    path = tmp_path / "scan.spm"
+    vendor_writers.write_nanoscope(path, {"Height": height, "Height Retrace": height[::-1] // 2,
+                                          "Amplitude": amplitude},
+                                   scan_size_nm=2000.0, volts_per_lsb_range=440.0, sensitivity_nm_per_v=12.5)
+    nm_per_count = 440.0 / 65536 * 12.5  # Z scale range / 2^16 (V per count) x Zsens (nm/V)
+    loaded = imageio.read_image(str(path))
+    assert loaded.channel == "Height" and loaded.file_format == "AFM Bruker Nanoscope (.spm)"
+    # the trace image (not the retrace one of the same name); row 0 = top of scan = last line in the file
+    np.testing.assert_allclose(loaded.data, np.flipud(height) * nm_per_count)
+    assert loaded.pixel_size_um == pytest.approx(2.0 / 32)
+    assert loaded.pixel_size_source.startswith("Nanoscope header Scan Size / Samps/line")
+    other = imageio.read_image(str(path), channel="Amplitude")
+    np.testing.assert_allclose(other.data, np.flipud(amplitude) * nm_per_count)
+    with pytest.raises(BadArgument, match=r"has no channel 'Phase'; it has .*'Amplitude'"):
+        imageio.read_image(str(path), channel="Phase")
+
+
+ASYLUM_NOTE = {"ImagingMode": "AC Mode", "ScanSize": "2e-06", "FastScanSize": "2e-06", "SlowScanSize": "2e-06",
+               "ScanPoints": "32", "ScanLines": "32", "ScanRate": "1", "XOffset": "0", "YOffset": "0"}
+
+
+def test_asylum_ibw_channel_and_pixel_size(tmp_path):
+    rng = np.random.default_rng(9)
+    trace, retrace = rng.random((32, 32)) * 1e-8, rng.random((32, 32)) * 1e-8
+    path = tmp_path / "scan.ibw"
+    vendor_writers.write_ibw(path, {"HeightTrace": trace, "HeightRetrace": retrace, "AmplitudeRetrace": trace / 4},
+                             vendor_writers.asylum_note(ASYLUM_NOTE), pixel_m=2e-6 / 32)
+    loaded = imageio.read_image(str(path))  # clean labels: AFMReader's 'HeightTracee' is absent
+    assert loaded.channel == "HeightTrace" and loaded.file_format == "AFM Asylum Research/Igor (.ibw)"
+    np.testing.assert_allclose(loaded.data, trace * 1e9, rtol=1e-6)  # float32 m -> nm
+    assert loaded.pixel_size_um == pytest.approx(2.0 / 32)
+    assert loaded.pixel_size_source.startswith("wave note SlowScanSize / rows")
+    other = imageio.read_image(str(path), channel="HeightRetrace")
+    np.testing.assert_allclose(other.data, retrace * 1e9, rtol=1e-6)
+    with pytest.raises(BadArgument, match=r"has no channel 'PhaseTrace'; it has .*'AmplitudeRetrace'"):
+        imageio.read_image(str(path), channel="PhaseTrace")
+
+
+def test_asylum_label_tail_makes_afmreaders_default_channel_name(tmp_path):
+    """Bytes after a label's NUL are joined to it by igor2: 'HeightTrace\\0e' reads 'HeightTracee'."""
+    image = np.random.default_rng(10).random((32, 32)) * 1e-8
+    path = tmp_path / "tail.ibw"
+    vendor_writers.write_ibw(path, {"HeightTrace": image, "HeightRetrace": image}, vendor_writers.asylum_note(
+        ASYLUM_NOTE), pixel_m=2e-6 / 32, after_nul={"HeightTrace": b"e"})
+    loaded = imageio.read_image(str(path))
+    assert loaded.channel == "HeightTracee"
+    np.testing.assert_allclose(loaded.data, image * 1e9, rtol=1e-6)
+    no_height = tmp_path / "amplitude.ibw"
+    vendor_writers.write_ibw(no_height, {"AmplitudeTrace": image}, vendor_writers.asylum_note(ASYLUM_NOTE),
+                             pixel_m=2e-6 / 32)
+    with pytest.raises(BadArgument, match=r"has no channel 'HeightTracee' nor 'HeightTrace'; it has "
+                                          r"\['AmplitudeTrace'\]"):
+        imageio.read_image(str(no_height))
 
 
 @pytest.mark.parametrize("suffix", [".spm", ".gwy", ".ibw", ".jpk"])
