@@ -349,6 +349,12 @@ class SmartWindow(Qt.QMainWindow):
         self.queue_timer.stop()
         if self.queue_panel is not None:
             self.queue_panel.close_events()
+        # Taurus keeps the attributes of the forms subscribed (and retrying, logging every
+        # try) after the window is gone unless their models are released
+        from taurus.qt.qtgui.panel import TaurusForm
+
+        for form in self.findChildren(TaurusForm):
+            form.setModel([])
         self.client.close()
         super().closeEvent(event)
 
