@@ -218,7 +218,12 @@ def describe_fine_alignment(edge: dict[str, Any] | None, stage_unit: str) -> str
     rms = record.get("rms")
     text = f"{pairs} X-ray maps" if pairs else "stored"
     if rms is not None:
-        text += f", residual {nanometres(rms * um_per_unit(stage_unit) * 1000)} RMS"
+        rms_nm = rms * um_per_unit(stage_unit) * 1000
+        if pairs and pairs <= 3 and abs(rms_nm) < 1e-3:
+            # 3 maps fix an affine (2 a similarity) exactly: the "residual" is rounding noise
+            text += " (an exact fit: nothing left to judge it by; 4 or more maps give a residual)"
+        else:
+            text += f", residual {nanometres(rms_nm)} RMS"
     return text
 
 

@@ -59,6 +59,9 @@ def test_registration_and_fine_alignment_lines() -> None:
     assert line == "rotation +2.27°, scale 0.03638 camera px per reference px, confidence 1.00"
     assert describe_fine_alignment({"record": {"pairs": 4, "rms": 6.3e-06}}, "mm") == \
         "4 X-ray maps, residual 6.3 nm RMS"
+    # 3 maps fix an affine exactly: a 7.5e-11 nm "residual" is rounding, not a measure of quality
+    assert describe_fine_alignment({"record": {"pairs": 3, "rms": 7.5e-17}}, "mm") == \
+        "3 X-ray maps (an exact fit: nothing left to judge it by; 4 or more maps give a residual)"
 
 
 def test_particle_lines_count_down_to_done() -> None:
