@@ -8,12 +8,12 @@ it started when the session ends.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from clients.launcher import Stack
+from tests.system.stacks import running_stack
 
 
 @pytest.fixture(scope="session")
@@ -21,16 +21,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("stack")
     # with the SEM image of the sample, as `smart up` leaves it for working by hand
     launched = Stack(run_dir, echo=False, sem_image=True)
-    previous = os.environ.get("TANGO_HOST")
-    try:
-        os.environ["TANGO_HOST"] = launched.up()
+    with running_stack(launched):
         yield launched
-    finally:
-        launched.down(quiet=True)
-        if previous is None:
-            os.environ.pop("TANGO_HOST", None)
-        else:
-            os.environ["TANGO_HOST"] = previous
 
 
 def device_trl(stack: Stack, name: str) -> str:

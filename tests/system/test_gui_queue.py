@@ -15,25 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tango
 
 from clients.commands import SmartClient
 from clients.door import DoorClient
 from clients.launcher import REPO, Stack
+from tests.system.stacks import detect_with_true_sem_mapping, running_stack
+from tests.system.stacks import stack_proxy as proxy
 
 pytest.importorskip("pytestqt")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytestmark = pytest.mark.timeout(900)
 
 SCAN = {"macro": "mesh", "half_width_um": 0.3, "step_um": 0.05, "exposure": 0.01}  # 169 points, ~10 s
-PROFILE = {"Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0, "IsolationRadius": 100.0}
 SCREENSHOT = REPO / "docs" / "images" / "smart-gui-queue.png"
-
-
-def proxy(stack: Stack, name: str) -> tango.DeviceProxy:
-    device = tango.DeviceProxy(f"tango://{stack.tango_host}/{name}")
-    device.set_timeout_millis(10_000)
-    return device
 
 
 @pytest.fixture(scope="module")
@@ -41,34 +35,16 @@ def queue_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack with the camera calibrated, the SEM image registered to it, its particles
     detected, and sem -> stage known (from the simulation's truth, what smart_fine_align
     measures: test_workflow.py covers that)."""
-    from simulation.config import load_beamline, truth
-
     stack = Stack(tmp_path_factory.mktemp("guiqueue") / "stack", echo=False, sem_image=True)
-    previous = os.environ.get("TANGO_HOST")
-    try:
-        os.environ["TANGO_HOST"] = stack.up()
+    with running_stack(stack):
         sem = stack._ensure_sem_image()
         with DoorClient(f"tango://{stack.tango_host}/smart/door/01") as door:
             # the camera chain as a user makes it, so the overlays sit on the image
             for macro in ("smart_calibrate_camera 20 3", f"smart_register {sem} similarity sem",
                           "smart_beam_set center"):
                 door.run(macro, timeout_s=600)
-        facts = truth(load_beamline(stack.beamline))
-        sem_to_stage = np.array(facts["sample_to_stage"]) @ np.array(facts["sem"]["pixel_to_sample"])
-        proxy(stack, "smart/coordmapper/1").SetTransform(json.dumps(
-            {"from": "sem", "to": "stage", "matrix": sem_to_stage.tolist(), "from_unit": "px", "to_unit": "mm"}))
-        particles = proxy(stack, "smart/particles/1")
-        for name, value in PROFILE.items():
-            particles.write_attribute(name, value)
-        particles.set_timeout_millis(120_000)
-        particles.Detect(json.dumps({"path": str(sem)}))
+        detect_with_true_sem_mapping(stack, sem)
         yield stack
-    finally:
-        stack.down(quiet=True)
-        if previous is None:
-            os.environ.pop("TANGO_HOST", None)
-        else:
-            os.environ["TANGO_HOST"] = previous
 
 
 def wait_until(qtbot, condition: Callable[[], bool], timeout_s: float, what: str,  # noqa: ANN001

@@ -11,7 +11,6 @@ test_workflow.py covers measuring it), so these tests spend their time on the qu
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -19,17 +18,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tango
 
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
+from tests.system.stacks import detect_with_true_sem_mapping, running_stack
+from tests.system.stacks import stack_proxy as proxy
 
 pytestmark = pytest.mark.timeout(900)
 
 SCAN = {"macro": "mesh", "half_width_um": 0.15, "step_um": 0.05, "exposure": 0.01}
-PROFILE = {"Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0, "IsolationRadius": 100.0}
 DONE_LINE = re.compile(r"^target (\d+)(?: \(particle \d+\))?: done$")
 
 
@@ -74,37 +73,12 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, period_
 @pytest.fixture(scope="module")
 def queue_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, list[int]]]:
     """The stack with particles detected on the SEM image and sem -> stage known."""
-    from simulation.config import load_beamline, truth
-
     stack = Stack(tmp_path_factory.mktemp("queue") / "stack", echo=False, sem_image=True)
-    previous = os.environ.get("TANGO_HOST")
-    try:
-        os.environ["TANGO_HOST"] = stack.up()
-        sem = stack._ensure_sem_image()
-        facts = truth(load_beamline(stack.beamline))
-        sem_to_stage = np.array(facts["sample_to_stage"]) @ np.array(facts["sem"]["pixel_to_sample"])
-        proxy(stack, "smart/coordmapper/1").SetTransform(json.dumps(
-            {"from": "sem", "to": "stage", "matrix": sem_to_stage.tolist(), "from_unit": "px", "to_unit": "mm"}))
-        particles = proxy(stack, "smart/particles/1")
-        for name, value in PROFILE.items():
-            particles.write_attribute(name, value)
-        particles.set_timeout_millis(120_000)
-        particles.Detect(json.dumps({"path": str(sem)}))
+    with running_stack(stack):
+        particles = detect_with_true_sem_mapping(stack, stack._ensure_sem_image())
         isolated = [i for i, flag in enumerate(particles.read_attribute("Isolated").value) if flag]
         assert len(isolated) >= 8, f"the sample has only {len(isolated)} isolated particles"
         yield stack, isolated
-    finally:
-        stack.down(quiet=True)
-        if previous is None:
-            os.environ.pop("TANGO_HOST", None)
-        else:
-            os.environ["TANGO_HOST"] = previous
-
-
-def proxy(stack: Stack, name: str) -> tango.DeviceProxy:
-    device = tango.DeviceProxy(f"tango://{stack.tango_host}/{name}")
-    device.set_timeout_millis(10_000)
-    return device
 
 
 def empty_queue(queue: tango.DeviceProxy, stack: Stack) -> None:
