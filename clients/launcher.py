@@ -491,8 +491,6 @@ class Stack:
         return tango.Database(*self.tango_host.split(":"))
 
     def _register_servers(self, config: StackConfig) -> None:
-        import tango
-
         db = self._database()
         if self._dsconfig_data is not None:
             from clients.dsconfig_io import apply
@@ -500,13 +498,7 @@ class Stack:
             calls = apply(db, self._dsconfig_data)
             self.say(f"{self.dsconfig} applied with dsconfig: {len(calls)} database call(s)")
             return
-        for spec in config.servers:
-            for dev_name, (class_name, props) in spec.devices.items():
-                info = tango.DbDevInfo()
-                info.name, info._class, info.server = dev_name, class_name, spec.name
-                db.add_device(info)
-                if props:
-                    db.put_device_property(dev_name, {k: _as_property(v) for k, v in props.items()})
+        register_servers(db, config.servers)
 
     def _load_sardana(self, config: StackConfig) -> None:
         assert config.sardana_config
@@ -781,6 +773,20 @@ def _executable(name: str) -> str:
     """Prefer the executable next to this Python (the project's venv) over $PATH."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else name
+
+
+def register_servers(db: Any, servers: Iterable[ServerSpec]) -> None:
+    """Add the devices of ``servers`` to the Tango database ``db`` with their properties (the
+    YAML's ``servers:`` section; the launcher and the several-hosts test register alike)."""
+    import tango
+
+    for spec in servers:
+        for dev_name, (class_name, props) in spec.devices.items():
+            info = tango.DbDevInfo()
+            info.name, info._class, info.server = dev_name, class_name, spec.name
+            db.add_device(info)
+            if props:
+                db.put_device_property(dev_name, {k: _as_property(v) for k, v in props.items()})
 
 
 def _as_property(value: Any) -> list[str]:

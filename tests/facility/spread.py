@@ -32,7 +32,7 @@ from typing import Any
 
 import tango
 
-from clients.launcher import DEFAULT_CONFIG, REPO, StackConfig
+from clients.launcher import DEFAULT_CONFIG, REPO, StackConfig, register_servers
 from tests.facility.netns import Host, Started, TestNetwork
 
 DB_PORT = 10000
@@ -154,14 +154,7 @@ class SpreadStack:
         return tango.Database(host, int(port))
 
     def _register(self, config: StackConfig) -> None:
-        db = self.database()
-        for spec in config.servers:
-            for dev_name, (class_name, props) in spec.devices.items():
-                info = tango.DbDevInfo()
-                info.name, info._class, info.server = dev_name, class_name, spec.name
-                db.add_device(info)
-                if props:
-                    db.put_device_property(dev_name, {k: _as_property(v) for k, v in props.items()})
+        register_servers(self.database(), config.servers)
 
     def _load_sardana(self, sardana_config: Path) -> None:
         text = sardana_config.read_text()
@@ -231,14 +224,6 @@ class SpreadStack:
         path = self.run_dir / "several_hosts.json"
         path.write_text(json.dumps({**self.summary(), **extra}, indent=1))
         return path
-
-
-def _as_property(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    if isinstance(value, dict):
-        return [json.dumps(value)]
-    return [str(value)]
 
 
 def _ior_host(ior: str) -> str:
