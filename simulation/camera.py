@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,9 +34,10 @@ import cv2
 import numpy as np
 
 from servers.common.errors import BadArgument
-from simulation.config import CameraOptics, Mounting
+from simulation.config import CameraOptics, Mounting, OpticalPath
 from simulation.geometry import homogeneous, rotation_2x2
 from simulation.mounting import lab_to_sample, stage_motion_matrix
+from simulation.optics import distorted_grid, parallax_matrix
 from simulation.raster import PixelFrame, draw_markers, rectangle_coverage, splat_points
 from simulation.sample import Sample
 
@@ -59,11 +61,16 @@ def camera_calibration(optics: CameraOptics, mounting: Mounting, zoom: str | Non
 
 
 def camera_pixel_to_sample(sample: Sample, mounting: Mounting, optics: CameraOptics,
-                           stage_mm: tuple[float, float], zoom: str | None = None) -> np.ndarray:
-    """Truth: 3x3 camera pixel -> sample µm for a frame taken at ``stage_mm``."""
+                           stage_mm: tuple[float, float], zoom: str | None = None,
+                           path: OpticalPath | None = None) -> np.ndarray:
+    """Truth: 3x3 camera pixel -> sample µm for a frame taken at ``stage_mm``; with an
+    optical ``path``, its parallax is included (its lens distortion, not affine, is not:
+    it applies to the pixel first, :func:`simulation.optics.undistort_pixel`)."""
     b = np.asarray(optics.beam(), float)
     c = camera_lab_matrix(optics, zoom)
     pixel_to_lab = homogeneous(c, -c @ b)
+    if path is not None:
+        pixel_to_lab = parallax_matrix(path, sample, mounting, stage_mm) @ pixel_to_lab
     return lab_to_sample(sample, mounting, stage_mm) @ pixel_to_lab
 
 
@@ -77,10 +84,11 @@ class ReflectanceMap:
     """Reflectance beyond the map (the Si chip)."""
 
 
-def reflectance_map(sample: Sample, optics: CameraOptics, zoom: str) -> ReflectanceMap:
+def reflectance_map(sample: Sample, optics: CameraOptics, zoom: str, defocus_sigma_um: float = 0.0) -> ReflectanceMap:
     """Rasterise the sample's optical reflectance at half the camera pixel and blur it with
-    the objective PSF. Single cubes are area-weighted point splats (they are far below the
-    resolution), agglomerates add up to visible blobs, markers are Pt-bright."""
+    the objective PSF (and a defocus blur, added in quadrature). Single cubes are
+    area-weighted point splats (they are far below the resolution), agglomerates add up to
+    visible blobs, markers are Pt-bright."""
     level = optics.zooms[zoom]
     spacing = level.pixel_size_um / 2.0
     origin = -RASTER_MARGIN_UM
@@ -98,7 +106,7 @@ def reflectance_map(sample: Sample, optics: CameraOptics, zoom: str) -> Reflecta
         if sel.any():
             area = np.minimum(splat_points(frame, sample.x[sel], sample.y[sel], sample.d[sel] ** 2) / spacing**2, 1.0)
             refl = refl * (1.0 - area) + value * area
-    sigma = level.psf_sigma_um / spacing
+    sigma = math.hypot(level.psf_sigma_um, defocus_sigma_um) / spacing
     blurred = cv2.GaussianBlur(refl.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     return ReflectanceMap(blurred, frame, optics.reflectance_frame)
 
@@ -129,13 +137,23 @@ def _noise_pool() -> ThreadPoolExecutor:
 
 class CameraRenderer:
     """Renders camera frames of one sample on one mounting. Not thread-safe per instance
-    (it reuses its buffers); make one per streaming thread."""
+    (it reuses its buffers); make one per streaming thread.
 
-    def __init__(self, sample: Sample, mounting: Mounting, optics: CameraOptics, seed: int = 0) -> None:
+    ``path`` adds the optical path's imperfections (:mod:`simulation.optics`); ``drift``
+    returns the stage-mm shift the sample has drifted by now
+    (:meth:`simulation.drift.Timelines.camera_shift_mm` at the simulated time), which every
+    frame adds to the motor position it is rendered at."""
+
+    def __init__(self, sample: Sample, mounting: Mounting, optics: CameraOptics, seed: int = 0,
+                 path: OpticalPath | None = None, drift: Callable[[], np.ndarray] | None = None) -> None:
         self.sample = sample
         self.mounting = mounting
         self.optics = optics
         self.seed = int(seed)
+        self.path = path or OpticalPath()
+        self.drift = drift
+        self._grid = distorted_grid(optics, self.path)
+        self._map = np.empty((optics.height, optics.width, 2), np.float32) if self._grid is not None else None
         self._maps: dict[str, ReflectanceMap] = {}
         self._lock = threading.Lock()
         shape = (optics.height, optics.width)
@@ -151,14 +169,16 @@ class CameraRenderer:
             raise BadArgument(f"zoom {zoom!r} is not a zoom level; use one of {', '.join(sorted(self.optics.zooms))}")
         with self._lock:
             if zoom not in self._maps:
-                self._maps[zoom] = reflectance_map(self.sample, self.optics, zoom)
+                self._maps[zoom] = reflectance_map(self.sample, self.optics, zoom, self.path.defocus_sigma_um)
             return self._maps[zoom]
 
     def calibration(self, zoom: str | None = None) -> np.ndarray:
         return camera_calibration(self.optics, self.mounting, zoom)
 
     def pixel_to_sample(self, stage_mm: tuple[float, float], zoom: str | None = None) -> np.ndarray:
-        return camera_pixel_to_sample(self.sample, self.mounting, self.optics, stage_mm, zoom)
+        """Truth for a frame at ``stage_mm`` (parallax included, drift not: add
+        ``drift()`` to the stage for that)."""
+        return camera_pixel_to_sample(self.sample, self.mounting, self.optics, stage_mm, zoom, self.path)
 
     def frame_seeds(self, frame_index: int) -> list[int]:
         """One OpenCV RNG seed per noise band of this frame, derived through numpy."""
@@ -181,14 +201,22 @@ class CameraRenderer:
     def render(self, stage_mm: tuple[float, float], frame_index: int = 0, zoom: str | None = None,
                exposure_ms: float | None = None, noise: bool = True) -> np.ndarray:
         """One uint16 frame (12-bit data) with the motors at ``stage_mm``. Deterministic in
-        (seed, frame_index, stage, zoom, exposure)."""
+        (seed, frame_index, stage, zoom, exposure) and the drift at the time of the frame."""
         refl = self.reflectance(zoom)
         optics = self.optics
+        if self.drift is not None:
+            shift = np.asarray(self.drift(), float)
+            stage_mm = (float(stage_mm[0] + shift[0]), float(stage_mm[1] + shift[1]))
         to_map = refl.frame.sample_to_pixel @ self.pixel_to_sample(stage_mm, zoom)
         signal, sigma, gauss = self._signal, self._sigma, self._noise
-        cv2.warpAffine(refl.image, to_map[:2], (optics.width, optics.height), dst=signal,
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                       borderValue=refl.outside)
+        if self._grid is None:
+            cv2.warpAffine(refl.image, to_map[:2], (optics.width, optics.height), dst=signal,
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=refl.outside)
+        else:  # lens distortion: each pixel sees its ideal pixel of the grid, then the affine
+            cv2.transform(self._grid, to_map[:2].astype(np.float32), dst=self._map)
+            cv2.remap(refl.image, self._map, None, cv2.INTER_LINEAR, dst=signal,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=refl.outside)
         exposure = optics.exposure_ms if exposure_ms is None else float(exposure_ms)
         cv2.multiply(signal, self._illumination, dst=signal, scale=exposure * optics.electrons_per_ms)
         gain = optics.gain_dn_per_e

@@ -85,7 +85,11 @@ class CameraOptics(_Settings):
     flip_x: bool = False
     """Mirror the columns (e.g. an odd number of mirrors in the light path)."""
     beam_px: tuple[float, float] | None = None
-    """Camera pixel (x, y) where the X-ray beam is; ``None`` = image centre."""
+    """Camera pixel (x, y) where the X-ray beam truly is (at the night's start); ``None`` =
+    image centre."""
+    beam_px_calibrated: tuple[float, float] | None = None
+    """What the beamline's once-per-beamline calibration file says the beam pixel is: the
+    value a workflow may read. ``None`` = exact (the true ``beam_px``)."""
     exposure_ms: float = Field(20.0, gt=0)
     electrons_per_ms: float = Field(500.0, gt=0)
     """Photo-electrons per pixel per ms at reflectance 1 and full illumination."""
@@ -109,9 +113,35 @@ class CameraOptics(_Settings):
         return self
 
     def beam(self) -> tuple[float, float]:
+        """The true beam pixel (truth; the simulation renders with it)."""
         if self.beam_px is not None:
             return self.beam_px
         return ((self.width - 1) / 2.0, (self.height - 1) / 2.0)
+
+    def beam_calibrated(self) -> tuple[float, float]:
+        """The beam pixel as the beamline's calibration file gives it (what the workflow has)."""
+        return self.beam_px_calibrated if self.beam_px_calibrated is not None else self.beam()
+
+
+class OpticalPath(_Settings):
+    """Imperfections of the camera's optical path (see :mod:`simulation.optics`); all zero =
+    the ideal microscope of :class:`CameraOptics`."""
+
+    distortion_k1: float = Field(0.0, ge=-0.05, le=0.05)
+    """Radial lens distortion: relative displacement at the image corner (positive =
+    barrel: a pixel at normalised radius r sees the point at r (1 + k1 r^2))."""
+    defocus_sigma_um: float = Field(0.0, ge=0)
+    """Extra Gaussian blur (1 sigma, sample plane) of a sample out of focus."""
+    view_angle_deg: float = Field(0.0, ge=0, le=10)
+    """Angle between the camera's optical axis and the X-ray beam."""
+    view_azimuth_deg: float = 0.0
+    """Lab direction (from +x towards +y) in which a raised sample appears shifted."""
+    sample_height_um: float = 0.0
+    """Height of the sample surface (at its field centre) above the plane where the beam
+    pixel was calibrated; with a view angle, it shifts the camera's view (parallax)."""
+    sample_tilt_mrad: tuple[float, float] = (0.0, 0.0)
+    """Sample surface slope along the sample x and y axes: the height, hence the parallax,
+    changes across the sample."""
 
 
 class SemGeometry(_Settings):
@@ -139,6 +169,21 @@ class SemGeometry(_Settings):
     """Amplitude of the slow charging gradient (fraction of the local level)."""
     noise_gain: float = Field(8.0, ge=0)
     """Noise variance per grey level (shot-noise-like: sigma = sqrt(noise_gain * level))."""
+    scale_error: tuple[float, float] = (0.0, 0.0)
+    """Magnification error along the image x and y axes: the true pixel is
+    ``pixel_size_um * (1 + e)`` while the SEM (and the TIFF) says ``pixel_size_um``."""
+    shear_deg: float = Field(0.0, ge=-5, le=5)
+    """The slow-scan (y) axis is not perpendicular to the fast-scan axis by this angle."""
+    nonlinearity: tuple[float, float] = (0.0, 0.0)
+    """Scan non-linearity along x and y: a cubic displacement ``a (u^3 - 0.6 u)`` in units
+    of the half width/height (u in [-1, 1]); zero mean and no affine part over the field,
+    so the truth ``pixel_to_sample`` stays the best affine and this is extra."""
+
+    @model_validator(mode="after")
+    def _check_errors(self) -> SemGeometry:
+        if max(abs(v) for v in (*self.scale_error, *self.nonlinearity)) > 0.1:
+            raise ValueError("scale_error and nonlinearity are fractions below 0.1")
+        return self
 
 
 class XrfSettings(_Settings):
@@ -153,6 +198,63 @@ class XrfSettings(_Settings):
     pt_background_cps: float = Field(5.0, ge=0)
 
 
+class ClockSettings(_Settings):
+    """The simulated clock shared by every process of the virtual beamline (see
+    :mod:`simulation.clock`): simulated seconds since the night's start are
+    ``max(0, (time.time() - epoch_unix) * acceleration)``."""
+
+    acceleration: float = Field(1.0, gt=0, le=1000)
+    epoch_unix: float | None = None
+    """Unix time at which the night starts; ``None`` = the clock stands at 0 (a world
+    without time: no drift, the ring at its start value)."""
+    duration_h: float = Field(8.0, gt=0, le=72)
+    """Length of the night: the timelines are precomputed up to this (plus a margin) and
+    held at their last value beyond."""
+
+
+class SampleDrift(_Settings):
+    """Drift of the sample against the beam and the camera (see :mod:`simulation.drift`)."""
+
+    thermal_um_per_h: float = Field(0.0, ge=0)
+    """Speed of the smooth thermal drift."""
+    turn_period_h: float = Field(6.0, gt=0)
+    """The thermal drift's direction turns through 360 degrees in this time."""
+    random_walk_um_per_sqrt_h: float = Field(0.0, ge=0)
+    """Random walk on top: 1-sigma displacement per axis after one hour."""
+    step_um: float = Field(0.0, ge=0)
+    """Step in a random direction at each refill of the ring (thermal load change)."""
+
+
+class BeamDrift(_Settings):
+    """Drift of the X-ray beam against the camera (optics); only X-rays can see it."""
+
+    drift_um_per_h: float = Field(0.0, ge=0)
+    """Speed of the steady drift, in a seeded random direction."""
+    random_walk_um_per_sqrt_h: float = Field(0.0, ge=0)
+
+
+class RingSettings(_Settings):
+    """The beam intensity over the night, as a fraction of the nominal ring current: shared
+    by the XRF counter (counts scale with it) and SimRing's ``Current``."""
+
+    lifetime_h: float | None = Field(None, gt=0)
+    """Beam lifetime (exponential decay between refills); ``None`` = no decay."""
+    refill_period_h: float | None = Field(None, gt=0)
+    """A refill restores the full current every this many hours; ``None`` = no refill."""
+    refill_duration_s: float = Field(0.0, ge=0)
+    """No X-rays during a refill (shutters closed), simulated seconds."""
+    losses: int = Field(0, ge=0, le=100)
+    """Beam-loss periods (dumps) over the night, at seeded random times."""
+    loss_duration_s: tuple[float, float] = (180.0, 600.0)
+    """Range of a loss's simulated duration; after a loss the current is back at nominal."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RingSettings:
+        if not 0 < self.loss_duration_s[0] <= self.loss_duration_s[1]:
+            raise ValueError("loss_duration_s must be (low, high) with 0 < low <= high")
+        return self
+
+
 @dataclass
 class VirtualBeamline:
     """The full simulation state; :func:`default_beamline` makes a randomised one."""
@@ -164,6 +266,11 @@ class VirtualBeamline:
     camera: CameraOptics = field(default_factory=CameraOptics)
     sem: SemGeometry = field(default_factory=SemGeometry)
     xrf: XrfSettings = field(default_factory=XrfSettings)
+    optical_path: OpticalPath = field(default_factory=OpticalPath)
+    clock: ClockSettings = field(default_factory=ClockSettings)
+    drift: SampleDrift = field(default_factory=SampleDrift)
+    beam_drift: BeamDrift = field(default_factory=BeamDrift)
+    ring: RingSettings = field(default_factory=RingSettings)
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "sample": self.sample.to_json(),
@@ -174,7 +281,9 @@ class VirtualBeamline:
 
 
 _SECTIONS: dict[str, type[_Settings]] = {"mounting": Mounting, "stage": StageSettings, "camera": CameraOptics,
-                                         "sem": SemGeometry, "xrf": XrfSettings}
+                                         "sem": SemGeometry, "xrf": XrfSettings, "optical_path": OpticalPath,
+                                         "clock": ClockSettings, "drift": SampleDrift, "beam_drift": BeamDrift,
+                                         "ring": RingSettings}
 
 
 def beamline_from_json(data: Any) -> VirtualBeamline:
@@ -245,6 +354,68 @@ def default_beamline(seed: int, sample: Sample | None = None, recipe: SampleReci
     return VirtualBeamline(seed=int(seed), sample=sample, mounting=mounting, stage=stage, camera=camera, sem=sem)
 
 
+# Night defaults (night_beamline): each models a figure of a real beamline, see docs/simulation.md.
+NIGHT_ACCELERATION = 16.0
+NIGHT_REPEATABILITY_MM = 0.000020
+NIGHT_READBACK_NOISE_MM = 0.000003
+NIGHT_BEAM_PX_OFF_CENTRE_MAX = 40.0
+NIGHT_BEAM_CALIBRATION_ERROR_UM = (0.2, 0.4)
+NIGHT_DISTORTION_K1 = 0.003
+NIGHT_DEFOCUS_SIGMA_UM = 0.3
+NIGHT_VIEW_ANGLE_DEG = 0.6
+NIGHT_SAMPLE_HEIGHT_UM = (20.0, 40.0)
+NIGHT_SAMPLE_TILT_MAX_MRAD = 5.0
+NIGHT_SEM_SCALE_ERROR = (0.01, 0.02)
+NIGHT_SEM_SHEAR_MAX_DEG = 0.3
+NIGHT_SEM_NONLINEARITY = 0.003
+NIGHT_STREAM = 0x416E7
+
+
+def night_beamline(seed: int, sample: Sample | None = None, recipe: SampleRecipe | None = None,
+                   hours: float = 8.0, acceleration: float = NIGHT_ACCELERATION,
+                   epoch_unix: float | None = None) -> VirtualBeamline:
+    """:func:`default_beamline` (same mounting for the same seed) made as unkind as a real
+    beamline over a night of ``hours``: drift of sample and beam, an imperfect beam-pixel
+    calibration, a 20 nm stage, an imperfect SEM and optical path, a decaying ring with
+    refills and losses, on a clock running ``acceleration`` times faster than the wall
+    clock from ``epoch_unix`` (``None``: the clock stands at 0 until the runner sets it).
+    Every figure is documented in docs/simulation.md; same seed, same night."""
+    base = default_beamline(seed, sample, recipe)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), NIGHT_STREAM]))
+
+    def signed(low: float, high: float) -> float:
+        return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
+
+    cam = base.camera
+    centre = np.array([(cam.width - 1) / 2.0, (cam.height - 1) / 2.0])
+    beam = centre + rng.uniform(-NIGHT_BEAM_PX_OFF_CENTRE_MAX, NIGHT_BEAM_PX_OFF_CENTRE_MAX, 2)
+    error_px = rng.uniform(*NIGHT_BEAM_CALIBRATION_ERROR_UM) / cam.zooms[cam.zoom].pixel_size_um
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    calibrated = beam + error_px * np.array([np.cos(angle), np.sin(angle)])
+    camera = cam.model_copy(update={"beam_px": (float(beam[0]), float(beam[1])),
+                                    "beam_px_calibrated": (float(calibrated[0]), float(calibrated[1]))})
+    path = OpticalPath(distortion_k1=NIGHT_DISTORTION_K1, defocus_sigma_um=NIGHT_DEFOCUS_SIGMA_UM,
+                       view_angle_deg=NIGHT_VIEW_ANGLE_DEG, view_azimuth_deg=float(rng.uniform(0.0, 360.0)),
+                       sample_height_um=signed(*NIGHT_SAMPLE_HEIGHT_UM),
+                       sample_tilt_mrad=(float(rng.uniform(-NIGHT_SAMPLE_TILT_MAX_MRAD, NIGHT_SAMPLE_TILT_MAX_MRAD)),
+                                         float(rng.uniform(-NIGHT_SAMPLE_TILT_MAX_MRAD, NIGHT_SAMPLE_TILT_MAX_MRAD))))
+    sem = base.sem.model_copy(update={
+        "scale_error": (signed(*NIGHT_SEM_SCALE_ERROR), signed(*NIGHT_SEM_SCALE_ERROR)),
+        "shear_deg": float(rng.uniform(-NIGHT_SEM_SHEAR_MAX_DEG, NIGHT_SEM_SHEAR_MAX_DEG)),
+        "nonlinearity": (NIGHT_SEM_NONLINEARITY, NIGHT_SEM_NONLINEARITY)})
+    stage = base.stage.model_copy(update={"repeatability_mm": NIGHT_REPEATABILITY_MM,
+                                          "readback_noise_mm": NIGHT_READBACK_NOISE_MM})
+    return VirtualBeamline(
+        seed=base.seed, sample=base.sample, mounting=base.mounting, stage=stage, camera=camera, sem=sem,
+        xrf=base.xrf, optical_path=path,
+        clock=ClockSettings(acceleration=float(acceleration), epoch_unix=epoch_unix, duration_h=float(hours)),
+        drift=SampleDrift(thermal_um_per_h=0.3, turn_period_h=6.0, random_walk_um_per_sqrt_h=0.05, step_um=0.1),
+        beam_drift=BeamDrift(drift_um_per_h=0.04, random_walk_um_per_sqrt_h=0.03),
+        ring=RingSettings(lifetime_h=12.0, refill_period_h=4.0, refill_duration_s=120.0, losses=2,
+                          loss_duration_s=(180.0, 600.0)),
+    )
+
+
 def _finite_list(matrix: np.ndarray) -> list:
     values = np.asarray(matrix, dtype=float)
     if not np.all(np.isfinite(values)):
@@ -256,10 +427,12 @@ def truth(beamline: VirtualBeamline) -> dict[str, Any]:
     """What the workflow must discover, for scoring only (see docs/simulation.md)."""
     # imported here: the renderers import their settings from this module
     from simulation.camera import camera_calibration
+    from simulation.drift import Timelines
     from simulation.mounting import sample_to_stage, stage_to_sample
     from simulation.sem import sem_pixel_to_sample
 
     cam = beamline.camera
+    timelines = Timelines(beamline)
     return {
         "seed": beamline.seed,
         "sample_to_stage": _finite_list(sample_to_stage(beamline.sample, beamline.mounting)),
@@ -268,6 +441,7 @@ def truth(beamline: VirtualBeamline) -> dict[str, Any]:
         "stage": beamline.stage.model_dump(mode="json"),
         "camera": {
             "beam_px": list(cam.beam()),
+            "beam_px_calibrated": list(cam.beam_calibrated()),
             "rotation_deg": cam.rotation_deg,
             "flip_x": cam.flip_x,
             "A_mm_per_px": {z: _finite_list(camera_calibration(cam, beamline.mounting, z)) for z in cam.zooms},
@@ -276,6 +450,10 @@ def truth(beamline: VirtualBeamline) -> dict[str, Any]:
         "sem": {"pixel_to_sample": _finite_list(sem_pixel_to_sample(beamline.sample, beamline.sem)),
                 "pixel_size_um": beamline.sem.pixel_size_um},
         "xrf": {"beam_fwhm_nm": beamline.xrf.beam_fwhm_nm},
+        "optical_path": beamline.optical_path.model_dump(mode="json"),
+        "clock": beamline.clock.model_dump(mode="json"),
+        "drift": timelines.truth_table(),
+        "beam_off": [list(p) for p in timelines.beam_off],
         "units": {"sample": "um", "stage": "mm", "camera": "px", "sem": "px"},
     }
 

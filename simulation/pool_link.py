@@ -4,7 +4,9 @@ The motor controller and the XRF counter controller are separate Sardana
 controllers, but a real detector counts where the real sample is. Both controllers
 live in the same Pool process, so they share one :class:`SimulatedStage` per
 beamline file through this module: the counter reads the *load* position of the
-axes (backlash and settle errors included), which the workflow never sees.
+axes (backlash and settle errors included), which the workflow never sees, and counts
+where the drifted sample meets the drifted beam, scaled by the beam intensity, at the
+simulated time of the count (:mod:`simulation.clock`, :mod:`simulation.drift`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from simulation.axis import SimulatedAxis
+from simulation.clock import SimClock
 from simulation.config import VirtualBeamline, load_beamline
+from simulation.drift import Timelines
 from simulation.xrf import XrfDetector
 
 AXIS_NAMES = ("x", "y", "z")
@@ -30,9 +34,25 @@ class SimulatedStage:
     beamline: VirtualBeamline
     axes: dict[str, SimulatedAxis]
     xrf: XrfDetector
+    timelines: Timelines
+    clock: SimClock
 
     def load_xy(self) -> tuple[float, float]:
         return self.axes["x"].true_position(), self.axes["y"].true_position()
+
+    def count(self, integration_s: float) -> dict[str, int]:
+        """XRF counts now: at the load position, less the drift offset, times the intensity."""
+        return count_at(self.xrf, self.timelines, self.load_xy(), self.clock.now_s(), integration_s)
+
+
+def count_at(xrf: XrfDetector, timelines: Timelines, load_xy: tuple[float, float], sim_s: float,
+             integration_s: float) -> dict[str, int]:
+    """The XRF counts with the stage's load at ``load_xy`` at simulated time ``sim_s``: the
+    sample point in the (drifted) beam is the one an undrifted stage would put there at
+    ``load_xy - stage_offset(t)``."""
+    dx, dy = timelines.stage_offset_mm(sim_s)
+    return xrf.counts(load_xy[0] - float(dx), load_xy[1] - float(dy), integration_s,
+                      intensity=timelines.intensity(sim_s))
 
 
 _lock = threading.Lock()
@@ -65,5 +85,6 @@ def stage_for(beamline_path: str) -> SimulatedStage:
             }
             _stages[key] = SimulatedStage(beamline, axes,
                                           XrfDetector(beamline.sample, beamline.mounting, beamline.xrf,
-                                                      seed=beamline.seed))
+                                                      seed=beamline.seed),
+                                          Timelines(beamline), SimClock.from_beamline(beamline))
         return _stages[key]

@@ -5,12 +5,18 @@ waits for beam (docs/queue.md, "Wait for beam") by reading a Tango attribute aga
 threshold; on the virtual beamline that attribute is ``Current`` of this device. Losses come
 from the ``LossPeriods`` property (scheduled, e.g. for a demo) or from the ``BeamLoss``
 command (tests, or by hand), and end by themselves or with ``BeamRestore``.
+
+With the ``Beamline`` property (the virtual beamline file the Pool and the camera share),
+the current also follows the night's intensity timeline (decay, refills, beam losses of
+:mod:`simulation.drift`) on the night's simulated clock, the same timeline that scales the
+XRF counts; ``SimTime`` gives that clock to macros and clients.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from tango import AttrQuality, DevState, EnsureOmniThread
 from tango.server import Device, attribute, command, device_property, run
@@ -35,12 +41,19 @@ def parse_periods(lines: list[str]) -> list[tuple[float, float]]:
     return periods
 
 
-class RingSchedule:
-    """The ring current at a time: nominal, or 0 inside a loss (scheduled or commanded)."""
+CHANGE_MA = 0.5
+"""A change event is pushed when the beam comes or goes, or the current moved by this much."""
 
-    def __init__(self, nominal_ma: float, periods: list[tuple[float, float]], started: float) -> None:
+
+class RingSchedule:
+    """The ring current at a time: nominal times the night's intensity (1 without a
+    timeline), or 0 inside a loss (scheduled or commanded)."""
+
+    def __init__(self, nominal_ma: float, periods: list[tuple[float, float]], started: float,
+                 intensity: Callable[[], float] | None = None) -> None:
         self.nominal_ma = nominal_ma
         self.losses = [(started + s, started + s + d) for s, d in periods]
+        self.intensity = intensity
         self._lock = threading.Lock()
 
     def lose(self, now: float, seconds: float) -> None:
@@ -54,7 +67,20 @@ class RingSchedule:
     def current(self, now: float) -> float:
         with self._lock:
             lost = any(s <= now < e for s, e in self.losses)
-        return 0.0 if lost else self.nominal_ma
+        if lost:
+            return 0.0
+        return self.nominal_ma * (self.intensity() if self.intensity is not None else 1.0)
+
+
+def night_of(beamline_path: str) -> tuple[Callable[[], float], Callable[[], float]]:
+    """(intensity now, simulated seconds now) of a virtual beamline file."""
+    from simulation.clock import SimClock
+    from simulation.config import load_beamline
+    from simulation.drift import Timelines
+
+    beamline = load_beamline(beamline_path)
+    timelines, clock = Timelines(beamline), SimClock.from_beamline(beamline)
+    return (lambda: timelines.intensity(clock.now_s())), clock.now_s
 
 
 class SimRing(Device):
@@ -63,6 +89,8 @@ class SimRing(Device):
     NominalCurrent = device_property(dtype=float, default_value=100.0, doc="ring current with beam (mA)")
     LossPeriods = device_property(dtype=(str,), default_value=[],
                                   doc="beam losses: 'start_s duration_s' lines, seconds after the server started")
+    Beamline = device_property(dtype=str, default_value="",
+                               doc="virtual beamline JSON: follow its intensity timeline and simulated clock")
 
     def init_device(self) -> None:
         super().init_device()
@@ -73,7 +101,16 @@ class SimRing(Device):
             self.set_state(DevState.FAULT)
             self.set_status(str(exc))
             periods = []
-        self._schedule = RingSchedule(float(self.NominalCurrent), periods, time.monotonic())
+        intensity = None
+        started = time.time()
+        self._sim_time: Callable[[], float] = lambda: time.time() - started
+        if self.Beamline:
+            try:
+                intensity, self._sim_time = night_of(self.Beamline)
+            except Exception as exc:  # a missing or malformed file: say so, keep a plain ring
+                self.set_state(DevState.FAULT)
+                self.set_status(f"Beamline {self.Beamline!r}: {exc}")
+        self._schedule = RingSchedule(float(self.NominalCurrent), periods, time.monotonic(), intensity)
         self._last = self._schedule.current(time.monotonic())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ring", daemon=True)
@@ -95,7 +132,7 @@ class SimRing(Device):
     def _watch_loop(self) -> None:
         while not self._stop.wait(POLL_S):
             value = self._schedule.current(time.monotonic())
-            if value != self._last:
+            if (value > 0) != (self._last > 0) or abs(value - self._last) >= CHANGE_MA:
                 self._last = value
                 self.push_change_event("Current", value, time.time(), AttrQuality.ATTR_VALID)
                 self._set_state(value)
@@ -103,6 +140,12 @@ class SimRing(Device):
     @attribute(dtype=float, unit="mA", label="Ring current", format="%.1f", doc="0 during a beam loss")
     def Current(self) -> float:
         return self._schedule.current(time.monotonic())
+
+    @attribute(dtype=float, unit="s", label="Simulated time", format="%.1f",
+               doc="simulated seconds since the night's start (the beamline file's clock); "
+                   "without a Beamline, wall seconds since the server started")
+    def SimTime(self) -> float:
+        return float(self._sim_time())
 
     @command(dtype_in=float, doc_in="seconds of beam loss from now on")
     def BeamLoss(self, seconds: float) -> None:

@@ -92,20 +92,24 @@ class XrfDetector:
             pt += s.pt_cps_full * _box_fraction(ux, uy, w / 2, h / 2, self._sigma_um).sum(axis=1)
         return ce, pt
 
-    def counts(self, stage_x_mm: float, stage_y_mm: float, integration_time_s: float) -> dict[str, int]:
-        """One count: Poisson-distributed Ce-L and Pt-L counts."""
+    def counts(self, stage_x_mm: float, stage_y_mm: float, integration_time_s: float,
+               intensity: float = 1.0) -> dict[str, int]:
+        """One count: Poisson-distributed Ce-L and Pt-L counts. ``intensity`` is the beam
+        intensity as a fraction of nominal (:meth:`simulation.drift.Timelines.intensity`):
+        every rate, backgrounds included, scales with it; 0 = no X-rays, no counts."""
         if not (math.isfinite(integration_time_s) and integration_time_s > 0):
             raise BadArgument(f"integration time {integration_time_s} s: must be a positive number of seconds")
         ce, pt = self.expected_rates(np.array([[stage_x_mm, stage_y_mm]]))
-        return {"Ce_L": int(self._rng.poisson(ce[0] * integration_time_s)),
-                "Pt_L": int(self._rng.poisson(pt[0] * integration_time_s))}
+        scale = integration_time_s * max(float(intensity), 0.0)
+        return {"Ce_L": int(self._rng.poisson(ce[0] * scale)), "Pt_L": int(self._rng.poisson(pt[0] * scale))}
 
-    def map(self, xs_mm: np.ndarray, ys_mm: np.ndarray, integration_time_s: float) -> dict[str, np.ndarray]:
+    def map(self, xs_mm: np.ndarray, ys_mm: np.ndarray, integration_time_s: float,
+            intensity: float = 1.0) -> dict[str, np.ndarray]:
         """A mesh scan: counts on the grid ``ys_mm`` (rows) x ``xs_mm`` (columns)."""
         if not (math.isfinite(integration_time_s) and integration_time_s > 0):
             raise BadArgument(f"integration time {integration_time_s} s: must be a positive number of seconds")
         gx, gy = np.meshgrid(np.asarray(xs_mm, float), np.asarray(ys_mm, float))
         ce, pt = self.expected_rates(np.column_stack([gx.ravel(), gy.ravel()]))
-        shape = gx.shape
-        return {"Ce_L": self._rng.poisson(ce * integration_time_s).reshape(shape),
-                "Pt_L": self._rng.poisson(pt * integration_time_s).reshape(shape)}
+        shape, scale = gx.shape, integration_time_s * max(float(intensity), 0.0)
+        return {"Ce_L": self._rng.poisson(ce * scale).reshape(shape),
+                "Pt_L": self._rng.poisson(pt * scale).reshape(shape)}

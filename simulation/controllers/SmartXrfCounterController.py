@@ -3,7 +3,9 @@
 Axis 1 is the timer (seconds), axis 2 counts Ce-L, axis 3 Pt-L: the counts a
 Gaussian X-ray beam gives where the sample really is (the load position of the
 simulated stage, shared in-process with SmartSimMotorController), with Poisson
-noise. So a ``mesh`` over a particle is a real map of it. Software-triggered only.
+noise, on the drifted sample and beam and scaled by the beam intensity at the simulated
+time of the count (zero during a beam loss). So a ``mesh`` over a particle is a real map
+of it. Software-triggered only.
 """
 
 import time
@@ -62,8 +64,7 @@ class SmartXrfCounterController(CounterTimerController):
 
     def ReadAll(self):
         if self.started_at is not None and self._finished():
-            x, y = self.stage.load_xy()
-            counts = self.stage.xrf.counts(x, y, self.integration_s)
+            counts = self.stage.count(self.integration_s)
             self.values = {TIMER: self.integration_s, CE: float(counts["Ce_L"]), PT: float(counts["Pt_L"])}
             self.started_at = None
 
