@@ -344,3 +344,42 @@ def test_truth_has_the_drift_over_the_night(night) -> None:
     assert data["camera"]["beam_px"] != data["camera"]["beam_px_calibrated"]
     assert data["beam_off"] == [list(p) for p in Timelines(night).beam_off]
     json.dumps(data)
+
+
+# ---------------------------------------------------------------------------- wiring
+class _Motors:
+    """A stage reader for the camera's sim source: fixed motor positions."""
+
+    def __init__(self, x: float, y: float) -> None:
+        self.names = ["samx", "samy"]
+        self.values = {"samx": x, "samy": y}
+
+    def read(self) -> dict[str, float | None]:
+        return dict(self.values)
+
+
+def test_camera_sim_source_and_pool_stage_run_on_the_files_night(tmp_path) -> None:
+    """The CameraDS sim source and the Pool's shared stage, built from one beamline file
+    whose night started 3 simulated hours ago: both apply that moment's drift."""
+    import time
+
+    from servers.CameraDS.simbuild import SimProperties, build_sim_source
+    from simulation.pool_link import stage_for
+
+    accel = 100.0
+    bl = night_beamline(7, epoch_unix=time.time() - 3 * HOUR / accel, acceleration=accel)
+    path = tmp_path / "beamline.json"
+    bl.save(path)
+    tl, clock = Timelines(bl), SimClock.from_beamline(bl)
+    source = build_sim_source("sim", SimProperties(beamline=str(path)), _Motors(*bl.mounting.offset_mm))
+    assert source.renderer.path == bl.optical_path
+    before = clock.now_s()
+    shift = source.renderer.drift()
+    after = clock.now_s()
+    assert before > 3 * HOUR - 1 and np.linalg.norm(shift) > 0
+    # the drift at a moment between the two clock reads, microseconds apart (~10 nm per wall second here)
+    assert np.allclose(shift, tl.camera_shift_mm(0.5 * (before + after)), atol=1e-7)
+    stage = stage_for(str(path))
+    assert stage.clock == clock.__class__.from_beamline(bl, wall=stage.clock.wall)
+    t = clock.now_s()
+    assert np.allclose(stage.timelines.stage_offset_mm(t), tl.stage_offset_mm(t))
