@@ -1,7 +1,8 @@
 """Command line of the virtual beamline.
 
     python -m simulation sample   --seed N -o sample.json
-    python -m simulation beamline --seed N [--sample sample.json] -o beamline.json [--truth truth.json]
+    python -m simulation beamline --seed N [--sample sample.json] [--night [--hours H]] -o beamline.json
+                                  [--truth truth.json]
     python -m simulation sem      SAMPLE_OR_BEAMLINE -o sem.tif [--pixel-size UM] [--size W H] ...
     python -m simulation camera   SAMPLE_OR_BEAMLINE -o cam.tif [--stage X Y] [--zoom mid] [--frame N] ...
     python -m simulation xrf      SAMPLE_OR_BEAMLINE -o map.tif [--centre X Y] [--points NX NY] ...
@@ -23,7 +24,7 @@ import numpy as np
 
 from servers.common.errors import SmartError
 from simulation.camera import CameraRenderer
-from simulation.config import VirtualBeamline, default_beamline, load_beamline, write_truth
+from simulation.config import VirtualBeamline, default_beamline, load_beamline, night_beamline, write_truth
 from simulation.generate import SampleRecipe, generate_sample
 from simulation.geometry import apply
 from simulation.mounting import sample_to_stage
@@ -49,7 +50,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_beamline(args: argparse.Namespace) -> None:
     sample = load_sample(args.sample) if args.sample else None
-    beamline = default_beamline(args.seed, sample)
+    if args.night:
+        beamline = night_beamline(args.seed, sample, hours=args.hours)
+    else:
+        beamline = default_beamline(args.seed, sample)
     beamline.save(args.output)
     print(f"{args.output}: beamline seed {args.seed} (contains the truth: keep it away from the workflow)")
     if args.truth:
@@ -96,7 +100,7 @@ def cmd_camera(args: argparse.Namespace) -> None:
         optics = type(optics).model_validate_json(json.dumps({**optics.model_dump(mode="json"), **updates}))
     stage = _stage_or_centre(beamline, args.stage)
     renderer = CameraRenderer(beamline.sample, beamline.mounting, optics,
-                              args.seed if args.seed is not None else beamline.seed)
+                              args.seed if args.seed is not None else beamline.seed, path=beamline.optical_path)
     image = renderer.render(stage, args.frame, exposure_ms=args.exposure_ms, noise=not args.no_noise)
     pixel = optics.zooms[optics.zoom].pixel_size_um
     write_tiff(args.output, image, pixel, {"modality": "camera", "frame_number": args.frame, "zoom": optics.zoom,
@@ -154,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("beamline", help="a beamline bundle with random mounting errors (contains the truth)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--sample", help="use this sample JSON instead of generating one from the seed")
+    p.add_argument("--night", action="store_true",
+                   help="night_beamline: drift, beam intensity, imperfect optics and SEM (docs/simulation.md)")
+    p.add_argument("--hours", type=float, default=8.0, help="length of the night (with --night)")
     p.add_argument("-o", "--output", required=True, help="beamline JSON to write")
     p.add_argument("--truth", help="also write the truth JSON here")
     p.set_defaults(func=cmd_beamline)
