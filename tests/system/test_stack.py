@@ -32,6 +32,14 @@ def test_every_device_answers_through_the_database(stack: Stack) -> None:
         assert tango.DeviceProxy(device_trl(stack, sardana)).state() is not None
 
 
+def test_ring_follows_the_beamline_files_night(stack: Stack) -> None:
+    """SimRing reads the stack's beamline file: today's kind world has no night clock (the
+    simulated time stands at 0, docs/simulation.md) and a full beam."""
+    ring = tango.DeviceProxy(device_trl(stack, "smart/ring/1"))
+    assert ring.read_attribute("SimTime").value == 0.0
+    assert ring.read_attribute("Current").value == pytest.approx(100.0)
+
+
 def test_database_is_sqlite_in_the_run_dir_on_loopback(stack: Stack) -> None:
     host, port = stack.tango_host.split(":")
     assert host == "127.0.0.1"
