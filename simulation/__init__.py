@@ -7,6 +7,7 @@ See docs/simulation.md for the models, conventions, CLI and truth file.
 
 from simulation.axis import SimulatedAxis
 from simulation.camera import CameraRenderer, camera_calibration, camera_pixel_to_sample
+from simulation.clock import SimClock
 from simulation.config import (
     CameraOptics,
     Mounting,
@@ -16,9 +17,11 @@ from simulation.config import (
     XrfSettings,
     default_beamline,
     load_beamline,
+    night_beamline,
     truth,
     write_truth,
 )
+from simulation.drift import Timelines, stage_offset_mm
 from simulation.generate import SampleRecipe, generate_sample, isolated_mask
 from simulation.mounting import sample_to_stage, stage_to_sample
 from simulation.runtime import SimulatedBeamline
@@ -28,7 +31,8 @@ from simulation.xrf import XrfDetector
 
 __all__ = [
     "CameraOptics", "CameraRenderer", "Marker", "Mounting", "Sample", "SampleRecipe", "SemGeometry", "SemImage",
-    "SimulatedAxis", "SimulatedBeamline", "StageSettings", "VirtualBeamline", "XrfDetector", "XrfSettings",
+    "SimClock", "SimulatedAxis", "SimulatedBeamline", "StageSettings", "Timelines", "VirtualBeamline", "XrfDetector",
+    "XrfSettings", "night_beamline", "stage_offset_mm",
     "camera_calibration", "camera_pixel_to_sample", "default_beamline", "generate_sample", "isolated_mask",
     "load_beamline", "load_sample", "render_sem", "sample_from_json", "sample_to_stage", "sem_pixel_to_sample",
     "stage_to_sample", "truth", "write_truth",

@@ -11,7 +11,7 @@ a typo in a hand-edited beamline file is refused, naming the field.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,11 @@ class VirtualBeamline:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+
+    def starting_at(self, epoch_unix: float) -> VirtualBeamline:
+        """A copy whose night starts at the Unix time ``epoch_unix`` (what a runner writes
+        into the file it hands to the stack, see :mod:`simulation.clock`)."""
+        return replace(self, clock=self.clock.model_copy(update={"epoch_unix": float(epoch_unix)}))
 
 
 _SECTIONS: dict[str, type[_Settings]] = {"mounting": Mounting, "stage": StageSettings, "camera": CameraOptics,

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from servers.common.errors import BadArgument
-from simulation.camera import CameraRenderer, camera_lab_matrix, illumination_field
+from simulation.camera import (
+    CameraRenderer,
+    camera_calibration,
+    camera_lab_matrix,
+    camera_pixel_to_sample,
+    illumination_field,
+)
 from simulation.clock import SimClock
 from simulation.config import (
     CameraOptics,
@@ -207,13 +213,24 @@ def test_xrf_peak_is_where_truth_drift_says_with_sample_and_beam_drift(night) ->
     assert np.allclose(table[k], stage_offset_mm(bl, sim_now[0]))
     later = _xrf_centre(sim, wall, expected)
     assert np.linalg.norm(later - expected) * 1e6 < 10
-    # the camera follows only the sample drift: its shift differs from the XRF's by the beam drift
+
+
+def test_xrf_sees_the_beam_drift_that_the_camera_does_not(night) -> None:
+    bl = _with(night, stage={"repeatability_mm": 0.0, "readback_noise_mm": 0.0, "backlash_mm": [0.0, 0.0]},
+               drift={"thermal_um_per_h": 0.0, "random_walk_um_per_sqrt_h": 0.0, "step_um": 0.0},
+               beam_drift={"drift_um_per_h": 1.0, "random_walk_um_per_sqrt_h": 0.0},
+               ring={"losses": 0, "refill_period_h": None, "lifetime_h": None})
+    wall, sim_now = [0.0], [2 * HOUR]
+    home = apply(sample_to_stage(bl.sample, bl.mounting), _isolated_particle(bl))
+    sim = SimulatedBeamline(bl, start_mm=tuple(home), clock=lambda: wall[0], sim_time=lambda: sim_now[0])
     tl = Timelines(bl)
-    beam_part = (tl.stage_offset_mm(sim_now[0]) + tl.camera_shift_mm(sim_now[0])) * 1e3
-    n_inv_beam = np.linalg.solve(np.array([[1.0, -np.sin(np.radians(bl.mounting.nonorthogonality_deg))],
-                                           [0.0, np.cos(np.radians(bl.mounting.nonorthogonality_deg))]]),
-                                 tl.beam_drift_um(sim_now[0]) / 1000.0) * 1e3
-    assert np.allclose(beam_part, n_inv_beam)
+    assert np.all(tl.camera_shift_mm(sim_now[0]) == 0.0)  # the camera sees nothing of it
+    gamma = np.radians(bl.mounting.nonorthogonality_deg)
+    n = np.array([[1.0, -np.sin(gamma)], [0.0, np.cos(gamma)]])
+    moved = np.linalg.solve(n, tl.beam_drift_um(sim_now[0]) / 1000.0)  # N^-1 d_b, stage mm
+    assert np.linalg.norm(moved) * 1e6 > 1500  # 2 µm in 2 h
+    found = _xrf_centre(sim, wall, home + moved)
+    assert np.linalg.norm(found - (home + moved)) * 1e6 < 10
 
 
 # ---------------------------------------------------------------------------- intensity
@@ -274,15 +291,16 @@ def test_camera_registration_alone_lands_a_few_hundred_nm_off() -> None:
     errors = []
     for seed in range(1, 13):
         bl = night_beamline(seed)
-        renderer = CameraRenderer(bl.sample, bl.mounting, bl.camera, bl.seed, path=bl.optical_path)
         to_stage = sample_to_stage(bl.sample, bl.mounting)
+        a_mm_per_px = camera_calibration(bl.camera, bl.mounting)
         for q in (np.array(bl.sample.centre) + d for d in ((0, 0), (30, -20), (-35, 25))):
             stage = apply(to_stage, q)  # the particle under the beam, as after the coarse move
-            ideal_px = apply(invert(renderer.pixel_to_sample(tuple(stage))), q)
+            ideal_px = apply(invert(camera_pixel_to_sample(bl.sample, bl.mounting, bl.camera, tuple(stage),
+                                                           path=bl.optical_path)), q)
             p = ideal_px.copy()  # the camera pixel that shows q: invert the radial law by fixed point
             for _ in range(20):
                 p = p + (ideal_px - undistort_pixel(bl.camera, bl.optical_path, p))
-            landed = stage + renderer.calibration() @ (p - np.asarray(bl.camera.beam_calibrated()))
+            landed = stage + a_mm_per_px @ (p - np.asarray(bl.camera.beam_calibrated()))
             errors.append(np.linalg.norm(landed - stage) * 1e6)
     assert 150 < np.median(errors) < 1000 and max(errors) < 1500, np.round(errors)
 
