@@ -114,9 +114,16 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
     width, height = camera.read_attribute("Width").value, camera.read_attribute("Height").value
     if not (width > 0 and height > 0):
         raise RuntimeError(f"the camera reports a {width} x {height} frame; check smart/camera/1")
-    # The beam's camera pixel is a beamline calibration (measured once on a scintillator);
-    # the simulated optics put it at the image centre.
-    mapper.write_attribute("BeamPosition", [(width - 1) / 2.0, (height - 1) / 2.0])
+    # The beam's camera pixel is a beamline calibration (measured once on a scintillator): the
+    # value the virtual beamline's calibration file gives (camera.beam_px_calibrated; exact,
+    # the image centre, in today's default beamline; a few hundred nm off on a night).
+    from simulation.config import load_beamline
+
+    optics = load_beamline(inputs.beamline).camera
+    if (optics.width, optics.height) != (width, height):
+        raise RuntimeError(f"the camera gives {width} x {height} frames, the beamline file {optics.width} x "
+                           f"{optics.height}; start the stack with this run's beamline file")
+    mapper.write_attribute("BeamPosition", list(optics.beam_calibrated()))
     particles = tango.DeviceProxy(trl("smart/particles/1"))
     sem_pixel_um = _tiff_pixel_size_um(inputs.sem)
     for name, value in {**options.particle_settings,
