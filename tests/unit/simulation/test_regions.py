@@ -1,0 +1,127 @@
+"""Several regions: the night's sample holds enough isolated particles in its tiles, the tiles
+never overlap, and the files and the truth agree with what the images show."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from simulation.geometry import apply, invert
+from simulation.regions import (
+    ISOLATION_UM,
+    OVERVIEW,
+    RegionsRecipe,
+    isolated_in_image,
+    night_sample,
+    overview_geometry,
+    prepare_regions,
+    small_recipe,
+    tile_layout,
+)
+from simulation.sem import sem_pixel_to_sample
+from simulation.tiffio import read_tiff
+
+from .conftest import window_centroid
+
+
+def _inside(sample, geometry) -> np.ndarray:
+    px = apply(invert(sem_pixel_to_sample(sample, geometry)), np.column_stack([sample.x, sample.y]))
+    return ((px[:, 0] >= 0) & (px[:, 0] <= geometry.width - 1) & (px[:, 1] >= 0)
+            & (px[:, 1] <= geometry.height - 1))
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_default_night_holds_300_isolated_particles_in_4_tiles(seed: int) -> None:
+    recipe = RegionsRecipe()
+    sample = night_sample(seed, recipe)
+    tiles = tile_layout(seed, recipe, sample.width, sample.height)
+    counts = [isolated_in_image(sample, tile.geometry, ISOLATION_UM) for tile in tiles]
+    assert len(tiles) >= 4
+    assert sum(counts) >= 300, counts
+    assert min(counts) >= 75, counts  # every tile carries its share, not one tile the night
+
+
+def test_tiles_never_share_a_particle_and_lie_inside_the_overview() -> None:
+    recipe = RegionsRecipe(tiles=6)
+    sample = night_sample(5, recipe)
+    inside = [_inside(sample, tile.geometry) for tile in tile_layout(5, recipe, sample.width, sample.height)]
+    for i in range(len(inside)):
+        for j in range(i + 1, len(inside)):
+            assert not np.any(inside[i] & inside[j]), (i, j)
+    overview = _inside(sample, overview_geometry(5, recipe, sample.width, sample.height))
+    assert np.all(overview[np.any(inside, axis=0)])
+
+
+def test_night_sample_is_deterministic_and_keeps_clear_of_the_markers() -> None:
+    recipe = small_recipe()
+    first, second = night_sample(7, recipe), night_sample(7, recipe)
+    assert first.dumps() == second.dumps()
+    assert first.dumps() != night_sample(8, recipe).dumps()
+    for marker in first.markers:
+        assert np.all(np.hypot(first.x - marker.x, first.y - marker.y) > marker.extent())
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("regions")
+    recipe = replace(small_recipe(), tile_px=1024)
+    return prepare_regions(out, 4, recipe), recipe
+
+
+def test_prepare_regions_writes_files_manifest_and_truth(prepared) -> None:
+    inputs, recipe = prepared
+    manifest = json.loads(inputs.manifest.read_text())
+    facts = json.loads(inputs.truth.read_text())
+    names = [OVERVIEW, *inputs.tiles]
+    assert manifest["overview"] == OVERVIEW and sorted(manifest["regions"]) == sorted(names)
+    assert len(inputs.tiles) == recipe.tiles
+    for name in names:
+        entry = manifest["regions"][name]
+        image, meta = read_tiff(entry["file"])
+        assert meta["pixel_size_um"] == entry["pixel_size_um"] == facts["regions"][name]["pixel_size_um"]
+        assert list(image.shape[::-1]) == entry["size_px"] == facts["regions"][name]["size_px"]
+        linear = np.asarray(facts["regions"][name]["pixel_to_sample"])[:2, :2]
+        assert np.sqrt(abs(np.linalg.det(linear))) == pytest.approx(entry["pixel_size_um"])
+    assert manifest["regions"][OVERVIEW]["pixel_size_um"] == recipe.overview_pixel_size_um
+    # today's truth keys stay as they were
+    for key in ("sample_to_stage", "stage_to_sample", "camera", "sem", "mounting"):
+        assert key in facts
+
+
+def test_truth_matrices_put_particles_and_markers_where_the_images_show_them(prepared) -> None:
+    inputs, _ = prepared
+    facts = json.loads(inputs.truth.read_text())
+    sample = json.loads(inputs.sample.read_text())
+    xy = np.array([[p["x"], p["y"]] for p in sample["particles"]])
+    from simulation.generate import isolated_mask
+    from simulation.sample import sample_from_json
+
+    isolated = isolated_mask(sample_from_json(sample), ISOLATION_UM)
+    checked = 0
+    for name, path in inputs.tiles.items():
+        image, _ = read_tiff(path)
+        to_px = invert(np.asarray(facts["regions"][name]["pixel_to_sample"]))
+        px = apply(to_px, xy[isolated])
+        radius = 6
+        keep = ((px[:, 0] > radius + 2) & (px[:, 0] < image.shape[1] - radius - 3)
+                & (px[:, 1] > radius + 2) & (px[:, 1] < image.shape[0] - radius - 3))
+        for tx, ty in px[keep]:
+            cx, cy = window_centroid(image, tx, ty, radius)
+            assert np.hypot(cx - tx, cy - ty) < 0.5, (name, tx, ty, cx, cy)
+            checked += 1
+    assert checked >= 10
+    # the overview: each corner marker's 2 x 2 µm Pt square, by its bright pixels' centroid
+    overview, _ = read_tiff(inputs.overview)
+    to_px = invert(np.asarray(facts["regions"][OVERVIEW]["pixel_to_sample"]))
+    squares = [m for m in sample["markers"] if m["shape"] == "square"]
+    assert len(squares) == 3
+    for square in squares:
+        tx, ty = apply(to_px, np.array([square["x"], square["y"]]))
+        cx, cy = int(round(tx)), int(round(ty))
+        window = overview[cy - 7:cy + 8, cx - 7:cx + 8].astype(float)
+        bright = window > (window.max() + np.median(overview)) / 2
+        yy, xx = np.nonzero(bright)
+        assert np.hypot(xx.mean() - 7 + cx - tx, yy.mean() - 7 + cy - ty) < 0.5, square
