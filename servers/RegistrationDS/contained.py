@@ -43,6 +43,11 @@ CONTAINED_AREA_RATIO = 0.25
 """Below this target/reference area ratio (after resampling) the contained search is used."""
 
 SEARCH_TARGET_SIDE = 64
+MAX_SEARCH_BINNING = 2.5
+"""The search bins the target to ~SEARCH_TARGET_SIDE px, but never by more than this: an SEM
+field in a camera frame (~150 px) keeps its 64 px search, while a high-magnification tile in
+an SEM overview (~400 px at the common pixel size) would lose at 6x binning the single
+particles that tell its place from other areas with the same markers and blobs."""
 ANGLE_STEP_DEG = 2.0
 SCAN_AGREEMENT_STEPS = 1.5
 """The fine alignment's rotation must lie within this many scan steps of the scan's
@@ -141,7 +146,7 @@ def estimate_contained(reference: np.ndarray, target: np.ndarray, max_shift_px: 
     """Similarity target px -> reference px (both float32 representations, same pixel size);
     ``angle_range`` (deg, target onto reference) limits the rotation scan."""
     warnings: list[str] = []
-    factor = min(1.0, SEARCH_TARGET_SIDE / max(target.shape))
+    factor = min(1.0, max(SEARCH_TARGET_SIDE / max(target.shape), 1.0 / MAX_SEARCH_BINNING))
     ref_small = resample(reference, factor)
     tgt_small = resample(target, factor)
     to_small = np.diag([factor, factor, 1.0])
