@@ -42,6 +42,7 @@ from smart_records import (  # noqa: E402
     events_path,
     scan_metadata,
 )
+from smart_region_support import replace_frame  # noqa: E402
 from smart_support import (  # noqa: E402
     FINE_OFFSET_SCATTER_LIMIT_UM,
     POSITION_DECIMALS,
@@ -431,11 +432,14 @@ class smart_register(_SmartMacro):
         if frame in list(mapper.read_attribute("Frames").value or []):
             # a new registration of this frame replaces what was known about it: an older fine
             # alignment (frame -> stage) would otherwise win the shortest path and send the beam
-            # where the previous sample (or mounting) had its particles
-            removed = call_json(mapper, "RemoveFrame", frame).get("removed_edges", [])
+            # where the previous sample (or mounting) had its particles. Regions registered into
+            # it (tiles in an overview) keep their registration and lose their alignments.
+            removed, regions = replace_frame(mapper, frame)
             if removed:
                 self.output(f"replacing the earlier {frame} registration and alignment "
                             f"({', '.join(' -> '.join(edge) for edge in removed)}); run smart_fine_align again")
+            if regions:
+                self.output(f"kept the registrations of {', '.join(regions)} into {frame}")
         transform = {"from": frame, "to": "camera", "matrix": result["matrix"], "stage_position": stage,
                      "from_unit": "px", "to_unit": "px"}
         if result.get("covariance") is not None:  # the registration's own uncertainty, into Map's

@@ -27,6 +27,7 @@ if _MACRO_DIR not in sys.path:
 from smart_macros import _SmartMacro  # noqa: E402
 from smart_queue_macros import _QueueMacro  # noqa: E402
 from smart_queue_support import scan_spec  # noqa: E402
+from smart_region_support import replace_frame  # noqa: E402
 from smart_support import SmartMacroError, call_json  # noqa: E402
 
 PARENT_SLOT = "region_parent"
@@ -109,7 +110,7 @@ class smart_register_region(_SmartMacro):
         if region in frames:
             # a new registration of this region replaces what the mapper knew about it, a fine
             # alignment region -> stage included (it was made against the earlier registration)
-            removed = call_json(mapper, "RemoveFrame", region).get("removed_edges", [])
+            removed, _ = replace_frame(mapper, region)
             if removed:
                 self.output(f"replacing the earlier {region} registration and alignment "
                             f"({', '.join(' -> '.join(edge) for edge in removed)})")

@@ -60,6 +60,13 @@ def test_tiles_map_to_the_stage_through_the_overview_and_fill_the_queue(regions_
     for name, figures in accuracy.items():
         assert "overview" in json.dumps(figures["path"]), figures["path"]  # tile -> overview -> camera -> stage
         assert figures["max_nm"] < TILE_TO_STAGE_TOLERANCE_NM, (name, figures)
+    # the overview registered again (as after a remount): the tiles keep their place in it
+    with _door(stack) as door:
+        said = door.run(f"smart_register {inputs.overview} similarity overview", timeout_s=600).text()
+    assert f"kept the registrations of {', '.join(inputs.tiles)} into overview" in said, said
+    again = region_accuracy(stack.tango_host, inputs.truth, list(inputs.tiles))
+    print("after registering the overview again:", json.dumps(again))
+    assert all(figures["max_nm"] < TILE_TO_STAGE_TOLERANCE_NM for figures in again.values()), again
     targets = json.loads(stack_proxy(stack, "smart/queue/1").read_attribute("Targets").value)
     by_region: dict[str, int] = {}
     for target in targets:
