@@ -220,18 +220,18 @@ def prepare_regions(out_dir: Path, seed: int, recipe: RegionsRecipe | None = Non
                     beamline: VirtualBeamline | None = None) -> RegionInputs:
     """Generate the night's sample, beamline, overview, tiles, manifest and truth in ``out_dir``.
 
-    ``beamline`` (optional) gives the mounting and settings to use (its sample is replaced by
-    the night's); by default :func:`simulation.config.default_beamline` of ``seed``. The truth
-    file is ``truth(beamline)`` plus ``regions`` for the overview and every tile."""
+    ``beamline`` (optional) gives the mounting and settings to use, e.g.
+    ``night_beamline(seed)`` (its sample is replaced by the night's); by default
+    :func:`simulation.config.default_beamline` of ``seed``. The truth file is
+    ``truth(beamline)`` plus ``regions`` for the overview and every tile. The overview and the
+    tiles are rendered without SEM scan errors (``SemGeometry`` defaults): their 3x3
+    ``pixel_to_sample`` is then exact."""
     recipe = recipe or RegionsRecipe()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = night_sample(seed, recipe)
-    if beamline is None:
-        beamline = default_beamline(seed, sample=sample)
-    else:
-        beamline = VirtualBeamline(seed=beamline.seed, sample=sample, mounting=beamline.mounting,
-                                   stage=beamline.stage, camera=beamline.camera, sem=beamline.sem, xrf=beamline.xrf)
+    # every section of a given beamline (night effects included), with the night's sample
+    beamline = default_beamline(seed, sample=sample) if beamline is None else replace(beamline, sample=sample)
     images = {OVERVIEW: overview_geometry(seed, recipe, sample.width, sample.height)}
     images.update({tile.name: tile.geometry for tile in tile_layout(seed, recipe, sample.width, sample.height)})
     paths = RegionInputs(beamline=out_dir / "beamline.json", sample=out_dir / "sample.json",

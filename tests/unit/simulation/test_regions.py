@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from simulation.config import night_beamline
 from simulation.geometry import apply, invert
 from simulation.regions import (
     ISOLATION_UM,
@@ -68,7 +69,7 @@ def test_night_sample_is_deterministic_and_keeps_clear_of_the_markers() -> None:
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("regions")
     recipe = replace(small_recipe(), tile_px=1024)
-    return prepare_regions(out, 4, recipe), recipe
+    return prepare_regions(out, 4, recipe, beamline=night_beamline(4)), recipe
 
 
 def test_prepare_regions_writes_files_manifest_and_truth(prepared) -> None:
@@ -86,9 +87,12 @@ def test_prepare_regions_writes_files_manifest_and_truth(prepared) -> None:
         linear = np.asarray(facts["regions"][name]["pixel_to_sample"])[:2, :2]
         assert np.sqrt(abs(np.linalg.det(linear))) == pytest.approx(entry["pixel_size_um"])
     assert manifest["regions"][OVERVIEW]["pixel_size_um"] == recipe.overview_pixel_size_um
-    # today's truth keys stay as they were
-    for key in ("sample_to_stage", "stage_to_sample", "camera", "sem", "mounting"):
+    # today's truth keys stay as they were, and the given (night) beamline keeps its sections
+    for key in ("sample_to_stage", "stage_to_sample", "camera", "sem", "mounting", "drift"):
         assert key in facts
+    saved = json.loads(inputs.beamline.read_text())
+    assert saved["drift"] == night_beamline(4).drift.model_dump(mode="json")
+    assert len(saved["sample"]["particles"]) == len(json.loads(inputs.sample.read_text())["particles"])
 
 
 def test_truth_matrices_put_particles_and_markers_where_the_images_show_them(prepared) -> None:
