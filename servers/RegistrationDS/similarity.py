@@ -20,6 +20,7 @@ The matrix returned maps target pixels to reference pixels of the two given arra
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -133,10 +134,20 @@ def warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.nd
 def _log_polar_spectrum(image: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
     """High-passed magnitude spectrum in log-polar coordinates; returns it and the log step."""
     spectrum = scipy.fft.fftshift(np.abs(scipy.fft.fft2(pad_to(apodise(image), shape), workers=FFT_WORKERS)))
+    weight, map_x, map_y, log_step = _log_polar_grid((int(shape[0]), int(shape[1])))
+    spectrum = (spectrum * weight).astype(np.float32)
+    polar = cv2.remap(spectrum, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return polar, log_step
+
+
+@functools.lru_cache(maxsize=4)
+def _log_polar_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The spectrum's band weight and the log-polar sampling maps for ``shape``, cached
+    read-only (the same for both images of every registration of that size)."""
     fy = scipy.fft.fftshift(scipy.fft.fftfreq(shape[0]))[:, None]
     fx = scipy.fft.fftshift(scipy.fft.fftfreq(shape[1]))[None, :]
     # Emphasise mid frequencies: low ones are the window's, high ones the noise's.
-    spectrum = (spectrum * np.hypot(fx, fy) * np.exp(-(fx ** 2 + fy ** 2) / 0.09)).astype(np.float32)
+    weight = np.hypot(fx, fy) * np.exp(-(fx ** 2 + fy ** 2) / 0.09)
     side = min(shape)
     r_min, r_max = 2.0, 0.45 * side
     log_step = math.log(r_max / r_min) / LOG_POLAR_RADII
@@ -145,8 +156,9 @@ def _log_polar_spectrum(image: np.ndarray, shape: tuple[int, int]) -> tuple[np.n
     scale_y, scale_x = shape[0] / side, shape[1] / side  # a circle in frequency is an ellipse on the grid
     map_x = (shape[1] // 2 + scale_x * radii[None, :] * np.cos(angles[:, None])).astype(np.float32)
     map_y = (shape[0] // 2 + scale_y * radii[None, :] * np.sin(angles[:, None])).astype(np.float32)
-    polar = cv2.remap(spectrum, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return polar, log_step
+    for array in (weight, map_x, map_y):
+        array.setflags(write=False)
+    return weight, map_x, map_y, log_step
 
 
 def coarse_rotation_scale(reference: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -247,6 +259,26 @@ def _translation_after(reference: np.ndarray, target: np.ndarray, linear: np.nda
     return shift @ linear, peak
 
 
+def _covered_patches(matrix: np.ndarray, grid: list[tuple[int, int]], patch: int,
+                     target_shape: tuple[int, ...]) -> list[int]:
+    """Indices of the patches (top-left (y, x) in ``grid``, side ``patch``) that the target,
+    warped by ``matrix`` (target px -> reference px), covers entirely.
+
+    A patch is a square, so its pixels come from a parallelogram of the target: they all lie
+    inside it when its four corners do (no warp of an image of ones needed)."""
+    height, width = target_shape[:2]
+    back = np.linalg.inv(matrix)
+    covered = []
+    for index, (y, x) in enumerate(grid):
+        corners = np.array([[x, y, 1.0], [x + patch - 1, y, 1.0], [x, y + patch - 1, 1.0],
+                            [x + patch - 1, y + patch - 1, 1.0]])
+        source = corners @ back.T
+        if (source[:, 0].min() >= 0 and source[:, 0].max() <= width - 1
+                and source[:, 1].min() >= 0 and source[:, 1].max() <= height - 1):
+            covered.append(index)
+    return covered
+
+
 def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
                       warnings: list[str]) -> tuple[np.ndarray, int, int, tuple[float, float, float, float] | None]:
     """Improve ``matrix`` from the displacements of a grid of patches (see module doc); the
@@ -260,30 +292,36 @@ def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndar
     window = hann_window((patch, patch))
     ys = np.linspace(0, height - patch, PATCH_GRID).astype(int)
     xs = np.linspace(0, width - patch, PATCH_GRID).astype(int)
+    grid = [(int(y), int(x)) for y in ys for x in xs]
+    # The reference patches are the same in every round: their spectra are computed once, all
+    # in one batched FFT (the same numbers as one FFT per patch, with less overhead per call).
+    ref_patches = np.stack([apodise(reference[y:y + patch, x:x + patch], window) for y, x in grid])
+    ref_spectra = scipy.fft.rfft2(ref_patches, workers=FFT_WORKERS).astype(np.complex64, copy=False)
+    ref_flat = [np.ptp(reference[y:y + patch, x:x + patch]) == 0 for y, x in grid]
     used = total = 0
     sigma = None
     centre = ((target.shape[1] - 1) / 2, (target.shape[0] - 1) / 2)
     for _ in range(REFINEMENT_ROUNDS):
         warped = warp(target, matrix, reference.shape)
-        coverage = warp(np.ones_like(target), matrix, reference.shape)
         centres, moved = [], []
-        total = 0
-        for y in ys:
-            for x in xs:
-                if coverage[y:y + patch, x:x + patch].min() < 0.99:
-                    continue  # the target does not cover this patch
-                total += 1
-                ref_patch = reference[y:y + patch, x:x + patch]
-                tgt_patch = warped[y:y + patch, x:x + patch]
-                if np.ptp(ref_patch) == 0 or np.ptp(tgt_patch) == 0:
-                    continue
-                peak = estimate_translation(apodise(ref_patch, window), apodise(tgt_patch, window), 20,
-                                            max_shift_px=patch / 4)
-                if peak.distinctness < PATCH_MIN_DISTINCTNESS:
-                    continue
-                centre = (x + (patch - 1) / 2, y + (patch - 1) / 2)
-                centres.append(centre)
-                moved.append((centre[0] + peak.shift[0], centre[1] + peak.shift[1]))
+        covered = _covered_patches(matrix, grid, patch, target.shape)
+        total = len(covered)
+        matched = [index for index in covered
+                   if not ref_flat[index] and np.ptp(warped[grid[index][0]:grid[index][0] + patch,
+                                                             grid[index][1]:grid[index][1] + patch]) != 0]
+        if matched:
+            tgt_patches = np.stack([apodise(warped[grid[i][0]:grid[i][0] + patch, grid[i][1]:grid[i][1] + patch],
+                                            window) for i in matched])
+            tgt_spectra = scipy.fft.rfft2(tgt_patches, workers=FFT_WORKERS).astype(np.complex64, copy=False)
+        for k, index in enumerate(matched):
+            y, x = grid[index]
+            peak = estimate_translation(ref_patches[index], tgt_patches[k], 20, max_shift_px=patch / 4,
+                                        reference_spectrum=ref_spectra[index], target_spectrum=tgt_spectra[k])
+            if peak.distinctness < PATCH_MIN_DISTINCTNESS:
+                continue
+            centre = (x + (patch - 1) / 2, y + (patch - 1) / 2)
+            centres.append(centre)
+            moved.append((centre[0] + peak.shift[0], centre[1] + peak.shift[1]))
         if len(centres) < 3:
             warnings.append(f"only {len(centres)} of {total} patches matched; "
                             "rotation/scale from Fourier-Mellin only")

@@ -87,13 +87,16 @@ def inverse_real_spectrum(spectrum: np.ndarray, shape: tuple[int, int]) -> np.nd
 
 def cross_power_spectrum(reference: np.ndarray, target: np.ndarray,
                          reference_spectrum: np.ndarray | None = None,
-                         snr_weighting: bool = True) -> np.ndarray:
+                         snr_weighting: bool = True, target_spectrum: np.ndarray | None = None) -> np.ndarray:
     """Whitened, band-passed half cross-power spectrum of two apodised float32 images of equal shape.
 
     ``reference_spectrum`` (``real_spectrum(reference)``) saves one FFT when one reference
-    is compared with many targets. ``snr_weighting`` multiplies each frequency by the
-    product of the two images' signal fractions there (see :func:`snr_weight`)."""
-    target_spectrum = real_spectrum(target)
+    is compared with many targets; ``target_spectrum`` likewise (computed in a batch by the
+    caller, and overwritten here: pass a spectrum that is not used again). ``snr_weighting``
+    multiplies each frequency by the product of the two images' signal fractions there (see
+    :func:`snr_weight`)."""
+    if target_spectrum is None:
+        target_spectrum = real_spectrum(target)
     if reference_spectrum is None:
         reference_spectrum = real_spectrum(reference)
     weight = spectral_weight(reference.shape)
@@ -332,16 +335,26 @@ def refine_peak(spectrum: np.ndarray, shape: tuple[int, int], centre: tuple[floa
 def _shift_limit_mask(shape: tuple[int, int], max_shift: float | None) -> np.ndarray | None:
     if max_shift is None:
         return None
+    return _cached_shift_limit_mask((int(shape[0]), int(shape[1])), float(max_shift))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_shift_limit_mask(shape: tuple[int, int], max_shift: float) -> np.ndarray:
+    """The disc of searched shifts, cached read-only: a patch refinement asks for the same
+    one some fifty times per registration."""
     height, width = shape
     dy = scipy.fft.fftfreq(height) * height
     dx = scipy.fft.fftfreq(width) * width
-    return (dy[:, None] ** 2 + dx[None, :] ** 2) <= max_shift ** 2
+    mask = (dy[:, None] ** 2 + dx[None, :] ** 2) <= max_shift ** 2
+    mask.setflags(write=False)
+    return mask
 
 
 def estimate_translation(reference: np.ndarray, target: np.ndarray, upsample: int = 100,
                          max_shift_px: float | None = None, polarity_invariant: bool = True,
                          reference_spectrum: np.ndarray | None = None,
-                         snr_weighting: bool = True, with_uncertainty: bool = False) -> PeakEstimate:
+                         snr_weighting: bool = True, with_uncertainty: bool = False,
+                         target_spectrum: np.ndarray | None = None) -> PeakEstimate:
     """Shift of ``target`` onto ``reference``; both apodised float32 arrays of the same shape.
 
     Shifts are searched in the wrap-around range [-N/2, N/2) of each axis; a peak in the
@@ -349,14 +362,15 @@ def estimate_translation(reference: np.ndarray, target: np.ndarray, upsample: in
     restricts the search to a disc, which is how a caller excludes a known-wrong periodic
     match. With ``polarity_invariant`` a strong negative peak (inverted contrast) counts too.
     ``with_uncertainty`` adds the shift's covariance and the two-band agreement test
-    (:mod:`uncertainty`).
+    (:mod:`uncertainty`). ``reference_spectrum`` / ``target_spectrum``: see
+    :func:`cross_power_spectrum`.
     """
     if reference.shape != target.shape:
         raise BadArgument(f"internal: shapes differ {reference.shape} vs {target.shape}")
     if upsample < 1:
         raise BadArgument(f"upsample must be >= 1, got {upsample}")
     shape = reference.shape
-    spectrum = cross_power_spectrum(reference, target, reference_spectrum, snr_weighting)
+    spectrum = cross_power_spectrum(reference, target, reference_spectrum, snr_weighting, target_spectrum)
     surface = inverse_real_spectrum(spectrum, shape)
     searched = np.abs(surface) if polarity_invariant else surface
     mask = _shift_limit_mask(shape, max_shift_px)
