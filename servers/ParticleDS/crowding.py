@@ -73,6 +73,11 @@ ASYMMETRY_SIGMAS = 6.0
 """An asymmetry this many robust sigmas above the particles' typical one is a neighbour ..."""
 ASYMMETRY_NOISE_SIGMAS = 5.0
 """... provided it also stands this many noise sigmas high."""
+REACH_SIGMAS = 4.5
+"""A particle's region (the signal above the permissive level, connected to it) reaching this
+many robust sigmas farther out than the regions of the lone particles holds something else ..."""
+REACH_MIN_EXCESS_PX = 1.0
+"""... and at least this many px farther (the regions' outlines are whole pixels)."""
 REMAP_ROWS = 30_000
 """Rows per cv2.remap call (its maps must stay below 32 767 rows and columns)."""
 REMAP_COLUMNS = 1024
@@ -236,6 +241,10 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
     if len(rows) >= MIN_POPULATION:
         hidden[rows] = np.minimum(hidden[rows], _residual_neighbour(signal, sigma, particles_xy[rows], diameter))
+        # judged against the particles that every other test calls isolated
+        clear = (multiplicity[rows] == 1) & (image_neighbour[rows] >= reach) & (hidden[rows] >= reach)
+        hidden[rows] = np.minimum(hidden[rows], _reach_neighbour(regions, region_pixels, particles_xy[rows],
+                                                                 own_region[rows], features_in_region, clear))
     return Crowding(multiplicity, np.minimum(image_neighbour, hidden), float(stats.single_integral),
                     on_bright_area)
 
@@ -388,6 +397,46 @@ def _residual_neighbour(signal: np.ndarray, sigma: float, particles_xy: np.ndarr
     level = max(centre + ASYMMETRY_SIGMAS * spread, ASYMMETRY_NOISE_SIGMAS * sigma)
     flagged = height > level
     distance[flagged] = r[best[flagged]]
+    return distance
+
+
+def _reach_neighbour(regions: np.ndarray, region_pixels: tuple[np.ndarray, np.ndarray], particles_xy: np.ndarray,
+                     own_region: np.ndarray, features_in_region: np.ndarray, clear: np.ndarray) -> np.ndarray:
+    """Distance to a faint neighbour that stretches the particle's region outwards.
+
+    Down to the permissive level, a faint object a few px from the particle (debris below
+    MinMass, on the particle's flank, without a maximum of its own) joins the particle's
+    region and pushes its outline out on one side, while adding too little signal to raise
+    the region's integral, stretch it or pull its centroid beyond the population's spread.
+    The farthest pixel of the region sees it: for lone particles (regions holding one
+    detection, ``clear``: called isolated by every other test) that reach is set by the
+    particle's size, rotation and the blur, the same for all of them to a few tenths of a px
+    (the particles with something else in their region would widen that spread). A region reaching more than
+    :data:`REACH_SIGMAS` robust sigmas (and :data:`REACH_MIN_EXCESS_PX`) beyond their
+    median holds something else; its distance is taken as that farthest pixel's (an upper
+    bound of where the neighbour's signal lies).
+    """
+    distance = np.full(len(particles_xy), np.inf)
+    ys, xs = region_pixels
+    if len(ys) == 0:
+        return distance
+    pixel_region = regions[ys, xs]
+    row_of_region = np.full(max(int(pixel_region.max()), int(own_region.max(initial=0))) + 1, -1, dtype=np.intp)
+    inside = own_region > 0
+    row_of_region[own_region[inside]] = np.flatnonzero(inside)
+    row = row_of_region[pixel_region]
+    keep = row >= 0
+    row = row[keep]
+    d = np.hypot(xs[keep] - particles_xy[row, 0], ys[keep] - particles_xy[row, 1])
+    far = np.zeros(len(particles_xy))
+    np.maximum.at(far, row, d)
+    lone = inside & (features_in_region[own_region] == 1) & clear
+    if np.count_nonzero(lone) < MIN_POPULATION:
+        return distance
+    centre = float(np.median(far[lone]))
+    spread = 1.4826 * float(np.median(np.abs(far[lone] - centre)))
+    flagged = inside & (far > centre + max(REACH_SIGMAS * spread, REACH_MIN_EXCESS_PX))
+    distance[flagged] = far[flagged]
     return distance
 
 

@@ -210,3 +210,35 @@ def test_bilinear_sampling_takes_more_positions_per_row_than_opencv_maps_allow()
     np.testing.assert_array_equal(sampled, image[ys, xs])
     half = _bilinear(image, np.array([[10.5]], np.float32), np.array([[3.0]], np.float32))
     assert half[0, 0] == pytest.approx((image[3, 10] + image[3, 11]) / 2, rel=1e-5)
+
+
+def _disc_regions(centres: np.ndarray, radius: float, shape: tuple[int, int] = (128, 128)) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    regions = np.zeros(shape, dtype=np.int32)
+    for label, (x, y) in enumerate(centres, start=1):
+        regions[np.hypot(xx - x, yy - y) <= radius] = label
+    return regions
+
+
+def test_a_region_stretched_by_a_faint_neighbour_reaches_beyond_the_lone_ones() -> None:
+    from servers.ParticleDS.crowding import _reach_neighbour
+
+    centres = np.array([[x, y] for x in range(16, 128, 32) for y in range(16, 128, 32)], dtype=float)
+    regions = _disc_regions(centres, 4.0)
+    jitter = np.random.default_rng(3).uniform(-0.3, 0.3, centres.shape)  # centres known to a few tenths
+    xy = centres + jitter
+    # a small blob on the flank of the first particle, 7 px out, joined to its region
+    yy, xx = np.mgrid[0:128, 0:128]
+    regions[np.hypot(xx - (centres[0, 0] + 7), yy - centres[0, 1]) <= 2.0] = 1
+    regions[int(centres[0, 1]), int(centres[0, 0]) + 4:int(centres[0, 0]) + 6] = 1
+    ys, xs = np.nonzero(regions)
+    own = regions[np.rint(xy[:, 1]).astype(int), np.rint(xy[:, 0]).astype(int)]
+    features_in_region = np.bincount(own, minlength=regions.max() + 1)
+    clear = np.ones(len(xy), dtype=bool)
+    distance = _reach_neighbour(regions, (ys, xs), xy, own, features_in_region, clear)
+    assert np.isfinite(distance[0]) and 8.0 < distance[0] < 10.0
+    assert np.all(np.isinf(distance[1:]))
+    # with too few lone particles to judge against, nothing is claimed
+    few = np.zeros(len(xy), dtype=bool)
+    few[:3] = True
+    assert np.all(np.isinf(_reach_neighbour(regions, (ys, xs), xy, own, features_in_region, few)))
