@@ -28,6 +28,7 @@ import numpy as np
 import tango
 
 from clients.door import DoorClient
+from simulation.regions import true_pixel_to_sample
 
 OVERVIEW_FRAME = "overview"
 
@@ -86,7 +87,8 @@ def run_regions(tango_host: str, overview: Path, tiles: dict[str, Path], options
 
 def region_accuracy(tango_host: str, truth_path: Path, names: list[str], grid: int = 5) -> dict[str, dict[str, float]]:
     """Map a ``grid`` x ``grid`` of pixels of every region to the stage through CoordMapperDS
-    (whatever path it takes) and compare with the truth (``sample_to_stage @ pixel_to_sample``).
+    (whatever path it takes) and compare with the truth (``sample_to_stage`` of what the pixel
+    truly shows: the best affine ``pixel_to_sample`` plus the SEM's scan non-linearity).
     Returns ``{name: {"max_nm", "median_nm", "centre_nm"}}``."""
     facts = json.loads(Path(truth_path).read_text(encoding="utf-8"))
     sample_to_stage = np.asarray(facts["sample_to_stage"], float)
@@ -100,8 +102,8 @@ def region_accuracy(tango_host: str, truth_path: Path, names: list[str], grid: i
         width, height = region["size_px"]
         xs, ys = np.meshgrid(np.linspace(0, width - 1, grid), np.linspace(0, height - 1, grid))
         pixels = np.column_stack([xs.ravel(), ys.ravel()])
-        true = (sample_to_stage @ np.asarray(region["pixel_to_sample"], float)
-                @ np.column_stack([pixels, np.ones(len(pixels))]).T)[:2].T
+        sample = true_pixel_to_sample(region, pixels)
+        true = (sample_to_stage @ np.column_stack([sample, np.ones(len(sample))]).T)[:2].T
         mapped = json.loads(mapper.Map(json.dumps({"from": name, "to": "stage", "points": pixels.tolist()})))
         errors = np.linalg.norm(np.asarray(mapped["points"], float) - true, axis=1) * nm_per_unit
         out[name] = {"max_nm": float(errors.max()), "median_nm": float(np.median(errors)),

@@ -13,7 +13,11 @@ modality, ten times finer pixels). This module makes that set on the virtual bea
 - :func:`prepare_regions`: everything a night run starts from, written to one folder:
   ``beamline.json``, ``sample.json``, ``overview.tif``, one TIFF per tile, the manifest
   ``regions.json`` (name -> file, pixel size, size) and ``truth.json`` with
-  ``regions: {name: {"pixel_to_sample": 3x3, ...}}`` for every SEM image.
+  ``regions: {name: {"pixel_to_sample": 3x3, ...}}`` for every SEM image;
+- :func:`imaged_geometries`: the overview and the tiles as the SEM really scanned them: each
+  image with its own magnification error, shear and scan non-linearity (:class:`ScanErrors`),
+  drawn per image. The TIFF says the nominal pixel size, as a real SEM does; the truth's
+  ``pixel_to_sample`` is the best affine of the true (non-linear) mapping.
 
 Nothing here imports Tango; the truth is for scoring only.
 """
@@ -28,11 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from simulation.config import SemGeometry, VirtualBeamline, default_beamline, truth
+from simulation.config import (
+    NIGHT_SEM_NONLINEARITY,
+    NIGHT_SEM_SCALE_ERROR,
+    NIGHT_SEM_SHEAR_MAX_DEG,
+    SemGeometry,
+    VirtualBeamline,
+    default_beamline,
+    truth,
+)
 from simulation.generate import SampleRecipe, _agglomerate, _draw_diameters, generate_sample, isolated_mask
 from simulation.geometry import apply
 from simulation.sample import Sample
-from simulation.sem import render_sem, sem_pixel_to_sample
+from simulation.sem import render_sem, scan_nonlinearity_px, sem_pixel_to_sample
 from simulation.tiffio import write_tiff
 
 REGIONS_STREAM = 0x7E6
@@ -42,6 +54,40 @@ OVERVIEW = "overview"
 MANIFEST = "regions.json"
 ISOLATION_UM = 2.0
 """The workflow's isolation radius: no other particle centre within 2 µm."""
+
+
+@dataclass(frozen=True)
+class ScanErrors:
+    """How imperfect each SEM image of the set is; every image draws its own errors.
+
+    Defaults are a real lab SEM's (the night beamline's figures, docs/simulation.md): the
+    magnification is calibrated to 1-2 % per axis (magnitude uniform in ``scale_error``, random
+    sign, x and y independent), the scan axes are orthogonal to +-0.3 deg (``shear_max_deg``,
+    uniform), and the scan is non-linear by a few 0.1 % across the field (``nonlinearity``, the
+    cubic of :func:`simulation.sem.scan_nonlinearity_px`: 0.003 puts a point at the edge of the
+    field 0.4 x 0.003 half widths off, 50 nm on an 82 µm tile, 0.3 µm on the 520 µm overview)."""
+
+    scale_error: tuple[float, float] = NIGHT_SEM_SCALE_ERROR
+    """(low, high) of the magnitude of the magnification error per axis, a fraction."""
+    shear_max_deg: float = NIGHT_SEM_SHEAR_MAX_DEG
+    nonlinearity: float = NIGHT_SEM_NONLINEARITY
+    """Amplitude of the cubic scan non-linearity, the same on both axes."""
+
+    def draw(self, rng: np.random.Generator, geometry: SemGeometry) -> SemGeometry:
+        """``geometry`` (what the SEM says) with this image's own errors (what it did)."""
+        low, high = self.scale_error
+
+        def signed() -> float:
+            return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
+
+        scale = (signed(), signed())
+        shear = float(rng.uniform(-self.shear_max_deg, self.shear_max_deg))
+        return geometry.model_copy(update={"scale_error": scale, "shear_deg": shear,
+                                           "nonlinearity": (self.nonlinearity, self.nonlinearity)})
+
+
+PERFECT_SCANS = ScanErrors(scale_error=(0.0, 0.0), shear_max_deg=0.0, nonlinearity=0.0)
+"""Every image a perfect similarity: the exact nominal pixel size, no shear, a linear scan."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +123,9 @@ class RegionsRecipe:
     """Each tile's scan rotation differs from the overview's by at most this."""
     base: SampleRecipe = field(default_factory=SampleRecipe)
     """The rest of the sample (membrane, markers, isolated cubes elsewhere)."""
+    scan_errors: ScanErrors = field(default_factory=ScanErrors)
+    """The SEM's imperfections, drawn per image (overview and every tile); a real SEM's by
+    default, :data:`PERFECT_SCANS` for ideal images."""
 
     @property
     def tile_side_um(self) -> float:
@@ -84,7 +133,8 @@ class RegionsRecipe:
 
 
 def small_recipe() -> RegionsRecipe:
-    """Two 1536 px tiles (31 µm): the fast variant for system tests."""
+    """Two 1536 px tiles (31 µm): the fast variant for system tests. It keeps the real SEM's
+    scan errors (:class:`ScanErrors` defaults) on the overview and both tiles."""
     return RegionsRecipe(tiles=2, tile_px=1536)
 
 
@@ -209,11 +259,39 @@ def _noise_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([int(seed), REGIONS_STREAM, 3, k]).generate_state(1)[0])
 
 
+def imaged_geometries(seed: int, recipe: RegionsRecipe, sample: Sample) -> dict[str, SemGeometry]:
+    """The overview and the tiles as the SEM scanned them: the nominal fields
+    (:func:`overview_geometry`, :func:`tile_layout`, what the SEM says) with each image's own
+    scan errors drawn from ``recipe.scan_errors`` (seeded per image). The sample is placed on
+    the nominal fields; a tile's true field is off by its errors (1-2 % of its size)."""
+    images = {OVERVIEW: overview_geometry(seed, recipe, sample.width, sample.height)}
+    images.update({tile.name: tile.geometry for tile in tile_layout(seed, recipe, sample.width, sample.height)})
+    return {name: recipe.scan_errors.draw(_rng(seed, 4, k), geometry)
+            for k, (name, geometry) in enumerate(images.items())}
+
+
 def region_truth(sample: Sample, images: dict[str, SemGeometry]) -> dict[str, Any]:
-    """``{name: {"pixel_to_sample": 3x3, "pixel_size_um", "size_px": [w, h], "rotation_deg"}}``."""
+    """``{name: {"pixel_to_sample": 3x3, "pixel_size_um", "size_px": [w, h], "rotation_deg",
+    "scale_error": [ex, ey], "shear_deg", "nonlinearity": [ax, ay]}}``. ``pixel_to_sample`` is
+    the best affine of the true mapping (magnification error and shear included; the scan
+    non-linearity, zero mean and without affine part, is not), ``pixel_size_um`` the nominal
+    pixel size the SEM and the TIFF say."""
     return {name: {"pixel_to_sample": sem_pixel_to_sample(sample, g).tolist(), "pixel_size_um": g.pixel_size_um,
-                   "size_px": [g.width, g.height], "rotation_deg": g.rotation_deg}
+                   "size_px": [g.width, g.height], "rotation_deg": g.rotation_deg,
+                   "scale_error": list(g.scale_error), "shear_deg": g.shear_deg,
+                   "nonlinearity": list(g.nonlinearity)}
             for name, g in images.items()}
+
+
+def true_pixel_to_sample(region: dict[str, Any], pixels: np.ndarray) -> np.ndarray:
+    """Sample µm that SEM ``pixels`` (N x 2) of a ``truth.json`` region truly show: the best
+    affine ``pixel_to_sample`` after the scan non-linearity (pixel p shows what the affine puts
+    at ``p + d(p)``, :func:`simulation.sem.scan_nonlinearity_px`). For scoring only."""
+    width, height = region["size_px"]
+    geometry = SemGeometry(width=width, height=height, nonlinearity=tuple(region.get("nonlinearity", (0.0, 0.0))))
+    pixels = np.asarray(pixels, float).reshape(-1, 2)
+    dx, dy = scan_nonlinearity_px(geometry, pixels[:, 0], pixels[:, 1])
+    return apply(np.asarray(region["pixel_to_sample"], float), pixels + np.column_stack([dx, dy]))
 
 
 def prepare_regions(out_dir: Path, seed: int, recipe: RegionsRecipe | None = None,
@@ -224,16 +302,18 @@ def prepare_regions(out_dir: Path, seed: int, recipe: RegionsRecipe | None = Non
     ``night_beamline(seed)`` (its sample is replaced by the night's); by default
     :func:`simulation.config.default_beamline` of ``seed``. The truth file is
     ``truth(beamline)`` plus ``regions`` for the overview and every tile. The overview and the
-    tiles are rendered without SEM scan errors (``SemGeometry`` defaults): their 3x3
-    ``pixel_to_sample`` is then exact."""
+    tiles are rendered with their own SEM scan errors from ``recipe.scan_errors``
+    (:func:`imaged_geometries`), whatever the beamline (the kind ``default_beamline`` too; the
+    beamline's ``sem`` section is for its single SEM image); the TIFFs and the manifest say the
+    nominal pixel size, and the truth's 3x3 ``pixel_to_sample`` is the best affine of the true
+    mapping, which the scan non-linearity leaves by up to 0.4 x ``nonlinearity`` half widths."""
     recipe = recipe or RegionsRecipe()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = night_sample(seed, recipe)
     # every section of a given beamline (night effects included), with the night's sample
     beamline = default_beamline(seed, sample=sample) if beamline is None else replace(beamline, sample=sample)
-    images = {OVERVIEW: overview_geometry(seed, recipe, sample.width, sample.height)}
-    images.update({tile.name: tile.geometry for tile in tile_layout(seed, recipe, sample.width, sample.height)})
+    images = imaged_geometries(seed, recipe, sample)
     paths = RegionInputs(beamline=out_dir / "beamline.json", sample=out_dir / "sample.json",
                          truth=out_dir / "truth.json", manifest=out_dir / MANIFEST,
                          overview=out_dir / f"{OVERVIEW}.tif", tiles={})

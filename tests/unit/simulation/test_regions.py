@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulation.config import night_beamline
+from simulation.config import SemGeometry, night_beamline
 from simulation.geometry import apply, invert
 from simulation.regions import (
     ISOLATION_UM,
@@ -22,7 +22,7 @@ from simulation.regions import (
     small_recipe,
     tile_layout,
 )
-from simulation.sem import sem_pixel_to_sample
+from simulation.sem import scan_nonlinearity_px, sem_pixel_to_sample
 from simulation.tiffio import read_tiff
 
 from .conftest import window_centroid
@@ -32,6 +32,18 @@ def _inside(sample, geometry) -> np.ndarray:
     px = apply(invert(sem_pixel_to_sample(sample, geometry)), np.column_stack([sample.x, sample.y]))
     return ((px[:, 0] >= 0) & (px[:, 0] <= geometry.width - 1) & (px[:, 1] >= 0)
             & (px[:, 1] <= geometry.height - 1))
+
+
+def _shown_at(region: dict, affine_px: np.ndarray) -> np.ndarray:
+    """Image pixels showing what the affine truth puts at ``affine_px``: the scan
+    non-linearity moves pixel p to ``p + d(p)``, solved for p by fixed point (|d'| << 1)."""
+    width, height = region["size_px"]
+    geometry = SemGeometry(width=width, height=height, nonlinearity=tuple(region["nonlinearity"]))
+    shown = np.array(affine_px, float, ndmin=2)
+    for _ in range(4):
+        dx, dy = scan_nonlinearity_px(geometry, shown[:, 0], shown[:, 1])
+        shown = np.array(affine_px, float, ndmin=2) - np.column_stack([dx, dy])
+    return shown
 
 
 @pytest.mark.parametrize("seed", [3, 11])
@@ -84,8 +96,15 @@ def test_prepare_regions_writes_files_manifest_and_truth(prepared) -> None:
         image, meta = read_tiff(entry["file"])
         assert meta["pixel_size_um"] == entry["pixel_size_um"] == facts["regions"][name]["pixel_size_um"]
         assert list(image.shape[::-1]) == entry["size_px"] == facts["regions"][name]["size_px"]
-        linear = np.asarray(facts["regions"][name]["pixel_to_sample"])[:2, :2]
-        assert np.sqrt(abs(np.linalg.det(linear))) == pytest.approx(entry["pixel_size_um"])
+        # the TIFF says the nominal pixel size; the true one is off by the image's own
+        # magnification error (1-2 % per axis) and shear (< 0.3 deg), as at a real SEM
+        region = facts["regions"][name]
+        linear = np.asarray(region["pixel_to_sample"])[:2, :2]
+        assert np.sqrt(abs(np.linalg.det(linear))) == pytest.approx(entry["pixel_size_um"], rel=0.021)
+        assert all(0.01 <= abs(e) <= 0.02 for e in region["scale_error"]), region
+        assert abs(region["shear_deg"]) <= 0.3 and region["nonlinearity"] == [0.003, 0.003], region
+    # every image draws its own errors
+    assert len({tuple(facts["regions"][name]["scale_error"]) for name in names}) == len(names)
     assert manifest["regions"][OVERVIEW]["pixel_size_um"] == recipe.overview_pixel_size_um
     # today's truth keys stay as they were, and the given (night) beamline keeps its sections
     for key in ("sample_to_stage", "stage_to_sample", "camera", "sem", "mounting", "drift"):
@@ -108,7 +127,7 @@ def test_truth_matrices_put_particles_and_markers_where_the_images_show_them(pre
     for name, path in inputs.tiles.items():
         image, _ = read_tiff(path)
         to_px = invert(np.asarray(facts["regions"][name]["pixel_to_sample"]))
-        px = apply(to_px, xy[isolated])
+        px = _shown_at(facts["regions"][name], apply(to_px, xy[isolated]))
         radius = 6
         keep = ((px[:, 0] > radius + 2) & (px[:, 0] < image.shape[1] - radius - 3)
                 & (px[:, 1] > radius + 2) & (px[:, 1] < image.shape[0] - radius - 3))
@@ -123,7 +142,7 @@ def test_truth_matrices_put_particles_and_markers_where_the_images_show_them(pre
     squares = [m for m in sample["markers"] if m["shape"] == "square"]
     assert len(squares) == 3
     for square in squares:
-        tx, ty = apply(to_px, np.array([square["x"], square["y"]]))
+        tx, ty = _shown_at(facts["regions"][OVERVIEW], apply(to_px, np.array([square["x"], square["y"]])))[0]
         cx, cy = int(round(tx)), int(round(ty))
         window = overview[cy - 7:cy + 8, cx - 7:cx + 8].astype(float)
         bright = window > (window.max() + np.median(overview)) / 2
@@ -131,10 +150,27 @@ def test_truth_matrices_put_particles_and_markers_where_the_images_show_them(pre
         assert np.hypot(xx.mean() - 7 + cx - tx, yy.mean() - 7 + cy - ty) < 0.5, square
 
 
+def _best_similarity_residual(truth: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How far the best similarity (least squares over ``points``) of the affine ``truth``
+    lands from it at each point: the part of the relative scan errors (anisotropic
+    magnification, shear) no similarity registration can absorb."""
+    target = apply(truth, points)
+    rows = [[x, -y, 1.0, 0.0] for x, y in points] + [[y, x, 0.0, 1.0] for x, y in points]
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.concatenate([target[:, 0], target[:, 1]]), rcond=None)[0]
+    similarity = np.array([[a, -b, tx], [b, a, ty], [0.0, 0.0, 1.0]])
+    return np.linalg.norm(apply(similarity, points) - target, axis=1)
+
+
 def test_a_tile_registers_into_the_overview_where_the_truth_says(prepared) -> None:
     """Same modality, ten times finer pixels: RegistrationDS's core between the two files, with
-    the rotation window smart_register_region uses; the tile's corners and centre through the
-    found matrix against the truth, in overview pixels (0.2 µm)."""
+    the rotation window and scale prior smart_register_region uses; the tile's corners and
+    centre through the found similarity against the truth, in overview pixels (0.2 µm).
+
+    Each image has its own SEM scan errors, so the true tile -> overview mapping is an affine
+    (a relative anisotropic magnification of up to ~4 % and shear of up to ~0.6 deg) that a
+    similarity cannot follow: the bar is that non-conformal part (the best similarity's
+    residual at the corners, computed from the truth) plus the 0.25 px (50 nm) the
+    registration met on perfect images (measured 0.04-0.13 px there)."""
     from servers.RegistrationDS.core import RegistrationCore
 
     inputs, recipe = prepared
@@ -154,6 +190,8 @@ def test_a_tile_registers_into_the_overview_where_the_truth_says(prepared) -> No
         truth = invert(np.asarray(facts["regions"][OVERVIEW]["pixel_to_sample"])) @ np.asarray(
             facts["regions"][name]["pixel_to_sample"])
         error_px = np.linalg.norm(apply(np.asarray(result["matrix"]), corners) - apply(truth, corners), axis=1)
-        # measured 0.04-0.13 px (8-25 nm) on these tiles: 0.25 px (50 nm) is far inside the fine
-        # alignment's +-1 µm search and below the camera registration's own error
-        assert error_px.max() < 0.25, (name, error_px)
+        xs, ys = np.meshgrid(np.linspace(0, width - 1, 9), np.linspace(0, height - 1, 9))
+        unabsorbable = _best_similarity_residual(truth, np.column_stack([xs.ravel(), ys.ravel()])).max()
+        print(f"{name}: corners {np.round(error_px, 3).tolist()} overview px; a similarity cannot absorb "
+              f"{unabsorbable:.3f} px")
+        assert error_px.max() < unabsorbable + 0.25, (name, error_px, unabsorbable)
