@@ -92,7 +92,7 @@ class smart_register_region(_SmartMacro):
         loaded = self.load(registration, REGION_SLOT, image, region)
         expected = float(loaded["pixel_size_um"]) / float(loaded_parent["pixel_size_um"])
         request = {"reference": PARENT_SLOT, "target": REGION_SLOT, "model": "similarity",
-                   "prior": {"scale": expected, "scale_tolerance": SCALE_TOLERANCE * expected}}
+                   "prior": {"scale": expected, "scale_tolerance": SCALE_TOLERANCE}}
         window = self.env_or("SmartRegionRotationRange", None) or DEFAULT_ROTATION_RANGE_DEG
         request["rotation_range_deg"] = [float(v) for v in window]
         result = call_json(registration, "Register", request)

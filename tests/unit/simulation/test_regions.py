@@ -182,7 +182,7 @@ def test_a_tile_registers_into_the_overview_where_the_truth_says(prepared) -> No
         core.load_image("tile", str(path))
         result = core.register({"reference": "overview", "target": "tile", "model": "similarity",
                                 "rotation_range_deg": [-5.0, 5.0],
-                                "prior": {"scale": ratio, "scale_tolerance": 0.05 * ratio}})
+                                "prior": {"scale": ratio, "scale_tolerance": 0.05}})
         assert result["success"], (name, result.get("warnings"))
         width, height = facts["regions"][name]["size_px"]
         corners = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1],
