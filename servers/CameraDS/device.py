@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import tango
 from tango import AttrQuality, AttrWriteType, DevState
-from tango.server import attribute, command, device_property
+from tango.server import device_property
 
 from servers.CameraDS.acquisition import ALARM, FAULT, RUNNING, Acquisition, Frame
 from servers.CameraDS.simbuild import SimProperties, build_sim_source
@@ -29,10 +29,11 @@ from servers.CameraDS.sources import NoStage, Source, make_source
 from servers.CameraDS.stage import StageMonitor
 from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoStageReader
 from servers.CameraDS.tiffsave import save_tiff
+from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import NotReady
 from servers.common.jsonargs import dumps
 from servers.common.safefile import check_write_target, run_with_time_limit
-from servers.common.tango_glue import SmartDevice, run_server, smart_errors, tango_text, text_in, text_out
+from servers.common.tango_glue import run_server, smart_errors, text_in, text_out
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +128,13 @@ class CameraDS(SmartDevice):
         name = self.SimMicroscope
         if not name:
             return None
-        holder: dict[str, Any] = {}
+        proxies = self.proxies
 
         def read() -> str | None:
             try:
-                if "proxy" not in holder:
-                    holder["proxy"] = tango.DeviceProxy(name)
-                    holder["proxy"].set_timeout_millis(PROXY_TIMEOUT_MS)
-                return str(holder["proxy"].read_attribute("Zoom").value)
+                return str(proxies.get(name, PROXY_TIMEOUT_MS).read_attribute("Zoom").value)
             except tango.DevFailed:
-                holder.pop("proxy", None)
+                proxies.forget(name)
                 return None
 
         return read
@@ -190,17 +188,14 @@ class CameraDS(SmartDevice):
         return self._acq
 
     # --------------------------------------------------------------- state
-    def dev_state(self) -> DevState:
+    def refresh_state(self) -> None:
+        """The acquisition thread owns the camera's state; State and Status show it as it is now."""
         if self._acq is None:
-            return DevState.FAULT
-        state = self._acq.state
-        return {RUNNING: DevState.RUNNING, ALARM: DevState.ALARM, FAULT: DevState.FAULT}.get(state, DevState.ON)
-
-    def dev_status(self) -> str:
-        text = tango_text(self._acq.status() if self._acq is not None
-                          else (self._config_error or "not initialised; run Init"))
-        self.set_status(text)
-        return text
+            self.report(DevState.FAULT, self._config_error or "not initialised; run Init", only_changes=True)
+            return
+        state = {RUNNING: DevState.RUNNING, ALARM: DevState.ALARM, FAULT: DevState.FAULT}.get(self._acq.state,
+                                                                                          DevState.ON)
+        self.report(state, self._acq.status(), only_changes=True)
 
     def read_attr_hardware(self, attr_list: Any) -> None:
         self._snapshot = self._acq.latest if self._acq is not None else None
@@ -212,27 +207,24 @@ class CameraDS(SmartDevice):
         return frame
 
     # ------------------------------------------------------------- commands
-    @command(doc_in="Start streaming (no-op when already streaming).")
-    @smart_errors
+    @smart_command(doc_in="Start streaming (no-op when already streaming).")
     def Start(self) -> None:
         self._core().start()
 
-    @command(doc_in="Stop streaming; always works, also in FAULT.")
+    @smart_command(doc_in="Stop streaming; always works, also in FAULT.")
     def Stop(self) -> None:
         if self._acq is not None:
             self._acq.stop()
 
-    @command(dtype_out=np.int64, doc_out="frame number of the new frame")
-    @smart_errors
+    @smart_command(dtype_out=np.int64, doc_out="frame number of the new frame")
     def Snap(self) -> int:
         return self._core().snap().number
 
-    @command(dtype_in=str, dtype_out=str, doc_in="absolute path ending in .tif/.tiff",
-             doc_out="the path written")
-    @smart_errors
-    def SaveImage(self, path: str) -> str:
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="absolute path ending in .tif/.tiff",
+                   doc_out="the path written")
+    def SaveImage(self, argin: str) -> str:
         core = self._core()
-        target, frame = text_in(path), core.latest
+        target, frame = text_in(argin), core.latest
 
         def write() -> str:
             if target.strip() and os.path.isabs(os.path.expanduser(target.strip())):
@@ -246,81 +238,77 @@ class CameraDS(SmartDevice):
     def read_Image(self, attr: tango.Attribute) -> None:
         attr.set_value(self._frame().data)
 
-    @attribute(dtype=np.int64, unit="count", label="Frame number", format="%d",
-               doc="number of the frame in Image (counts from 1 since the server started)")
-    @smart_errors
+    @smart_attribute(dtype=np.int64, unit="count", label="Frame number", format="%d",
+                     doc="number of the frame in Image (counts from 1 since the server started)")
     def FrameNumber(self) -> int:
         frame = self._snapshot
         return frame.number if frame is not None else 0
 
-    @attribute(dtype=str, unit="JSON", label="Frame metadata", format="%s",
-               doc="JSON: frame_number, timestamp, exposure_ms, gain, pixel_size_um, stage {motor: position}, "
-                   "width, height, dtype, source; always of the frame in Image")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Frame metadata", format="%s",
+                     doc="JSON: frame_number, timestamp, exposure_ms, gain, pixel_size_um, stage {motor: position}, "
+                         "width, height, dtype, source; always of the frame in Image")
     def FrameMetadata(self) -> str:
         return dumps(self._frame().metadata())
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="ms", label="Exposure time", format="%.3f", min_value=0.001, max_value=1e6,
-               doc="exposure per frame (sim and opencv cameras; refused by files and tango sources)")
+    @smart_attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+                     unit="ms", label="Exposure time", format="%.3f", min_value=0.001, max_value=1e6,
+                     doc="exposure per frame (sim and opencv cameras; refused by files and tango sources)")
     def ExposureTime(self) -> float:
         return self._acq.settings.exposure_ms if self._acq else float("nan")
 
     @ExposureTime.write
-    @smart_errors
     def ExposureTime(self, value: float) -> None:
         self._core().set_exposure(value)
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="1", label="Gain", format="%.3f", min_value=0.001, max_value=1000.0,
-               doc="gain: sim = multiple of the nominal gain; opencv = the driver's own gain units")
+    @smart_attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+                     unit="1", label="Gain", format="%.3f", min_value=0.001, max_value=1000.0,
+                     doc="gain: sim = multiple of the nominal gain; opencv = the driver's own gain units")
     def Gain(self) -> float:
         return self._acq.settings.gain if self._acq else float("nan")
 
     @Gain.write
-    @smart_errors
     def Gain(self, value: float) -> None:
         self._core().set_gain(value)
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="Hz", label="Target frame rate", format="%.2f", min_value=0.0, max_value=1000.0,
-               doc="frames per second asked for while streaming; 0 = as fast as the source delivers")
+    @smart_attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+                     unit="Hz", label="Target frame rate", format="%.2f", min_value=0.0, max_value=1000.0,
+                     doc="frames per second asked for while streaming; 0 = as fast as the source delivers")
     def TargetFrameRate(self) -> float:
         return self._acq.settings.target_rate_hz if self._acq else float("nan")
 
     @TargetFrameRate.write
-    @smart_errors
     def TargetFrameRate(self, value: float) -> None:
         self._core().set_target_rate(value)
 
-    @attribute(dtype=float, unit="Hz", label="Frame rate", format="%.2f",
-               doc="frames per second measured over the last 30 frames (0 when idle)")
+    @smart_attribute(dtype=float, unit="Hz", label="Frame rate", format="%.2f",
+                     doc="frames per second measured over the last 30 frames (0 when idle)")
     def FrameRate(self) -> float:
         return self._acq.frame_rate() if self._acq else 0.0
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               unit="um/px", label="Pixel size", format="%.5f", min_value=1e-4, max_value=1e4,
-               doc="sample-plane pixel size stamped on frames; the sim sets it from its zoom and refuses writes")
+    @smart_attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+                     unit="um/px", label="Pixel size", format="%.5f", min_value=1e-4, max_value=1e4,
+                     doc="sample-plane pixel size stamped on frames; the sim sets it from its zoom and refuses writes")
     def PixelSize(self) -> float:
         return self._acq.pixel_size_um if self._acq else float("nan")
 
     @PixelSize.write
-    @smart_errors
     def PixelSize(self, value: float) -> None:
         self._core().set_pixel_size(value)
 
-    @attribute(dtype=int, unit="px", label="Width", format="%d", doc="width of the frame in Image (0 before any)")
+    @smart_attribute(dtype=int, unit="px", label="Width", format="%d",
+                     doc="width of the frame in Image (0 before any)")
     def Width(self) -> int:
         frame = self._snapshot
         return int(frame.data.shape[1]) if frame is not None else 0
 
-    @attribute(dtype=int, unit="px", label="Height", format="%d", doc="height of the frame in Image (0 before any)")
+    @smart_attribute(dtype=int, unit="px", label="Height", format="%d",
+                     doc="height of the frame in Image (0 before any)")
     def Height(self) -> int:
         frame = self._snapshot
         return int(frame.data.shape[0]) if frame is not None else 0
 
-    source_attribute = attribute(name="Source", dtype=str, unit="text", label="Source", format="%s",
-                                 fget="_read_source", doc="the Source property in use")
+    source_attribute = smart_attribute(name="Source", dtype=str, unit="text", label="Source", format="%s",
+                                       fget="_read_source", doc="the Source property in use")
 
     def _read_source(self) -> str:
         return str(self.Source)

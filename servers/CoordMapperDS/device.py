@@ -34,11 +34,13 @@ from typing import Any, TypeVar
 import numpy as np
 import tango
 from tango import AttrQuality, AttrWriteType, DevState
-from tango.server import attribute, command, device_property
+from tango.server import device_property
 
+from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 from servers.common.jsonargs import dumps, parse_args
-from servers.common.tango_glue import SmartDevice, run_server, smart_errors, tango_text, text_in
+from servers.common.tango_client import ProxyCache, devfailed_line
+from servers.common.tango_glue import run_server, text_in
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
 from servers.CoordMapperDS.core import CoordMapperCore
 
@@ -117,28 +119,19 @@ class StageMotors:
 
     def __init__(self, names: tuple[str, str]) -> None:
         self.names = names
-        self._proxies: dict[str, tango.DeviceProxy] = {}
-
-    def _proxy(self, name: str) -> tango.DeviceProxy:
-        proxy = self._proxies.get(name)
-        if proxy is None:
-            proxy = tango.DeviceProxy(name)
-            proxy.set_timeout_millis(MOTOR_TIMEOUT_MS)
-            self._proxies[name] = proxy
-        return proxy
+        self._proxies = ProxyCache(MOTOR_TIMEOUT_MS)
 
     def read(self, with_position: bool) -> MotorReading:
         limits, units, position = [], [], []
         for name in self.names:
             try:
-                proxy = self._proxy(name)
+                proxy = self._proxies.get(name)
                 config = proxy.get_attribute_config("Position")
                 if with_position:
                     position.append(float(proxy.read_attribute("Position").value))
             except tango.DevFailed as exc:
-                self._proxies.pop(name, None)
-                reason = exc.args[0].desc.strip().splitlines()[0] if exc.args else str(exc)
-                raise MotorProblem(f"motor '{name}' cannot be read ({reason})") from None
+                self._proxies.forget(name)
+                raise MotorProblem(f"motor '{name}' cannot be read ({devfailed_line(exc)})") from None
             except (TypeError, ValueError) as exc:
                 raise MotorProblem(f"motor '{name}' has no numeric Position ({exc})") from None
             low, high = _limit(config.min_value, -math.inf), _limit(config.max_value, math.inf)
@@ -194,7 +187,7 @@ class CoordMapperDS(SmartDevice):
                                f"{exc.desc}. Nothing was overwritten; fix or delete that property and run "
                                "Init (commands are refused until then)")
                 log.error("CoordMapperDS: %s", self._fault)
-        self.set_state(self.dev_state())
+        self.refresh_state()
 
     def _database(self) -> Any:
         """The Tango database (or file database) of this server; None when there is none."""
@@ -228,37 +221,31 @@ class CoordMapperDS(SmartDevice):
         return unit if unit in ("mm", "um", "nm") else DEFAULT_UNIT
 
     # ----------------------------------------------------------------- state
-    def dev_state(self) -> DevState:
+    def refresh_state(self) -> None:
+        """State and Status from the stored graph and the motors (looked at again while in ALARM)."""
         if self._fault:
-            return DevState.FAULT
+            self.report(DevState.FAULT, f"FAULT: {self._fault}.", only_changes=True)
+            return
         if self._motor_problem:
             self._retry_motors()
+        core = self._core
+        beam = core.beam_position
+        beam_text = "not set" if beam is None else f"({beam[0]:g}, {beam[1]:g}) px"
+        motors = ("no motors configured (MotorX/MotorY empty): within_limits is false for every point"
+                  if self._motors is None else
+                  f"stage motors {self._motors.names[0]}/{self._motors.names[1]} in {core.stage_unit}")
+        text = (f"{len(core.frames())} frames, {len(core.transforms())} transforms, beam position "
+                f"{beam_text}; {motors}.")
         if self._motor_problem:
-            return DevState.ALARM
-        return DevState.ON
-
-    def dev_status(self) -> str:
-        if self._fault:
-            text = f"FAULT: {self._fault}."
+            state = DevState.ALARM
+            text = (f"ALARM: {self._motor_problem}. Map works, but within_limits is false and Maps from/to "
+                    f"camera need stage_position until the motors answer (checked on every Map). {text}")
         else:
-            core = self._core
-            beam = core.beam_position
-            beam_text = "not set" if beam is None else f"({beam[0]:g}, {beam[1]:g}) px"
-            motors = ("no motors configured (MotorX/MotorY empty): within_limits is false for every point"
-                      if self._motors is None else
-                      f"stage motors {self._motors.names[0]}/{self._motors.names[1]} in {core.stage_unit}")
-            text = (f"{len(core.frames())} frames, {len(core.transforms())} transforms, beam position "
-                    f"{beam_text}; {motors}.")
-            if self._motor_problem:
-                text = (f"ALARM: {self._motor_problem}. Map works, but within_limits is false and Maps from/to "
-                        f"camera need stage_position until the motors answer (checked on every Map). {text}")
-            else:
-                text = f"Ready: {text}"
-            if not self._persisted:
-                text += " Warning: there is no Tango database, changes are not persisted."
-        text = tango_text(text)
-        self.set_status(text)
-        return text
+            state = DevState.ON
+            text = f"Ready: {text}"
+        if not self._persisted:
+            text += " Warning: there is no Tango database, changes are not persisted."
+        self.report(state, text, only_changes=True)
 
     # ---------------------------------------------------------------- helpers
     def _ready_core(self) -> CoordMapperCore:
@@ -333,42 +320,39 @@ class CoordMapperDS(SmartDevice):
         return reading
 
     # ------------------------------------------------------------- commands
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='JSON {"from", "to", "matrix": 3x3, "stage_position"? (camera edges), "sigma"? | '
-                    '"covariance"?, "from_unit"?, "to_unit"?}',
-             doc_out='JSON {"from", "to", "matrix", "stored"} (+ calibration details for camera <-> stage)')
-    @smart_errors
-    def SetTransform(self, argument: str) -> str:
-        args = parse_args(argument, SetTransformArgs, what="SetTransform argument")
+    @smart_command(dtype_in=str, dtype_out=str,
+                   doc_in='JSON {"from", "to", "matrix": 3x3, "stage_position"? (camera edges), "sigma"? | '
+                          '"covariance"?, "from_unit"?, "to_unit"?}',
+                   doc_out='JSON {"from", "to", "matrix", "stored"} (+ calibration details for camera <-> stage)')
+    def SetTransform(self, argin: str) -> str:
+        args = parse_args(argin, SetTransformArgs, what="SetTransform argument")
         return dumps(self._change(lambda core: core.set_transform(args)))
 
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='JSON {"from", "to", "pairs": [[x, y, X, Y], ...], "model": "similarity" | "affine", '
-                    '"reflection"?, "noise_sigma"?, "reject_outliers"?, "stage_position"?, "from_unit"?, '
-                    '"to_unit"?}',
-             doc_out='JSON {"matrix", "residuals", "rms", "inliers", "rejected", "sigma", ...}; stored as the edge')
-    @smart_errors
-    def FitTransform(self, argument: str) -> str:
-        args = parse_args(argument, FitTransformArgs, what="FitTransform argument")
+    @smart_command(dtype_in=str, dtype_out=str,
+                   doc_in='JSON {"from", "to", "pairs": [[x, y, X, Y], ...], "model": "similarity" | "affine", '
+                          '"reflection"?, "noise_sigma"?, "reject_outliers"?, "stage_position"?, "from_unit"?, '
+                          '"to_unit"?}',
+                   doc_out='JSON {"matrix", "residuals", "rms", "inliers", "rejected", "sigma", ...}; stored as '
+                           'the edge')
+    def FitTransform(self, argin: str) -> str:
+        args = parse_args(argin, FitTransformArgs, what="FitTransform argument")
         return dumps(self._change(lambda core: core.fit_transform(args)))
 
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='JSON {"steps": [[dX, dY, dx, dy], ...] (stage step, image shift px), "model", '
-                    '"reflection"?, "noise_sigma"?, "reject_outliers"?, "stage_position"?}',
-             doc_out='JSON fit + "pixel_size", "rotation_deg", "mirrored"; stored as camera -> stage')
-    @smart_errors
-    def CalibrateCamera(self, argument: str) -> str:
-        args = parse_args(argument, CalibrateCameraArgs, what="CalibrateCamera argument")
+    @smart_command(dtype_in=str, dtype_out=str,
+                   doc_in='JSON {"steps": [[dX, dY, dx, dy], ...] (stage step, image shift px), "model", '
+                          '"reflection"?, "noise_sigma"?, "reject_outliers"?, "stage_position"?}',
+                   doc_out='JSON fit + "pixel_size", "rotation_deg", "mirrored"; stored as camera -> stage')
+    def CalibrateCamera(self, argin: str) -> str:
+        args = parse_args(argin, CalibrateCameraArgs, what="CalibrateCamera argument")
         return dumps(self._change(lambda core: core.calibrate_camera(args)))
 
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='JSON {"from", "to", "points": [[x, y], ...], "stage_position"?}; from/to camera without '
-                    'stage_position uses the current motor positions',
-             doc_out='JSON {"points", "uncertainty", "within_limits", "unit", "matrix", "path", "warnings", '
-                     '"stage_position_used"?}')
-    @smart_errors
-    def Map(self, argument: str) -> str:
-        args = parse_args(argument, MapArgs, what="Map argument")
+    @smart_command(dtype_in=str, dtype_out=str,
+                   doc_in='JSON {"from", "to", "points": [[x, y], ...], "stage_position"?}; from/to camera without '
+                          'stage_position uses the current motor positions',
+                   doc_out='JSON {"points", "uncertainty", "within_limits", "unit", "matrix", "path", "warnings", '
+                           '"stage_position_used"?}')
+    def Map(self, argin: str) -> str:
+        args = parse_args(argin, MapArgs, what="Map argument")
         core = self._ready_core()
         wants_position = (CAMERA in (args.from_, args.to) and args.from_ != args.to
                           and args.stage_position is None)
@@ -394,39 +378,35 @@ class CoordMapperDS(SmartDevice):
             result["stage_position_used"] = used_position
         return dumps(result)
 
-    @command(dtype_in=str, dtype_out=str, doc_in="frame name ('stage' cannot be removed; 'camera' loses its edges)",
-             doc_out='JSON {"frame", "removed_edges"}')
-    @smart_errors
-    def RemoveFrame(self, name: str) -> str:
-        name = text_in(name)
+    @smart_command(dtype_in=str, dtype_out=str,
+                   doc_in="frame name ('stage' cannot be removed; 'camera' loses its edges)",
+                   doc_out='JSON {"frame", "removed_edges"}')
+    def RemoveFrame(self, argin: str) -> str:
+        name = text_in(argin)
         if not isinstance(name, str) or not name.strip():
             raise BadArgument("give the name of the frame to remove, e.g. 'sem'")
         return dumps(self._change(lambda core: core.remove_frame(name.strip())))
 
     # ----------------------------------------------------------- attributes
-    @attribute(dtype=(str,), max_dim_x=MAX_FRAMES, unit="name", label="Frames", format="%s",
-               doc="names of the frames: stage and camera first, then the others alphabetically")
-    @smart_errors
+    @smart_attribute(dtype=(str,), max_dim_x=MAX_FRAMES, unit="name", label="Frames", format="%s",
+                     doc="names of the frames: stage and camera first, then the others alphabetically")
     def Frames(self) -> list[str]:
         return self._ready_core().frames()
 
-    @attribute(dtype=str, unit="JSON", label="Transforms", format="%s",
-               doc='JSON {"frames": {name: unit}, "edges": [...], "beam_position"}: every stored edge')
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Transforms", format="%s",
+                     doc='JSON {"frames": {name: unit}, "edges": [...], "beam_position"}: every stored edge')
     def Transforms(self) -> str:
         return self._ready_core().transforms_json()
 
-    @attribute(dtype=str, unit="JSON", label="History", format="%s",
-               doc="JSON list, oldest first: which command changed what and when (UTC), last 500 kept")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="History", format="%s",
+                     doc="JSON list, oldest first: which command changed what and when (UTC), last 500 kept")
     def History(self) -> str:
         return dumps(self._ready_core().history())
 
-    @attribute(dtype=(float,), max_dim_x=2, access=AttrWriteType.READ_WRITE, unit="px", label="Beam position",
-               format="%.3f", min_value=-MAX_BEAM_PX, max_value=MAX_BEAM_PX,
-               doc="where the X-ray beam sits in the camera image [x, y] px; invalid until set. Kept in the "
-                   "GraphState property with the graph (one source of truth), so it survives a restart")
-    @smart_errors
+    @smart_attribute(dtype=(float,), max_dim_x=2, access=AttrWriteType.READ_WRITE, unit="px", label="Beam position",
+                     format="%.3f", min_value=-MAX_BEAM_PX, max_value=MAX_BEAM_PX,
+                     doc="where the X-ray beam sits in the camera image [x, y] px; invalid until set. Kept in the "
+                         "GraphState property with the graph (one source of truth), so it survives a restart")
     def BeamPosition(self) -> Any:
         beam = self._ready_core().beam_position
         if beam is None:
@@ -434,14 +414,12 @@ class CoordMapperDS(SmartDevice):
         return np.array(beam)
 
     @BeamPosition.write
-    @smart_errors
     def BeamPosition(self, value: Any) -> None:  # noqa: F811 - the pytango write-method idiom
         position = [float(v) for v in np.asarray(value, dtype=float).ravel()]
         self._change(lambda core: core.set_beam_position(position))
 
-    @attribute(dtype=str, unit="text", label="Stage unit", format="%s",
-               doc="unit of the stage frame: the motors' Position unit (mm if they declare none)")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="text", label="Stage unit", format="%s",
+                     doc="unit of the stage frame: the motors' Position unit (mm if they declare none)")
     def StageUnit(self) -> str:
         return self._core.stage_unit
 

@@ -18,27 +18,19 @@ import logging
 import os
 import re
 import struct
-import threading
 import time
 from typing import Any
 
 import numpy as np
 import tango
 from tango import AttrWriteType, DevState, EventType
-from tango.server import attribute, command
 
+from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.safefile import check_write_target, run_with_time_limit
-from servers.common.tango_glue import (
-    CommandGate,
-    SmartDevice,
-    one_at_a_time,
-    run_server,
-    smart_errors,
-    text_in,
-    text_out,
-)
+from servers.common.tango_client import ProxyCache
+from servers.common.tango_glue import one_at_a_time, run_server, text_in, text_out
 from servers.ParticleDS import image_input
 from servers.ParticleDS.core import ParticleCore
 from servers.ParticleDS.settings import MAX_DIAMETER, METHODS, DetectArgs
@@ -98,35 +90,17 @@ def split_attribute_name(name: str) -> tuple[str, str]:
     return prefix + "/".join(parts[:3]) + hash_sign + fragment, parts[3]
 
 
-_SOURCE_PROXIES: dict[tuple[str, int], tango.DeviceProxy] = {}
-_SOURCE_PROXIES_LOCK = threading.Lock()
+def read_image_attribute(name: str, proxies: ProxyCache) -> np.ndarray:
+    """Read one image from another device's attribute, with SMART errors for every failure.
 
-
-def source_proxy(device: str, timeout_ms: int) -> tango.DeviceProxy:
-    """The kept proxy to an image source device, with ``timeout_ms`` and no silent retry.
-
-    Kept, because building a proxy to a device this process already talked to makes a call
-    with Tango's default 3 s timeout, before any timeout of ours applies: with the source's
-    host cut off, each Detect took 3 s to build the proxy plus the read's own timeout, past a
-    default client's 3 s (docs/deployment.md, "Several hosts"). A kept proxy reconnects by
-    itself on its next call (also to a restarted server), and needs no database to do so.
-    No transparent retry: cppTango's reconnect-and-retry doubles the wait on a silent source."""
-    key = (device, timeout_ms)
-    with _SOURCE_PROXIES_LOCK:
-        proxy = _SOURCE_PROXIES.get(key)
-        if proxy is None:
-            proxy = tango.DeviceProxy(device)
-            proxy.set_timeout_millis(timeout_ms)
-            proxy.set_transparency_reconnection(False)
-            _SOURCE_PROXIES[key] = proxy
-        return proxy
-
-
-def read_image_attribute(name: str) -> np.ndarray:
-    """Read one image from another device's attribute, with SMART errors for every failure."""
+    ``proxies`` keeps one proxy per source device with no silent retry (``retry=False``):
+    building a proxy to a device this process already talked to makes a call with Tango's
+    default 3 s timeout before ours applies, and cppTango's reconnect-and-retry doubles the
+    wait on a silent source -- each past a default client's 3 s (docs/deployment.md,
+    "Several hosts"). A kept proxy reconnects by itself on its next call."""
     device, attr = split_attribute_name(name)
     try:
-        value = source_proxy(device, SOURCE_TIMEOUT_MS).read_attribute(attr)
+        value = proxies.get(device, SOURCE_TIMEOUT_MS).read_attribute(attr)
     except tango.DevFailed as exc:
         reason, desc = exc.args[0].reason, exc.args[0].desc.strip()
         if reason.startswith("SMART_"):
@@ -174,7 +148,7 @@ def jpeg_rgb(rgb: np.ndarray, quality: int = 95) -> bytes:
     return encoded.tobytes()
 
 
-def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str, **limits: Any) -> attribute:
+def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str, **limits: Any) -> smart_attribute:
     """A memorized read-write setting, read from and validated by the core.
 
     ``limits`` (min_value, max_value, min_alarm, ...) are Tango's own: an absurd write is
@@ -188,32 +162,33 @@ def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str, *
         self.push_change_event(name, self._core.get_setting(name))
 
     read.__name__, write.__name__ = f"read_{name}", f"write_{name}"
-    return attribute(name=name, dtype=dtype, access=AttrWriteType.READ_WRITE, memorized=True,
-                     hw_memorized=True, unit=unit, label=label, format=fmt, doc=doc,
-                     fget=smart_errors(read), fset=smart_errors(one_at_a_time(write)), **limits)
+    return smart_attribute(name=name, dtype=dtype, access=AttrWriteType.READ_WRITE, memorized=True,
+                           hw_memorized=True, unit=unit, label=label, format=fmt, doc=doc,
+                           fget=read, fset=one_at_a_time(write), **limits)
 
 
 def _result_spectrum(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str,
-                     core_name: str) -> attribute:
+                     core_name: str) -> smart_attribute:
     """A per-particle array of the last detection (empty before the first one)."""
 
     def read(self: ParticleDS) -> np.ndarray:
         return getattr(self._core, core_name)
 
     read.__name__ = f"read_{name}"
-    return attribute(name=name, dtype=(dtype,), max_dim_x=MAX_PARTICLES, unit=unit, label=label,
-                     format=fmt, doc=doc, fget=smart_errors(read))
+    return smart_attribute(name=name, dtype=(dtype,), max_dim_x=MAX_PARTICLES, unit=unit, label=label,
+                           format=fmt, doc=doc, fget=read)
 
 
 class ParticleDS(SmartDevice):
     """Particle detection (trackpy) on a reference or camera image, and isolation scoring."""
+
+    PROXY_RETRY = False  # one kept proxy per image source, no silent retry (read_image_attribute)
 
     # ------------------------------------------------------------------ life
     def init_device(self) -> None:
         super().init_device()
         if not hasattr(self, "_core"):  # Init keeps settings and results: they are not hardware state
             self._core = ParticleCore()
-            self._gate = CommandGate()
             self._last_image: np.ndarray | None = None
             self._last_source = ""
             self._encoded: tuple[Any, bytes] | None = None
@@ -240,28 +215,23 @@ class ParticleDS(SmartDevice):
         """State and Status from the last detection: ALARM when its answer looks wrong."""
         results = self._core.results
         if results is None:
-            self.set_state(DevState.ON)
-            self.set_status("Ready. No detection yet: call Detect with a 'path' or an image 'attribute'.")
+            self.report(DevState.ON, "Ready. No detection yet: call Detect with a 'path' or an image 'attribute'.")
             return
         where = f"in {self._last_source}" if self._last_source else ""
         if results.count == 0:
-            self.set_state(DevState.ALARM)
-            self.set_status(f"The last detection {where} found no particles: check Diameter, MinMass, Invert "
-                            "and the ROI against the image (AnnotatedImage), then Detect again.")
+            self.report(DevState.ALARM, f"The last detection {where} found no particles: check Diameter, MinMass, "
+                        "Invert and the ROI against the image (AnnotatedImage), then Detect again.")
         elif results.isolated_count == 0:
-            self.set_state(DevState.ALARM)
-            self.set_status(f"The last detection {where} found {results.count} particles but none is isolated: "
-                            f"IsolationRadius ({results.settings['IsolationRadius']:g} px) may be too large "
-                            "for this image, or the region is crowded.")
+            self.report(DevState.ALARM, f"The last detection {where} found {results.count} particles but none is "
+                        f"isolated: IsolationRadius ({results.settings['IsolationRadius']:g} px) may be too large "
+                        "for this image, or the region is crowded.")
         else:
-            self.set_state(DevState.ON)
-            self.set_status(f"Ready. The last detection {where} found {results.count} particles, "
-                            f"{results.isolated_count} isolated, in {results.elapsed_ms:.0f} ms.")
+            self.report(DevState.ON, f"Ready. The last detection {where} found {results.count} particles, "
+                        f"{results.isolated_count} isolated, in {results.elapsed_ms:.0f} ms.")
 
-    def dev_state(self) -> DevState:
+    def refresh_state(self) -> None:
         if self._fault_source is not None and time.monotonic() >= self._next_recovery_check:
             self._try_recover()
-        return self.get_state()
 
     def _try_recover(self) -> None:
         """A lost source that answers again ends the FAULT; the last results never left."""
@@ -270,7 +240,7 @@ class ParticleDS(SmartDevice):
         if source is None:
             return
         try:
-            source_proxy(split_attribute_name(source)[0], RECOVERY_PING_MS).ping()
+            self.proxies.get(split_attribute_name(source)[0], RECOVERY_PING_MS).ping()
         except (tango.DevFailed, BadArgument):
             return
         self._fault_source = None
@@ -279,19 +249,17 @@ class ParticleDS(SmartDevice):
     def _enter_fault(self, source: str, desc: str) -> None:
         self._fault_source = source
         self._next_recovery_check = time.monotonic() + RECOVERY_CHECK_S
-        self.set_state(DevState.FAULT)
-        self.set_status(f"The image source {source} is lost: {desc} The results of the last detection are "
-                        "still readable; the device returns to ON when the source answers again.")
+        self.report(DevState.FAULT, f"The image source {source} is lost: {desc} The results of the last "
+                    "detection are still readable; the device returns to ON when the source answers again.")
 
     # -------------------------------------------------------------- commands
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='JSON {"path": file on the server | "attribute": "smart/camera/1/Image", "roi"?: [x, y, w, h], '
-                    '<setting>: value, ...}; with neither path nor attribute the previous image is used again',
-             doc_out='JSON {"count", "isolated", "elapsed_ms", "read_ms", "roi", "source"}')
-    @smart_errors
-    @one_at_a_time
-    def Detect(self, argument: str) -> str:
-        args = parse_args(argument, DetectArgs, what="Detect argument")
+    @smart_command(gated=True, dtype_in=str, dtype_out=str,
+                   doc_in='JSON {"path": file on the server | "attribute": "smart/camera/1/Image", "roi"?: '
+                          '[x, y, w, h], <setting>: value, ...}; with neither path nor attribute the previous image '
+                          'is used again',
+                   doc_out='JSON {"count", "isolated", "elapsed_ms", "read_ms", "roi", "source"}')
+    def Detect(self, argin: str) -> str:
+        args = parse_args(argin, DetectArgs, what="Detect argument")
         return dumps(self._detect(args))
 
     def _detect(self, args: DetectArgs) -> dict[str, Any]:
@@ -300,26 +268,19 @@ class ParticleDS(SmartDevice):
         if args.path is None and args.attribute is None and self._last_image is None:
             raise NotReady("there is no previous image to detect on; give 'path' (an image file on the server) "
                            "or 'attribute' (e.g. smart/camera/1/Image)")
-        previous = (self.get_state(), self.get_status())
-        self.set_state(DevState.RUNNING)
-        self.set_status(f"Detecting particles in {source}.")
         start = time.perf_counter()
         try:
-            with tango.AutoTangoAllowThreads(self):
+            with self.busy(f"Detecting particles in {source}"):
                 if args.path is not None:
                     image = image_input.load_image(args.path, args.channel)
                 elif args.attribute is not None:
-                    image = read_image_attribute(args.attribute)
+                    image = read_image_attribute(args.attribute, self.proxies)
                 else:
                     image = self._last_image
                 read_ms = (time.perf_counter() - start) * 1e3
                 summary = self._core.detect_args(args, image)
         except SourceLost as exc:
             self._enter_fault(str(args.attribute), exc.desc)
-            raise
-        except BaseException:
-            self.set_state(previous[0])
-            self.set_status(previous[1])
             raise
         self._last_image, self._last_source, self._fault_source = image, source, None
         summary["elapsed_ms"] = round((time.perf_counter() - start) * 1e3, 3)
@@ -346,12 +307,10 @@ class ParticleDS(SmartDevice):
         if self.is_there_subscriber("AnnotatedImageJPEG", EventType.CHANGE_EVENT):
             self.push_change_event("AnnotatedImageJPEG", *self._annotated_jpeg())
 
-    @command(dtype_in=str, dtype_out=str, doc_in="CSV file path on the server (overwritten)",
-             doc_out="the absolute path written")
-    @smart_errors
-    @one_at_a_time
-    def ExportCsv(self, path: str) -> str:
-        target = text_in(path)
+    @smart_command(gated=True, dtype_in=str, dtype_out=str, doc_in="CSV file path on the server (overwritten)",
+                   doc_out="the absolute path written")
+    def ExportCsv(self, argin: str) -> str:
+        target = text_in(argin)
 
         def write() -> str:
             check_write_target(os.path.abspath(os.path.expanduser(target)) if target.strip() else target, "CSV file")
@@ -390,15 +349,13 @@ class ParticleDS(SmartDevice):
                                "isolated", min_value=0.0, max_value=MAX_DIM)
 
     # -------------------------------------------------------------- results
-    @attribute(dtype=int, unit="particles", label="Count", format="%d",
-               doc="number of particles found by the last detection (0 before the first)")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="particles", label="Count", format="%d",
+                     doc="number of particles found by the last detection (0 before the first)")
     def Count(self) -> int:
         return self._core.count
 
-    @attribute(dtype=int, unit="particles", label="Isolated count", format="%d",
-               doc="number of isolated particles of the last detection")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="particles", label="Isolated count", format="%d",
+                     doc="number of isolated particles of the last detection")
     def IsolatedCount(self) -> int:
         return int(np.count_nonzero(self._core.isolated))
 
@@ -425,18 +382,16 @@ class ParticleDS(SmartDevice):
                                     "the detection sits on an extended bright area (a Pt marker), not on the "
                                     "membrane: not a particle, never isolated", "on_bright_area")
 
-    @attribute(dtype=str, unit="JSON", label="Table", format="%s",
-               doc="JSON rows {index, x, y, mass, size, ecc, signal, isolated, nn_distance, multiplicity, "
-                   "on_bright_area}; [] "
-                   "before Detect")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Table", format="%s",
+                     doc="JSON rows {index, x, y, mass, size, ecc, signal, isolated, nn_distance, multiplicity, "
+                         "on_bright_area}; [] "
+                         "before Detect")
     def Table(self) -> str:
         return self._core.table()
 
-    @attribute(dtype=str, unit="JSON", label="Last result", format="%s",
-               doc="JSON {count, isolated, elapsed_ms, roi, source, image_shape, settings, timestamp} of the "
-                   "last detection; {} before the first")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Last result", format="%s",
+                     doc="JSON {count, isolated, elapsed_ms, roi, source, image_shape, settings, timestamp} of the "
+                         "last detection; {} before the first")
     def LastResult(self) -> str:
         return self._last_result()
 
@@ -447,18 +402,16 @@ class ParticleDS(SmartDevice):
         return dumps({**results.summary(), "source": self._last_source, "image_shape": list(results.image_shape),
                       "settings": results.settings, "timestamp": results.timestamp})
 
-    @attribute(dtype=((np.uint8,),), max_dim_x=MAX_DIM, max_dim_y=MAX_DIM, unit="1",
-               label="Annotated image", format="%3d",
-               doc="source image stretched to 40..215 with isolated particles circled in white (255) and crowded "
-                   "ones in black (0), each labelled with its Table index; SMART_NotReady before Detect")
-    @smart_errors
+    @smart_attribute(dtype=((np.uint8,),), max_dim_x=MAX_DIM, max_dim_y=MAX_DIM, unit="1",
+                     label="Annotated image", format="%3d",
+                     doc="source image stretched to 40..215 with isolated particles circled in white (255) and crowded "
+                         "ones in black (0), each labelled with its Table index; SMART_NotReady before Detect")
     def AnnotatedImage(self) -> np.ndarray:
         return self._core.annotated_image(rgb=False)
 
-    @attribute(dtype=tango.DevEncoded, unit="RGB", label="Annotated image (colour)", format="VIDEO_IMAGE",
-               doc="the annotated image in colour (isolated green, crowded orange-red), as a LImA VIDEO_IMAGE "
-                   "RGB24 payload: decode with taurus CodecFactory().getCodec('VIDEO_IMAGE')")
-    @smart_errors
+    @smart_attribute(dtype=tango.DevEncoded, unit="RGB", label="Annotated image (colour)", format="VIDEO_IMAGE",
+                     doc="the annotated image in colour (isolated green, crowded orange-red), as a LImA VIDEO_IMAGE "
+                         "RGB24 payload: decode with taurus CodecFactory().getCodec('VIDEO_IMAGE')")
     def AnnotatedImageRGB(self) -> tuple[str, bytes]:
         return self._annotated_rgb()
 
@@ -471,11 +424,10 @@ class ParticleDS(SmartDevice):
             self._encoded = cached
         return "VIDEO_IMAGE", cached[1]
 
-    @attribute(dtype=tango.DevEncoded, unit="RGB", label="Annotated image (colour, JPEG)", format="JPEG_RGB",
-               doc="the colour annotated image as a JPEG (quality 95), Tango's JPEG_RGB encoding: what live "
-                   "viewers that decode JPEG_RGB but not LImA's RGB24 VIDEO_IMAGE show in colour (lavue "
-                   "--source tangoattr --channel rgb)")
-    @smart_errors
+    @smart_attribute(dtype=tango.DevEncoded, unit="RGB", label="Annotated image (colour, JPEG)", format="JPEG_RGB",
+                     doc="the colour annotated image as a JPEG (quality 95), Tango's JPEG_RGB encoding: what live "
+                         "viewers that decode JPEG_RGB but not LImA's RGB24 VIDEO_IMAGE show in colour (lavue "
+                         "--source tangoattr --channel rgb)")
     def AnnotatedImageJPEG(self) -> tuple[str, bytes]:
         return self._annotated_jpeg()
 

@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import tango
 from tango import DevState
-from tango.server import attribute, command, device_property
+from tango.server import device_property
 
+from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 from servers.common.jsonargs import dumps, loads_object, parse_args
 from servers.common.safefile import open_regular, run_with_time_limit
-from servers.common.tango_glue import SmartDevice, run_server, smart_errors, text_in
+from servers.common.tango_client import devfailed_line, devfailed_reason
+from servers.common.tango_glue import run_server, text_in
 from servers.QueueDS import args as a
 from servers.QueueDS.queue import Detection, QueueCore
 from servers.QueueDS.store import QueueStore
@@ -63,7 +65,6 @@ class QueueDS(SmartDevice):
         super().init_device()
         self._fault: str | None = None
         self._core: QueueCore | None = None
-        self._proxies: dict[str, tango.DeviceProxy] = {}
         self._pushed: dict[str, Any] = {}
         path = database_path(str(self.DataDir), self.get_name())
         try:
@@ -73,31 +74,30 @@ class QueueDS(SmartDevice):
             log.error("QueueDS: %s", self._fault)
         for name in EVENT_ATTRIBUTES:
             self.set_change_event(name, True, False)
-        self._refresh_state()
+        self.refresh_state()
 
     def delete_device(self) -> None:
         if self._core is not None:
             self._core.store.close()
 
-    def _refresh_state(self) -> None:
+    def refresh_state(self) -> None:
+        """State and Status from the queue itself (another worker's claim changes them too)."""
         if self._fault:
-            self.set_state(DevState.FAULT)
-            self.set_status(f"FAULT: {self._fault}")
+            self.report(DevState.FAULT, f"FAULT: {self._fault}", only_changes=True)
             return
-        core = self._need()
+        if self._core is None:
+            return
+        core = self._core
         counts = core.counts()
         summary = ", ".join(f"{counts[s]} {s}" for s in a.STATES)
         if core.paused:
-            self.set_state(DevState.STANDBY)
-            self.set_status(f"paused ({core.pause_reason}); {summary}")
+            self.report(DevState.STANDBY, f"paused ({core.pause_reason}); {summary}", only_changes=True)
         elif counts["running"]:
-            self.set_state(DevState.RUNNING)
             activity = core.activity()
-            self.set_status(f"running target {core.current().get('id')}: {activity.get('activity')} "
-                            f"{activity.get('message', '')}; {summary}")
+            self.report(DevState.RUNNING, f"running target {core.current().get('id')}: "
+                        f"{activity.get('activity')} {activity.get('message', '')}; {summary}", only_changes=True)
         else:
-            self.set_state(DevState.ON)
-            self.set_status(f"idle; {summary}")
+            self.report(DevState.ON, f"idle; {summary}", only_changes=True)
 
     def _need(self) -> QueueCore:
         if self._core is None:
@@ -107,7 +107,7 @@ class QueueDS(SmartDevice):
     def _changed(self) -> None:
         """After a command: State/Status, and a change event for each queue attribute whose value
         changed (a loop's Report changes Activity only; facility software gets no repeats)."""
-        self._refresh_state()
+        self.refresh_state()
         values = self._values()
         for name in EVENT_ATTRIBUTES:
             if self._pushed.get(name, _NOTHING) == values[name]:
@@ -116,7 +116,7 @@ class QueueDS(SmartDevice):
                 self.push_change_event(name, values[name])
                 self._pushed[name] = values[name]
             except tango.DevFailed as exc:  # an event that cannot go out must not undo the change
-                log.warning("change event of %s not pushed: %s", name, exc.args[0].desc)
+                log.warning("change event of %s not pushed: %s", name, devfailed_line(exc))
 
     def _values(self) -> dict[str, Any]:
         core = self._need()
@@ -127,28 +127,20 @@ class QueueDS(SmartDevice):
                       Activity=dumps(core.activity()), Policy=dumps(core.policy()), Revision=core.revision())
         return values
 
-    def _proxy(self, name: str) -> tango.DeviceProxy:
-        proxy = self._proxies.get(name)
-        if proxy is None:
-            proxy = tango.DeviceProxy(name)
-            proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
-            self._proxies[name] = proxy
-        return proxy
-
     def _detection(self) -> Detection:
         name = str(self.Particles).strip()
         if not name:
             raise NotReady("the Particles property (a ParticleDS) is not set; set it and run Init")
         try:
-            device = self._proxy(name)
+            device = self.proxies.get(name, PROXY_TIMEOUT_MS)
             values = [device.read_attribute(n).value for n in ("X", "Y", "Isolated")]
             source = json.loads(device.read_attribute("LastResult").value or "{}").get("source")
         except tango.DevFailed as exc:
-            self._proxies.pop(name, None)
-            reason = exc.args[0].reason if exc.args else ""
+            self.proxies.forget(name)
+            reason = devfailed_reason(exc)
             if reason == "SMART_NotReady":
                 raise NotReady(f"{name} has no detection: run smart_find_particles (Detect) first") from None
-            raise Failed(f"{name} cannot be read ({exc.args[0].desc.strip() if exc.args else exc})") from None
+            raise Failed(f"{name} cannot be read ({devfailed_line(exc)})") from None
         x, y, isolated = (np.asarray(v if v is not None else [], t) for v, t in zip(values, (float, float, bool),
                                                                                      strict=True))
         return Detection(x.tolist(), y.tolist(), isolated.tolist(), source)
@@ -158,11 +150,11 @@ class QueueDS(SmartDevice):
         if not name:
             return None
         try:
-            return set(self._proxy(name).read_attribute("Frames").value or [])
+            return set(self.proxies.get(name, PROXY_TIMEOUT_MS).read_attribute("Frames").value or [])
         except tango.DevFailed as exc:
-            self._proxies.pop(name, None)
+            self.proxies.forget(name)
             raise Failed(f"the mapper {name} cannot be read to check the frame "
-                         f"({exc.args[0].desc.strip() if exc.args else exc}); nothing was added") from None
+                         f"({devfailed_line(exc)}); nothing was added") from None
 
     def _locate(self, targets: list[dict[str, Any]]) -> tuple[np.ndarray, str]:
         """Stage positions of ``targets`` through the mapper's Map, one call per frame."""
@@ -175,10 +167,10 @@ class QueueDS(SmartDevice):
                 points[rows] = [[targets[i]["x"], targets[i]["y"]] for i in rows]
                 continue
             try:
-                reply = json.loads(self._proxy(name).command_inout("Map", json.dumps(
+                reply = json.loads(self.proxies.get(name, PROXY_TIMEOUT_MS).command_inout("Map", json.dumps(
                     {"from": frame, "to": "stage", "points": [[targets[i]["x"], targets[i]["y"]] for i in rows]})))
             except tango.DevFailed as exc:
-                raise NotReady(f"frame {frame} cannot be mapped to the stage ({exc.args[0].desc.strip()}); "
+                raise NotReady(f"frame {frame} cannot be mapped to the stage ({devfailed_line(exc)}); "
                                "nothing was reordered") from None
             points[rows] = reply["points"]
             unit = reply.get("unit", unit)
@@ -200,81 +192,61 @@ class QueueDS(SmartDevice):
 
         return run_with_time_limit(read, f"reading {path}")
 
-    # ------------------------------------------------------------------ state
-    def dev_state(self) -> DevState:
-        if self._core is not None:
-            self._refresh_state()
-        return self.get_state()
-
     # ------------------------------------------------------------------ attributes
-    @attribute(dtype=str, unit="JSON", label="Targets", doc="every target in queue order (docs/queue.md)")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Targets", doc="every target in queue order (docs/queue.md)")
     def Targets(self) -> str:
         return dumps(self._need().targets())
 
-    @attribute(dtype=int, unit="count", label="Pending", doc="targets waiting")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="count", label="Pending", doc="targets waiting")
     def Pending(self) -> int:
         return self._need().counts()["pending"]
 
-    @attribute(dtype=int, unit="count", label="Running", doc="targets claimed by the loop (0 or 1)")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="count", label="Running", doc="targets claimed by the loop (0 or 1)")
     def Running(self) -> int:
         return self._need().counts()["running"]
 
-    @attribute(dtype=int, unit="count", label="Done", doc="targets whose scan finished")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="count", label="Done", doc="targets whose scan finished")
     def Done(self) -> int:
         return self._need().counts()["done"]
 
-    @attribute(dtype=int, unit="count", label="Failed", doc="targets that failed (reason in Targets)")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="count", label="Failed", doc="targets that failed (reason in Targets)")
     def Failed(self) -> int:
         return self._need().counts()["failed"]
 
-    @attribute(dtype=int, unit="count", label="Skipped", doc="targets skipped")
-    @smart_errors
+    @smart_attribute(dtype=int, unit="count", label="Skipped", doc="targets skipped")
     def Skipped(self) -> int:
         return self._need().counts()["skipped"]
 
-    @attribute(dtype=str, unit="JSON", label="Counts", doc="{pending, running, done, failed, skipped, total}")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Counts", doc="{pending, running, done, failed, skipped, total}")
     def Counts(self) -> str:
         return dumps(self._need().counts())
 
-    @attribute(dtype=str, unit="JSON", label="Current target", doc="the running target, {} when none")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Current target", doc="the running target, {} when none")
     def CurrentTarget(self) -> str:
         return dumps(self._need().current())
 
-    @attribute(dtype=float, unit="s", label="Time left", format="%.0f",
-               doc="estimated time for the pending and running targets")
-    @smart_errors
+    @smart_attribute(dtype=float, unit="s", label="Time left", format="%.0f",
+                     doc="estimated time for the pending and running targets")
     def TimeLeft(self) -> float:
         return self._need().time_left()
 
-    @attribute(dtype=bool, label="Paused", doc="true: no new target is handed out")
-    @smart_errors
+    @smart_attribute(dtype=bool, label="Paused", doc="true: no new target is handed out")
     def Paused(self) -> bool:
         return self._need().paused
 
-    @attribute(dtype=str, unit="text", label="Pause reason", doc="why the queue is paused; empty when not")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="text", label="Pause reason", doc="why the queue is paused; empty when not")
     def PauseReason(self) -> str:
         return self._need().pause_reason
 
-    @attribute(dtype=str, unit="JSON", label="Activity", doc="{activity, message, target, since} from the loop")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Activity", doc="{activity, message, target, since} from the loop")
     def Activity(self) -> str:
         return dumps(self._need().activity())
 
-    @attribute(dtype=str, unit="JSON", label="Failure policy", doc="failure kind -> retry | skip | stop")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Failure policy", doc="failure kind -> retry | skip | stop")
     def Policy(self) -> str:
         return dumps(self._need().policy())
 
-    @attribute(dtype=tango.DevLong64, unit="count", label="Revision", doc="+1 on every change of the queue")
-    @smart_errors
+    @smart_attribute(dtype=tango.DevLong64, unit="count", label="Revision", doc="+1 on every change of the queue")
     def Revision(self) -> int:
         return self._need().revision()
 
@@ -284,27 +256,25 @@ class QueueDS(SmartDevice):
         self._changed()
         return dumps(reply)
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {particles: isolated|all|[indices], scan, frame?, region?, "
-             "within?, skip_duplicates?}", doc_out="JSON {added, duplicates, count}")
-    @smart_errors
-    def AddParticles(self, argument: str) -> str:
-        parsed = parse_args(argument, a.AddParticlesArgs)
+    @smart_command(dtype_in=str, dtype_out=str,
+                   doc_in="JSON {particles: isolated|all|[indices], scan, frame?, region?, within?, skip_duplicates?}",
+                   doc_out="JSON {added, duplicates, count}")
+    def AddParticles(self, argin: str) -> str:
+        parsed = parse_args(argin, a.AddParticlesArgs)
         a.parse_scan(parsed.scan)  # a bad scan is refused before the other devices are read
         return self._run(lambda core: core.add_particles(parsed, self._detection(), self._frames()))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {points: [{frame, x, y, particle?, region?}], scan, "
-             "skip_duplicates?}", doc_out="JSON {added, duplicates, count}")
-    @smart_errors
-    def AddPoints(self, argument: str) -> str:
-        parsed = parse_args(argument, a.AddPointsArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {points: [{frame, x, y, particle?, region?}], scan, "
+                   "skip_duplicates?}", doc_out="JSON {added, duplicates, count}")
+    def AddPoints(self, argin: str) -> str:
+        parsed = parse_args(argin, a.AddPointsArgs)
         a.parse_scan(parsed.scan)
         return self._run(lambda core: core.add_points(parsed, self._frames()))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {path, scan, frame?, skip_duplicates?}",
-             doc_out="JSON {added, duplicates, count}")
-    @smart_errors
-    def AddCsv(self, argument: str) -> str:
-        parsed = parse_args(argument, a.AddCsvArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {path, scan, frame?, skip_duplicates?}",
+                   doc_out="JSON {added, duplicates, count}")
+    def AddCsv(self, argin: str) -> str:
+        parsed = parse_args(argin, a.AddCsvArgs)
         a.parse_scan(parsed.scan)
         text = self._read_csv(parsed.path)
         header = text.splitlines()[0].lower() if text.strip() else ""
@@ -312,87 +282,73 @@ class QueueDS(SmartDevice):
         detection = self._detection() if needs_detection else None
         return self._run(lambda core: core.add_csv(parsed, text, detection, self._frames()))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids}", doc_out="JSON {removed}")
-    @smart_errors
-    def Remove(self, argument: str) -> str:
-        parsed = parse_args(argument, a.IdsArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {ids}", doc_out="JSON {removed}")
+    def Remove(self, argin: str) -> str:
+        parsed = parse_args(argin, a.IdsArgs)
         return self._run(lambda core: core.remove(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {id, scan?, region?}", doc_out="the target (JSON)")
-    @smart_errors
-    def Edit(self, argument: str) -> str:
-        parsed = parse_args(argument, a.EditArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {id, scan?, region?}", doc_out="the target (JSON)")
+    def Edit(self, argin: str) -> str:
+        parsed = parse_args(argin, a.EditArgs)
         return self._run(lambda core: core.edit(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids} or {auto: shortest, start?}",
-             doc_out="JSON {order, travel_before, travel_after, unit}")
-    @smart_errors
-    def Reorder(self, argument: str) -> str:
-        parsed = parse_args(argument, a.ReorderArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {ids} or {auto: shortest, start?}",
+                   doc_out="JSON {order, travel_before, travel_after, unit}")
+    def Reorder(self, argin: str) -> str:
+        parsed = parse_args(argin, a.ReorderArgs)
         return self._run(lambda core: core.reorder(parsed, self._locator()))
 
-    @command(dtype_in=str, doc_in="why (may be empty)")
-    @smart_errors
-    def Pause(self, reason: str) -> None:
-        text = text_in(reason).strip()
+    @smart_command(dtype_in=str, doc_in="why (may be empty)")
+    def Pause(self, argin: str) -> None:
+        text = text_in(argin).strip()
         if len(text) > 500:
             raise BadArgument("the pause reason is longer than 500 characters")
         self._need().pause(text)
         self._changed()
 
-    @command()
-    @smart_errors
+    @smart_command
     def Resume(self) -> None:
         self._need().resume()
         self._changed()
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids, reason?}", doc_out="JSON {skipped, skip_requested}")
-    @smart_errors
-    def Skip(self, argument: str) -> str:
-        parsed = parse_args(argument, a.SkipArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {ids, reason?}", doc_out="JSON {skipped, skip_requested}")
+    def Skip(self, argin: str) -> str:
+        parsed = parse_args(argin, a.SkipArgs)
         return self._run(lambda core: core.skip(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {ids} or {failed: true, skipped?: true}",
-             doc_out="JSON {retried}")
-    @smart_errors
-    def Retry(self, argument: str) -> str:
-        parsed = parse_args(argument, a.RetryArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {ids} or {failed: true, skipped?: true}",
+                   doc_out="JSON {retried}")
+    def Retry(self, argin: str) -> str:
+        parsed = parse_args(argin, a.RetryArgs)
         return self._run(lambda core: core.retry(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {states: [done|failed|skipped]}", doc_out="JSON {removed}")
-    @smart_errors
-    def Clear(self, argument: str) -> str:
-        parsed = parse_args(argument, a.ClearArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {states: [done|failed|skipped]}", doc_out="JSON {removed}")
+    def Clear(self, argin: str) -> str:
+        parsed = parse_args(argin, a.ClearArgs)
         return self._run(lambda core: core.clear(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {failure kind: retry|skip|stop}", doc_out="the whole policy")
-    @smart_errors
-    def SetPolicy(self, argument: str) -> str:
-        parsed = loads_object(argument)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {failure kind: retry|skip|stop}",
+                   doc_out="the whole policy")
+    def SetPolicy(self, argin: str) -> str:
+        parsed = loads_object(argin)
         return self._run(lambda core: core.set_policy(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {worker}", doc_out="JSON {target, token, rerun, why}")
-    @smart_errors
-    def ClaimNext(self, argument: str) -> str:
-        parsed = parse_args(argument, a.ClaimArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {worker}", doc_out="JSON {target, token, rerun, why}")
+    def ClaimNext(self, argin: str) -> str:
+        parsed = parse_args(argin, a.ClaimArgs)
         return self._run(lambda core: core.claim_next(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {id, token, activity, message?}",
-             doc_out="JSON {skip, paused}")
-    @smart_errors
-    def Report(self, argument: str) -> str:
-        parsed = parse_args(argument, a.ReportArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {id, token, activity, message?}",
+                   doc_out="JSON {skip, paused}")
+    def Report(self, argin: str) -> str:
+        parsed = parse_args(argin, a.ReportArgs)
         return self._run(lambda core: core.report(parsed))
 
-    @command(dtype_in=str, dtype_out=str, doc_in="JSON {id, token, outcome, kind?, reason?, data?, duration_s?}",
-             doc_out="JSON {target, stop}")
-    @smart_errors
-    def Finish(self, argument: str) -> str:
-        parsed = parse_args(argument, a.FinishArgs)
+    @smart_command(dtype_in=str, dtype_out=str, doc_in="JSON {id, token, outcome, kind?, reason?, data?, duration_s?}",
+                   doc_out="JSON {target, stop}")
+    def Finish(self, argin: str) -> str:
+        parsed = parse_args(argin, a.FinishArgs)
         return self._run(lambda core: core.finish(parsed))
-
-
-
 
 def main(argv: list[str] | None = None) -> int:
     return run_server([QueueDS], argv)

@@ -14,31 +14,22 @@ attempt, good or not, because a doubtful result is exactly what a person has to 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import tango
 from tango import AttrWriteType, DevState
-from tango.server import attribute, command, device_property
+from tango.server import device_property
 
+from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
 from servers.common.jsonargs import dumps, parse_args
-from servers.common.tango_glue import (
-    CommandGate,
-    SmartDevice,
-    monitor_released,
-    one_at_a_time,
-    run_server,
-    smart_errors,
-    tango_text,
-    text_in,
-)
+from servers.common.tango_client import devfailed_reason, devfailed_text
+from servers.common.tango_glue import one_at_a_time, run_server, text_in
 from servers.RegistrationDS.args import GrabImageArgs, LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.core import RegistrationCore
@@ -55,7 +46,9 @@ _NO_GOOD_RESULT = ("no registration has succeeded since the server started; load
 
 
 class RegistrationDS(SmartDevice):
-    """Named image slots and the registrations between them (INTERFACE.md, RegistrationDS)."""
+    """Named image slots and the registrations between them (docs/interface.md, RegistrationDS)."""
+
+    PROXY_RETRY = False  # the camera proxy is kept after a failed read (see _camera)
 
     GrabTimeoutMs = device_property(
         dtype=int, default_value=2000,
@@ -69,68 +62,35 @@ class RegistrationDS(SmartDevice):
     def init_device(self) -> None:
         super().init_device()
         self._core = RegistrationCore()
-        self._gate = CommandGate()
         self._min_confidence = DEFAULT_MIN_CONFIDENCE
-        self._proxies: dict[str, tango.DeviceProxy] = {}
-        for name in (*_RESULT_EVENTS, "Overlay", "Slots", "SlotInfo", "MinConfidence", "State", "Status"):
+        self.proxies.clear()
+        for name in (*_RESULT_EVENTS, "Overlay", "Slots", "SlotInfo", "MinConfidence"):
             self.set_change_event(name, True, False)
-        self._set_state(DevState.ON, "RegistrationDS is ready. No images are loaded (slots are kept in "
+        self.report(DevState.ON, "RegistrationDS is ready. No images are loaded (slots are kept in "
                         "memory only): load them with LoadImage or GrabImage, then run Register.")
 
     def delete_device(self) -> None:
-        self._proxies = {}
-
-    def _set_state(self, state: DevState, status: str) -> None:
-        status = tango_text(status)
-        self.set_state(state)
-        self.set_status(status)
-        self.push_change_event("State", state)
-        self.push_change_event("Status", status)
-
-    @contextlib.contextmanager
-    def _busy(self, doing: str) -> Iterator[None]:
-        """RUNNING while a command works; a refused or failed command restores State and Status.
-
-        Commands take their turn on the device's gate (:func:`one_at_a_time`: a second client
-        waits, see docs/interface.md) and do their work with the Tango monitor released, so
-        State, Status and the results stay readable meanwhile. The work inside touches only the core (whose
-        slots and results are immutable snapshots) and other devices, never this device's
-        Tango objects; State, Status and events are set before and after it.
-        """
-        state, status = self.get_state(), self.get_status()
-        self._set_state(DevState.RUNNING, f"{doing}.")
-        try:
-            with monitor_released(self):
-                yield
-        except BaseException:
-            self._set_state(state, status)
-            raise
-        if self.get_state() == DevState.RUNNING:
-            self._set_state(state, status)
+        self.proxies.clear()
 
     # ------------------------------------------------------------- commands
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='{"slot", "path", "pixel_size_um"?, "channel"?}: image file read by the server (TIFF incl. '
-                    'FEI/Zeiss/TESCAN SEM, PNG, JPEG, AFM .spm/.gwy/.ibw/.jpk, Bruker EDX .bcf)',
-             doc_out='{"slot", "width", "height", "pixel_size_um", "pixel_size_source", "format", "dtype", '
-                     '"warnings", "stage"?, "stage_source"?, "channel"?, "channels"?}')
-    @smart_errors
-    @one_at_a_time
+    @smart_command(gated=True, dtype_in=str, dtype_out=str,
+                   doc_in='{"slot", "path", "pixel_size_um"?, "channel"?}: image file read by the server (TIFF incl. '
+                          'FEI/Zeiss/TESCAN SEM, PNG, JPEG, AFM .spm/.gwy/.ibw/.jpk, Bruker EDX .bcf)',
+                   doc_out='{"slot", "width", "height", "pixel_size_um", "pixel_size_source", "format", "dtype", '
+                           '"warnings", "stage"?, "stage_source"?, "channel"?, "channels"?}')
     def LoadImage(self, argin: str) -> str:
         args = parse_args(argin, LoadImageArgs)
-        with self._busy(f"Loading '{args.path}' into slot '{args.slot}'"):
+        with self.busy(f"Loading '{args.path}' into slot '{args.slot}'"):
             result = self._core.load_image(args.slot, args.path, args.pixel_size_um, args.channel)
         self._push_slots()
         return dumps(result)
 
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='{"slot", "device"}: camera device with Image, FrameNumber and FrameMetadata',
-             doc_out='LoadImage result plus "metadata": the FrameMetadata of exactly the grabbed frame')
-    @smart_errors
-    @one_at_a_time
+    @smart_command(gated=True, dtype_in=str, dtype_out=str,
+                   doc_in='{"slot", "device"}: camera device with Image, FrameNumber and FrameMetadata',
+                   doc_out='LoadImage result plus "metadata": the FrameMetadata of exactly the grabbed frame')
     def GrabImage(self, argin: str) -> str:
         args = parse_args(argin, GrabImageArgs)
-        with self._busy(f"Grabbing a frame of '{args.device}' into slot '{args.slot}'"):
+        with self.busy(f"Grabbing a frame of '{args.device}' into slot '{args.slot}'"):
             image, metadata = self._grab_frame(args.device)
             pixel_size = metadata.get("pixel_size_um")
             if (not isinstance(pixel_size, (int, float)) or isinstance(pixel_size, bool)
@@ -142,132 +102,115 @@ class RegistrationDS(SmartDevice):
         self._push_slots()
         return dumps(result)
 
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='{"reference", "target", "model"?, "reference_roi"?, "target_roi"?, "upsample"?, '
-                    '"max_shift_px"?, "representation"?, "min_confidence"?, "rotation_range_deg"?, "prior"?: '
-                    '{"rotation_deg"?, "rotation_tolerance_deg"?, "scale"?, "scale_tolerance"?, "shift_px"?, '
-                    '"shift_tolerance_px"?}, "max_sigma_px"?, "max_sigma_deg"?}',
-             doc_out='{"model", "matrix" (target px -> reference px), "shift_px", "rotation_deg", "scale", '
-                     '"confidence", "success", "uncertainty": {"shift_px", "rotation_deg", "scale", "point"}, '
-                     '"covariance" (6x6, matrix entries), "elapsed_ms", ...}')
-    @smart_errors
-    @one_at_a_time
+    @smart_command(gated=True, dtype_in=str, dtype_out=str,
+                   doc_in='{"reference", "target", "model"?, "reference_roi"?, "target_roi"?, "upsample"?, '
+                          '"max_shift_px"?, "representation"?, "min_confidence"?, "rotation_range_deg"?, "prior"?: '
+                          '{"rotation_deg"?, "rotation_tolerance_deg"?, "scale"?, "scale_tolerance"?, "shift_px"?, '
+                          '"shift_tolerance_px"?}, "max_sigma_px"?, "max_sigma_deg"?}',
+                   doc_out='{"model", "matrix" (target px -> reference px), "shift_px", "rotation_deg", "scale", '
+                           '"confidence", "success", "uncertainty": {"shift_px", "rotation_deg", "scale", "point"}, '
+                           '"covariance" (6x6, matrix entries), "elapsed_ms", ...}')
     def Register(self, argin: str) -> str:
         args = parse_args(argin, RegisterArgs)
         if "min_confidence" not in args.model_fields_set:
             args = args.model_copy(update={"min_confidence": self._min_confidence})
-        with self._busy(f"Registering slot '{args.target}' onto '{args.reference}' ({args.model})"):
+        with self.busy(f"Registering slot '{args.target}' onto '{args.reference}' ({args.model})"):
             result = self._core.register(args)
         self._adopt(result, f"confidence {result['confidence']:.4g} is below the threshold "
                             f"{args.min_confidence:g}")
         return dumps(result)
 
-    @command(dtype_in=str, dtype_out=str,
-             doc_in='{"reference", "target", "pairs": [[xt, yt, xr, yr], ...], "model"?: similarity | affine}',
-             doc_out='Register result plus "residuals_px", "rms_px", "inliers"')
-    @smart_errors
-    @one_at_a_time
+    @smart_command(gated=True, dtype_in=str, dtype_out=str,
+                   doc_in='{"reference", "target", "pairs": [[xt, yt, xr, yr], ...], "model"?: similarity | affine}',
+                   doc_out='Register result plus "residuals_px", "rms_px", "inliers"')
     def RegisterFiducials(self, argin: str) -> str:
         args = parse_args(argin, RegisterFiducialsArgs)
-        with self._busy(f"Fitting slot '{args.target}' onto '{args.reference}' from {len(args.pairs)} pairs"):
+        with self.busy(f"Fitting slot '{args.target}' onto '{args.reference}' from {len(args.pairs)} pairs"):
             result = self._core.register_fiducials(args)
         inliers = sum(bool(v) for v in result.get("inliers", []))
         self._adopt(result, f"confidence {result['confidence']:.3g}: {inliers} of {len(args.pairs)} pairs "
                             f"are consistent, RMS {result.get('rms_px', float('nan')):.3g} px")
         return dumps(result)
 
-    @command(dtype_in=str, dtype_out=str, doc_in="slot name", doc_out="the remaining slot names (JSON list)")
-    @smart_errors
-    @one_at_a_time
+    @smart_command(gated=True, dtype_in=str, dtype_out=str, doc_in="slot name",
+                   doc_out="the remaining slot names (JSON list)")
     def RemoveSlot(self, argin: str) -> str:
         self._core.remove_slot(validate_slot_name(text_in(argin)))
         self._push_slots()
         return dumps(self._core.slot_names)
 
     # ------------------------------------------------------------ attributes
-    @attribute(dtype=(str,), max_dim_x=MAX_SLOTS, unit="slot", label="Image slots", format="%s",
-               description="Names of the image slots held in server memory (lost on restart: load again)")
-    @smart_errors
+    @smart_attribute(dtype=(str,), max_dim_x=MAX_SLOTS, unit="slot", label="Image slots", format="%s",
+                     doc="Names of the image slots held in server memory (lost on restart: load again)")
     def Slots(self) -> list[str]:
         return self._core.slot_names
 
-    @attribute(dtype=str, unit="JSON", label="Slot details", format="%s",
-               description="JSON list: per slot its name, width, height, pixel_size_um, dtype and warnings")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Slot details", format="%s",
+                     doc="JSON list: per slot its name, width, height, pixel_size_um, dtype and warnings")
     def SlotInfo(self) -> str:
         return dumps(self._core.describe_slots())
 
-    @attribute(dtype=str, unit="JSON", label="Last result", format="%s",
-               description="JSON of the last registration attempt, successful or not (success says which)")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Last result", format="%s",
+                     doc="JSON of the last registration attempt, successful or not (success says which)")
     def LastResult(self) -> str:
         result = self._core.last_result
         if result is None:
             raise NotReady("no registration has run since the server started; run Register or RegisterFiducials")
         return dumps(result)
 
-    @attribute(dtype=str, unit="JSON", label="Last good result", format="%s",
-               description="JSON of the last registration whose success was true; Matrix, Shift, Rotation, "
-                           "Scale and Confidence show this one")
-    @smart_errors
+    @smart_attribute(dtype=str, unit="JSON", label="Last good result", format="%s",
+                     doc="JSON of the last registration whose success was true; Matrix, Shift, Rotation, "
+                         "Scale and Confidence show this one")
     def LastGoodResult(self) -> str:
         return dumps(self._good())
 
-    @attribute(dtype=((float,),), max_dim_x=3, max_dim_y=3, unit="px", label="Matrix", format="%.6g",
-               description="Last good registration: 3x3 homogeneous matrix, row-major, target px -> reference px")
-    @smart_errors
+    @smart_attribute(dtype=((float,),), max_dim_x=3, max_dim_y=3, unit="px", label="Matrix", format="%.6g",
+                     doc="Last good registration: 3x3 homogeneous matrix, row-major, target px -> reference px")
     def Matrix(self) -> np.ndarray:
         return np.asarray(self._good()["matrix"], dtype=float)
 
-    @attribute(dtype=(float,), max_dim_x=2, unit="px", label="Shift", format="%.3f",
-               description="Last good registration: translation [dx, dy] of the matrix, in reference px")
-    @smart_errors
+    @smart_attribute(dtype=(float,), max_dim_x=2, unit="px", label="Shift", format="%.3f",
+                     doc="Last good registration: translation [dx, dy] of the matrix, in reference px")
     def Shift(self) -> list[float]:
         return [float(v) for v in self._good()["shift_px"]]
 
-    @attribute(dtype=float, unit="deg", label="Rotation", format="%.4f",
-               description="Last good registration: rotation of the matrix, positive from +x towards +y "
-                           "(clockwise on screen, where y points down)")
-    @smart_errors
+    @smart_attribute(dtype=float, unit="deg", label="Rotation", format="%.4f",
+                     doc="Last good registration: rotation of the matrix, positive from +x towards +y "
+                         "(clockwise on screen, where y points down)")
     def Rotation(self) -> float:
         return float(self._good()["rotation_deg"])
 
-    @attribute(dtype=float, unit="px/px", label="Scale", format="%.6f",
-               description="Last good registration: reference px per target px")
-    @smart_errors
+    @smart_attribute(dtype=float, unit="px/px", label="Scale", format="%.6f",
+                     doc="Last good registration: reference px per target px")
     def Scale(self) -> float:
         return float(self._good()["scale"])
 
-    @attribute(dtype=float, unit="1", label="Confidence", format="%.4f",
-               description="Last good registration: probability (0..1) that the match is not a coincidence")
-    @smart_errors
+    @smart_attribute(dtype=float, unit="1", label="Confidence", format="%.4f",
+                     doc="Last good registration: probability (0..1) that the match is not a coincidence")
     def Confidence(self) -> float:
         return float(self._good()["confidence"])
 
-    @attribute(dtype=((np.uint8,),), max_dim_x=MAX_IMAGE_SIDE, max_dim_y=MAX_IMAGE_SIDE, unit="1",
-               label="Overlay", format="%3d",
-               description="Last attempt, for display: reference with the registered target blended in "
-                           "(8 bit, at most 2048 px a side)")
-    @smart_errors
+    @smart_attribute(dtype=((np.uint8,),), max_dim_x=MAX_IMAGE_SIDE, max_dim_y=MAX_IMAGE_SIDE, unit="1",
+                     label="Overlay", format="%3d",
+                     doc="Last attempt, for display: reference with the registered target blended in "
+                         "(8 bit, at most 2048 px a side)")
     def Overlay(self) -> np.ndarray:
         overlay = self._core.overlay
         if overlay is None:
             raise NotReady("no registration has run since the server started, so there is nothing to overlay")
         return overlay
 
-    MinConfidence = attribute(
+    MinConfidence = smart_attribute(
         dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="1",
         label="Minimum confidence", format="%.4f", min_value=0.0, max_value=1.0,
-        description="Register results below this confidence have success false (device in ALARM, not "
+        doc="Register results below this confidence have success false (device in ALARM, not "
                     "adopted into Matrix); a min_confidence in the Register argument overrides it for one call")
 
     @MinConfidence.read
-    @smart_errors
     def MinConfidence(self) -> float:
         return self._min_confidence
 
     @MinConfidence.write
-    @smart_errors
     @one_at_a_time
     def MinConfidence(self, value: float) -> None:
         if not (math.isfinite(value) and 0.0 < value < 1.0):
@@ -297,7 +240,7 @@ class RegistrationDS(SmartDevice):
             shift = result["shift_px"]
             for name in _RESULT_EVENTS[1:]:
                 self.push_change_event(name, getattr(self, f"_event_{name}")(result))
-            self._set_state(DevState.ON, (
+            self.report(DevState.ON, (
                 f"The last registration of {pair} succeeded with confidence {result['confidence']:.4g}: "
                 f"shift ({shift[0]:.2f}, {shift[1]:.2f}) px, rotation {result['rotation_deg']:.3f} deg, "
                 f"scale {result['scale']:.5f}."))
@@ -307,7 +250,7 @@ class RegistrationDS(SmartDevice):
                 f"(slot '{good['target']}' onto '{good['reference']}')" if good is not None
                 else "Matrix, Shift, Rotation, Scale and Confidence have no value yet because no registration "
                      "has succeeded")
-        self._set_state(DevState.ALARM, (
+        self.report(DevState.ALARM, (
             f"The last registration of {pair} is in doubt and was not adopted: {why}. {kept}; LastResult and "
             "Overlay show the doubtful one. Check that both images show the same area (ROIs, pixel sizes), "
             "or register with RegisterFiducials; a successful registration returns the device to ON."))
@@ -338,22 +281,16 @@ class RegistrationDS(SmartDevice):
 
     # ----------------------------------------------------------------- grab
     def _camera(self, device: str) -> tango.DeviceProxy:
-        """The kept proxy to a camera: it reconnects by itself on its next call (also to a
-        restarted camera) without the database, while building a new one needs the database
-        and, for a camera this process already talked to, a call with Tango's default 3 s
-        timeout -- with the camera's or the database's host cut off, GrabImage then answered
-        after the client's timeout (docs/deployment.md, "Several hosts"). No silent retry:
-        cppTango's reconnect-and-retry doubles GrabTimeoutMs on a silent camera."""
-        proxy = self._proxies.get(device)
-        if proxy is None:
-            try:
-                proxy = tango.DeviceProxy(device)
-                proxy.set_timeout_millis(max(100, int(self.GrabTimeoutMs)))
-                proxy.set_transparency_reconnection(False)
-            except tango.DevFailed as exc:
-                raise _camera_error(device, exc, "cannot be reached") from None
-            self._proxies[device] = proxy
-        return proxy
+        """The kept proxy to a camera (``PROXY_RETRY = False``): it reconnects by itself on its
+        next call (also to a restarted camera) without the database, while building a new one
+        needs the database and, for a camera this process already talked to, a call with Tango's
+        default 3 s timeout -- with the camera's or the database's host cut off, GrabImage then
+        answered after the client's timeout (docs/deployment.md, "Several hosts"). No silent
+        retry: cppTango's reconnect-and-retry doubles GrabTimeoutMs on a silent camera."""
+        try:
+            return self.proxies.get(device, max(100, int(self.GrabTimeoutMs)))
+        except tango.DevFailed as exc:
+            raise _camera_error(device, exc, "cannot be reached") from None
 
     def _grab_frame(self, device: str) -> tuple[np.ndarray, dict[str, Any]]:
         """Image and FrameMetadata of one and the same frame.
@@ -389,27 +326,19 @@ class RegistrationDS(SmartDevice):
                      "must snapshot one frame per read_attributes call. Slow its frame rate or Stop it and Snap")
 
 
-def _reason(exc: tango.DevFailed) -> str:
-    return exc.args[0].reason if exc.args else ""
-
-
-def _describe(exc: tango.DevFailed) -> str:
-    return "; ".join(f"{e.reason}: {e.desc.strip()}" for e in exc.args[:2])
-
-
 def _camera_error(device: str, exc: tango.DevFailed, what: str) -> Exception:
-    reason = _reason(exc)
+    reason = devfailed_reason(exc)
     if "NotDefined" in reason or "DeviceNotExported" in reason or reason == "SMART_NotFound":
-        return NotFound(f"the camera device '{device}' {what}: {_describe(exc)}. Check the name "
+        return NotFound(f"the camera device '{device}' {what}: {devfailed_text(exc)}. Check the name "
                         "(e.g. smart/camera/1) and that its server runs")
-    return Failed(f"the camera device '{device}' {what}: {_describe(exc)}. Check that its server runs "
+    return Failed(f"the camera device '{device}' {what}: {devfailed_text(exc)}. Check that its server runs "
                   "and answers; nothing was stored")
 
 
 def _attribute_error(device: str, name: str, reply: tango.DeviceAttribute) -> Exception:
     errors = reply.get_err_stack() if reply.has_failed else ()
-    reason = errors[0].reason if errors else ""
-    detail = "; ".join(f"{e.reason}: {e.desc.strip()}" for e in errors[:2]) or "no value (quality INVALID)"
+    reason = devfailed_reason(errors)
+    detail = devfailed_text(errors) or "no value (quality INVALID)"
     if reason == "API_AttrNotFound":
         return NotFound(f"the device '{device}' has no attribute {name}; GrabImage needs a camera with "
                         f"{', '.join(FRAME_ATTRIBUTES)} (a CameraDS device)")

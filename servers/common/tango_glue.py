@@ -33,12 +33,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import tango
-from tango.server import Device
 
 from servers.common.errors import NotReady, SmartError
 from servers.common.text import tango_text, text_in, text_out
 
-__all__ = ["CommandGate", "SmartDevice", "monitor_released", "one_at_a_time", "raise_devfailed", "run_server",
+__all__ = ["CommandGate", "monitor_released", "one_at_a_time", "raise_devfailed", "run_server",
            "smart_errors", "tango_text", "text_in", "text_out"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,13 +92,6 @@ def smart_errors(function: F) -> F:
             )
 
     return wrapper  # type: ignore[return-value]
-
-
-class SmartDevice(Device):
-    """Base of the SMART devices: a Status that always reaches the client."""
-
-    def set_status(self, status: str) -> None:
-        super().set_status(tango_text(status))
 
 
 class CommandGate:
