@@ -5,9 +5,10 @@ beam position and the history. This class only
 
 * parses every JSON argument with the models of :mod:`servers.CoordMapperDS.args`,
 * reads the stage motors (``MotorX``/``MotorY``: Position, its limits and unit) through
-  Tango for every Map, because limits can change at any time,
+  :mod:`servers.CoordMapperDS.motors` for every Map, because limits can change at any time,
 * persists the whole core state (``core.to_json()``) in the device property
-  ``GraphState`` after every successful change, and loads it in ``init_device``,
+  ``GraphState`` (as lines, :mod:`servers.CoordMapperDS.property_lines`) after every
+  successful change, and loads it in ``init_device``,
 * maps errors to ``SMART_*`` and reports State/Status.
 
 State: ``ON`` idle; ``ALARM`` when the motors cannot be read (Map still works, but
@@ -28,7 +29,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,20 +39,19 @@ from tango.server import device_property
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 from servers.common.jsonargs import dumps, parse_args
-from servers.common.tango_client import ProxyCache, devfailed_line
 from servers.common.tango_glue import run_server, text_in
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
 from servers.CoordMapperDS.core import CoordMapperCore
+from servers.CoordMapperDS.motors import DEFAULT_UNIT, MotorProblem, MotorReading, StageMotors
+from servers.CoordMapperDS.property_lines import join_chunks, split_chunks
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 STATE_PROPERTY = "GraphState"
-"""Device property holding ``core.to_json()``, split into chunks (see :func:`split_chunks`)."""
-CHUNK_CHARS = 8000
-"""A MySQL Tango database stores each property line in a TEXT column (64 KiB): stay well below."""
-MOTOR_TIMEOUT_MS = 2000
+"""Device property holding ``core.to_json()``, split into lines (see
+:func:`servers.CoordMapperDS.property_lines.split_chunks`)."""
 MOTOR_RETRY_S = 3.0
 """In ALARM, State looks at the motors again at most this often."""
 PERSIST_TIMEOUT_MS = 2000
@@ -62,94 +61,6 @@ MAX_BEAM_PX = 100_000.0
 """The beam sits in (or just beside) a camera frame of at most a few thousand px a side."""
 STAGE = "stage"
 CAMERA = "camera"
-DEFAULT_UNIT = "mm"
-_UNIT_ALIASES = {"": DEFAULT_UNIT, "no unit": DEFAULT_UNIT, "mm": "mm", "um": "um", "µm": "um", "μm": "um",
-                 "micron": "um", "microns": "um", "nm": "nm"}
-
-
-# ------------------------------------------------------------------- helpers
-def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
-    """The JSON ``text`` as property lines of at most ``size`` characters, free of whitespace.
-
-    Some databases and tools trim property lines, so the JSON is re-written compactly and
-    the spaces left inside its strings become the JSON escape ``\\u0020``: the lines can
-    then be cut anywhere, and joining them gives JSON that decodes to the same value.
-    """
-    compact = json.dumps(json.loads(text), separators=(",", ":"), allow_nan=False).replace(" ", "\\u0020")
-    return [compact[i:i + size] for i in range(0, len(compact), size)] or [compact]
-
-
-def join_chunks(lines: Any) -> str:
-    """The stored text from the property value (a list of lines, or one string)."""
-    if lines is None:
-        return ""
-    if isinstance(lines, str):
-        return lines
-    return "".join(str(line) for line in lines)
-
-
-def stage_unit_of(unit: str) -> str | None:
-    """Our unit name for a motor's Position unit (empty = mm, as the simulated stage), else None."""
-    return _UNIT_ALIASES.get(unit.strip().lower())
-
-
-def _limit(text: str, default: float) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):  # "Not specified"
-        return default
-    return value if math.isfinite(value) else default
-
-
-@dataclass(frozen=True)
-class MotorReading:
-    """What the motors say now: ``limits`` ((xmin, xmax), (ymin, ymax)); ``position`` if asked."""
-
-    limits: tuple[tuple[float, float], tuple[float, float]]
-    unit: str
-    position: tuple[float, float] | None
-
-
-class MotorProblem(Exception):
-    """The motors cannot be read (or their units make no sense); the message says why."""
-
-
-class StageMotors:
-    """Reads Position, its limits (min_value/max_value) and unit of the x and y motors."""
-
-    def __init__(self, names: tuple[str, str]) -> None:
-        self.names = names
-        self._proxies = ProxyCache(MOTOR_TIMEOUT_MS)
-
-    def read(self, with_position: bool) -> MotorReading:
-        limits, units, position = [], [], []
-        for name in self.names:
-            try:
-                proxy = self._proxies.get(name)
-                config = proxy.get_attribute_config("Position")
-                if with_position:
-                    position.append(float(proxy.read_attribute("Position").value))
-            except tango.DevFailed as exc:
-                self._proxies.forget(name)
-                raise MotorProblem(f"motor '{name}' cannot be read ({devfailed_line(exc)})") from None
-            except (TypeError, ValueError) as exc:
-                raise MotorProblem(f"motor '{name}' has no numeric Position ({exc})") from None
-            low, high = _limit(config.min_value, -math.inf), _limit(config.max_value, math.inf)
-            if low > high:
-                raise MotorProblem(f"motor '{name}' has min_value {low} above max_value {high}")
-            limits.append((low, high))
-            unit = stage_unit_of(config.unit or "")
-            if unit is None:
-                raise MotorProblem(f"motor '{name}' Position is in '{config.unit}', not a length unit "
-                                   "(mm, um, nm)")
-            units.append(unit)
-        if units[0] != units[1]:
-            raise MotorProblem(f"motors {self.names[0]} and {self.names[1]} use different units "
-                               f"({units[0]}, {units[1]}); give both Position attributes the same unit")
-        if with_position and not all(math.isfinite(p) for p in position):
-            raise MotorProblem(f"the motor positions {position} are not finite")
-        return MotorReading((limits[0], limits[1]), units[0],
-                            (position[0], position[1]) if with_position else None)
 
 
 # -------------------------------------------------------------------- device

@@ -2,7 +2,8 @@
 
 :class:`~servers.ParticleDS.core.ParticleCore` does the detection and holds settings and
 results; this class parses arguments, fetches the image (a file, or another device's image
-attribute), maps errors to SMART reasons and reports State/Status. See docs/particles.md.
+attribute through :mod:`servers.ParticleDS.remote_image`), maps errors to SMART reasons and
+reports State/Status. See docs/particles.md.
 
 Detection of a large image takes up to a second, so ``Detect`` releases the Tango device
 monitor while it works: clients can read ``State`` (RUNNING) and the previous results in
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import struct
 import time
 from typing import Any
 
@@ -26,13 +25,14 @@ import tango
 from tango import AttrWriteType, DevState, EventType
 
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command
-from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
+from servers.common.errors import BadArgument, NotReady, SmartError
 from servers.common.jsonargs import dumps, parse_args
+from servers.common.lima import encode_rgb24
 from servers.common.safefile import check_write_target, run_with_time_limit
-from servers.common.tango_client import ProxyCache
 from servers.common.tango_glue import one_at_a_time, run_server, text_in, text_out
 from servers.ParticleDS import image_input
 from servers.ParticleDS.core import ParticleCore
+from servers.ParticleDS.remote_image import SourceLost, image_device, read_image_attribute
 from servers.ParticleDS.settings import MAX_DIAMETER, METHODS, DetectArgs
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ MAX_INTENSITY = 1e12
 """Largest grey level a threshold makes sense for (float images included; 16-bit is 65535)."""
 MAX_INTENSITY_SUM = 1e15
 """Largest sensible mass: 65535 grey levels over a 255 px feature is ~3e9; floats leave room above."""
-SOURCE_TIMEOUT_MS = 2000
-"""Reading a 2048^2 uint16 frame takes ~20-300 ms between hosts; 2 s means the source is gone.
-Below a default client's 3 s timeout (the read is not retried), so a caller gets the SMART_ answer
-naming the lost source instead of a bare timeout (docs/deployment.md, "Several hosts")."""
 RECOVERY_CHECK_S = 2.0
 RECOVERY_PING_MS = 500
 """State pings a lost source (at most every RECOVERY_CHECK_S): a quick answer or none."""
@@ -59,83 +55,6 @@ RESULT_ATTRIBUTES = ("Count", "IsolatedCount", "X", "Y", "Mass", "Size", "Eccent
                      "LastResult")
 SETTING_ATTRIBUTES = ("Diameter", "MinMass", "MaxSize", "Separation", "NoiseSize", "Threshold",
                       "Percentile", "Invert", "Method", "IsolationRadius")
-
-# Reasons that mean "this name does not exist" (a user's typo): refused, the device stays healthy.
-_UNKNOWN_NAME_REASONS = ("DB_DeviceNotDefined", "API_DeviceNotDefined", "API_AttrNotFound",
-                         "API_AttributeNotFound", "API_WrongDeviceNameSyntax", "API_UnsupportedAttribute")
-_TRL = re.compile(r"^(tango://[^/]+/)(.*)$", re.IGNORECASE)
-
-# LImA video image header, as taurus.core.util.codecs.VideoImageCodec reads it.
-_VIDEO_HEADER = "!IHHqiiHHHH"
-_VIDEO_MAGIC = 0x5644454F
-_VIDEO_MODE_RGB24 = 6
-
-
-class SourceLost(NotFound):
-    """The image attribute exists but its device does not answer: the device goes to FAULT."""
-
-
-def split_attribute_name(name: str) -> tuple[str, str]:
-    """``[tango://host:port/]domain/family/member/attribute[#dbase=no]`` -> (device, attribute)."""
-    text = name.strip()
-    text, hash_sign, fragment = text.partition("#")
-    match = _TRL.match(text)
-    prefix, rest = (match.group(1), match.group(2)) if match else ("", text)
-    parts = rest.split("/")
-    if len(parts) != 4 or not all(part.strip() for part in parts):
-        raise BadArgument(
-            f"'attribute' must be the full name of an image attribute, domain/family/member/attribute "
-            f"(optionally tango://host:port/...), e.g. smart/camera/1/Image; got '{name}'"
-        )
-    return prefix + "/".join(parts[:3]) + hash_sign + fragment, parts[3]
-
-
-def read_image_attribute(name: str, proxies: ProxyCache) -> np.ndarray:
-    """Read one image from another device's attribute, with SMART errors for every failure.
-
-    ``proxies`` keeps one proxy per source device with no silent retry (``retry=False``):
-    building a proxy to a device this process already talked to makes a call with Tango's
-    default 3 s timeout before ours applies, and cppTango's reconnect-and-retry doubles the
-    wait on a silent source -- each past a default client's 3 s (docs/deployment.md,
-    "Several hosts"). A kept proxy reconnects by itself on its next call."""
-    device, attr = split_attribute_name(name)
-    try:
-        value = proxies.get(device, SOURCE_TIMEOUT_MS).read_attribute(attr)
-    except tango.DevFailed as exc:
-        reason, desc = exc.args[0].reason, exc.args[0].desc.strip()
-        if reason.startswith("SMART_"):
-            raise _smart_error(reason, f"the source {name} refused the read: {desc}") from None
-        if reason in _UNKNOWN_NAME_REASONS:
-            raise NotFound(f"there is no attribute {name} ({reason}: {desc}); check the device and "
-                           "attribute names, e.g. smart/camera/1/Image") from None
-        raise SourceLost(f"the image source {name} does not answer ({reason}: {desc}); start its "
-                         "device server or check the network, then call Detect again") from None
-    if value.data_format != tango.AttrDataFormat.IMAGE:
-        raise BadArgument(f"{name} is a {value.data_format} attribute of type {value.type}, not an image; "
-                          "give an image attribute such as smart/camera/1/Image")
-    if value.value is None or np.size(value.value) == 0:
-        raise NotReady(f"the image attribute {name} is empty (quality {value.quality}); acquire an image "
-                       "first (e.g. Snap on the camera)")
-    return np.asarray(value.value)
-
-
-def _smart_error(reason: str, desc: str) -> SmartError:
-    for cls in SmartError.__subclasses__():
-        if cls.reason == reason:
-            return cls(desc)
-    return SmartError(desc)
-
-
-def video_image_rgb24(rgb: np.ndarray) -> bytes:
-    """An (h, w, 3) uint8 RGB image as a LImA VIDEO_IMAGE RGB24 payload.
-
-    The pixel bytes are stored B, G, R: that is the order taurus' VideoImageCodec (the
-    decoder Taurus panels use) unpacks into R, G, B, so colours reach the panel unswapped.
-    """
-    height, width = rgb.shape[:2]
-    header = struct.pack(_VIDEO_HEADER, _VIDEO_MAGIC, 1, _VIDEO_MODE_RGB24, -1, width, height,
-                         0 if np.little_endian else 1, struct.calcsize(_VIDEO_HEADER), 0, 0)
-    return header + np.ascontiguousarray(rgb[:, :, ::-1]).tobytes()
 
 
 def jpeg_rgb(rgb: np.ndarray, quality: int = 95) -> bytes:
@@ -240,7 +159,7 @@ class ParticleDS(SmartDevice):
         if source is None:
             return
         try:
-            self.proxies.get(split_attribute_name(source)[0], RECOVERY_PING_MS).ping()
+            self.proxies.get(image_device(source)[0], RECOVERY_PING_MS).ping()
         except (tango.DevFailed, BadArgument):
             return
         self._fault_source = None
@@ -420,7 +339,7 @@ class ParticleDS(SmartDevice):
         results = self._core.results
         cached = self._encoded
         if cached is None or cached[0] is not results:
-            cached = (results, video_image_rgb24(self._core.annotated_image(rgb=True)))
+            cached = (results, encode_rgb24(self._core.annotated_image(rgb=True)))
             self._encoded = cached
         return "VIDEO_IMAGE", cached[1]
 

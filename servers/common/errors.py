@@ -53,3 +53,11 @@ class Unsafe(SmartError):
 
 
 ALL_REASONS = tuple(c.reason for c in (BadArgument, NotFound, NotReady, Failed, Unsafe))
+
+
+def error_for_reason(reason: str, desc: str) -> SmartError:
+    """The SMART error of the public ``reason`` code (another SMART device's refusal, passed on)."""
+    for cls in (BadArgument, NotFound, NotReady, Failed, Unsafe):
+        if cls.reason == reason:
+            return cls(desc)
+    return SmartError(desc)

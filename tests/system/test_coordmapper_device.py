@@ -26,7 +26,8 @@ import tango
 
 from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
-from servers.CoordMapperDS.device import CoordMapperDS, join_chunks, split_chunks
+from servers.CoordMapperDS.device import CoordMapperDS
+from servers.CoordMapperDS.property_lines import join_chunks, split_chunks
 from tests.device_server import serve_devices
 from tests.fake_devices import UnsavableCoordMapper
 from tests.system.conftest import device_trl
