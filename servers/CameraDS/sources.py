@@ -24,14 +24,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from servers.common.errors import BadArgument, Failed, NotReady
+from servers.common.errors import BadArgument, Failed, NotReady, SourceLost
+from servers.common.grey import to_grey
+from servers.common.lima import LIMA_HEADER, LIMA_MAGIC, LIMA_MODES
 from servers.common.safefile import run_with_time_limit
+from servers.common.tango_names import split_attribute_name
 
 SOURCE_KINDS = ("sim", "opencv:<index or URL>", "tango:<device>/<attribute>", "files:<glob>")
-
-
-class SourceLost(Failed):
-    """The source failed or disappeared; the acquisition thread retries it with back-off."""
 
 
 @dataclass
@@ -104,27 +103,10 @@ class Source(ABC):
 
 
 # --------------------------------------------------------------------------- helpers
-def to_grey(data: np.ndarray) -> np.ndarray:
-    """2-D grey in the input's integer dtype: colour frames (BGR from OpenCV, RGB from files)
-    become luminance because every consumer (registration, detection) works on intensity."""
-    if data.ndim == 2:
-        return data
-    if data.ndim == 3 and data.shape[-1] == 1:
-        return data[..., 0]
-    if data.ndim == 3 and data.shape[-1] in (3, 4):
-        weights = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
-        grey = data[..., :3].astype(np.float32) @ weights
-        if np.issubdtype(data.dtype, np.integer):
-            info = np.iinfo(data.dtype)
-            return np.clip(np.rint(grey), info.min, info.max).astype(data.dtype)
-        return grey
-    raise BadArgument(f"a frame of shape {data.shape} is not an image; expected 2-D grey or RGB(A)")
-
-
 def coerce(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Fit a frame into the declared Image dtype without surprises: widening is exact,
     anything else is clipped (never wrapped) so a bright spot stays bright."""
-    data = to_grey(np.asarray(data))
+    data = to_grey(np.asarray(data), keep_dtype=True)
     if data.dtype == dtype:
         return np.ascontiguousarray(data)
     info = np.iinfo(dtype)
@@ -235,7 +217,7 @@ class FilesSource(Source):
         except Exception as exc:  # noqa: BLE001 - any decoder error means this file is unusable
             raise SourceLost(f"file {path!r} is not a readable image ({type(exc).__name__}: {exc}); "
                              "replace or remove it") from None
-        data = to_grey(_check_frame(np.asarray(data), f"file {path!r}"))
+        data = to_grey(_check_frame(np.asarray(data), f"file {path!r}"), keep_dtype=True)
         data.setflags(write=False)
         return data
 
@@ -290,7 +272,7 @@ class OpenCVSource(Source):
             self.close()
             raise SourceLost(f"OpenCV delivered no frame from {self.target!r}; the camera or stream "
                              "stopped (it is retried)")
-        return SourceFrame(to_grey(_check_frame(image, f"OpenCV {self.target!r}")))
+        return SourceFrame(to_grey(_check_frame(image, f"OpenCV {self.target!r}"), keep_dtype=True))
 
     def _set(self, prop: int, value: float, what: str) -> None:
         if not self._is_file and self._cap is None:
@@ -435,3 +417,29 @@ def finite_positive(value: float, name: str, unit: str, upper: float) -> float:
         raise BadArgument(f"{name} must be a finite number in (0, {upper:g}] {unit}; got {value!r}")
     return float(value)
 
+
+def split_tango_target(target: str) -> tuple[str, str]:
+    """``a/b/c/attr`` of ``Source = tango:a/b/c/attr`` -> (``a/b/c``, ``attr``); a full TRL
+    (``tango://host:port/a/b/c/attr``) and the no-database suffix ``#dbase=no`` are kept on
+    the device name."""
+    split = split_attribute_name(target)
+    if split is None:
+        raise BadArgument(f"Source 'tango:{target}' must be tango:<domain/family/member>/<attribute>, "
+                          "e.g. tango:id00/limaccds/cam1/video_last_image")
+    return split
+
+
+def decode_lima_video(payload: bytes) -> np.ndarray:
+    """Decode LimaCCDs' ``video_last_image`` (DevEncoded "VIDEO_IMAGE"): a 32-byte header
+    then the grey pixels. Colour video modes are refused; set Lima's video_mode to Y8/Y16."""
+    if len(payload) < LIMA_HEADER.size:
+        raise SourceLost(f"the Lima video image is {len(payload)} bytes, shorter than its header")
+    magic, _version, mode, _frame, width, height, endian, header_size, _p1, _p2 = LIMA_HEADER.unpack_from(payload)
+    if magic != LIMA_MAGIC:
+        raise SourceLost("the encoded image is not a Lima VIDEO_IMAGE (bad magic number)")
+    if mode not in LIMA_MODES:
+        raise SourceLost(f"Lima video mode {mode} is a colour/packed mode; set video_mode to Y8 or Y16")
+    dtype = np.dtype(LIMA_MODES[mode]).newbyteorder(">" if endian else "<")
+    count = int(width) * int(height)
+    body = np.frombuffer(payload, dtype=dtype, count=count, offset=header_size)
+    return body.reshape(int(height), int(width)).astype(dtype.newbyteorder("="))

@@ -10,40 +10,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import struct
 from typing import Any
 
 import numpy as np
 import tango
 
-from servers.CameraDS.sources import Source, SourceFrame, SourceLost
-from servers.common.errors import BadArgument
+from servers.CameraDS.sources import Source, SourceFrame, SourceLost, decode_lima_video, split_tango_target
 
 log = logging.getLogger(__name__)
 
-LIMA_MAGIC = 0x5644454F  # "VDEO"
-LIMA_HEADER = struct.Struct("!IHHqiiHHHH")  # magic, version, mode, frame, width, height, endian, size, pad
-LIMA_MODES = {0: np.uint8, 1: np.uint16, 2: np.uint32}  # Y8, Y16, Y32 (colour modes are refused)
 PROXY_TIMEOUT_MS = 1500
 STAGE_TIMEOUT_MS = 1000
 """Motor reads run in StageMonitor's workers (the frame waits 0.5 s at most); this bounds how
 long a worker stays stuck on a hung Pool before it can try again."""
-
-
-def decode_lima_video(payload: bytes) -> np.ndarray:
-    """Decode LimaCCDs' ``video_last_image`` (DevEncoded "VIDEO_IMAGE"): a 32-byte header
-    then the grey pixels. Colour video modes are refused; set Lima's video_mode to Y8/Y16."""
-    if len(payload) < LIMA_HEADER.size:
-        raise SourceLost(f"the Lima video image is {len(payload)} bytes, shorter than its header")
-    magic, _version, mode, _frame, width, height, endian, header_size, _p1, _p2 = LIMA_HEADER.unpack_from(payload)
-    if magic != LIMA_MAGIC:
-        raise SourceLost("the encoded image is not a Lima VIDEO_IMAGE (bad magic number)")
-    if mode not in LIMA_MODES:
-        raise SourceLost(f"Lima video mode {mode} is a colour/packed mode; set video_mode to Y8 or Y16")
-    dtype = np.dtype(LIMA_MODES[mode]).newbyteorder(">" if endian else "<")
-    count = int(width) * int(height)
-    body = np.frombuffer(payload, dtype=dtype, count=count, offset=header_size)
-    return body.reshape(int(height), int(width)).astype(dtype.newbyteorder("="))
 
 
 def _decode_value(value: Any) -> np.ndarray:
@@ -59,20 +38,6 @@ def _decode_value(value: Any) -> np.ndarray:
     return data
 
 
-def _split(target: str) -> tuple[str, str]:
-    """``a/b/c/attr`` -> (``a/b/c``, ``attr``); a full TRL (``tango://host:port/a/b/c/attr``)
-    and the no-database suffix ``#dbase=no`` are kept on the device name."""
-    text = target.strip()
-    text, hash_sign, fragment = text.partition("#")
-    device, sep, attribute = text.rpartition("/")
-    bare = device.split("://", 1)[-1]
-    parts = bare.split("/")[1:] if "://" in device else bare.split("/")
-    if not sep or not attribute or len(parts) != 3 or not all(parts):
-        raise BadArgument(f"Source 'tango:{target}' must be tango:<domain/family/member>/<attribute>, "
-                          "e.g. tango:id00/limaccds/cam1/video_last_image")
-    return device + hash_sign + fragment, attribute
-
-
 class TangoImageSource(Source):
     """Re-publishes another device's image attribute: by change events when the device
     pushes or polls it (every new image arrives once), else by reading it at the
@@ -82,7 +47,7 @@ class TangoImageSource(Source):
 
     def __init__(self, spec: str, target: str) -> None:
         super().__init__(spec)
-        self.device, self.attribute = _split(target)
+        self.device, self.attribute = split_tango_target(target)
         self._proxy: Any = None
         self._event_id: int | None = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from servers.common.errors import BadArgument, NotFound, NotReady
+from servers.common.frames import CAMERA, STAGE
 from servers.common.jsonargs import dumps
 from servers.common.pointfit import PointFit, as_points, fit_points, pairs_to_points
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
@@ -30,7 +31,7 @@ from servers.CoordMapperDS.edges import (
     inverse_jacobian,
     translation_covariance,
 )
-from servers.CoordMapperDS.graph import CAMERA, STAGE, build_chain, find_path
+from servers.CoordMapperDS.graph import build_chain, find_path
 from servers.CoordMapperDS.persistence import UNITS, GraphState, state_from_json, state_to_json
 from servers.CoordMapperDS.uncertainty import compose
 

@@ -38,6 +38,7 @@ from tango.server import device_property
 
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
+from servers.common.frames import CAMERA
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.tango_glue import run_server, text_in
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
@@ -59,8 +60,6 @@ PERSIST_TIMEOUT_MS = 2000
 MAX_FRAMES = 1024
 MAX_BEAM_PX = 100_000.0
 """The beam sits in (or just beside) a camera frame of at most a few thousand px a side."""
-STAGE = "stage"
-CAMERA = "camera"
 
 
 # -------------------------------------------------------------------- device

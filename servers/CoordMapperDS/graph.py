@@ -25,10 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from servers.common.errors import NotFound, NotReady
+from servers.common.frames import CAMERA, STAGE
 from servers.CoordMapperDS.edges import Edge, edge_key
-
-CAMERA = "camera"
-STAGE = "stage"
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servers.common.errors import BadArgument
+from servers.common.frames import CAMERA, STAGE
 from servers.common.jsonargs import dumps, loads_object
 from servers.CoordMapperDS.edges import Edge, check_position, edge_from_plain
 
 FORMAT = "smart-coordmapper"
 VERSION = 1
 UNITS = ("mm", "um", "nm", "px")
-CAMERA = "camera"
-STAGE = "stage"
 
 
 @dataclass

@@ -25,14 +25,14 @@ import tango
 from tango import AttrWriteType, DevState, EventType
 
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command
-from servers.common.errors import BadArgument, NotReady, SmartError
+from servers.common.errors import BadArgument, NotFound, NotReady, SmartError, SourceLost
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.lima import encode_rgb24
 from servers.common.safefile import check_write_target, run_with_time_limit
 from servers.common.tango_glue import one_at_a_time, run_server, text_in, text_out
 from servers.ParticleDS import image_input
 from servers.ParticleDS.core import ParticleCore
-from servers.ParticleDS.remote_image import SourceLost, image_device, read_image_attribute
+from servers.ParticleDS.remote_image import image_device, read_image_attribute
 from servers.ParticleDS.settings import MAX_DIAMETER, METHODS, DetectArgs
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,9 @@ class ParticleDS(SmartDevice):
                     image = self._last_image
                 read_ms = (time.perf_counter() - start) * 1e3
                 summary = self._core.detect_args(args, image)
-        except SourceLost as exc:
+        except SourceLost as exc:  # the device goes to FAULT; Detect answers SMART_NotFound (docs/particles.md)
             self._enter_fault(str(args.attribute), exc.desc)
-            raise
+            raise NotFound(exc.desc) from None
         self._last_image, self._last_source, self._fault_source = image, source, None
         summary["elapsed_ms"] = round((time.perf_counter() - start) * 1e3, 3)
         summary["read_ms"] = round(read_ms, 3)

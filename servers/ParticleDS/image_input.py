@@ -13,6 +13,7 @@ import numpy as np
 
 from servers.common import imageio
 from servers.common.errors import BadArgument
+from servers.common.grey import to_grey
 
 
 def load_image(path: str, channel: str | None = None) -> np.ndarray:
@@ -25,7 +26,7 @@ def as_grey_image(image: np.ndarray) -> np.ndarray:
     array = np.asarray(image)
     if array.dtype == object or np.iscomplexobj(array) or array.dtype.kind not in "biuf":
         raise BadArgument(f"the image has pixel type {array.dtype}; give integer or float pixels")
-    array = imageio.to_grey(array)
+    array = to_grey(array)
     imageio.check_pixel_count(array.shape, "the image")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BadArgument("the image contains NaN or infinite pixels; replace them (e.g. by the background "

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import tango
 
-from servers.common.errors import BadArgument, NotFound, NotReady, error_for_reason
+from servers.common.errors import BadArgument, NotFound, NotReady, SourceLost, error_for_reason
 from servers.common.tango_client import ProxyCache
 from servers.common.tango_names import split_attribute_name
 
-__all__ = ["SOURCE_TIMEOUT_MS", "SourceLost", "image_device", "read_image_attribute"]
+__all__ = ["SOURCE_TIMEOUT_MS", "image_device", "read_image_attribute"]
 
 SOURCE_TIMEOUT_MS = 2000
 """Reading a 2048^2 uint16 frame takes ~20-300 ms between hosts; 2 s means the source is gone.
@@ -25,10 +25,6 @@ naming the lost source instead of a bare timeout (docs/deployment.md, "Several h
 # Reasons that mean "this name does not exist" (a user's typo): refused, the device stays healthy.
 _UNKNOWN_NAME_REASONS = ("DB_DeviceNotDefined", "API_DeviceNotDefined", "API_AttrNotFound",
                          "API_AttributeNotFound", "API_WrongDeviceNameSyntax", "API_UnsupportedAttribute")
-
-
-class SourceLost(NotFound):
-    """The image attribute exists but its device does not answer: the device goes to FAULT."""
 
 
 def image_device(name: str) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from tango.server import device_property
 
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
+from servers.common.frames import STAGE
 from servers.common.jsonargs import dumps, loads_object, parse_args
 from servers.common.safefile import open_regular, run_with_time_limit
 from servers.common.tango_client import devfailed_line, devfailed_reason
@@ -160,15 +161,15 @@ class QueueDS(SmartDevice):
         """Stage positions of ``targets`` through the mapper's Map, one call per frame."""
         name = str(self.Mapper).strip()
         points = np.zeros((len(targets), 2))
-        unit = "stage"
+        unit = STAGE
         for frame in sorted({t["frame"] for t in targets}):
             rows = [i for i, t in enumerate(targets) if t["frame"] == frame]
-            if frame == "stage":
+            if frame == STAGE:
                 points[rows] = [[targets[i]["x"], targets[i]["y"]] for i in rows]
                 continue
             try:
                 reply = json.loads(self.proxies.get(name, PROXY_TIMEOUT_MS).command_inout("Map", json.dumps(
-                    {"from": frame, "to": "stage", "points": [[targets[i]["x"], targets[i]["y"]] for i in rows]})))
+                    {"from": frame, "to": STAGE, "points": [[targets[i]["x"], targets[i]["y"]] for i in rows]})))
             except tango.DevFailed as exc:
                 raise NotReady(f"frame {frame} cannot be mapped to the stage ({devfailed_line(exc)}); "
                                "nothing was reordered") from None

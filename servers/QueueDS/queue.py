@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from servers.common.errors import BadArgument, NotFound, NotReady
+from servers.common.frames import ALWAYS_THERE, STAGE
 from servers.QueueDS import args as a
 from servers.QueueDS.order import path_length, shortest_order
 from servers.QueueDS.store import QueueStore
@@ -40,8 +41,6 @@ ESTIMATE_FROM_LAST = 20
 PUBLIC_FIELDS = ("id", "position", "frame", "x", "y", "particle", "region", "source", "scan", "state", "reason",
                  "failure_kind", "attempts", "added_at", "started_at", "finished_at", "worker", "skip_requested",
                  "data", "duration_s")
-STAGE_FRAMES = ("stage", "camera")
-"""Frames that always exist in a CoordMapperDS, whatever it stores."""
 
 
 def utc_now() -> str:
@@ -140,7 +139,7 @@ class QueueCore:
         return target
 
     def _check_frame(self, frame: str, frames: set[str] | None) -> None:
-        if frames is not None and frame not in frames and frame not in STAGE_FRAMES:
+        if frames is not None and frame not in frames and frame not in ALWAYS_THERE:
             raise NotFound(f"unknown frame '{frame}': the mapper knows {', '.join(sorted(frames)) or 'none'} "
                            "(plus stage and camera); register the reference first (smart_register)")
 
@@ -378,7 +377,7 @@ class QueueCore:
         if len(frames) > 1:
             raise NotReady(f"the targets lie in several frames ({', '.join(sorted(frames))}): ordering them needs "
                            "the Mapper property (a CoordMapperDS) to put them on the stage")
-        return np.array([[t["x"], t["y"]] for t in targets], float), "px" if "stage" not in frames else "stage"
+        return np.array([[t["x"], t["y"]] for t in targets], float), "px" if STAGE not in frames else STAGE
 
     def pause(self, reason: str) -> None:
         with self.store.transaction() as db:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from servers.common.errors import BadArgument, NotFound
-from servers.common.imageio import check_pixel_count, to_grey
+from servers.common.grey import to_grey
+from servers.common.imageio import check_pixel_count
 
 MAX_SLOTS = 32
 """Slots live in server memory; 32 x 100 Mpx would already be far too much, so cap the count."""

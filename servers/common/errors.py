@@ -52,6 +52,13 @@ class Unsafe(SmartError):
     reason = "SMART_Unsafe"
 
 
+class SourceLost(Failed):
+    """An image source that exists stopped answering (a camera, another device's image, a file
+    that disappeared): the device that reads it goes to FAULT or retries, and recovers by itself
+    when the source answers again. Each server says in its interface which reason its users get
+    (CameraDS: ``SMART_Failed``; ParticleDS's Detect: ``SMART_NotFound``)."""
+
+
 ALL_REASONS = tuple(c.reason for c in (BadArgument, NotFound, NotReady, Failed, Unsafe))
 
 

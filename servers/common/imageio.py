@@ -39,6 +39,7 @@ import numpy as np
 
 from servers.common import afm_files, edx_maps, safefile, sem_tiff
 from servers.common.errors import BadArgument
+from servers.common.grey import to_grey
 
 MAX_PIXELS = 100_000_000
 """Largest image accepted (100 Mpx, e.g. 10k x 10k): beyond this a float32 working copy
@@ -47,7 +48,6 @@ alone needs 400 MB, which a control-system server should not silently allocate."
 TIFF_SUFFIXES = (".tif", ".tiff")
 OTHER_SUFFIXES = (".png", ".jpg", ".jpeg")
 
-_LUMA = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709, as skimage.color.rgb2gray
 _UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 = inch, 3 = centimetre
 _IMAGEJ_MICRON_UNITS = {"micron", "um", "µm", "\\u00B5m", "microns"}
 
@@ -87,21 +87,6 @@ class LoadedImage:
             described["channel"] = self.channel
             described["channels"] = list(self.channels)
         return described
-
-
-def to_grey(array: np.ndarray) -> np.ndarray:
-    """Return a 2-D image: grey stays as is, RGB(A) becomes float32 luminance."""
-    if array.ndim == 2:
-        return array
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        rgb = array[..., :3].astype(np.float32)
-        return (rgb @ _LUMA.astype(np.float32)).astype(np.float32)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        return array[..., 0]
-    raise BadArgument(
-        f"the image has shape {array.shape}; expected a 2-D grey image or RGB(A) with 3 or 4 "
-        "channels last. Save a single plane (e.g. one slice of a stack) and load that"
-    )
 
 
 def check_pixel_count(shape: tuple[int, ...], where: str) -> None:

@@ -10,9 +10,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from servers.CameraDS.sources import FilesSource, OpenCVSource, SimSource, SourceLost, coerce, make_source, parse_spec
-from servers.CameraDS.tango_io import LIMA_HEADER, LIMA_MAGIC, _split, decode_lima_video
+from servers.CameraDS.sources import (
+    FilesSource,
+    OpenCVSource,
+    SimSource,
+    SourceLost,
+    coerce,
+    decode_lima_video,
+    make_source,
+    parse_spec,
+    split_tango_target,
+)
 from servers.common.errors import BadArgument, NotReady
+from servers.common.lima import LIMA_HEADER, LIMA_MAGIC
 
 
 def write_sequence(folder: Path, n: int = 3, shape: tuple[int, int] = (40, 60), dtype=np.uint16) -> list[np.ndarray]:
@@ -202,7 +212,7 @@ def test_lima_video_image_is_decoded() -> None:
 @pytest.mark.parametrize("spec", ["", "usb0", "files", "opencv", "tango:a/b/Image", "sim:1"])
 def test_bad_source_specs_are_refused_with_the_choices(spec: str) -> None:
     with pytest.raises(BadArgument, match="Source"):
-        make_source(spec, tango_factory=lambda s, t: (_split(t), None)[1])
+        make_source(spec, tango_factory=lambda s, t: (split_tango_target(t), None)[1])
 
 
 def test_spec_parsing_and_dtype_coercion() -> None:
