@@ -24,7 +24,7 @@ from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import device_property
 
 from servers.CameraDS.acquisition import ALARM, FAULT, RUNNING, Acquisition, Frame
-from servers.CameraDS.simbuild import SimProperties, build_sim_source
+from servers.CameraDS.simbuild import SIM_RENDERER, SimProperties, build_sim_source
 from servers.CameraDS.sources import NoStage, Source, make_source
 from servers.CameraDS.stage import StageMonitor
 from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoStageReader
@@ -69,6 +69,8 @@ class CameraDS(SmartDevice):
     SimMicroscope = device_property(dtype=str, default_value="",
                                     doc="sim: device whose Zoom attribute the sim follows (SimMicroscope)")
     SimNoise = device_property(dtype=bool, default_value=True, doc="sim: add shot and read noise")
+    SimRenderer = device_property(dtype=str, default_value=SIM_RENDERER,
+                                  doc="sim: module:function that builds the renderer (the simulation's by default)")
     AutoStart = device_property(dtype=bool, default_value=False,
                                 doc="start streaming when the server starts")
 
@@ -118,7 +120,8 @@ class CameraDS(SmartDevice):
     def _build_source(self) -> Source:
         def sim_factory(spec: str) -> Source:
             props = SimProperties(beamline=self.SimBeamline, sample=self.SimSample, seed=int(self.SimSeed),
-                                  zoom=self.SimZoom, noise=bool(self.SimNoise))
+                                  zoom=self.SimZoom, noise=bool(self.SimNoise),
+                                  renderer=str(self.SimRenderer).strip() or SIM_RENDERER)
             return build_sim_source(spec, props, self._stage, self._zoom_reader())
 
         # A Source stored as UTF-8 (a folder named in any script) reaches us as Latin-1 look-alikes.

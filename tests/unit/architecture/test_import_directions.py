@@ -1,0 +1,104 @@
+"""Imports flow one way (docs/architecture.md): a test, not a convention.
+
+Read with ``ast`` (not grep, and without importing anything, so it runs where Tango is not
+installed): an import inside a function counts, a word in a docstring does not. The rules:
+
+* nothing under ``servers/`` imports ``simulation``, ``clients`` or ``macros`` (the simulated
+  camera is plugged in by name, :data:`servers.CameraDS.simbuild.SIM_RENDERER`);
+* no server imports another server; ``servers/common`` imports no server;
+* the cores import no ``tango`` (nor Sardana or Taurus): only the device shells and the Tango
+  glue modules named in :data:`TANGO_MODULES` do.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+SHELLS = {f"servers/{name}/device.py" for name in ("CameraDS", "CoordMapperDS", "ParticleDS", "QueueDS",
+                                                   "RegistrationDS")}
+"""The device shells: each declares its server's Tango interface and nothing else."""
+TANGO_GLUE = {
+    # the one device shape, and how a server talks to other devices
+    "servers/common/device_base.py", "servers/common/tango_client.py", "servers/common/tango_glue.py",
+    # Tango I/O that is not a device's own interface
+    "servers/CameraDS/tango_io.py", "servers/CoordMapperDS/motors.py", "servers/ParticleDS/remote_image.py",
+}
+TANGO_MODULES = SHELLS | TANGO_GLUE
+"""The only modules under servers/ that may import tango; every other one is a core."""
+TANGO_PACKAGES = ("tango", "PyTango", "sardana", "taurus")
+
+
+def imported_names(path: Path) -> set[str]:
+    """Dotted names of everything ``path`` imports, wherever the import statement sits."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def server_modules() -> list[Path]:
+    return sorted((ROOT / "servers").rglob("*.py"))
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("path", server_modules(), ids=relative)
+def test_servers_import_no_simulation_clients_or_macros(path: Path) -> None:
+    wrong = {name for name in imported_names(path) if top(name) in ("simulation", "clients", "macros")}
+    assert not wrong, f"{relative(path)} imports {sorted(wrong)}; servers depend on none of them"
+
+
+@pytest.mark.parametrize("path", server_modules(), ids=relative)
+def test_no_server_imports_another(path: Path) -> None:
+    parts = path.relative_to(ROOT).parts
+    own = parts[1] if len(parts) > 2 else ""
+    others = {name for name in imported_names(path)
+              if name.startswith("servers.") and name.split(".")[1] not in (own, "common")}
+    assert not others, f"{relative(path)} imports another server: {sorted(others)}; servers meet through Tango"
+
+
+@pytest.mark.parametrize("path", server_modules(), ids=relative)
+def test_cores_import_no_tango(path: Path) -> None:
+    if relative(path) in TANGO_MODULES:
+        return
+    tango = {name for name in imported_names(path) if top(name) in TANGO_PACKAGES}
+    assert not tango, (f"{relative(path)} is a core and imports {sorted(tango)}; Tango I/O goes into the "
+                       "device shell or a named Tango glue module (TANGO_GLUE here, docs/architecture.md)")
+
+
+def test_every_shell_and_glue_module_exists_and_uses_tango() -> None:
+    """The allow-list stays true: no name of a deleted file, no module allowed Tango that does not need it."""
+    for name in sorted(TANGO_MODULES):
+        path = ROOT / name
+        assert path.is_file(), f"TANGO_MODULES names {name}, which does not exist"
+        assert any(top(n) in TANGO_PACKAGES for n in imported_names(path)), \
+            f"{name} imports no tango: it is a core, take it off TANGO_MODULES"
+
+
+def test_the_walk_sees_nested_imports_and_not_docstrings(tmp_path: Path) -> None:
+    """The walk finds imports inside functions (the old simbuild hid its import there)."""
+    module = tmp_path / "m.py"
+    module.write_text('"""import tango in a docstring is no import."""\n\n'
+                      'def f():\n    from simulation.camera import X\n    import numpy\n')
+    assert imported_names(module) == {"simulation.camera", "simulation.camera.X", "numpy"}
+
+
+def test_the_rules_catch_a_core_that_imports_tango(tmp_path: Path) -> None:
+    module = tmp_path / "core.py"
+    module.write_text("from tango import DevState\n")
+    assert any(top(n) in TANGO_PACKAGES for n in imported_names(module))
