@@ -61,8 +61,10 @@ bench: venv
 reliability: venv
 	$(BIN)/python -m tests.reliability $(ARGS)
 
+# ruff on everything; mypy on servers/ (pyproject.toml [tool.mypy]), which must stay clean
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 
 up: venv
 	$(BIN)/smart up $(ARGS)

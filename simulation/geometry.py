@@ -1,6 +1,6 @@
 """Small homogeneous-transform helpers shared by every renderer.
 
-INTERFACE.md fixes one convention for every transform in the project: a 3x3 matrix,
+docs/interface.md fixes one convention for every transform in the project: a 3x3 matrix,
 row-major, acting on the column vector ``[x, y, 1]``. Keeping the few helpers that build
 and apply such matrices in one place means the SEM, camera and XRF models cannot drift
 apart in sign or axis order.

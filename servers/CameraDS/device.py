@@ -23,9 +23,9 @@ import tango
 from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import device_property
 
+from servers.CameraDS import sources
 from servers.CameraDS.acquisition import ALARM, FAULT, RUNNING, Acquisition, Frame
 from servers.CameraDS.simbuild import SIM_RENDERER, SimProperties, build_sim_source
-from servers.CameraDS.sources import NoStage, Source, make_source
 from servers.CameraDS.stage import StageMonitor
 from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoStageReader
 from servers.CameraDS.tiffsave import save_tiff
@@ -84,7 +84,7 @@ class CameraDS(SmartDevice):
         for name in ("FrameNumber", "FrameMetadata"):
             self.set_change_event(name, True, False)
         # One bounded stage reader for the frames and the sim (which renders where it reads).
-        self._stage = StageMonitor(TangoStageReader(list(self.StageMotors)) if self.StageMotors else NoStage())
+        self._stage = StageMonitor(TangoStageReader(list(self.StageMotors)) if self.StageMotors else sources.NoStage())
         try:
             source = self._build_source()
             dtype = self._declared_dtype(source.natural_dtype())
@@ -117,15 +117,15 @@ class CameraDS(SmartDevice):
         if acq is not None:
             acq.close()
 
-    def _build_source(self) -> Source:
-        def sim_factory(spec: str) -> Source:
+    def _build_source(self) -> sources.Source:  # (the class; ``Source`` here is the property)
+        def sim_factory(spec: str) -> sources.Source:
             props = SimProperties(beamline=self.SimBeamline, sample=self.SimSample, seed=int(self.SimSeed),
                                   zoom=self.SimZoom, noise=bool(self.SimNoise),
                                   renderer=str(self.SimRenderer).strip() or SIM_RENDERER)
             return build_sim_source(spec, props, self._stage, self._zoom_reader())
 
         # A Source stored as UTF-8 (a folder named in any script) reaches us as Latin-1 look-alikes.
-        return make_source(text_in(self.Source), tango_factory=TangoImageSource, sim_factory=sim_factory)
+        return sources.make_source(text_in(self.Source), tango_factory=TangoImageSource, sim_factory=sim_factory)
 
     def _zoom_reader(self) -> Any:
         name = self.SimMicroscope
@@ -225,7 +225,7 @@ class CameraDS(SmartDevice):
 
     @smart_command(dtype_in=str, dtype_out=str, doc_in="absolute path ending in .tif/.tiff",
                    doc_out="the path written")
-    def SaveImage(self, argin: str) -> str:
+    def SaveImage(self, argin: str) -> str | bytes:
         core = self._core()
         target, frame = text_in(argin), core.latest
 

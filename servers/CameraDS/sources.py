@@ -199,6 +199,7 @@ class FilesSource(Source):
             raise SourceLost(exc.desc) from None
 
     def _decode_now(self, path: str) -> np.ndarray:
+        data: Any  # tifffile's array, or OpenCV's (None when it cannot decode)
         try:
             if path.lower().endswith((".tif", ".tiff")):
                 import tifffile

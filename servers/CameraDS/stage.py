@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from servers.CameraDS.sources import StageReader
 
@@ -52,7 +53,7 @@ class StageMonitor:
     def read(self) -> dict[str, float | None]:
         """``{motor: position or None}`` within the deadline; records why a motor is ``None``."""
         started = time.monotonic()
-        futures: dict[str, Future] = {}
+        futures: dict[str, Future[Any]] = {}
         with self._lock:
             for name in self.names:
                 pending = self._pending.get(name)
@@ -64,13 +65,13 @@ class StageMonitor:
         positions: dict[str, float | None] = {}
         problems: dict[str, str] = {}
         for name in self.names:
-            future = futures.get(name)
-            if future is None:
+            waiting = futures.get(name)
+            if waiting is None:
                 positions[name] = None
                 problems[name] = "hang"
                 continue
             try:
-                value = future.result(timeout=max(0.0, started + self.deadline_s - time.monotonic()))
+                value = waiting.result(timeout=max(0.0, started + self.deadline_s - time.monotonic()))
             except FutureTimeout:
                 positions[name], problems[name] = None, "hang"
                 continue

@@ -1,4 +1,4 @@
-"""Argument models of the CoordMapperDS commands (INTERFACE.md, CoordMapperDS).
+"""Argument models of the CoordMapperDS commands (docs/interface.md, CoordMapperDS).
 
 The shell does ``parse_args(text, Model)`` and hands the model to
 :class:`~servers.CoordMapperDS.core.CoordMapperCore`. Everything a caller can get wrong in

@@ -130,12 +130,14 @@ class ParticleCore:
         isolated = isolation.isolated_mask(nn, settings.IsolationRadius)
         isolated &= isolation.edge_distance(all_xy[kept], roi) >= settings.IsolationRadius
         isolated &= crowd.multiplicity == 1
-        isolated &= ~crowd.on_bright_area  # a maximum on a marker is not a particle to scan
+        on_bright_area = crowd.on_bright_area
+        assert on_bright_area is not None  # Crowding.__post_init__ fills it in
+        isolated &= ~on_bright_area  # a maximum on a marker is not a particle to scan
         return ParticleResults(
             x=x_all[kept], y=y_all[kept], mass=features.mass[kept], size=features.size[kept],
             ecc=features.ecc[kept], signal=features.signal[kept],
             isolated=isolated, nn_distance=nn, multiplicity=crowd.multiplicity,
-            on_bright_area=crowd.on_bright_area,
+            on_bright_area=on_bright_area,
             roi=roi, image_shape=(int(shape[0]), int(shape[1])), settings=settings.model_dump(),
             elapsed_ms=(time.perf_counter() - start) * 1e3, timestamp=time.time(),
             neighbours_only=int(np.count_nonzero(~kept)),

@@ -155,7 +155,7 @@ def signal_parts(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float, np.
     background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
     signal = cv2.subtract(smooth, background, dst=smooth)
     low, median = _lower_half(signal)
-    signal = cv2.subtract(signal, median, dst=signal)
+    signal = cv2.subtract(signal, median, dst=signal)  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
     sigma = median - low
     if not sigma > 0:  # a noise-free image: let the particle peaks set the scale
         sigma = float(np.ptp(signal)) * 1e-3 or 1e-6
@@ -208,13 +208,13 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
 
     blob_level = max(BLOB_PEAK_FRACTION * peak, BLOB_NOISE_SIGMAS * sigma)
     level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
-    region_mask = cv2.compare(signal, level, cv2.CMP_GT)
+    region_mask = cv2.compare(signal, level, cv2.CMP_GT)  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
     region_pixels = _pixels(region_mask)
-    mask = cv2.compare(signal, blob_level, cv2.CMP_GT)
+    mask = cv2.compare(signal, blob_level, cv2.CMP_GT)  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
     count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
     if blob_level >= level:  # the blob pixels are region pixels: pick them instead of a second image scan
         ys, xs = region_pixels
-        inside = cv2.compare(signal[ys, xs], blob_level, cv2.CMP_GT).ravel() > 0
+        inside = cv2.compare(signal[ys, xs], blob_level, cv2.CMP_GT).ravel() > 0  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
         blob_pixels = ys[inside], xs[inside]
     else:
         blob_pixels = _pixels(mask)

@@ -194,8 +194,10 @@ class ParticleDS(SmartDevice):
                     image = image_input.load_image(args.path, args.channel)
                 elif args.attribute is not None:
                     image = read_image_attribute(args.attribute, self.proxies)
-                else:
+                elif self._last_image is not None:
                     image = self._last_image
+                else:  # refused above already; a second check keeps the type exact
+                    raise NotReady("there is no previous image to detect on")
                 read_ms = (time.perf_counter() - start) * 1e3
                 summary = self._core.detect_args(args, image)
         except SourceLost as exc:  # the device goes to FAULT; Detect answers SMART_NotFound (docs/particles.md)
@@ -228,7 +230,7 @@ class ParticleDS(SmartDevice):
 
     @smart_command(gated=True, dtype_in=str, dtype_out=str, doc_in="CSV file path on the server (overwritten)",
                    doc_out="the absolute path written")
-    def ExportCsv(self, argin: str) -> str:
+    def ExportCsv(self, argin: str) -> str | bytes:
         target = text_in(argin)
 
         def write() -> str:

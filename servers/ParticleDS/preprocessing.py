@@ -122,7 +122,7 @@ def local_maxima(image: np.ndarray, separation: float, percentile: float,
     dilation = cv2.dilate(image, kernel, anchor=(anchor, anchor), borderType=cv2.BORDER_CONSTANT,
                           borderValue=0)
     # OpenCV compares an integer image with a real threshold exactly (floor for ">")
-    maxima = cv2.bitwise_and(cv2.compare(image, dilation, cv2.CMP_EQ), cv2.compare(image, threshold, cv2.CMP_GT))
+    maxima = cv2.bitwise_and(cv2.compare(image, dilation, cv2.CMP_EQ), cv2.compare(image, threshold, cv2.CMP_GT))  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
     points = cv2.findNonZero(maxima)
     if points is None:
         return np.empty((0, 2), dtype=np.intp)

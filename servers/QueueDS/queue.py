@@ -464,11 +464,11 @@ class QueueCore:
         everything = self.store.targets()
         running = [t for t in everything if t["state"] == "running"]
         now = time.time()
-        for target in running:
-            fresh = now - float(target.get("reported_at") or 0) < self.claim_timeout_s
-            if target["worker"] != args.worker and fresh:
-                raise NotReady(f"target {target['id']} is being run by {target['worker']} (last report "
-                               f"{now - float(target['reported_at']):.0f} s ago); one loop at a time. If that loop "
+        for other in running:
+            fresh = now - float(other.get("reported_at") or 0) < self.claim_timeout_s
+            if other["worker"] != args.worker and fresh:
+                raise NotReady(f"target {other['id']} is being run by {other['worker']} (last report "
+                               f"{now - float(other['reported_at']):.0f} s ago); one loop at a time. If that loop "
                                f"is dead, its claim may be taken over after {self.claim_timeout_s:g} s")
         token = secrets.token_hex(16)
         with self.store.transaction() as db:
@@ -479,8 +479,7 @@ class QueueCore:
                                       reason=f"interrupted {target['attempts']} times (the loop died during its "
                                              "scan each time); retry it when the cause is fixed",
                                       finished_at=utc_now(), worker=None)
-                    self._bump(db)
-                    target = None
+                    self._bump(db)  # and on to the first pending target
                 else:
                     self.store.update(db, target["id"], token=token, worker=args.worker, reported_at=now,
                                       attempts=target["attempts"] + 1, started_at=utc_now(),

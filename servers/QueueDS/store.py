@@ -112,7 +112,7 @@ class QueueStore:
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         cursor = db.execute(f"INSERT INTO targets ({columns}) VALUES ({marks})", tuple(values.values()))
-        return int(cursor.lastrowid)
+        return int(cursor.lastrowid)  # type: ignore[arg-type]  # set by every INSERT
 
     def update(self, db: sqlite3.Connection, target_id: int, **values: Any) -> None:
         unknown = set(values) - set(TARGET_COLUMNS)

@@ -1,4 +1,4 @@
-"""Argument models of the RegistrationDS commands (INTERFACE.md, RegistrationDS).
+"""Argument models of the RegistrationDS commands (docs/interface.md, RegistrationDS).
 
 The shell only does ``parse_args(text, Model)`` and hands the model to
 :class:`~servers.RegistrationDS.core.RegistrationCore`; every rule a caller can break

@@ -103,8 +103,8 @@ def _centred(canvas: np.ndarray, shape: tuple[int, ...], to_canvas: np.ndarray) 
 
 def _search_reference(reference: np.ndarray) -> np.ndarray:
     """Apodised reference zero-padded to sizes the FFT is fast for (even, small primes)."""
-    shape = tuple(cv2.getOptimalDFTSize(n + (n & 1)) for n in reference.shape)
-    shape = tuple(n + (n & 1) for n in shape)
+    rows, cols = (cv2.getOptimalDFTSize(n + (n & 1)) for n in reference.shape)
+    shape = (rows + (rows & 1), cols + (cols & 1))
     return pad_to(apodise(reference), shape)
 
 
@@ -242,7 +242,7 @@ def _patch_fit(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
     height, width = target.shape
     patch = max(24, int(min(height, width) // (PATCH_GRID - 1)) & ~1)
     agreement = (0, 0, 1.0)
-    sigma = None
+    sigma: tuple[float, float, float, float] | None = None
     centre = ((width - 1) / 2, (height - 1) / 2)
     if min(height, width) < 2 * patch:
         return matrix, agreement, sigma
@@ -274,8 +274,9 @@ def _patch_fit(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
         if not fit.sigma >= PATCH_NOISE_FLOOR_PX:
             fit = fit_points(np.array(centres), np.array(moved), "similarity", noise_sigma=PATCH_NOISE_FLOOR_PX)
         if np.all(np.isfinite(fit.covariance)):
-            sigma = tuple(PATCH_SIGMA_FACTOR * value
-                          for value in from_fit_covariance(fit.covariance, np.eye(3), centre, fit.matrix))
+            sx, sy, rotation_sigma, scale_sigma = from_fit_covariance(fit.covariance, np.eye(3), centre, fit.matrix)
+            sigma = (PATCH_SIGMA_FACTOR * sx, PATCH_SIGMA_FACTOR * sy, PATCH_SIGMA_FACTOR * rotation_sigma,
+                     PATCH_SIGMA_FACTOR * scale_sigma)
         matrix = matrix @ fit.matrix
         predicted = np.array(centres) @ fit.matrix[:2, :2].T + fit.matrix[:2, 2]
         agreeing = int(np.count_nonzero(np.linalg.norm(predicted - np.array(moved), axis=1) <= PATCH_AGREEMENT_PX))
@@ -288,7 +289,7 @@ def _ecc(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray, warnings
     warp_matrix = matrix[:2].astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-6)
     try:
-        _, warp_matrix = cv2.findTransformECC(np.ascontiguousarray(target, np.float32),
+        _, warp_matrix = cv2.findTransformECC(np.ascontiguousarray(target, np.float32),  # type: ignore[call-overload]  # OpenCV takes None for the mask; its stubs do not say so
                                               np.ascontiguousarray(reference, np.float32),
                                               warp_matrix, cv2.MOTION_AFFINE, criteria, None, 1)
     except cv2.error:

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -115,7 +115,10 @@ def check_prior(prior: Any, matrix: np.ndarray, centre: tuple[float, float], sig
     return DOUBT_CONFIDENCE if failures else 1.0
 
 
-def _as_model(args: Any, model: type[BaseModel]) -> Any:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _as_model(args: ModelT | dict[str, Any], model: type[ModelT]) -> ModelT:
     if isinstance(args, model):
         return args
     if isinstance(args, dict):
@@ -245,7 +248,7 @@ class RegistrationCore:
 
     # --------------------------------------------------------- registration
     def register(self, args: RegisterArgs | dict[str, Any]) -> dict[str, Any]:
-        """Image-based registration; see INTERFACE.md ``Register`` and docs/registration.md."""
+        """Image-based registration; see docs/interface.md ``Register`` and docs/registration.md."""
         started = time.perf_counter()
         args = _as_model(args, RegisterArgs)
         reference = self.slots.get(args.reference)
@@ -280,7 +283,9 @@ class RegistrationCore:
         ref_rep = represent(ref_work, representation)
         tgt_rep = represent(tgt_work, representation)
         max_shift = None if args.max_shift_px is None else args.max_shift_px * ref_factor
-        rotation_range = None if args.rotation_range_deg is None else tuple(args.rotation_range_deg)
+        rotation_range: tuple[float, float] | None = None
+        if args.rotation_range_deg is not None:
+            rotation_range = (float(args.rotation_range_deg[0]), float(args.rotation_range_deg[1]))
         if (rotation_range is None and args.model == "similarity" and args.prior is not None
                 and args.prior.rotation_deg is not None and args.prior.rotation_tolerance_deg < 179.0):
             rotation_range = (args.prior.rotation_deg - args.prior.rotation_tolerance_deg - PRIOR_SEARCH_MARGIN_DEG,
@@ -340,9 +345,10 @@ class RegistrationCore:
             confidence = min(confidence, DOUBT_CONFIDENCE)
             warnings.append("the correlation peak lies on the edge of the searched shifts (max_shift_px or half "
                             "the image): the true match may lie outside; widen max_shift_px or use ROIs")
-        sigma_work = tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in sigma_work)
+        sigma_work = cast(tuple[float, float, float, float],
+                          tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in sigma_work))
         target_centre = ((tgt_crop.shape[1] - 1) / 2 + tgt_offset[0], (tgt_crop.shape[0] - 1) / 2 + tgt_offset[1])
-        sigma = {"shift_px": [float(sigma_work[0] / ref_factor), float(sigma_work[1] / ref_factor)],
+        sigma: dict[str, Any] = {"shift_px": [float(sigma_work[0] / ref_factor), float(sigma_work[1] / ref_factor)],
                  "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),
                  "point": [float(target_centre[0]), float(target_centre[1])]}
         if args.prior is not None:
@@ -359,7 +365,7 @@ class RegistrationCore:
                             f"max_sigma_deg {args.max_sigma_deg:g}; raise max_sigma_deg to accept it")
         if peak.polarity < 0:
             warnings.append("the target matched with inverted contrast")
-        if not within_rotation_range(rotation, rotation_range):
+        if rotation_range is not None and not within_rotation_range(rotation, rotation_range):
             confidence = 0.0
             warnings.append(f"the rotation found, {rotation:.2f} deg, is outside rotation_range_deg "
                             f"{list(rotation_range)}: widen the range, or check the images and their pixel sizes")

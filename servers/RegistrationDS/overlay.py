@@ -27,7 +27,7 @@ def to_display(image: np.ndarray) -> np.ndarray:
 def blend(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """uint8 image in reference pixels: ``alpha`` target where it lands, the reference elsewhere.
 
-    ``matrix`` maps target px -> reference px (INTERFACE.md convention).
+    ``matrix`` maps target px -> reference px (docs/interface.md convention).
     """
     step = max(1, int(np.ceil(max(reference.shape) / MAX_OVERLAY_SIDE)))
     binning = np.array([[1 / step, 0, 0.5 / step - 0.5], [0, 1 / step, 0.5 / step - 0.5], [0, 0, 1]])

@@ -222,7 +222,7 @@ def refine_direct(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray)
         target = np.ascontiguousarray(-target)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, DIRECT_ITERATIONS, 1e-6)
     try:
-        _, warp_matrix = cv2.findTransformECC(target, reference, small[:2].astype(np.float32),
+        _, warp_matrix = cv2.findTransformECC(target, reference, small[:2].astype(np.float32),  # type: ignore[call-overload]  # OpenCV takes None for the mask; its stubs do not say so
                                               cv2.MOTION_AFFINE, criteria, None, 1)
     except cv2.error:
         return None
@@ -299,7 +299,7 @@ def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndar
     ref_spectra = scipy.fft.rfft2(ref_patches, workers=FFT_WORKERS).astype(np.complex64, copy=False)
     ref_flat = [np.ptp(reference[y:y + patch, x:x + patch]) == 0 for y, x in grid]
     used = total = 0
-    sigma = None
+    sigma: tuple[float, float, float, float] | None = None
     centre = ((target.shape[1] - 1) / 2, (target.shape[0] - 1) / 2)
     for _ in range(REFINEMENT_ROUNDS):
         warped = warp(target, matrix, reference.shape)
@@ -332,7 +332,8 @@ def _patch_refinement(reference: np.ndarray, target: np.ndarray, matrix: np.ndar
         used = int(np.count_nonzero(fit.inliers))
         if np.all(np.isfinite(fit.covariance)):
             sx, sy, rotation_sigma, scale_sigma = from_fit_covariance(fit.covariance, matrix, centre, fit.matrix)
-            sigma = tuple(PATCH_SIGMA_FACTOR * value for value in (sx, sy, rotation_sigma, scale_sigma))
+            sigma = (PATCH_SIGMA_FACTOR * sx, PATCH_SIGMA_FACTOR * sy, PATCH_SIGMA_FACTOR * rotation_sigma,
+                     PATCH_SIGMA_FACTOR * scale_sigma)
         matrix = fit.matrix @ matrix
     return matrix, used, total, sigma
 

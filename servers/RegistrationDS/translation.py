@@ -380,7 +380,7 @@ def estimate_translation(reference: np.ndarray, target: np.ndarray, upsample: in
     else:
         positions = surface.size
     flat_index = int(np.argmax(searched))
-    row, col = np.unravel_index(flat_index, shape)
+    row, col = (int(index) for index in np.unravel_index(flat_index, shape))
     polarity = 1 if surface[row, col] >= 0 else -1
     peak = float(abs(surface[row, col]))
     z = _peak_significance(surface, peak)

@@ -33,7 +33,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard, cast
 
 import numpy as np
 
@@ -210,7 +210,7 @@ def _read_tiff(path: str, stream: BinaryIO) -> LoadedImage:
         with tifffile.TiffFile(stream) as tif:
             if not tif.pages:
                 raise BadArgument(f"{shown} is a TIFF without images; save the image again")
-            page = tif.pages[0]
+            page = cast("tifffile.TiffPage", tif.pages[0])  # the first page is never a TiffFrame
             shape = tuple(page.shape)
             check_pixel_count(shape if len(shape) == 2 or shape[-1] in (1, 3, 4) else shape[-2:],
                               f"the image in {shown}")
@@ -299,7 +299,7 @@ def _rational(value: Any) -> float | None:
         return None
 
 
-def _is_positive_number(value: Any) -> bool:
+def _is_positive_number(value: Any) -> TypeGuard[float]:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and value > 0)
 
@@ -308,7 +308,8 @@ def _read_with_pillow(path: str, stream: BinaryIO) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(stream) as image:
+        with Image.open(stream) as opened:
+            image: Image.Image = opened
             width, height = image.size
             check_pixel_count((height, width), f"the image in {safefile.describe_path(path)}")
             mode = image.mode

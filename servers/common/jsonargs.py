@@ -1,6 +1,6 @@
 """Strict parsing of the one-JSON-object arguments of every SMART command.
 
-INTERFACE.md demands that unknown keys, wrong types, NaN/inf, empty or oversized
+docs/interface.md demands that unknown keys, wrong types, NaN/inf, empty or oversized
 inputs are refused. pydantic models with ``extra="forbid"`` and
 ``allow_inf_nan=False`` say exactly that declaratively; this module adds the
 JSON-level checks pydantic cannot see (size, NaN literals, top-level type) and
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -61,7 +62,7 @@ def loads_object(text: str, *, what: str = "argument") -> dict[str, Any]:
     return value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     location = ".".join(str(part) for part in error.get("loc", ())) or "argument"
     kind = error.get("type", "")
     if kind == "extra_forbidden":
@@ -79,7 +80,7 @@ def _describe(error: dict[str, Any]) -> str:
 _CLASS_PATTERN = re.compile(r"^\^(\[[^\]]+\])\{(\d+),(\d+)\}\$$")
 
 
-def _pattern_problem(location: str, error: dict[str, Any]) -> str:
+def _pattern_problem(location: str, error: Mapping[str, Any]) -> str:
     """Name the characters a name may not hold, for patterns like ``^[A-Za-z0-9_.\\-]{1,64}$``."""
     value, pattern = error.get("input"), str((error.get("ctx") or {}).get("pattern", ""))
     match = _CLASS_PATTERN.match(pattern)

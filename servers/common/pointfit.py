@@ -3,7 +3,7 @@
 Shared by CoordMapperDS (``FitTransform``, camera calibration) and RegistrationDS
 (``RegisterFiducials``) so that both report the same numbers for the same clicks.
 
-Conventions (INTERFACE.md): a transform is a 3x3 homogeneous, row-major matrix mapping the
+Conventions (docs/interface.md): a transform is a 3x3 homogeneous, row-major matrix mapping the
 column ``[x, y, 1]`` of the *source* points to the *destination* points. Noise is assumed
 to be in the destination coordinates, independent, isotropic and Gaussian with one unknown
 standard deviation per axis, ``sigma`` (estimated from the residuals, or given).

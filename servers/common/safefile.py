@@ -144,7 +144,7 @@ def open_regular(path: str, what: str = "file") -> BinaryIO:
         if hasattr(os, "O_NONBLOCK"):
             os.set_blocking(fd, True)
         raw = io.FileIO(fd, "rb")
-        raw.name = path  # type: ignore[misc]  # decoders (tifffile) use the name, not the descriptor
+        raw.name = path  # decoders (tifffile) use the name, not the descriptor
         return io.BufferedReader(raw)
     except BaseException:
         os.close(fd)
