@@ -24,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from servers.CameraDS.sources import StageReader
+from servers.common.error_text import devfailed_line
 
 STAGE_DEADLINE_S = 0.5
 """How long a frame waits for a motor. A healthy read takes ~1 ms (10-100 ms on a loaded
@@ -112,8 +113,4 @@ def as_monitor(reader: StageReader) -> StageMonitor:
 
 
 def _reason(exc: BaseException) -> str:
-    desc = getattr(exc, "desc", None)
-    if desc is None and exc.args and hasattr(exc.args[0], "desc"):
-        desc = exc.args[0].desc  # tango.DevFailed
-    text = str(desc if desc is not None else exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return (devfailed_line(exc) or type(exc).__name__)[:200]

@@ -16,6 +16,7 @@ import numpy as np
 import tango
 
 from servers.CameraDS.sources import Source, SourceFrame, SourceLost, decode_lima_video, split_tango_target
+from servers.common.tango_client import devfailed_line
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class TangoImageSource(Source):
             proxy.set_timeout_millis(PROXY_TIMEOUT_MS)
             proxy.ping()
         except tango.DevFailed as exc:
-            raise SourceLost(f"device {self.device} does not answer ({_desc(exc)})") from None
+            raise SourceLost(f"device {self.device} does not answer ({devfailed_line(exc)})") from None
         self._proxy = proxy
         self._queue = queue.Queue(maxsize=2)
         try:
@@ -77,13 +78,13 @@ class TangoImageSource(Source):
             self.mode = "events"
         except tango.DevFailed as exc:
             log.info("no change events from %s/%s (%s); polling it instead", self.device, self.attribute,
-                     _desc(exc))
+                     devfailed_line(exc))
             self._event_id = None
             self.mode = "polling"
 
     def _on_event(self, event: Any) -> None:
         item = SourceLost(f"{self.device}/{self.attribute} sent an error event "
-                          f"({event.errors[0].desc.strip() if event.errors else 'no detail'})") \
+                          f"({devfailed_line(event.errors) or 'no detail'})") \
             if event.err else event.attr_value.value
         try:
             self._queue.put_nowait(item)
@@ -99,7 +100,7 @@ class TangoImageSource(Source):
             try:
                 value = self._proxy.read_attribute(self.attribute).value
             except tango.DevFailed as exc:
-                raise SourceLost(f"cannot read {self.device}/{self.attribute} ({_desc(exc)})") from None
+                raise SourceLost(f"cannot read {self.device}/{self.attribute} ({devfailed_line(exc)})") from None
             return SourceFrame(_decode_value(value))
         try:
             item = self._queue.get(timeout=timeout_s)
@@ -107,7 +108,7 @@ class TangoImageSource(Source):
             try:
                 self._proxy.ping()
             except tango.DevFailed as exc:
-                raise SourceLost(f"device {self.device} stopped answering ({_desc(exc)})") from None
+                raise SourceLost(f"device {self.device} stopped answering ({devfailed_line(exc)})") from None
             return None
         if isinstance(item, SourceLost):
             raise item
@@ -159,10 +160,3 @@ class TangoStageReader:
                 log.debug("cannot read %s.Position: %s", name, exc)
                 positions[name] = None
         return positions
-
-
-def _desc(exc: tango.DevFailed) -> str:
-    try:
-        return exc.args[0].desc.strip().splitlines()[0]
-    except (IndexError, AttributeError):
-        return str(exc)

@@ -40,6 +40,7 @@ from servers.common.device_base import SmartDevice, smart_attribute, smart_comma
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 from servers.common.frames import CAMERA
 from servers.common.jsonargs import dumps, parse_args
+from servers.common.tango_client import devfailed_line
 from servers.common.tango_glue import run_server, text_in
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
 from servers.CoordMapperDS.core import CoordMapperCore
@@ -114,7 +115,7 @@ class CoordMapperDS(SmartDevice):
                 return join_chunks(list(value))
             except tango.DevFailed as exc:
                 log.warning("cannot read %s from the database (%s); using the property value given at "
-                            "start-up", STATE_PROPERTY, exc.args[0].desc if exc.args else exc)
+                            "start-up", STATE_PROPERTY, devfailed_line(exc))
         return join_chunks(self.GraphState)
 
     def _initial_unit(self, stored: str) -> str:
@@ -175,8 +176,7 @@ class CoordMapperDS(SmartDevice):
                     self._persist(after)
                 except Exception as exc:  # noqa: BLE001 - any failure to store must undo the change
                     core.from_json(before)
-                    desc = exc.args[0].desc if isinstance(exc, tango.DevFailed) and exc.args else str(exc)
-                    raise Failed(f"the change could not be saved in the Tango database ({desc.strip()}); it "
+                    raise Failed(f"the change could not be saved in the Tango database ({devfailed_line(exc)}); it "
                                  "was undone, the stored graph is unchanged. Retry when the database "
                                  "answers") from None
             return result

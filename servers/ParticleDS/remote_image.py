@@ -12,7 +12,7 @@ import numpy as np
 import tango
 
 from servers.common.errors import BadArgument, NotFound, NotReady, SourceLost, error_for_reason
-from servers.common.tango_client import ProxyCache
+from servers.common.tango_client import ProxyCache, devfailed_line, devfailed_reason
 from servers.common.tango_names import split_attribute_name
 
 __all__ = ["SOURCE_TIMEOUT_MS", "image_device", "read_image_attribute"]
@@ -50,7 +50,7 @@ def read_image_attribute(name: str, proxies: ProxyCache) -> np.ndarray:
     try:
         value = proxies.get(device, SOURCE_TIMEOUT_MS).read_attribute(attr)
     except tango.DevFailed as exc:
-        reason, desc = exc.args[0].reason, exc.args[0].desc.strip()
+        reason, desc = devfailed_reason(exc), devfailed_line(exc)
         if reason.startswith("SMART_"):
             raise error_for_reason(reason, f"the source {name} refused the read: {desc}") from None
         if reason in _UNKNOWN_NAME_REASONS:

@@ -11,10 +11,10 @@ quotes) or :func:`devfailed_text` (reasons and descriptions of the first errors)
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
 
 import tango
+
+from servers.common.error_text import devfailed_line, devfailed_reason, devfailed_text, error_stack
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "ProxyCache", "devfailed_line", "devfailed_reason", "devfailed_text", "error_stack"]
 
@@ -69,30 +69,3 @@ class ProxyCache:
     def clear(self) -> None:
         with self._lock:
             self._proxies.clear()
-
-
-def error_stack(error: Any) -> Sequence[Any]:
-    """The ``DevError`` list of a ``DevFailed``, an error event or a stack given as such."""
-    if isinstance(error, tango.DevFailed):
-        return error.args
-    return tuple(error or ())
-
-
-def devfailed_reason(error: Any) -> str:
-    """The reason of the first error ("" when there is none)."""
-    stack = error_stack(error)
-    return stack[0].reason if stack else ""
-
-
-def devfailed_text(error: Any, depth: int = 2) -> str:
-    """``"REASON: description; REASON: description"`` of the first ``depth`` errors."""
-    return "; ".join(f"{e.reason}: {e.desc.strip()}" for e in error_stack(error)[:depth])
-
-
-def devfailed_line(error: Any) -> str:
-    """The first line of the first error's description (``str(error)`` without one)."""
-    stack = error_stack(error)
-    try:
-        return stack[0].desc.strip().splitlines()[0]
-    except (IndexError, AttributeError):
-        return str(error)
