@@ -16,7 +16,7 @@ import numpy as np
 import tango
 
 from servers.CameraDS.sources import Source, SourceFrame, SourceLost, decode_lima_video, split_tango_target
-from servers.common.tango_client import devfailed_line
+from servers.common.tango_client import ProxyCache, devfailed_line
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +136,11 @@ class TangoStageReader:
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
-        self._proxies: dict[str, Any] = {}
-
-    def _proxy(self, name: str) -> Any:
-        proxy = self._proxies.get(name)
-        if proxy is None:
-            proxy = tango.DeviceProxy(name)
-            proxy.set_timeout_millis(STAGE_TIMEOUT_MS)
-            proxy.set_transparency_reconnection(False)
-            self._proxies[name] = proxy
-        return proxy
+        self._proxies = ProxyCache(STAGE_TIMEOUT_MS, retry=False)
 
     def read_one(self, name: str) -> float:
         """``name``'s Position; raises (DevFailed, TypeError, ValueError) when it cannot be read."""
-        return float(self._proxy(name).read_attribute("Position").value)
+        return float(self._proxies.get(name).read_attribute("Position").value)
 
     def read(self) -> dict[str, float | None]:
         positions: dict[str, float | None] = {}
