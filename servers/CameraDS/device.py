@@ -29,11 +29,11 @@ from servers.CameraDS.simbuild import SIM_RENDERER, SimProperties, build_sim_sou
 from servers.CameraDS.stage import StageMonitor
 from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoStageReader
 from servers.CameraDS.tiffsave import save_tiff
-from servers.common.device_base import SmartDevice, smart_attribute, smart_command
+from servers.common.device_base import SmartDevice, smart_attribute, smart_command, smart_errors
 from servers.common.errors import NotReady
 from servers.common.jsonargs import dumps
 from servers.common.safefile import check_write_target, run_with_time_limit
-from servers.common.tango_glue import run_server, smart_errors, text_in, text_out
+from servers.common.tango_glue import run_server, text_in, text_out
 
 log = logging.getLogger(__name__)
 

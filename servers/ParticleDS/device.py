@@ -29,7 +29,7 @@ from servers.common.errors import BadArgument, NotFound, NotReady, SmartError, S
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.lima import encode_rgb24
 from servers.common.safefile import check_write_target, run_with_time_limit
-from servers.common.tango_glue import one_at_a_time, run_server, text_in, text_out
+from servers.common.tango_glue import run_server, text_in, text_out
 from servers.ParticleDS import image_input
 from servers.ParticleDS.core import ParticleCore
 from servers.ParticleDS.remote_image import image_device, read_image_attribute
@@ -83,7 +83,7 @@ def _setting(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str, *
     read.__name__, write.__name__ = f"read_{name}", f"write_{name}"
     return smart_attribute(name=name, dtype=dtype, access=AttrWriteType.READ_WRITE, memorized=True,
                            hw_memorized=True, unit=unit, label=label, format=fmt, doc=doc,
-                           fget=read, fset=one_at_a_time(write), **limits)
+                           fget=read, fset=write, gated_write=True, **limits)
 
 
 def _result_spectrum(name: str, dtype: Any, unit: str, label: str, fmt: str, doc: str,

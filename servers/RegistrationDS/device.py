@@ -29,7 +29,7 @@ from servers.common.device_base import SmartDevice, smart_attribute, smart_comma
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
 from servers.common.jsonargs import dumps, parse_args
 from servers.common.tango_client import devfailed_reason, devfailed_text
-from servers.common.tango_glue import one_at_a_time, run_server, text_in
+from servers.common.tango_glue import run_server, text_in
 from servers.RegistrationDS.args import GrabImageArgs, LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.core import RegistrationCore
@@ -201,7 +201,7 @@ class RegistrationDS(SmartDevice):
         return overlay
 
     MinConfidence = smart_attribute(
-        dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="1",
+        gated_write=True, dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="1",
         label="Minimum confidence", format="%.4f", min_value=0.0, max_value=1.0,
         doc="Register results below this confidence have success false (device in ALARM, not "
                     "adopted into Matrix); a min_confidence in the Register argument overrides it for one call")
@@ -211,7 +211,6 @@ class RegistrationDS(SmartDevice):
         return self._min_confidence
 
     @MinConfidence.write
-    @one_at_a_time
     def MinConfidence(self, value: float) -> None:
         if not (math.isfinite(value) and 0.0 < value < 1.0):
             raise BadArgument(f"MinConfidence must lie strictly between 0 and 1, got {value}; "

@@ -33,7 +33,7 @@ from tango.server import Device, attribute, command
 from servers.common.tango_client import ProxyCache
 from servers.common.tango_glue import CommandGate, monitor_released, one_at_a_time, smart_errors, tango_text
 
-__all__ = ["SmartDevice", "smart_attribute", "smart_command"]
+__all__ = ["SmartDevice", "smart_attribute", "smart_command", "smart_errors"]
 
 
 def _mapped(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,18 +63,30 @@ class smart_attribute(attribute):  # noqa: N801 - used like tango.server.attribu
     Works in every form ``attribute`` does: as a decorator, with ``fget=``/``fset=``, and
     with ``@X.write``/``@X.read``. Method names given as strings are looked up by Tango
     and stay unwrapped (they cannot fail in a way the client must be told about).
+    ``gated_write=True`` runs writes on the device's :class:`CommandGate`, like a
+    ``smart_command(gated=True)``: a setting never changes under a running command.
     """
 
-    def __init__(self, fget: Any = None, **kwargs: Any) -> None:
+    def __init__(self, fget: Any = None, *, gated_write: bool = False, **kwargs: Any) -> None:
+        self._gated_write = gated_write
         if callable(fget):
             fget = _mapped(fget)
-        for key in ("fget", "fset"):
-            if callable(kwargs.get(key)):
-                kwargs[key] = _mapped(kwargs[key])
+        if callable(kwargs.get("fget")):
+            kwargs["fget"] = _mapped(kwargs["fget"])
+        if callable(kwargs.get("fset")):
+            kwargs["fset"] = self._write_method(kwargs["fset"])
         super().__init__(fget, **kwargs)
 
+    def __call__(self, fget: Callable[..., Any]) -> smart_attribute:
+        return type(self)(fget=fget, gated_write=self._gated_write, **self._kwargs)
+
+    def _write_method(self, fset: Callable[..., Any]) -> Callable[..., Any]:
+        if getattr(fset, "__smart_errors__", False):
+            return fset
+        return _mapped(one_at_a_time(fset) if self._gated_write else fset)
+
     def setter(self, fset: Callable[..., Any]) -> smart_attribute:
-        return super().setter(_mapped(fset))
+        return super().setter(self._write_method(fset))
 
     def getter(self, fget: Callable[..., Any]) -> smart_attribute:
         return super().getter(_mapped(fget))
