@@ -51,13 +51,16 @@ class ProxyCache:
         key = (name, self.timeout_ms if timeout_ms is None else int(timeout_ms))
         with self._lock:
             proxy = self._proxies.get(key)
-            if proxy is None:
-                proxy = tango.DeviceProxy(name)
-                proxy.set_timeout_millis(key[1])
-                if not self.retry:
-                    proxy.set_transparency_reconnection(False)
-                self._proxies[key] = proxy
+        if proxy is not None:
             return proxy
+        # Built outside the lock: building one may wait on a silent host or database, and must not
+        # hold up a caller of another device (the stage monitor reads each motor in its own thread).
+        proxy = tango.DeviceProxy(name)
+        proxy.set_timeout_millis(key[1])
+        if not self.retry:
+            proxy.set_transparency_reconnection(False)
+        with self._lock:
+            return self._proxies.setdefault(key, proxy)
 
     def forget(self, name: str) -> None:
         """Drop the proxies of ``name`` after a failure: the next call connects afresh
