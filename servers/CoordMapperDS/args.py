@@ -78,19 +78,37 @@ class FitTransformArgs(_EdgeArgs):
     ``reflection``: similarity only; ``true`` for a mirrored frame (e.g. a flipped camera),
     ``"auto"`` to let the residuals decide (needs one pair more than the minimum).
     ``noise_sigma``: known per-axis error of the ``to`` coordinates; else estimated.
+    ``prior``: refine the mapping the graph already gives ``from -> to`` (its matrix and
+    covariance are the prior) instead of fitting from the pairs alone
+    (``servers/common/priorfit.py``); needs ``noise_sigma``. Then ``model`` may also be
+    ``translation`` or ``auto`` (chosen by evidence, the default with a prior),
+    ``linear_sigma`` is the relative error of the prior's linear part beyond its covariance and
+    ``translation_sigma`` (``to`` units) that of its translation (absent: not known, flat).
     """
 
     pairs: Annotated[list[Pair], Field(min_length=1, max_length=MAX_PAIRS)]
-    model: Literal["similarity", "affine"] = "affine"
+    model: Literal["translation", "similarity", "affine", "auto"] | None = None
     reflection: bool | Literal["auto"] = False
     noise_sigma: Annotated[float, Field(gt=0.0, le=1e12)] | None = None
     reject_outliers: bool = True
+    prior: bool = False
+    linear_sigma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
+    translation_sigma: Annotated[float, Field(gt=0.0, le=1e12)] | None = None
 
     @model_validator(mode="after")
     def _enough_pairs(self) -> FitTransformArgs:
-        needed = 2 if self.model == "similarity" else 3
+        if self.prior:
+            if self.noise_sigma is None:
+                raise ValueError("a fit with \"prior\": true needs \"noise_sigma\", the 1-sigma error of one "
+                                 "measured point in 'to' units")
+            return self
+        if self.model in ("translation", "auto"):
+            raise ValueError(f"model '{self.model}' needs \"prior\": true (a refinement of the existing "
+                             "mapping); without a prior use similarity or affine")
+        model = self.model or "affine"
+        needed = 2 if model == "similarity" else 3
         if len(self.pairs) < needed:
-            raise ValueError(f"a {self.model} fit needs at least {needed} pairs, got {len(self.pairs)}")
+            raise ValueError(f"a {model} fit needs at least {needed} pairs, got {len(self.pairs)}")
         return self
 
 

@@ -20,6 +20,7 @@ from servers.common.errors import BadArgument, NotFound, NotReady
 from servers.common.frames import CAMERA, STAGE
 from servers.common.jsonargs import dumps
 from servers.common.pointfit import PointFit, as_points, fit_points, pairs_to_points
+from servers.common.priorfit import refine_with_prior
 from servers.CoordMapperDS.args import CalibrateCameraArgs, FitTransformArgs, MapArgs, SetTransformArgs
 from servers.CoordMapperDS.edges import (
     Edge,
@@ -33,7 +34,7 @@ from servers.CoordMapperDS.edges import (
 )
 from servers.CoordMapperDS.graph import build_chain, find_path
 from servers.CoordMapperDS.persistence import UNITS, GraphState, state_from_json, state_to_json
-from servers.CoordMapperDS.uncertainty import compose
+from servers.CoordMapperDS.uncertainty import compose, entry_covariance
 
 Limits = tuple[tuple[float, float], tuple[float, float]]
 MAX_HISTORY = 500
@@ -137,11 +138,39 @@ class CoordMapperCore:
     def fit_transform(self, args: FitTransformArgs) -> dict[str, Any]:
         """Fit ``pairs`` ``[x, y, X, Y]`` (``from`` -> ``to``) and store the result as the edge."""
         source, destination = pairs_to_points(args.pairs)
-        fit = _fit(source, destination, args.model, args.reflection, args.noise_sigma,
+        if args.prior:
+            return self._refine(args, source, destination)
+        fit = _fit(source, destination, args.model or "affine", args.reflection, args.noise_sigma,
                    args.reject_outliers, with_translation=True)
         details = _fit_details(fit, len(args.pairs))
         result = self._store(args, fit.matrix, fit.covariance, "FitTransform", details)
         result.update(fit.as_dict())
+        return result
+
+    def _refine(self, args: FitTransformArgs, source: np.ndarray, destination: np.ndarray) -> dict[str, Any]:
+        """FitTransform with ``prior``: the mapping the graph gives now is refined by the pairs,
+        each weighed by its uncertainty (``servers/common/priorfit.py``), and stored as the edge."""
+        with self._lock:
+            state = self._state
+            for frame in (args.from_, args.to):
+                if frame not in state.units:
+                    raise NotFound(f"there is no frame '{frame}' to refine; the frames are {', '.join(self.frames())}. "
+                                   "A fit with a prior refines an existing mapping: store one first")
+            call_position = None if args.stage_position is None else check_position(args.stage_position,
+                                                                                     "stage_position")
+            path = find_path(state.edges, args.from_, args.to)
+            steps = build_chain(state.edges, path, call_position, state.beam_position)
+            prior_matrix, prior_cov = entry_covariance(steps)
+            prior_path = [step.describe() for step in steps]
+        fit = refine_with_prior(source, destination, prior_matrix, prior_cov, float(args.noise_sigma),
+                                args.model or "auto", args.linear_sigma, args.translation_sigma)
+        details = {"model": fit.model, "prior": True, "prior_path": prior_path, "pairs": len(args.pairs),
+                   "rms": fit.rms, "prior_rms": fit.prior_rms, "sigma": fit.sigma, "consistent": fit.consistent,
+                   "log_evidence": fit.log_evidence}
+        result = self._store(args, fit.matrix, fit.covariance, "FitTransform", details)
+        result.update(fit.as_dict())
+        result["prior_path"] = prior_path
+        result["uncertainty"] = fit.point_uncertainty(source).tolist()
         return result
 
     def calibrate_camera(self, args: CalibrateCameraArgs) -> dict[str, Any]:

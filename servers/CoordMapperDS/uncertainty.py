@@ -39,7 +39,37 @@ class Mapped:
 
 def compose(steps: list[Step], points: np.ndarray) -> Mapped:
     """Map ``points`` through ``steps`` and propagate every edge's parameter covariance."""
-    n = points.shape[0]
+    current, composed, jacobians, edges = _jacobians(steps, points)
+    covariance = np.zeros((points.shape[0], 2, 2))
+    for key, jacobian in jacobians.items():
+        parameter_cov = edges[key].covariance
+        covariance += np.einsum("nij,jk,nlk->nil", jacobian, parameter_cov, jacobian)
+    return Mapped(current, covariance, composed)
+
+
+_ENTRY_POINTS = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+# entries (a11, a12, a13, a21, a22, a23) of an affine map from the images y0, y1, y2 of the
+# points (0, 0), (1, 0), (0, 1), flattened as (y0x, y0y, y1x, y1y, y2x, y2y)
+_ENTRIES_FROM_IMAGES = np.array([
+    [-1, 0, 1, 0, 0, 0], [-1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0],
+    [0, -1, 0, 1, 0, 0], [0, -1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0]], dtype=float)
+
+
+def entry_covariance(steps: list[Step]) -> tuple[np.ndarray, np.ndarray]:
+    """The composed 3x3 of a chain and the 6x6 covariance of its entries (NaN when an edge's
+    is unknown): what a refinement of the whole chain takes as its prior. The entries are
+    linear in the images of (0, 0), (1, 0), (0, 1), whose joint covariance the Jacobians give."""
+    _, composed, jacobians, edges = _jacobians(steps, _ENTRY_POINTS)
+    covariance = np.zeros((6, 6))
+    for key, jacobian in jacobians.items():
+        stacked = _ENTRIES_FROM_IMAGES @ jacobian.reshape(6, -1)
+        covariance += stacked @ edges[key].covariance @ stacked.T
+    return composed, (covariance + covariance.T) / 2
+
+
+def _jacobians(steps: list[Step], points: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Mapped points, the composed 3x3, and per edge the (N, 2, k) Jacobian of the mapped points
+    wrt its parameters (an edge used twice: the sum of its two)."""
     current = points
     composed = np.eye(3)
     locals_: list[np.ndarray | None] = []
@@ -66,9 +96,4 @@ def compose(steps: list[Step], points: np.ndarray) -> Mapped:
             key = step.edge.key
             jacobians[key] = jacobians[key] + contribution if key in jacobians else contribution
         to_end = to_end @ linear
-    covariance = np.zeros((n, 2, 2))
-    edges = {step.edge.key: step.edge for step in steps}
-    for key, jacobian in jacobians.items():
-        parameter_cov = edges[key].covariance
-        covariance += np.einsum("nij,jk,nlk->nil", jacobian, parameter_cov, jacobian)
-    return Mapped(current, covariance, composed)
+    return current, composed, jacobians, {step.edge.key: step.edge for step in steps}

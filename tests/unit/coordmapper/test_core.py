@@ -465,3 +465,49 @@ def test_concurrent_writers_and_readers_never_see_a_broken_graph() -> None:
         thread.join()
     assert errors == []
     assert json.loads(core.transforms_json())["edges"][0]["matrix"] == matrices[-1]
+
+
+# ------------------------------------------------------------------ refinement with a prior
+def test_fit_with_prior_refines_the_camera_chain_and_map_reports_its_uncertainty() -> None:
+    """FitTransform with ``prior``: the sem -> camera -> stage chain is the prior, a few noisy
+    stage centres refine it; the stored edge carries the posterior covariance, so Map gives
+    a finite per-target uncertainty (an exact affine through 3 pairs gives none)."""
+    rng = np.random.default_rng(11)
+    linear = CALIBRATIONS["flipped"]
+    beam = np.array([640.0, 512.0])
+    core = CoordMapperCore()
+    core.set_beam_position(beam.tolist())
+    core.calibrate_camera(CalibrateCameraArgs.model_validate(
+        {"steps": [[0.055, 0, -100, 0], [0, 0.055, 0, 100], [0.055, 0.055, -100, 100], [-0.055, 0, 100, 0]]}))
+    sem_to_camera = np.array([[0.0364, 0.0, 300.0], [0.0, 0.0364, 200.0], [0.0, 0.0, 1.0]])
+    core.set_transform(set_args(**{"from": "sem", "to": "camera", "matrix": sem_to_camera.tolist(),
+                                   "stage_position": [1.0, 2.0], "sigma": 0.05}))
+    source = np.array([[500.0, 400.0], [3500.0, 600.0], [2000.0, 3600.0], [3800.0, 3900.0]])
+    coarse = np.array(core.map_points(map_args(**{"from": "sem", "to": "stage", "points": source.tolist()}))["points"])
+    offset = np.array([1.5e-4, -0.8e-4])  # the beam position error: one common offset
+    measured = coarse + offset + rng.normal(0, 2e-5, coarse.shape)
+    pairs = np.hstack([source, measured]).tolist()
+    reply = core.fit_transform(fit_args(**{"from": "sem", "to": "stage", "pairs": pairs, "prior": True,
+                                           "noise_sigma": 2e-5, "from_unit": "px"}))
+    assert reply["model"] == "translation" and reply["consistent"]
+    assert reply["prior_path"][0].startswith("sem")
+    mapped = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": source.tolist()}))
+    assert mapped["path"] == ["sem -> stage"] or len(mapped["path"]) == 1
+    np.testing.assert_allclose(np.array(mapped["points"]) - coarse, np.tile(offset, (4, 1)), atol=3e-5)
+    sigma = np.array(mapped["uncertainty"])
+    assert np.isfinite(sigma).all() and (sigma < 3e-5).all()
+    history = core.history()[-1]
+    assert history["command"] == "FitTransform" and history["prior"] is True
+
+
+def test_fit_with_prior_needs_noise_sigma_and_auto_needs_a_prior() -> None:
+    pairs = [[0, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1]]
+    with pytest.raises(SmartError, match="noise_sigma"):
+        parse_args(json.dumps({"from": "sem", "to": "stage", "pairs": pairs, "prior": True}), FitTransformArgs)
+    with pytest.raises(SmartError, match="prior"):
+        parse_args(json.dumps({"from": "sem", "to": "stage", "pairs": pairs, "model": "auto"}), FitTransformArgs)
+    core = CoordMapperCore()
+    with pytest.raises(NotFound):
+        core.fit_transform(fit_args(**{"from": "sem", "to": "stage", "pairs": pairs, "prior": True,
+                                       "noise_sigma": 1e-5}))
+    assert core.transforms() == []
