@@ -473,7 +473,6 @@ def test_fit_with_prior_refines_the_camera_chain_and_map_reports_its_uncertainty
     stage centres refine it; the stored edge carries the posterior covariance, so Map gives
     a finite per-target uncertainty (an exact affine through 3 pairs gives none)."""
     rng = np.random.default_rng(11)
-    linear = CALIBRATIONS["flipped"]
     beam = np.array([640.0, 512.0])
     core = CoordMapperCore()
     core.set_beam_position(beam.tolist())
