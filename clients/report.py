@@ -199,7 +199,7 @@ def time_budget(records: NightRecords) -> dict[str, float]:
             budget["scanning"] += np.nan_to_num(_float(scan.metadata.get("scan_s")))
     for event in records.events:
         kind, duration = event.get("kind"), np.nan_to_num(_float(event.get("duration_s")))
-        if kind in ("align", "drift_check"):
+        if kind in ("align", "drift_check", "realign"):
             budget["aligning"] += duration
         elif kind == "wait_beam":
             budget["waiting for beam"] += duration

@@ -33,6 +33,8 @@ if _MACRO_DIR not in sys.path:
 from smart_records import (  # noqa: E402
     ROLE_BEAM_CENTRE,
     ROLE_BEAM_SEARCH,
+    ROLE_DRIFT_CENTRE,
+    ROLE_DRIFT_SEARCH,
     ROLE_FINE_CENTRE,
     ROLE_FINE_SEARCH,
     ROLE_PARTICLE,
@@ -55,10 +57,12 @@ from smart_support import (  # noqa: E402
     limits_of,
     map_points,
     mesh_around,
+    mesh_points,
     mesh_words,
     now_text,
     number_text,
     offset_scatter_um,
+    offsets_agree,
     peak_centre,
     position_text,
     proxy,
@@ -67,12 +71,24 @@ from smart_support import (  # noqa: E402
     sigma_text,
     stage_unit_per_um,
 )
+from smart_tracking import DEFAULT_JUMP_SIGMA, DriftTracker, exposing_fraction, sized_half_width  # noqa: E402
 
 REFERENCE_SLOT = "reference"
 CAMERA_SLOT = "camera"
 DRIFT_ROTATION_DEG = 5.0
 """Rotation search half-width of the drift check around the rotation smart_register found."""
 FINE_FRAME_SUFFIX = ""
+CENTRE_SIGMA_UM = 0.03
+"""Default 1-sigma error per axis of one X-ray (Ce-map) centre: stage repeatability of 10-30 nm
+plus the peak fit (``SmartCentreSigmaUm``)."""
+SCAN_HALF_WIDTH_MIN_UM = 0.15
+"""Default smallest sized mesh half width (``SmartScanHalfWidthMinUm``): the particle (50 nm)
+seen through the ~0.1 um beam plus a background ring for the peak's significance."""
+SCAN_SIZING_K = 3.0
+"""A sized mesh reaches this many sigma of the target's uncertainty (``SmartScanSizingK``)."""
+DRIFT_SEARCH_UM = 1.0
+"""Half width of the search mesh that looks again for a particle its scan did not find while
+drift is tracked (``SmartDriftSearchUm``; 0: no search)."""
 
 
 def _searched(window) -> str:
@@ -316,6 +332,123 @@ class _SmartMacro(Macro):
         coarse = self.coarse_target(mapper, frame, [point]) or target
         return target, coarse, bool(mapped["within_limits"][0])
 
+    # ------------------------------------------------ drift tracking and scan sizing (smart_tracking.py)
+    def clock(self) -> float:
+        """Seconds on the night's clock: the Tango attribute ``SmartClock`` names (the virtual
+        beamline's simulated time), else wall time. An unreadable clock stops rather than mixes
+        two time bases in the drift estimate."""
+        name = self.env_or("SmartClock", None)
+        if not name:
+            return time.time()
+        try:
+            if getattr(self, "_clock_name", None) != name:
+                self._clock_proxy, self._clock_name = tango.AttributeProxy(str(name)), name
+            return float(self._clock_proxy.read().value)
+        except (tango.DevFailed, TypeError, ValueError) as exc:
+            why = exc.args[0].desc.strip() if isinstance(exc, tango.DevFailed) else str(exc)
+            raise SmartMacroError(f"SMART_NotReady: the clock {name} (SmartClock) cannot be read: {why[:200]}; "
+                                  "start its device, or usenv SmartClock to use wall time") from None
+
+    def drift_tracker(self) -> DriftTracker:
+        """The drift estimate kept in ``SmartDriftState`` (a fresh one when there is none)."""
+        try:
+            return DriftTracker.from_plain(self.env_or("SmartDriftState", None), self.env_or("SmartDriftModel", None),
+                                           float(self.env_or("SmartDriftJumpSigma", DEFAULT_JUMP_SIGMA)))
+        except (TypeError, ValueError) as exc:
+            raise SmartMacroError(f"SMART_BadArgument: SmartDriftModel / SmartDriftJumpSigma: {exc}") from None
+
+    def reset_drift(self, why: str) -> None:
+        """A new mapping (registration, fine alignment) starts the drift estimate again at zero."""
+        tracker = self.drift_tracker()
+        tracker.reset(self.clock())
+        self.setEnv("SmartDriftState", tracker.to_plain())
+        self.event_log().write("drift_reset", time.time(), 0.0, clock_s=tracker.t, why=why)
+
+    def drift_correction_on(self) -> bool:
+        return bool(self.env_or("SmartDriftCorrection", True))
+
+    def plan_target(self, mapper, frame: str, point: list[float], half_width_um: float) -> dict:
+        """Where to scan ``point`` and how widely: the mapped stage position, plus the drift
+        predicted now (``SmartDriftCorrection``), and a mesh half width sized by the mapping's
+        uncertainty there and the drift estimate's (``SmartScanSizing``), at most ``half_width_um``.
+        Positions are in stage units, lengths ending in ``_um`` in micrometres."""
+        here = self.stage_position() if frame == "camera" else None
+        mapped = map_points(mapper, frame, "stage", [point], here)
+        spot = [float(v) for v in mapped["points"][0]]
+        coarse = self.coarse_target(mapper, frame, [point]) or spot
+        per_um = stage_unit_per_um(mapper)
+        sigma = (mapped.get("uncertainty") or [None])[0]
+        map_sigma_um = None if sigma is None or not math.isfinite(float(sigma)) else float(sigma) / per_um
+        at = self.clock()
+        tracker = self.drift_tracker()
+        drift_um, drift_cov = tracker.predict(at)
+        drift_sigma_um = float(math.sqrt(max(float(np.trace(drift_cov)), 0.0)))
+        correct = self.drift_correction_on()
+        applied_um = [float(v) for v in drift_um] if correct else [0.0, 0.0]
+        target = [spot[0] + applied_um[0] * per_um, spot[1] + applied_um[1] * per_um]
+        half_width = float(half_width_um)
+        if self.env_or("SmartScanSizing", True):
+            low = min(float(self.env_or("SmartScanHalfWidthMinUm", SCAN_HALF_WIDTH_MIN_UM)), half_width)
+            half_width = sized_half_width(map_sigma_um, drift_sigma_um, low, float(half_width_um),
+                                          float(self.env_or("SmartScanSizingK", SCAN_SIZING_K)),
+                                          0.0 if correct else float(np.hypot(*drift_um)))
+        return {"mapped": spot, "target": target, "coarse": coarse, "within": bool(mapped["within_limits"][0]),
+                "map_sigma_um": map_sigma_um, "drift_um": [float(v) for v in drift_um],
+                "drift_sigma_um": drift_sigma_um, "drift_applied_um": applied_um, "corrected": correct,
+                "half_width_um": half_width, "clock_s": at}
+
+    def log_scan(self, plan: dict, points: int, step_um: float, exposure: float, scan_s: float,
+                 **ids) -> float | None:
+        """The ``scan`` event: how the mesh was sized and how much of its time was exposure."""
+        fraction = exposing_fraction(points, exposure, scan_s)
+        self.event_log().write("scan", time.time() - scan_s, scan_s, points=points, exposure_s=exposure,
+                               exposing_fraction=fraction, half_width_um=plan["half_width_um"], step_um=step_um,
+                               map_sigma_um=plan["map_sigma_um"], drift_sigma_um=plan["drift_sigma_um"],
+                               clock_s=plan["clock_s"], **ids)
+        return fraction
+
+    def track_drift(self, plan: dict, centre, per_um: float, **ids) -> dict | None:
+        """Feed a measured Ce centre (stage units) to the drift estimate: the centre minus the
+        mapped target is where sample and beam are against the mapping now. Saved in
+        ``SmartDriftState`` and logged as a ``drift`` event; returns the update (``jump``...)."""
+        if centre is None or not all(math.isfinite(float(v)) for v in centre):
+            return None
+        measured_um = [(float(centre[i]) - plan["mapped"][i]) / per_um for i in (0, 1)]
+        tracker = self.drift_tracker()
+        at = self.clock()
+        update = tracker.update(at, measured_um, plan["map_sigma_um"] or 0.0)
+        self.setEnv("SmartDriftState", tracker.to_plain())
+        self.event_log().write("drift", time.time(), 0.0, clock_s=at, applied_um=plan["drift_applied_um"],
+                               corrected=plan["corrected"], map_sigma_um=plan["map_sigma_um"], **update, **ids)
+        if update["jump"]:
+            self.warning(f"drift jumped: the particle was {update['innovation_um'][0] * 1000:+.0f}, "
+                         f"{update['innovation_um'][1] * 1000:+.0f} nm from where the drift estimate put it "
+                         f"({update['mahalanobis']:.1f} sigma); the estimate restarts there and the loop "
+                         "re-aligns before going on")
+        return update
+
+    def realign(self, registration, camera_name, why: str, **ids) -> None:
+        """After a drift jump: re-register the reference to the camera (check_drift, which stops
+        the loop when the registration is in doubt) before any further target."""
+        started = time.time()
+        self.event_log().write("realign", started, 0.0, why=why, method="camera_drift_check", **ids)
+        self.check_drift(registration, camera_name)
+
+    def reacquire(self, plan: dict, per_um: float, exposure: float, metadata: dict) -> list[float] | None:
+        """A scan that did not find its particle while drift is tracked: search around the
+        target (``SmartDriftSearchUm``) for it; its centre, or None."""
+        search_um = float(self.env_or("SmartDriftSearchUm", DRIFT_SEARCH_UM))
+        if not self.drift_correction_on() or search_um <= plan["half_width_um"]:
+            return None
+        self.output(f"no particle in the +-{plan['half_width_um']:.2f} um map: searching +-{search_um:g} um for it")
+        started = time.time()
+        centre = self.locate_particle(plan["target"], search_um * per_um, per_um, exposure, metadata,
+                                      (ROLE_DRIFT_SEARCH, ROLE_DRIFT_CENTRE))
+        self.event_log().write("realign", started, time.time() - started, why="no_signal",
+                               method="search_mesh", search_um=search_um, found=centre is not None,
+                               target_id=metadata.get("queue_target_id"), particle=metadata.get("particle_index"))
+        return centre
+
     def scan_around(self, target: list[float], scan_macro: str, half_width: float, step: float,
                     exposure: float) -> tuple:
         """Run ``scan_macro`` (mesh) centred on ``target`` (stage units); the scan and its duration (s)."""
@@ -450,6 +583,7 @@ class smart_register(_SmartMacro):
         self.setEnv("SmartReferenceFrame", frame)
         self.setEnv("SmartRegistrationStage", stage)
         self.setEnv("SmartRegistrationRotation", float(result["rotation_deg"]))
+        self.reset_drift("smart_register")
         self.output(f"stored {frame} -> camera at stage position {self.stage_text(stage, self.stage_unit(mapper))}")
 
 
@@ -566,8 +700,10 @@ class smart_gen_scan(_SmartMacro):
 class smart_fine_align(_SmartMacro):
     """Second iteration: XRF maps of a few isolated particles spread over the reference refine
     ``sem -> stage``. Each particle is found with a coarse mesh around its coarse target,
-    then measured with a fine mesh; the Ce-map centres against the particles' reference
-    positions give a direct, least-squares ``sem -> stage`` edge (affine from 3 particles)."""
+    then measured with a fine mesh. The Ce-map centres and the coarse mapping are weighed by
+    their uncertainties (CoordMapperDS ``FitTransform`` with ``prior``): the model is no richer
+    than the particles support (translation, similarity or affine, by evidence), and when their
+    offsets disagree more than the centres' noise explains, more particles are measured."""
 
     param_def = [
         ["n_particles", Type.Integer, 4, "particles to measure (>= 2)"],
@@ -589,12 +725,17 @@ class smart_fine_align(_SmartMacro):
             why = "; ".join(coarse.get("warnings", [])) or "every target is outside the stage limits"
             raise SmartMacroError(f"SMART_Unsafe: no isolated particle can be reached within the stage limits "
                                   f"({why}); nothing moved")
-        chosen = reachable_spread(candidates, ref_points, inside, n_particles)
+        most = max(int(self.env_or("SmartFineMaxParticles", 2 * n_particles)), n_particles)
+        chosen = reachable_spread(candidates, ref_points, inside, most)
         unit = self.stage_unit(mapper)
         per_um = UNIT_PER_UM[unit]
+        centre_sigma_um = float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM))
         pairs, targets = [], []
         started = time.time()
-        for index in chosen:
+        queue = list(chosen)
+        wanted = n_particles
+        while queue and len(pairs) < wanted:
+            index = queue.pop(0)
             self.checkPoint()
             target = map_points(mapper, frame, "stage", [[xs[index], ys[index]]])["points"][0]
             metadata = self.scan_metadata(ROLE_FINE_SEARCH, mapper, index, frame, [xs[index], ys[index]], target)
@@ -608,6 +749,11 @@ class smart_fine_align(_SmartMacro):
                         f"({shift_nm[0]:+.0f}, {shift_nm[1]:+.0f} nm from the coarse target)")
             pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
             targets.append(target)
+            if len(pairs) == wanted and queue and wanted < most and not offsets_agree(
+                    np.array(targets), np.array(pairs)[:, 2:], centre_sigma_um * per_um):
+                wanted = min(most, wanted + 2)
+                self.output(f"the {len(pairs)} offsets from the coarse targets disagree more than "
+                            f"{centre_sigma_um * 1000:.0f} nm centres explain: measuring up to {wanted} particles")
         if len(pairs) < 2:
             raise SmartMacroError(
                 f"SMART_Unsafe: fine alignment found fewer than 2 particles in the X-ray maps ({len(pairs)} of "
@@ -621,16 +767,29 @@ class smart_fine_align(_SmartMacro):
                 f"that disagree by {scatter:.2f} um RMS (a right registration gives one common offset): the "
                 "reference image may show another sample with the same markers, or the XRF channel sees other "
                 "particles. Nothing was stored; check the reference image before scanning.")
-        model = "affine" if len(pairs) >= 3 else "similarity"
-        fit = call_json(mapper, "FitTransform", {"from": frame, "to": "stage", "pairs": pairs, "model": model,
-                                                 "from_unit": "px"})
-        exact = " (3 particles fix an affine exactly: nothing left to judge it by; 4 or more give a residual)" \
-            if model == "affine" and len(pairs) == 3 else ""
-        self.output(f"{frame} -> stage refined from {len(pairs)} X-ray maps ({model}): residual RMS "
-                    f"{length_text(fit['rms'], unit)}{exact}")
-        self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"]})
+        request = {"from": frame, "to": "stage", "pairs": pairs, "from_unit": "px", "prior": True,
+                   "model": str(self.env_or("SmartFineModel", "auto")),
+                   "noise_sigma": centre_sigma_um * per_um,
+                   "linear_sigma": float(self.env_or("SmartFineLinearSigma", 0.01))}
+        fit = call_json(mapper, "FitTransform", request)
+        field = map_points(mapper, frame, "stage", ref_points.tolist())
+        sigmas = [v for v in (field.get("uncertainty") or []) if v is not None and math.isfinite(float(v))]
+        spread_text = (f"; 1-sigma at the {len(sigmas)} isolated particles: median "
+                       f"{length_text(np.median(sigmas), unit)}, max {length_text(max(sigmas), unit)}"
+                       if sigmas else "")
+        self.output(f"{frame} -> stage refined from {len(pairs)} X-ray maps and the coarse mapping "
+                    f"({fit['model']} correction, by evidence): residual RMS {length_text(fit['rms'], unit)} "
+                    f"(coarse {length_text(fit['prior_rms'], unit)}){spread_text}")
+        for warning in fit.get("warnings", []):
+            self.warning(warning)
+        self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"],
+                                           "model": fit["model"], "prior_rms": fit["prior_rms"],
+                                           "sigma": fit["sigma"], "consistent": fit["consistent"]})
         self.event_log().write("align", started, time.time() - started, step="smart_fine_align",
-                               particles=len(pairs), rms=fit["rms"])
+                               particles=len(pairs), rms=fit["rms"], model=fit["model"], prior_rms=fit["prior_rms"],
+                               consistent=fit["consistent"], log_evidence=fit.get("log_evidence"),
+                               median_sigma=float(np.median(sigmas)) if sigmas else None, stage_unit=unit)
+        self.reset_drift("smart_fine_align")
 
 
 class smart_scan_particles(_SmartMacro):
@@ -682,6 +841,8 @@ class smart_scan_particles(_SmartMacro):
                              (scan_macro, half_width_um * per_um, step_um * per_um, exposure), log_path)
             log.write(row)
             self.mark_done(progress, index)
+            if row.get("drift_jump"):
+                self.realign(registration, camera_name, "drift_jump", particle=index)
             left_s = (time.monotonic() - loop_started) / (count + 1) * (len(remaining) - count - 1)
             self.output(f"particle {index} ({count + 1}/{len(remaining)}): {row['outcome']}, "
                         f"overhead {row['overhead_s']:.2f} s, scan {row.get('scan_s', 0.0):.1f} s, "
@@ -702,29 +863,46 @@ class smart_scan_particles(_SmartMacro):
         self.setEnv("SmartScanProgress", progress)
 
     def visit(self, mapper, frame, point, index, scan, log_path) -> dict:
-        """One particle: map, refuse outside the limits, move, scan, locate the peak; the log row."""
+        """One particle: map (plus the drift estimate), refuse outside the limits, move, scan a
+        mesh sized by what is known, locate the peak, update the drift estimate; the log row.
+        ``row["drift_jump"]`` tells the loop to re-align before the next particle."""
         scan_macro, half_width, step, exposure = scan
         started = time.monotonic()
-        target, coarse, within = self.stage_target(mapper, frame, point)
+        per_um = stage_unit_per_um(mapper)
+        plan = self.plan_target(mapper, frame, point, half_width / per_um)
+        target, coarse = plan["target"], plan["coarse"]
         row = {"index": index, "sem_x_px": point[0], "sem_y_px": point[1], "coarse_x": coarse[0],
-               "coarse_y": coarse[1], "target_x": target[0], "target_y": target[1]}
-        if not within:
+               "coarse_y": coarse[1], "target_x": target[0], "target_y": target[1],
+               "mapped_x": plan["mapped"][0], "mapped_y": plan["mapped"][1], "half_width_um": plan["half_width_um"]}
+        if not plan["within"]:
             self.warning(f"particle {index}: target outside the limits; skipped")
             row.update(outcome="outside_limits", message="target outside the stage limits; skipped",
                        finished_at=now_text(), overhead_s=time.monotonic() - started)
             return row
         self.move_to(target)
-        scan_record, scan_s = self.scan_around(target, scan_macro, half_width, step, exposure)
+        scan_record, scan_s = self.scan_around(target, scan_macro, plan["half_width_um"] * per_um, step, exposure)
+        metadata = self.scan_metadata(ROLE_PARTICLE, mapper, index, frame, point, target, coarse_target=coarse)
         try:
-            x, y, ce, (cx, cy, significance) = self.scan_peak(scan_record)
+            _, _, _, (cx, cy, significance) = self.scan_peak(scan_record)
             outcome = "scanned" if significance > 5 else "scanned_no_signal"
         except SmartMacroError as exc:
             cx = cy = significance = float("nan")
             outcome, row["message"] = "scanned_no_data", str(exc)
-        stored = self.record_scan(scan_record, self.scan_metadata(
-            ROLE_PARTICLE, mapper, index, frame, point, target, coarse_target=coarse,
-            measured_centre_position=[cx, cy], peak_significance=significance, outcome=outcome, scan_s=scan_s))
+        row["exposing_fraction"] = self.log_scan(plan, mesh_points(plan["half_width_um"] * per_um, step),
+                                                 step / per_um, exposure, scan_s, particle=index)
+        stored = self.record_scan(scan_record, {**metadata, "measured_centre_position": [cx, cy],
+                                                "peak_significance": significance, "outcome": outcome,
+                                                "scan_s": scan_s, "mapped_position": plan["mapped"],
+                                                "drift_applied_um": plan["drift_applied_um"],
+                                                "half_width_um": plan["half_width_um"]})
         row.update(scan_file=stored.file or "", scan_entry=stored.entry or "")
+        centre = [cx, cy] if outcome == "scanned" else None
+        if centre is None and outcome == "scanned_no_signal":
+            centre = self.reacquire(plan, per_um, exposure, {**metadata, "particle_index": index})
+            if centre is not None:
+                row["message"] = "particle found by a search mesh after its scan missed it"
+        update = self.track_drift(plan, centre, per_um, particle=index)
+        row["drift_jump"] = bool(update and update["jump"])
         row.update(ce_center_x=cx, ce_center_y=cy, outcome=outcome, scan_s=scan_s,
                    overhead_s=time.monotonic() - started - scan_s, finished_at=now_text())
         return row

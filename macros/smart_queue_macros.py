@@ -34,7 +34,7 @@ from smart_queue_support import (  # noqa: E402
     targets_text,
 )
 from smart_records import ROLE_PARTICLE  # noqa: E402
-from smart_support import SmartMacroError, call_json, proxy, stage_unit_per_um  # noqa: E402
+from smart_support import SmartMacroError, call_json, mesh_points, proxy, stage_unit_per_um  # noqa: E402
 
 QUEUE_POLL_S = 1.0
 """How often a paused loop asks the queue again."""
@@ -192,6 +192,7 @@ class smart_run_queue(_QueueMacro):
         while max_targets <= 0 or handled < max_targets:
             self.checkPoint()
             self.drift_check_due(queue, handled)
+            self.realign_due(queue)
             claim = self.queue_call(queue, "ClaimNext", {"worker": self.worker()}, "the next target")
             if claim["target"] is None:
                 if claim["why"] != "paused":
@@ -303,9 +304,12 @@ class smart_run_queue(_QueueMacro):
             self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", {"times": times}, None, label)
-            spot, coarse, within = self.stage_target(self._mapper, target["frame"], [target["x"], target["y"]])
-            data = {"stage_target": spot, "coarse_target": coarse, "unit": self._unit, "times": times}
-            if not within:
+            plan = self.plan_target(self._mapper, target["frame"], [target["x"], target["y"]],
+                                    target["scan"]["half_width_um"])
+            spot = plan["target"]
+            data = {"stage_target": spot, "coarse_target": plan["coarse"], "unit": self._unit, "times": times,
+                    **self.plan_data(plan)}
+            if not plan["within"]:
                 return self.finish(queue, target, token, "failed", "outside_limits",
                                    "the target maps outside the stage limits", data, None, label)
             if self.report(queue, target, token, "moving").get("skip"):
@@ -323,23 +327,40 @@ class smart_run_queue(_QueueMacro):
             self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", data, None, label)
-            return self.scan_target(queue, target, token, spot, data, label)
+            return self.scan_target(queue, target, token, plan, data, label)
         except SmartMacroError as exc:
             return self.finish(queue, target, token, "failed", "other", str(exc), {"times": times}, None, label)
 
-    def scan_target(self, queue, target: dict, token: str, spot, data: dict, label: str) -> dict:
-        scan = target["scan"]
-        self.report(queue, target, token, "scanning", f"{scan['macro']} at {spot}")
+    @staticmethod
+    def plan_data(plan: dict) -> dict:
+        """What the queue keeps of a target's plan (docs/queue.md, ``data``)."""
+        return {"mapped_target": plan["mapped"], "drift_applied_um": plan["drift_applied_um"],
+                "map_sigma_um": plan["map_sigma_um"], "drift_sigma_um": plan["drift_sigma_um"],
+                "half_width_um": plan["half_width_um"]}
+
+    def scan_target(self, queue, target: dict, token: str, plan: dict, data: dict, label: str,
+                    searched: bool = False) -> dict:
+        """Scan the planned mesh, check the beam, locate the peak, update the drift estimate and
+        finish. A particle the mesh missed is searched for once (``reacquire``) and, when found,
+        scanned again where the updated drift estimate puts it."""
+        scan, spot = target["scan"], plan["target"]
+        self.report(queue, target, token, "scanning", f"{scan['macro']} +-{plan['half_width_um']:.2f} um at {spot}")
         try:
-            record, scan_s = self.scan_around(spot, scan["macro"], scan["half_width_um"] * self._per_um,
+            record, scan_s = self.scan_around(spot, scan["macro"], plan["half_width_um"] * self._per_um,
                                               scan["step_um"] * self._per_um, scan["exposure"])
         except SmartMacroError as exc:
             return self.finish(queue, target, token, "failed", "scan_error", str(exc), data, None, label)
-        data["times"]["scan_s"] = scan_s
-        stored = self.record_scan(record, self.scan_metadata(
+        ids = {"target_id": target["id"], "particle": target.get("particle"), "region": target.get("region")}
+        points = mesh_points(plan["half_width_um"] * self._per_um, scan["step_um"] * self._per_um)
+        data["times"]["scan_s"] = data["times"].get("scan_s", 0.0) + scan_s
+        data.update(points=points, exposing_fraction=self.log_scan(plan, points, scan["step_um"], scan["exposure"],
+                                                                   scan_s, **ids))
+        metadata = self.scan_metadata(
             ROLE_PARTICLE, self._mapper, target.get("particle"), target["frame"], [target["x"], target["y"]], spot,
-            coarse_target=data.get("coarse_target"), region=target.get("region"), queue_target_id=target["id"],
-            scan_s=scan_s))
+            coarse_target=data.get("coarse_target"), region=target.get("region"), queue_target_id=target["id"])
+        stored = self.record_scan(record, {**metadata, "scan_s": scan_s, "mapped_position": plan["mapped"],
+                                           "drift_applied_um": plan["drift_applied_um"],
+                                           "half_width_um": plan["half_width_um"]})
         data["scan_file"], data["scan_entry"] = stored.file, stored.entry
         data["scan_id"] = self.env_or("ScanID", None)
         data["scan_files"] = scan_files(self.env_or("ScanDir", None), self.env_or("ScanFile", None))
@@ -359,11 +380,37 @@ class smart_run_queue(_QueueMacro):
         data.update(ce_centre=[cx, cy] if math.isfinite(cx) else None, significance=significance,
                     max_counts=float(ce.max()))
         if not significance > 5:
+            found = None if searched else self.reacquire(plan, self._per_um, scan["exposure"], metadata)
+            if found is not None:
+                self.note_jump(self.track_drift(plan, found, self._per_um, **ids))
+                again = self.plan_target(self._mapper, target["frame"], [target["x"], target["y"]],
+                                         scan["half_width_um"])
+                data.update(stage_target=again["target"], reacquired=True, **self.plan_data(again))
+                self.move_to(again["target"])
+                return self.scan_target(queue, target, token, again, data, label, searched=True)
             data["outcome"] = "scanned_no_signal"
             return self.finish(queue, target, token, "failed", "no_signal",
                                f"no Ce peak above 5 sigma (best {significance:.1f})", data, scan_s, label)
+        self.note_jump(self.track_drift(plan, [cx, cy], self._per_um, **ids))
         data["outcome"] = "scanned"
         return self.finish(queue, target, token, "done", None, "", data, scan_s, label)
+
+    def note_jump(self, update: dict | None) -> None:
+        """A drift jump: re-align before the next target (``realign_due``)."""
+        if update and update.get("jump"):
+            self._realign_due = True
+
+    def realign_due(self, queue) -> None:
+        """After a drift jump, before claiming the next target: re-register to the camera; a
+        registration in doubt pauses the queue and ends the loop, as the periodic check does."""
+        if not getattr(self, "_realign_due", False):
+            return
+        self._realign_due = False
+        try:
+            self.realign(self._registration, self._camera_name, "drift_jump")
+        except SmartMacroError as exc:
+            queue.Pause(f"re-alignment after a drift jump failed: {exc}"[:480])
+            raise
 
     def queue_call(self, queue, command: str, argument: dict, what: str) -> dict:
         """A QueueDS command that waits for a QueueDS that does not answer (being restarted)

@@ -36,10 +36,15 @@ ROLE_FINE_SEARCH = "fine_alignment_search"
 ROLE_FINE_CENTRE = "fine_alignment_centre"
 ROLE_BEAM_SEARCH = "beam_calibration_search"
 ROLE_BEAM_CENTRE = "beam_calibration_centre"
+ROLE_DRIFT_SEARCH = "drift_search"
+ROLE_DRIFT_CENTRE = "drift_centre"
 
-EVENT_KINDS = ("scan", "move", "align", "wait_beam", "drift_check", "failure")
+EVENT_KINDS = ("scan", "move", "align", "wait_beam", "drift_check", "failure", "drift", "drift_reset", "realign")
 """Kinds the report's time budget knows: ``align`` (fine alignment, beam calibration) and
-``drift_check`` count as aligning, ``wait_beam`` as waiting for beam."""
+``drift_check`` count as aligning, ``wait_beam`` as waiting for beam. ``scan`` (one per
+particle scan: points, exposure, exposing fraction, how the mesh was sized), ``drift`` (every
+update of the drift estimate), ``drift_reset`` (a new mapping) and ``realign`` (what a jump
+or a missed particle made the loop do) describe the night (docs/workflow.md)."""
 
 
 def file_recorders(scan_macro: Any) -> list[Any]:

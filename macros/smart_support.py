@@ -29,8 +29,11 @@ BEAM_HINT = ("set the beam's camera pixel first: smart_beam_set X Y (a known val
 
 VISIT_COLUMNS = ["index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
                  "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message",
-                 "scan_file", "scan_entry"]
-"""``scan_file``/``scan_entry``: the particle's map in Sardana's HDF5 file (``/<entry>/measurement``,
+                 "scan_file", "scan_entry", "mapped_x", "mapped_y", "half_width_um", "exposing_fraction"]
+"""``mapped_x``/``mapped_y``: where the mapper put the particle before the drift correction
+(``target`` = mapped + the drift estimate); ``half_width_um``: the sized mesh's half width;
+``exposing_fraction``: points x exposure / scan wall time.
+``scan_file``/``scan_entry``: the particle's map in Sardana's HDF5 file (``/<entry>/measurement``,
 its SMART metadata in ``/<entry>/smart``)."""
 
 
@@ -170,6 +173,11 @@ def mesh_around(centre: Sequence[float], half_width: float, step: float) -> Mesh
     return MeshSpec(centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half, intervals)
 
 
+def mesh_points(half_width: float, step: float) -> int:
+    """Points of the square mesh ``mesh_around`` makes for this half width and step."""
+    return (mesh_around((0.0, 0.0), half_width, step).intervals + 1) ** 2
+
+
 def scan_columns(records: Sequence[Any], *names: str) -> list[np.ndarray]:
     """Columns of a Sardana scan's records, found by (a suffix of) their column names."""
     if not records:
@@ -304,3 +312,17 @@ def offset_scatter_um(targets: np.ndarray, centres: np.ndarray, stage_per_um: fl
     if len(offsets) < 2:
         return 0.0
     return float(np.sqrt(np.mean(np.sum((offsets - offsets.mean(axis=0)) ** 2, axis=1))))
+
+
+def offsets_agree(targets: np.ndarray, centres: np.ndarray, sigma: float, alpha: float = 0.01) -> bool:
+    """Whether the offsets ``centres - targets`` (stage units) agree as one common offset within
+    the centres' per-axis noise ``sigma``: the chi-square of their scatter about the mean is
+    below its ``1 - alpha`` quantile. When not, the coarse mapping's linear part is off (scale,
+    rotation, shear) and more particles are needed to correct it."""
+    from scipy import stats
+
+    offsets = np.asarray(centres, float) - np.asarray(targets, float)
+    if len(offsets) < 2:
+        return True
+    chi2 = float(np.sum((offsets - offsets.mean(axis=0)) ** 2) / sigma**2)
+    return chi2 <= float(stats.chi2.ppf(1.0 - alpha, 2 * (len(offsets) - 1)))

@@ -204,3 +204,23 @@ def test_unknown_limits_are_none_never_infinite() -> None:
     assert limits_of(_Config("-11.5", "Not specified")) is None
     assert limits_of(_Config("-inf", "inf")) is None
     assert limits_of(_Config("", "")) is None
+
+
+def test_offsets_agree_within_the_centres_noise_and_not_beyond() -> None:
+    from smart_support import offsets_agree
+
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(0, 1, (6, 2))
+    common = targets + [0.2, -0.1] + rng.normal(0, 0.03, (6, 2))
+    assert offsets_agree(targets, common, 0.03)
+    sheared = common + targets @ np.array([[0.0, 0.3], [0.0, 0.0]])  # up to 0.3 apart across the field
+    assert not offsets_agree(targets, sheared, 0.03)
+    assert offsets_agree(targets[:1], common[:1], 0.03)
+
+
+def test_mesh_points_counts_the_mesh_that_mesh_around_makes() -> None:
+    from smart_support import mesh_points
+
+    assert mesh_points(0.3, 0.05) == 13 * 13
+    assert mesh_points(0.15, 0.05) == 7 * 7
+    assert mesh_points(0.16, 0.05) == 8 * 8  # rounded up: the mesh covers at least the half width
