@@ -40,8 +40,9 @@ def queue_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         sem = stack._ensure_sem_image()
         with DoorClient(f"tango://{stack.tango_host}/smart/door/01") as door:
             # the camera chain as a user makes it, so the overlays sit on the image
+            # the whole +-0.3 um mesh (~10 s) gives the test time to steer; sized meshes would be 7 x 7
             for macro in ("smart_calibrate_camera 20 3", f"smart_register {sem} similarity sem",
-                          "smart_beam_set center"):
+                          "smart_beam_set center", "senv SmartScanSizing False"):
                 door.run(macro, timeout_s=600)
         detect_with_true_sem_mapping(stack, sem)
         yield stack

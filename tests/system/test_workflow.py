@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,6 +20,9 @@ import tango
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
 from clients.workflow import Inputs, WorkflowOptions, prepare_inputs, run_workflow, score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "macros"))
+from smart_support import mesh_points  # noqa: E402
 
 SEED = 11
 
@@ -100,7 +104,10 @@ def check_scan_files(out: Path, rows: list[dict[str, str]]) -> None:
             assert list(smart["target_position"][()]) == pytest.approx(
                 [float(row["target_x"]), float(row["target_y"])])
             assert smart["stage_unit"][()].decode() == "mm"
-            assert entry["measurement/xrf_ce"].shape == (13 * 13,)  # the mesh +-0.3 um at 50 nm, as recorded
+            # the mesh sized by the target's uncertainty, at most +-0.3 um (13 x 13 at 50 nm), as recorded
+            half_width_um = float(smart["half_width_um"][()])
+            assert 0.15 <= half_width_um <= 0.3 and float(row["half_width_um"]) == pytest.approx(half_width_um)
+            assert entry["measurement/xrf_ce"].shape == (mesh_points(half_width_um, 0.05),)
             assert "end_time" in entry
     scans = read_scans(out / "scans")
     maps = particle_maps(scans)
@@ -111,7 +118,16 @@ def check_scan_files(out: Path, rows: list[dict[str, str]]) -> None:
     events = [json.loads(line) for line in (out / "smart_events.jsonl").read_text().splitlines()]
     drift = [e for e in events if e["kind"] == "drift_check"]
     assert drift and all(e["success"] and len(e["drift_position"]) == 2 for e in drift), drift
-    assert any(e["kind"] == "align" and e["step"] == "smart_fine_align" for e in events), events
+    assert any(e["kind"] == "align" and e["step"] == "smart_fine_align" and e["model"] in
+               ("translation", "similarity", "affine") for e in events), events
+    # every particle scan says how it was sized and how much of its time was exposure; every
+    # scanned particle updated the drift estimate, which the fine alignment had restarted
+    scans = [e for e in events if e["kind"] == "scan"]
+    assert len(scans) == len(rows) and all(0 < e["exposing_fraction"] < 1 and e["points"] > 0 for e in scans)
+    drift = [e for e in events if e["kind"] == "drift"]
+    assert len(drift) == sum(row["outcome"] == "scanned" for row in rows)
+    assert all(len(e["estimate_um"]) == 2 and e["sigma_um"] > 0 for e in drift)
+    assert any(e["kind"] == "drift_reset" and e["why"] == "smart_fine_align" for e in events)
 
 
 def test_goto_outside_the_limits_is_refused_and_nothing_moves(workflow_stack) -> None:
