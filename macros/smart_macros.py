@@ -865,46 +865,56 @@ class smart_scan_particles(_SmartMacro):
     def visit(self, mapper, frame, point, index, scan, log_path) -> dict:
         """One particle: map (plus the drift estimate), refuse outside the limits, move, scan a
         mesh sized by what is known, locate the peak, update the drift estimate; the log row.
-        ``row["drift_jump"]`` tells the loop to re-align before the next particle."""
+        A particle the mesh missed is searched for once and, found, scanned again where the
+        updated estimate puts it. ``row["drift_jump"]``: re-align before the next particle."""
         scan_macro, half_width, step, exposure = scan
         started = time.monotonic()
         per_um = stage_unit_per_um(mapper)
         plan = self.plan_target(mapper, frame, point, half_width / per_um)
-        target, coarse = plan["target"], plan["coarse"]
-        row = {"index": index, "sem_x_px": point[0], "sem_y_px": point[1], "coarse_x": coarse[0],
-               "coarse_y": coarse[1], "target_x": target[0], "target_y": target[1],
-               "mapped_x": plan["mapped"][0], "mapped_y": plan["mapped"][1], "half_width_um": plan["half_width_um"]}
+        row = {"index": index, "sem_x_px": point[0], "sem_y_px": point[1], "coarse_x": plan["coarse"][0],
+               "coarse_y": plan["coarse"][1], "drift_jump": False, "scan_s": 0.0}
         if not plan["within"]:
             self.warning(f"particle {index}: target outside the limits; skipped")
-            row.update(outcome="outside_limits", message="target outside the stage limits; skipped",
-                       finished_at=now_text(), overhead_s=time.monotonic() - started)
+            row.update(target_x=plan["target"][0], target_y=plan["target"][1], outcome="outside_limits",
+                       message="target outside the stage limits; skipped", finished_at=now_text(),
+                       overhead_s=time.monotonic() - started)
             return row
-        self.move_to(target)
-        scan_record, scan_s = self.scan_around(target, scan_macro, plan["half_width_um"] * per_um, step, exposure)
-        metadata = self.scan_metadata(ROLE_PARTICLE, mapper, index, frame, point, target, coarse_target=coarse)
-        try:
-            _, _, _, (cx, cy, significance) = self.scan_peak(scan_record)
-            outcome = "scanned" if significance > 5 else "scanned_no_signal"
-        except SmartMacroError as exc:
-            cx = cy = significance = float("nan")
-            outcome, row["message"] = "scanned_no_data", str(exc)
-        row["exposing_fraction"] = self.log_scan(plan, mesh_points(plan["half_width_um"] * per_um, step),
-                                                 step / per_um, exposure, scan_s, particle=index)
-        stored = self.record_scan(scan_record, {**metadata, "measured_centre_position": [cx, cy],
-                                                "peak_significance": significance, "outcome": outcome,
-                                                "scan_s": scan_s, "mapped_position": plan["mapped"],
-                                                "drift_applied_um": plan["drift_applied_um"],
-                                                "half_width_um": plan["half_width_um"]})
-        row.update(scan_file=stored.file or "", scan_entry=stored.entry or "")
-        centre = [cx, cy] if outcome == "scanned" else None
-        if centre is None and outcome == "scanned_no_signal":
-            centre = self.reacquire(plan, per_um, exposure, {**metadata, "particle_index": index})
-            if centre is not None:
-                row["message"] = "particle found by a search mesh after its scan missed it"
-        update = self.track_drift(plan, centre, per_um, particle=index)
-        row["drift_jump"] = bool(update and update["jump"])
-        row.update(ce_center_x=cx, ce_center_y=cy, outcome=outcome, scan_s=scan_s,
-                   overhead_s=time.monotonic() - started - scan_s, finished_at=now_text())
+        for attempt in range(2):
+            target = plan["target"]
+            row.update(target_x=target[0], target_y=target[1], mapped_x=plan["mapped"][0],
+                       mapped_y=plan["mapped"][1], half_width_um=plan["half_width_um"])
+            self.move_to(target)
+            scan_record, scan_s = self.scan_around(target, scan_macro, plan["half_width_um"] * per_um, step,
+                                                   exposure)
+            row["scan_s"] += scan_s
+            metadata = self.scan_metadata(ROLE_PARTICLE, mapper, index, frame, point, target,
+                                          coarse_target=plan["coarse"])
+            try:
+                _, _, _, (cx, cy, significance) = self.scan_peak(scan_record)
+                outcome = "scanned" if significance > 5 else "scanned_no_signal"
+            except SmartMacroError as exc:
+                cx = cy = significance = float("nan")
+                outcome, row["message"] = "scanned_no_data", str(exc)
+            row["exposing_fraction"] = self.log_scan(plan, mesh_points(plan["half_width_um"] * per_um, step),
+                                                     step / per_um, exposure, scan_s, particle=index)
+            stored = self.record_scan(scan_record, {**metadata, "measured_centre_position": [cx, cy],
+                                                    "peak_significance": significance, "outcome": outcome,
+                                                    "scan_s": scan_s, "mapped_position": plan["mapped"],
+                                                    "drift_applied_um": plan["drift_applied_um"],
+                                                    "half_width_um": plan["half_width_um"]})
+            row.update(scan_file=stored.file or "", scan_entry=stored.entry or "", ce_center_x=cx, ce_center_y=cy,
+                       outcome=outcome)
+            centre = [cx, cy] if outcome == "scanned" else None
+            found = None
+            if centre is None and outcome == "scanned_no_signal" and attempt == 0:
+                found = self.reacquire(plan, per_um, exposure, {**metadata, "particle_index": index})
+            update = self.track_drift(plan, centre or found, per_um, particle=index)
+            row["drift_jump"] = row["drift_jump"] or bool(update and update["jump"])
+            if found is None:
+                break
+            row["message"] = "its first mesh missed it; found by a search mesh and scanned again"
+            plan = self.plan_target(mapper, frame, point, half_width / per_um)
+        row.update(overhead_s=time.monotonic() - started - row["scan_s"], finished_at=now_text())
         return row
 
 

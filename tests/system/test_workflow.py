@@ -198,6 +198,51 @@ def test_resume_after_a_macroserver_crash_scans_every_particle_once(workflow_sta
     assert os.path.getsize(log) > 0
 
 
+def test_a_drift_step_is_found_tracked_and_corrected(workflow_stack) -> None:
+    """The sample steps by 0.5 um against the mapping (here: the refined sem -> stage edge is
+    moved by 0.5 um, which is what the X-rays then see): the first particle's sized mesh
+    (+-0.15 um) misses it, the search mesh finds it, the drift estimate jumps there, the loop
+    re-registers to the camera and scans it again; the next particles are corrected and put in
+    the beam within 100 nm of their true positions (scored against the simulation's truth)."""
+    stack, inputs, out = workflow_stack
+    mapper = _proxy(stack, "smart/coordmapper/1")
+    edge = next(e for e in json.loads(mapper.Transforms)["edges"] if {e["from"], e["to"]} == {"sem", "stage"})
+    assert edge["from"] == "sem" and edge["covariance"] is not None
+    step_mm = np.array([0.0005, 0.0])
+    shifted = np.array(edge["matrix"])
+    shifted[:2, 2] += step_mm
+    run_dir = out / "drift_step"
+    run_dir.mkdir()
+
+    def store(matrix: np.ndarray) -> None:
+        mapper.SetTransform(json.dumps({"from": "sem", "to": "stage", "matrix": matrix.tolist(),
+                                        "covariance": edge["covariance"], "from_unit": "px"}))
+    store(shifted)
+    try:
+        with _door(stack) as door:
+            door.run(f"senv SmartScanLog {run_dir / 'visits.csv'}", timeout_s=30)
+            door.run("senv SmartDriftEvery 0", timeout_s=30)
+            door.run("smart_scan_particles mesh 0.3 0.05 0.01 True 3", timeout_s=900)
+    finally:
+        store(np.array(edge["matrix"]))
+        with _door(stack) as door:
+            door.run("usenv SmartDriftState", timeout_s=30)
+    rows = list(csv.DictReader((run_dir / "visits.csv").open()))
+    assert [row["outcome"] for row in rows] == ["scanned"] * 3, rows
+    assert "search mesh" in rows[0]["message"]
+    events = [json.loads(line) for line in (run_dir / "smart_events.jsonl").read_text().splitlines()]
+    drift = [e for e in events if e["kind"] == "drift"]
+    jumps = [e for e in drift if e["jump"]]
+    assert len(jumps) == 1, drift
+    # the particles are 0.5 um *before* where the shifted mapping says: the estimate is -0.5 um in x
+    assert drift[-1]["estimate_um"] == pytest.approx([-0.5, 0.0], abs=0.06)
+    assert [e["why"] for e in events if e["kind"] == "realign"] == ["no_signal", "drift_jump"]
+    assert any(e["kind"] == "drift_check" and e["success"] for e in events)
+    summary = score(run_dir, inputs)
+    errors = [p["fine_error_um"] for p in summary["particles"]]
+    assert all(error < 0.1 for error in errors), errors  # each put in the beam where the estimate says
+
+
 def test_fine_alignment_refuses_another_samples_particles(workflow_stack, tmp_path: Path) -> None:
     """An SEM image of another sample with the same markers: the camera registration cannot
     tell (docs/registration.md), so its particles are detected and mapped through the right
