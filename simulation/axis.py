@@ -103,6 +103,11 @@ class SimulatedAxis:
             raise Unsafe(f"{self.name}: target {target} mm is outside the limits [{low}, {high}] mm; "
                          "choose a position inside the travel range")
         t = self._now(now)
+        if float(target) == self._target and not self.is_moving(t):
+            # already there: no motion, so the load stays where it settled. Sardana's mesh
+            # "moves" both motors at every point; a fresh settle error on each of those null
+            # moves would add up to a random walk of the other axis along every mesh row
+            return 0.0
         self._freeze(t)
         self._target = float(target)
         self._settle_error = self.repeatability * float(self._rng.standard_normal()) if self.repeatability else 0.0
