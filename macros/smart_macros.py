@@ -350,18 +350,29 @@ class _SmartMacro(Macro):
                                   "start its device, or usenv SmartClock to use wall time") from None
 
     def drift_tracker(self) -> DriftTracker:
-        """The drift estimate kept in ``SmartDriftState`` (a fresh one when there is none)."""
+        """The drift estimate kept in ``SmartDriftState`` (a fresh one when there is none), read
+        once per macro run: this macro is the only writer while it runs (``save_drift``)."""
+        cached = getattr(self, "_drift", None)
+        if cached is not None:
+            return cached
         try:
-            return DriftTracker.from_plain(self.env_or("SmartDriftState", None), self.env_or("SmartDriftModel", None),
-                                           float(self.env_or("SmartDriftJumpSigma", DEFAULT_JUMP_SIGMA)))
+            self._drift = DriftTracker.from_plain(self.env_or("SmartDriftState", None),
+                                                  self.env_or("SmartDriftModel", None),
+                                                  float(self.env_or("SmartDriftJumpSigma", DEFAULT_JUMP_SIGMA)))
         except (TypeError, ValueError) as exc:
             raise SmartMacroError(f"SMART_BadArgument: SmartDriftModel / SmartDriftJumpSigma: {exc}") from None
+        return self._drift
+
+    def save_drift(self, tracker: DriftTracker) -> None:
+        """Keep the estimate in the environment after every change: a killed MacroServer resumes it."""
+        self._drift = tracker
+        self.setEnv("SmartDriftState", tracker.to_plain())
 
     def reset_drift(self, why: str) -> None:
         """A new mapping (registration, fine alignment) starts the drift estimate again at zero."""
         tracker = self.drift_tracker()
         tracker.reset(self.clock())
-        self.setEnv("SmartDriftState", tracker.to_plain())
+        self.save_drift(tracker)
         self.event_log().write("drift_reset", time.time(), 0.0, clock_s=tracker.t, why=why)
 
     def drift_correction_on(self) -> bool:
@@ -417,7 +428,7 @@ class _SmartMacro(Macro):
         tracker = self.drift_tracker()
         at = self.clock()
         update = tracker.update(at, measured_um, plan["map_sigma_um"] or 0.0)
-        self.setEnv("SmartDriftState", tracker.to_plain())
+        self.save_drift(tracker)
         self.event_log().write("drift", time.time(), 0.0, clock_s=at, applied_um=plan["drift_applied_um"],
                                corrected=plan["corrected"], map_sigma_um=plan["map_sigma_um"], **update, **ids)
         if update["jump"]:
