@@ -222,6 +222,7 @@ def test_a_drift_step_is_found_tracked_and_corrected(workflow_stack) -> None:
         with _door(stack) as door:
             door.run(f"senv SmartScanLog {run_dir / 'visits.csv'}", timeout_s=30)
             door.run("senv SmartDriftEvery 0", timeout_s=30)
+            door.run("usenv SmartScanProgress", timeout_s=30)  # the same 3 particles as the first test
             door.run("smart_scan_particles mesh 0.3 0.05 0.01 True 3", timeout_s=900)
     finally:
         store(np.array(edge["matrix"]))
