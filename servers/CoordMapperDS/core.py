@@ -162,6 +162,7 @@ class CoordMapperCore:
             steps = build_chain(state.edges, path, call_position, state.beam_position)
             prior_matrix, prior_cov = entry_covariance(steps)
             prior_path = [step.describe() for step in steps]
+        assert args.noise_sigma is not None  # FitTransformArgs refuses a prior fit without it
         fit = refine_with_prior(source, destination, prior_matrix, prior_cov, float(args.noise_sigma),
                                 args.model or "auto", args.linear_sigma, args.translation_sigma)
         details = {"model": fit.model, "prior": True, "prior_path": prior_path, "pairs": len(args.pairs),
