@@ -23,6 +23,7 @@ import tango
 
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import DEFAULT_RUN_DIR
+from macros.smart_calls import command_json, error_of, proxy
 
 DEVICES = {
     "camera": "smart/camera/1",
@@ -70,10 +71,10 @@ def resolve_tango_host(option: str | None = None, run_dir: Path = DEFAULT_RUN_DI
 
 
 def _devfailed(exc: tango.DevFailed) -> CommandError:
-    err = exc.args[0]
-    reason = err.reason if err.reason.startswith("SMART_") else "SMART_Failed"
-    desc = err.desc.strip() if reason == err.reason else f"{err.reason}: {err.desc.strip()}"
-    return CommandError(reason, desc)
+    """A SMART refusal as it came; any other Tango error as SMART_Failed naming Tango's reason."""
+    reason, desc = error_of(exc)
+    return CommandError(reason, desc) if reason.startswith("SMART_") else CommandError("SMART_Failed",
+                                                                                       f"{reason}: {desc}")
 
 
 def _macro_failed(exc: MacroFailed) -> CommandError:
@@ -108,21 +109,17 @@ class SmartClient:
         name = self.devices.get(role_or_name, role_or_name)
         if name not in self._proxies:
             try:
-                device = tango.DeviceProxy(self.trl(name))
-                device.set_timeout_millis(self.timeout_ms)
+                self._proxies[name] = proxy(self.trl(name), self.timeout_ms)
             except tango.DevFailed as exc:
                 raise CommandError("SMART_NotReady", f"cannot reach {name} on {self.tango_host}: "
-                                                     f"{exc.args[0].desc.strip()}") from None
-            self._proxies[name] = device
+                                                     f"{error_of(exc)[1]}") from None
         return self._proxies[name]
 
     def call_json(self, role: str, command: str, argument: dict[str, Any] | str) -> Any:
-        text = argument if isinstance(argument, str) else json.dumps(argument)
         try:
-            answer = self.proxy(role).command_inout(command, text)
+            return command_json(self.proxy(role), command, argument)
         except tango.DevFailed as exc:
             raise _devfailed(exc) from None
-        return json.loads(answer) if isinstance(answer, str) and answer[:1] in "{[" else answer
 
     def read(self, role: str, attribute: str) -> Any:
         try:
@@ -140,7 +137,7 @@ class SmartClient:
                 self._door = DoorClient(self.trl(self.door_name), echo=echo)
             except tango.DevFailed as exc:
                 raise CommandError("SMART_NotReady", f"cannot reach the Door {self.door_name}: "
-                                                     f"{exc.args[0].desc.strip()}") from None
+                                                     f"{error_of(exc)[1]}") from None
         return self._door
 
     def close(self) -> None:
@@ -180,7 +177,7 @@ class SmartClient:
             return tango.Database(host, int(port or 10000)).get_device_alias(name)
         except tango.DevFailed as exc:
             raise CommandError("SMART_NotFound", f"motor alias {name} is unknown: "
-                                                 f"{exc.args[0].desc.strip()}") from None
+                                                 f"{error_of(exc)[1]}") from None
 
     def stage_position(self) -> list[float]:
         return [float(self.read(self.motor_device(name), "Position")) for name in self.motor_names()]

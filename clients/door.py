@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import tango
 
+from macros.smart_calls import proxy
+
 LOG_ATTRIBUTES = ("Output", "Info", "Warning", "Error")
 
 
@@ -42,8 +44,7 @@ class DoorClient:
     """A thin, thread-safe wrapper around one Door device."""
 
     def __init__(self, door: str, echo: Callable[[str, str], None] | None = None) -> None:
-        self.proxy = tango.DeviceProxy(door)
-        self.proxy.set_timeout_millis(10_000)
+        self.proxy = proxy(door, 10_000)
         self.echo = echo
         self._lock = threading.Lock()
         self._current: MacroRun | None = None

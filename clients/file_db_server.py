@@ -21,6 +21,8 @@ from typing import Any
 import psutil
 import tango
 
+from macros.smart_calls import proxy
+
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
@@ -54,10 +56,9 @@ def wait_answering(trl: str, timeout_s: float = 30.0, server: subprocess.Popen |
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            proxy = tango.DeviceProxy(trl)
-            proxy.set_timeout_millis(10000)
-            proxy.state()
-            return proxy
+            device = proxy(trl, 10_000)
+            device.state()
+            return device
         except tango.DevFailed:
             exited = server is not None and server.poll() is not None
             if exited or time.monotonic() > deadline:

@@ -122,11 +122,9 @@ class StackConfig:
 
 def _device(tango_host: str, name: str) -> Any:
     """A proxy that gives up after 3 s: a starting or stuck server must not hang the launcher."""
-    import tango
+    from macros.smart_calls import proxy
 
-    proxy = tango.DeviceProxy(f"tango://{tango_host}/{name}")
-    proxy.set_timeout_millis(3000)
-    return proxy
+    return proxy(f"tango://{tango_host}/{name}", 3000)
 
 
 def _expand(value: Any, places: dict[str, str]) -> Any:

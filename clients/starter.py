@@ -58,11 +58,12 @@ class StarterClient:
     def __init__(self, tango_host: str, host: str) -> None:
         import tango
 
+        from macros.smart_calls import proxy
+
         self.tango_host = tango_host
         self.host = host
         self.device_name = f"tango/admin/{host}"
-        self.proxy = tango.DeviceProxy(f"tango://{tango_host}/{self.device_name}")
-        self.proxy.set_timeout_millis(10000)
+        self.proxy = proxy(f"tango://{tango_host}/{self.device_name}", 10_000)
         self.db = tango.Database(*tango_host.split(":"))
 
     def check_reachable(self) -> None:

@@ -19,18 +19,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import tango
 from sardana.macroserver.macro import Macro, Optional, Type
 
-# Sardana checks a macro library by executing it before the MacroPath is on sys.path.
-_MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
-if _MACRO_DIR not in sys.path:
-    sys.path.insert(0, _MACRO_DIR)
-from smart_records import (  # noqa: E402
+# The helpers are modules of the installed ``macros`` package (setup.cfg), not neighbours found
+# through the MacroPath: Sardana loads this file as a top-level module, from its MacroPath.
+from macros.smart_calls import call_json, map_points, proxy, scan_columns, stage_unit_per_um
+from macros.smart_records import (
     ROLE_BEAM_CENTRE,
     ROLE_BEAM_SEARCH,
     ROLE_DRIFT_CENTRE,
@@ -44,18 +42,16 @@ from smart_records import (  # noqa: E402
     events_path,
     scan_metadata,
 )
-from smart_region_support import replace_frame  # noqa: E402
-from smart_support import (  # noqa: E402
+from macros.smart_region_support import replace_frame
+from macros.smart_support import (
     FINE_OFFSET_SCATTER_LIMIT_UM,
     POSITION_DECIMALS,
     UNIT_PER_UM,
     SmartMacroError,
     VisitLog,
-    call_json,
     camera_rotation_text,
     length_text,
     limits_of,
-    map_points,
     mesh_around,
     mesh_points,
     mesh_words,
@@ -65,13 +61,10 @@ from smart_support import (  # noqa: E402
     offsets_agree,
     peak_centre,
     position_text,
-    proxy,
     reachable_spread,
-    scan_columns,
     sigma_text,
-    stage_unit_per_um,
 )
-from smart_tracking import DEFAULT_JUMP_SIGMA, DriftTracker, exposing_fraction, sized_half_width  # noqa: E402
+from macros.smart_tracking import DEFAULT_JUMP_SIGMA, DriftTracker, exposing_fraction, sized_half_width
 
 REFERENCE_SLOT = "reference"
 CAMERA_SLOT = "camera"

@@ -15,26 +15,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 import time
 
 import tango
 from sardana.macroserver.macro import Optional, Type
 
-_MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
-if _MACRO_DIR not in sys.path:
-    sys.path.insert(0, _MACRO_DIR)
-from smart_macros import _SmartMacro  # noqa: E402
-from smart_queue_support import (  # noqa: E402
+# modules of the installed ``macros`` package (setup.cfg); Sardana loads this file from its MacroPath
+from macros.smart_calls import call_json, proxy, stage_unit_per_um
+from macros.smart_macros import _SmartMacro
+from macros.smart_queue_support import (
     BeamCondition,
     FinishRetry,
     scan_files,
     scan_spec,
     targets_text,
 )
-from smart_records import ROLE_PARTICLE  # noqa: E402
-from smart_support import SmartMacroError, call_json, mesh_points, proxy, stage_unit_per_um  # noqa: E402
+from macros.smart_records import ROLE_PARTICLE
+from macros.smart_support import SmartMacroError, mesh_points
 
 QUEUE_POLL_S = 1.0
 """How often a paused loop asks the queue again."""

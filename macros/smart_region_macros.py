@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 from sardana.macroserver.macro import Optional, Type
 
-_MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
-if _MACRO_DIR not in sys.path:
-    sys.path.insert(0, _MACRO_DIR)
-from smart_macros import _SmartMacro  # noqa: E402
-from smart_queue_macros import _QueueMacro  # noqa: E402
-from smart_queue_support import scan_spec  # noqa: E402
-from smart_region_support import replace_frame  # noqa: E402
-from smart_support import SmartMacroError, call_json  # noqa: E402
+# modules of the installed ``macros`` package (setup.cfg); Sardana loads this file from its MacroPath
+from macros.smart_calls import call_json
+from macros.smart_macros import _SmartMacro
+from macros.smart_queue_macros import _QueueMacro
+from macros.smart_queue_support import scan_spec
+from macros.smart_region_support import replace_frame
+from macros.smart_support import SmartMacroError
 
 PARENT_SLOT = "region_parent"
 REGION_SLOT = "region"

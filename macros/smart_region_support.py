@@ -5,22 +5,16 @@ as the mapper edge ``region -> parent``; that edge belongs to the two images and
 when the sample is remounted. What does not stay true is everything that ties them to the
 beamline: the parent's ``-> camera`` registration and any fine alignment ``-> stage``. So
 registering a frame again removes the frame and every region hanging from it (RemoveFrame:
-all their edges), then stores the image-to-image edges among them again. No Tango import
-beyond the proxy passed in; unit-tested against the mapper's own core.
+all their edges), then stores the image-to-image edges among them again. It calls the mapper
+through macros/smart_calls.py (a Tango client); tested against the mapper's own core.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from typing import Any
 
-# Sardana checks every module of the MacroPath by executing it before the MacroPath is on sys.path.
-_MACRO_DIR = os.path.dirname(os.path.abspath(__file__))
-if _MACRO_DIR not in sys.path:
-    sys.path.insert(0, _MACRO_DIR)
-from smart_support import call_json  # noqa: E402
+from macros.smart_calls import call_json
 
 BEAMLINE_FRAMES = ("camera", "stage")
 

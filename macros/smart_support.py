@@ -1,15 +1,13 @@
-"""Plain helpers for the SMART macros: device calls, unit handling, scan maths, logs.
+"""Plain helpers for the SMART macros: unit handling, texts, motor limits, scan maths, logs.
 
-Kept apart from the macro classes so the maths can be tested without a MacroServer
-and so every macro shares one way of calling the SMART devices. Only the devices'
-public Tango interface is used; nothing here imports the servers' code.
+Kept apart from the macro classes, and free of Tango, so the maths is unit-tested without a
+MacroServer or a control system. How the macros (and the clients) call the devices is in
+``macros/smart_calls.py``.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
-import json
 import math
 import os
 import time
@@ -17,15 +15,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import tango
 
 UNIT_PER_UM = {"mm": 1e-3, "um": 1.0, "nm": 1e3}
 """Stage units per micrometre, for the units a CoordMapperDS stage frame may carry."""
 POSITION_DECIMALS = {"mm": 6, "um": 3, "nm": 0}
 """Decimals that print a stage position to 1 nm: finer than any beam, coarser than the noise."""
 NOT_SPECIFIED = ("", "Not specified", "nan", "inf", "-inf")
-BEAM_HINT = ("set the beam's camera pixel first: smart_beam_set X Y (a known value) or "
-             "smart_beam_calibrate (from an X-ray map of a particle)")
 
 VISIT_COLUMNS = ["index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
                  "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message",
@@ -39,18 +34,6 @@ its SMART metadata in ``/<entry>/smart``)."""
 
 class SmartMacroError(RuntimeError):
     """A refusal or failure the user must act on; the message says how."""
-
-
-def call_json(device: tango.DeviceProxy, command: str, argument: dict[str, Any] | str) -> Any:
-    """Run a SMART JSON command and decode its answer; DevFailed becomes a readable error."""
-    text = argument if isinstance(argument, str) else json.dumps(argument)
-    try:
-        answer = device.command_inout(command, text)
-    except tango.DevFailed as exc:
-        err = exc.args[0]
-        hint = f" ({BEAM_HINT})" if "BeamPosition" in err.desc and "not set" in err.desc else ""
-        raise SmartMacroError(f"{device.dev_name()}.{command}: {err.reason}: {err.desc.strip()}{hint}") from None
-    return json.loads(answer) if isinstance(answer, str) and answer[:1] in "{[" else answer
 
 
 def position_text(value: float, unit: str) -> str:
@@ -108,36 +91,6 @@ def camera_rotation_text(rotation_deg: float, mirrored: bool) -> str:
             + (", mirrored" if mirrored else ""))
 
 
-def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
-    device = tango.DeviceProxy(name)
-    device.set_timeout_millis(timeout_ms)
-    return device
-
-
-def stage_unit_per_um(mapper: tango.DeviceProxy) -> float:
-    """How many stage units make one micrometre, from the mapper's ``StageUnit``.
-
-    Refuses rather than guesses: a wrong unit would scale every step and half width by
-    a factor of 1000."""
-    try:
-        unit = str(mapper.read_attribute("StageUnit").value)
-    except tango.DevFailed as exc:
-        raise SmartMacroError(f"cannot read the stage unit from {mapper.dev_name()}: "
-                              f"{exc.args[0].desc.strip()}") from None
-    if unit not in UNIT_PER_UM:
-        raise SmartMacroError(f"the stage unit '{unit}' of {mapper.dev_name()} is not one of "
-                              f"{', '.join(UNIT_PER_UM)}; lengths in um cannot be converted")
-    return UNIT_PER_UM[unit]
-
-
-def map_points(mapper: tango.DeviceProxy, frame_from: str, frame_to: str, points: Sequence[Sequence[float]],
-               stage_position: Sequence[float] | None = None) -> dict[str, Any]:
-    argument: dict[str, Any] = {"from": frame_from, "to": frame_to, "points": [list(map(float, p)) for p in points]}
-    if stage_position is not None:
-        argument["stage_position"] = [float(v) for v in stage_position]
-    return call_json(mapper, "Map", argument)
-
-
 class MeshSpec(NamedTuple):
     """A square mesh centred on a stage position: ``intervals`` steps per axis.
 
@@ -176,32 +129,6 @@ def mesh_around(centre: Sequence[float], half_width: float, step: float) -> Mesh
 def mesh_points(half_width: float, step: float) -> int:
     """Points of the square mesh ``mesh_around`` makes for this half width and step."""
     return (mesh_around((0.0, 0.0), half_width, step).intervals + 1) ** 2
-
-
-def scan_columns(records: Sequence[Any], *names: str) -> list[np.ndarray]:
-    """Columns of a Sardana scan's records, found by (a suffix of) their column names."""
-    if not records:
-        raise SmartMacroError("the scan returned no data")
-    keys = list(records[0].data)
-    columns = []
-    for name in names:
-        wanted = {name.lower(), _device_of_alias(name).lower()}
-        match = [k for k in keys if k.lower() in wanted or any(k.lower().endswith("/" + w) for w in wanted)]
-        if not match:
-            raise SmartMacroError(f"the scan has no column '{name}'; columns: {', '.join(map(str, keys))}")
-        columns.append(np.array([float(r.data[match[0]]) for r in records]))
-    return columns
-
-
-@functools.lru_cache(maxsize=64)
-def _device_of_alias(name: str) -> str:
-    """Scan records name channels by full device name; users and macros use aliases.
-    Cached: an alias does not change while the MacroServer runs, and the loop asks for
-    the same few on every particle."""
-    try:
-        return tango.Database().get_device_alias(name)
-    except tango.DevFailed:
-        return name
 
 
 def peak_centre(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> tuple[float, float, float]:

@@ -13,6 +13,7 @@ import numpy as np
 import tango
 
 from clients.launcher import Stack
+from tests.tango_helpers import stack_proxy
 
 QUEUE_PARTICLE_PROFILE = {"Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0,
                           "IsolationRadius": 100.0}
@@ -33,13 +34,6 @@ def running_stack(stack: Stack) -> Iterator[Stack]:
             os.environ.pop("TANGO_HOST", None)
         else:
             os.environ["TANGO_HOST"] = previous
-
-
-def stack_proxy(stack: Stack, name: str) -> tango.DeviceProxy:
-    """A device of ``stack`` by its full name, with a 10 s timeout for calls that scan or detect."""
-    device = tango.DeviceProxy(f"tango://{stack.tango_host}/{name}")
-    device.set_timeout_millis(10_000)
-    return device
 
 
 def detect_with_true_sem_mapping(stack: Stack, sem: Path) -> tango.DeviceProxy:

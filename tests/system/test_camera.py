@@ -15,8 +15,9 @@ import tango
 
 from clients.launcher import Stack
 from servers.common.imageio import read_image
+from tests.helpers import wait_for
 from tests.system.conftest import device_trl
-from tests.unit.camera.conftest import Events, wait_for
+from tests.tango_helpers import Events
 
 RATE_HZ = 5.0
 """Latency bound: one period (a frame started just before the move ended) plus one frame time

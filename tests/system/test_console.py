@@ -10,19 +10,15 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import tango
 
 from clients import cli
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
 from tests.system.conftest import device_trl
+from tests.tango_helpers import stack_proxy
 
 EXACT = "exact3"
 """A frame of this test only, with an exact affine to the stage (3 pairs), removed afterwards."""
-
-
-def _proxy(stack: Stack, name: str) -> tango.DeviceProxy:
-    return tango.DeviceProxy(device_trl(stack, name))
 
 
 def _door(stack: Stack) -> DoorClient:
@@ -36,7 +32,7 @@ def _smart(capsys: pytest.CaptureFixture[str], stack: Stack, *words: str) -> tup
 
 
 def _stage(stack: Stack) -> np.ndarray:
-    return np.array([float(_proxy(stack, name).Position) for name in ("samx", "samy")])
+    return np.array([float(stack_proxy(stack, name).Position) for name in ("samx", "samy")])
 
 
 @pytest.fixture()
@@ -44,7 +40,7 @@ def exact_frame(stack: Stack) -> Iterator[np.ndarray]:
     """``exact3 -> stage`` fitted from exactly 3 pairs (affine): no uncertainty left. The frame's
     pixel (100, 100) sits 2 um from where the stage is now; 1 px = 10 nm."""
     here = _stage(stack)
-    mapper = _proxy(stack, "smart/coordmapper/1")
+    mapper = stack_proxy(stack, "smart/coordmapper/1")
     pairs = [[x, y, here[0] + 0.002 + (x - 100) * 1e-5, here[1] + (y - 100) * 1e-5]
              for x, y in ((0.0, 0.0), (1000.0, 0.0), (0.0, 1000.0))]
     fit = json.loads(mapper.FitTransform(json.dumps({"from": EXACT, "to": "stage", "pairs": pairs, "model": "affine",
@@ -70,7 +66,7 @@ def test_goto_after_an_exact_fit_moves_and_says_there_is_no_uncertainty(stack: S
 
 
 def test_target_outside_the_configured_limits_is_refused(stack: Stack, exact_frame, capsys) -> None:  # noqa: ANN001
-    config = _proxy(stack, "samx").get_attribute_config("Position")
+    config = stack_proxy(stack, "samx").get_attribute_config("Position")
     assert (config.min_value, config.max_value, config.unit) == ("-11.5", "11.5", "mm")
     before = _stage(stack)
     with _door(stack) as door, pytest.raises(MacroFailed) as refused:
@@ -88,7 +84,7 @@ def test_target_outside_the_configured_limits_is_refused(stack: Stack, exact_fra
 
 @contextlib.contextmanager
 def _without_limits(stack: Stack, motor: str) -> Iterator[None]:
-    proxy = _proxy(stack, motor)
+    proxy = stack_proxy(stack, motor)
     config = proxy.get_attribute_config("Position")
     saved = (config.min_value, config.max_value)
     config.min_value = config.max_value = "Not specified"
@@ -167,12 +163,12 @@ def test_up_prepared_the_session_for_working_by_hand(stack: Stack) -> None:
 
 
 def test_beam_position_is_set_and_shown_from_the_cli(stack: Stack, capsys) -> None:  # noqa: ANN001
-    mapper = _proxy(stack, "smart/coordmapper/1")
+    mapper = stack_proxy(stack, "smart/coordmapper/1")
     code, out, err = _smart(capsys, stack, "beam", "set", "1000.25", "990.5")
     assert code == 0 and "beam position: camera pixel (1000.25, 990.50)" in out, out + err
     assert list(mapper.BeamPosition) == [1000.25, 990.5]
     code, out, err = _smart(capsys, stack, "beam", "set", "center")
-    camera = _proxy(stack, "smart/camera/1")
+    camera = stack_proxy(stack, "smart/camera/1")
     centre = ((camera.Width - 1) / 2.0, (camera.Height - 1) / 2.0)
     assert code == 0 and f"camera pixel ({centre[0]:.2f}, {centre[1]:.2f})" in out, out + err
     code, out, err = _smart(capsys, stack, "beam", "set", "left")
@@ -182,7 +178,7 @@ def test_beam_position_is_set_and_shown_from_the_cli(stack: Stack, capsys) -> No
 
 
 def test_particle_profile_is_applied_by_name(stack: Stack, capsys) -> None:  # noqa: ANN001
-    particles = _proxy(stack, "smart/particles/1")
+    particles = stack_proxy(stack, "smart/particles/1")
     code, out, err = _smart(capsys, stack, "particles", "--profile", "ceo2_50nm", "--show")
     assert code == 0 and "particle profile 'ceo2_50nm' applied" in out, out + err
     assert particles.Diameter == 7 and particles.IsolationRadius == pytest.approx(100.0)

@@ -26,6 +26,8 @@ import tango
 
 from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
+from macros.smart_calls import command_json as _call
+from macros.smart_support import limits_of
 from servers.CoordMapperDS.device import CoordMapperDS
 from servers.CoordMapperDS.property_lines import join_chunks, split_chunks
 from tests.device_server import serve_devices
@@ -37,11 +39,6 @@ A = [[0.00055, 0.0, 0.0], [0.0, -0.00055, 0.0], [0.0, 0.0, 1.0]]
 CALIBRATION_STEPS = [[0.055, 0, -100, 0], [0, 0.055, 0, 100], [-0.055, 0, 100, 0], [0, -0.055, 0, -100],
                      [0.055, 0.055, -100, 100]]
 SEM_TO_CAMERA = [[0.02, 0.0, 400.0], [0.0, 0.02, 300.0], [0.0, 0.0, 1.0]]
-
-
-def _call(proxy: tango.DeviceProxy, command: str, argument: Any) -> dict[str, Any]:
-    text = argument if isinstance(argument, str) else json.dumps(argument)
-    return json.loads(proxy.command_inout(command, text))
 
 
 def _refused(proxy: tango.DeviceProxy, command: str, argument: Any, reason: str, *words: str) -> str:
@@ -341,11 +338,8 @@ def test_corrupt_property_in_the_database_faults_until_fixed(own_stack) -> None:
 
 # ------------------------------------------------------------------------ (c)
 def _limits(motor: tango.DeviceProxy) -> tuple[float, float]:
-    config = motor.get_attribute_config("Position")
-    try:
-        return float(config.min_value), float(config.max_value)
-    except ValueError:
-        return -math.inf, math.inf
+    """The motor's limits, (-inf, inf) when it has none."""
+    return limits_of(motor.get_attribute_config("Position")) or (-math.inf, math.inf)
 
 
 @pytest.fixture()

@@ -20,9 +20,8 @@ from clients.commands import SmartClient
 from clients.door import DoorClient
 from clients.launcher import REPO, Stack
 from tests.system.stacks import detect_with_true_sem_mapping, running_stack
-from tests.system.stacks import stack_proxy as proxy
+from tests.tango_helpers import stack_proxy as proxy
 
-pytest.importorskip("pytestqt")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytestmark = pytest.mark.timeout(900)
 

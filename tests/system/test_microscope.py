@@ -24,6 +24,7 @@ from simulation.config import CameraOptics
 from simulation.microscope.backchannel import MicroscopeBackChannel
 from simulation.microscope.overrides import parse_pairs
 from simulation.microscope.server import SIMDD_FILE
+from tests.tango_helpers import stack_proxy
 
 SERVER = "SimMicroscope/smart"
 MICROSCOPE = "smart/microscope/1"
@@ -54,9 +55,7 @@ def microscope_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
 
 
 def _proxy(stack: Stack, name: str) -> tango.DeviceProxy:
-    proxy = tango.DeviceProxy(f"tango://{stack.tango_host}/{name}")
-    proxy.set_timeout_millis(3000)
-    return proxy
+    return stack_proxy(stack, name, timeout_ms=3000)
 
 
 @pytest.fixture

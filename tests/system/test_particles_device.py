@@ -34,18 +34,12 @@ from tests.device_server import serve_devices
 from tests.fake_devices import SPOTS, SPOTS_LAYOUT, SpotsCamera
 from tests.serve_devices import SERVER_NAME
 from tests.system.conftest import device_trl
+from tests.tango_helpers import desc as _desc
+from tests.tango_helpers import reason as _reason
 from tests.unit.particles.synthetic import render_spots
 
 SETTINGS = {"Diameter": 7, "MinMass": 200.0, "Separation": 5.0, "IsolationRadius": 20.0, "NoiseSize": 1.0,
             "MaxSize": 0.0, "Threshold": 0.0, "Percentile": 64.0, "Invert": False, "Method": "locate"}
-
-
-def _reason(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
-    return excinfo.value.args[0].reason
-
-
-def _desc(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
-    return excinfo.value.args[0].desc
 
 
 @pytest.fixture(scope="module")

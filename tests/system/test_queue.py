@@ -24,7 +24,7 @@ import tango
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
 from tests.system.stacks import detect_with_true_sem_mapping, running_stack
-from tests.system.stacks import stack_proxy as proxy
+from tests.tango_helpers import stack_proxy as proxy
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -27,6 +27,7 @@ from tango import AttrWriteType, DevState
 
 from clients.file_db_server import free_port, stop_process, wait_answering
 from clients.launcher import Stack
+from macros.smart_calls import command_json
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.device import RegistrationDS
 from tests.device_server import serve_devices
@@ -79,7 +80,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def call(proxy: tango.DeviceProxy, command_name: str, **argument) -> dict:
-    return json.loads(proxy.command_inout(command_name, json.dumps(argument)))
+    return command_json(proxy, command_name, argument)
 
 
 def refused(proxy: tango.DeviceProxy, command_name: str, argument: object) -> tango.DevError:

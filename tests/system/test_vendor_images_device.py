@@ -20,6 +20,7 @@ import pytest
 import tango
 import tifffile
 
+from macros.smart_calls import command_json
 from servers.RegistrationDS.device import RegistrationDS
 from tests.device_server import serve_devices
 
@@ -50,7 +51,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def call(proxy: tango.DeviceProxy, command_name: str, **argument) -> dict:
-    return json.loads(proxy.command_inout(command_name, json.dumps(argument)))
+    return command_json(proxy, command_name, argument)
 
 
 def test_zeiss_sem_tiff_loads_with_its_own_pixel_size_and_stage(reg, files) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -15,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tango
 
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
 from clients.workflow import Inputs, WorkflowOptions, prepare_inputs, run_workflow, score
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "macros"))
-from smart_support import mesh_points  # noqa: E402
+from macros.smart_support import mesh_points
+from tests.tango_helpers import stack_proxy
 
 SEED = 11
 
@@ -45,10 +42,6 @@ def workflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
 
 def _door(stack: Stack) -> DoorClient:
     return DoorClient(f"tango://{stack.tango_host}/smart/door/01")
-
-
-def _proxy(stack: Stack, name: str) -> tango.DeviceProxy:
-    return tango.DeviceProxy(f"tango://{stack.tango_host}/{name}")
 
 
 def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> None:
@@ -132,7 +125,7 @@ def check_scan_files(out: Path, rows: list[dict[str, str]]) -> None:
 
 def test_goto_outside_the_limits_is_refused_and_nothing_moves(workflow_stack) -> None:
     stack, _, _ = workflow_stack
-    samx, samy = _proxy(stack, "samx"), _proxy(stack, "samy")
+    samx, samy = stack_proxy(stack, "samx"), stack_proxy(stack, "samy")
     before = (samx.Position, samy.Position)
     with _door(stack) as door, pytest.raises(MacroFailed, match="SMART_Unsafe"):
         door.run("smart_goto_xy stage 50.0 0.0", timeout_s=60)
@@ -141,7 +134,7 @@ def test_goto_outside_the_limits_is_refused_and_nothing_moves(workflow_stack) ->
 
 def test_registration_in_doubt_is_not_stored(workflow_stack, tmp_path: Path) -> None:
     stack, _, _ = workflow_stack
-    mapper = _proxy(stack, "smart/coordmapper/1")
+    mapper = stack_proxy(stack, "smart/coordmapper/1")
     before = json.loads(mapper.Transforms)
     # a micrograph of something else entirely (generated samples share their marker layout,
     # so another seed's SEM image would rightly register)
@@ -205,7 +198,7 @@ def test_a_drift_step_is_found_tracked_and_corrected(workflow_stack) -> None:
     re-registers to the camera and scans it again; the next particles are corrected and put in
     the beam within 100 nm of their true positions (scored against the simulation's truth)."""
     stack, inputs, out = workflow_stack
-    mapper = _proxy(stack, "smart/coordmapper/1")
+    mapper = stack_proxy(stack, "smart/coordmapper/1")
     edge = next(e for e in json.loads(mapper.Transforms)["edges"] if {e["from"], e["to"]} == {"sem", "stage"})
     assert edge["from"] == "sem" and edge["covariance"] is not None
     step_mm = np.array([0.0005, 0.0])
@@ -259,7 +252,7 @@ def test_fine_alignment_refuses_another_samples_particles(workflow_stack, tmp_pa
     image = render_sem(other.sample, other.sem, seed=SEED + 100)
     other_sem = tmp_path / "other_sample_sem.tif"
     write_tiff(other_sem, image.image, other.sem.pixel_size_um, {"modality": "SEM", "seed": SEED + 100})
-    mapper = _proxy(stack, "smart/coordmapper/1")
+    mapper = stack_proxy(stack, "smart/coordmapper/1")
     with _door(stack) as door:
         door.run(f"smart_find_particles {other_sem}", timeout_s=120)
         before = json.loads(mapper.Transforms)

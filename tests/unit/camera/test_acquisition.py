@@ -18,7 +18,7 @@ from servers.CameraDS.sources import NoStage, Source, SourceFrame, SourceLost
 from servers.CameraDS.tiffsave import save_tiff
 from servers.common.errors import BadArgument, Failed, NotFound, NotReady
 from servers.common.imageio import read_image
-from tests.unit.camera.conftest import wait_for as _wait_for
+from tests.helpers import wait_for as _wait_for
 
 wait_for = functools.partial(_wait_for, timeout=5.0)  # these waits are bounded at 5 s
 

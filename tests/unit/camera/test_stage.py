@@ -11,7 +11,7 @@ import numpy as np
 from servers.CameraDS.acquisition import ALARM, RUNNING, Acquisition
 from servers.CameraDS.sources import Source, SourceFrame
 from servers.CameraDS.stage import StageMonitor
-from tests.unit.camera.conftest import wait_for
+from tests.helpers import wait_for
 
 HANG_LIMIT_S = 30.0
 """A hung read is released by the test; this only ends it if the test itself fails."""

@@ -46,13 +46,6 @@ def test_starter_without_facility_is_refused(tmp_path: Path) -> None:
         Stack(tmp_path / "run", starter="somehost")
 
 
-def test_facility_mode_refuses_a_database_that_does_not_answer(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("TANGO_HOST", "127.0.0.1:1")  # nothing listens on port 1
-    with pytest.raises(LaunchError, match="does not answer"):
-        Stack(tmp_path / "run", facility=True, echo=False).up()
-    assert not (tmp_path / "run" / "stack.json").exists()
-
-
 def test_a_wrapper_runs_the_entry_point_with_the_instance_in_the_run_dir(tmp_path: Path) -> None:
     """The wrapper Starter executes: ``<bin>/Exe <instance>`` becomes the command with the
     instance where ``"$@"`` stands, in the run directory, with TANGO_HOST, stdout on stderr."""

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
-from smart_support import (  # noqa: E402
+from macros.smart_support import (
     FINE_OFFSET_SCATTER_LIMIT_UM,
     VISIT_COLUMNS,
     SmartMacroError,
@@ -106,30 +104,6 @@ def test_visit_log_writes_complete_lines_with_header(tmp_path: Path) -> None:
     assert float(rows[0]["target_x"]) == pytest.approx(0.1234567891234, rel=1e-8)
 
 
-class _FakeMapper:
-    """Just what stage_unit_per_um reads of a CoordMapperDS."""
-
-    def __init__(self, unit: str) -> None:
-        self.unit = unit
-
-    def read_attribute(self, name: str):
-        assert name == "StageUnit"
-        return type("Value", (), {"value": self.unit})()
-
-    def dev_name(self) -> str:
-        return "test/coordmapper/1"
-
-
-def test_stage_unit_comes_from_the_mapper_and_unknown_units_are_refused() -> None:
-    from smart_support import stage_unit_per_um
-
-    assert stage_unit_per_um(_FakeMapper("mm")) == pytest.approx(1e-3)
-    assert stage_unit_per_um(_FakeMapper("um")) == pytest.approx(1.0)
-    assert stage_unit_per_um(_FakeMapper("nm")) == pytest.approx(1e3)
-    with pytest.raises(SmartMacroError, match="deg"):
-        stage_unit_per_um(_FakeMapper("deg"))
-
-
 def test_offset_scatter_tells_a_common_offset_from_unrelated_particles() -> None:
     """Right registration: one common offset (the demo's offsets scatter ~25 nm); another
     sample's SEM image: the +-1 um search maps find particles in random directions."""
@@ -207,7 +181,7 @@ def test_unknown_limits_are_none_never_infinite() -> None:
 
 
 def test_offsets_agree_within_the_centres_noise_and_not_beyond() -> None:
-    from smart_support import offsets_agree
+    from macros.smart_support import offsets_agree
 
     rng = np.random.default_rng(0)
     targets = rng.uniform(0, 1, (6, 2))
@@ -219,7 +193,7 @@ def test_offsets_agree_within_the_centres_noise_and_not_beyond() -> None:
 
 
 def test_mesh_points_counts_the_mesh_that_mesh_around_makes() -> None:
-    from smart_support import mesh_points
+    from macros.smart_support import mesh_points
 
     assert mesh_points(0.3, 0.05) == 13 * 13
     assert mesh_points(0.15, 0.05) == 7 * 7

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
-from smart_tracking import DriftTracker, exposing_fraction, sized_half_width  # noqa: E402
+from macros.smart_tracking import DriftTracker, exposing_fraction, sized_half_width
 
 
 def night(rng: np.random.Generator, hours: float = 8.0, every_s: float = 40.0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,14 +12,13 @@ import math
 import numpy as np
 import pytest
 
+import simulation.config as sim
 from servers.RegistrationDS.contained import ANGLE_STEP_DEG, search_angles
 from servers.RegistrationDS.core import RegistrationCore
-
-sim = pytest.importorskip("simulation.config")
-from simulation.camera import CameraRenderer, camera_pixel_to_sample  # noqa: E402
-from simulation.geometry import apply  # noqa: E402
-from simulation.mounting import sample_to_stage  # noqa: E402
-from simulation.sem import render_sem  # noqa: E402
+from simulation.camera import CameraRenderer, camera_pixel_to_sample
+from simulation.geometry import apply
+from simulation.mounting import sample_to_stage
+from simulation.sem import render_sem
 
 
 def _scene(seed: int, offset_px: tuple[float, float]):

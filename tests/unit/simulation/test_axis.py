@@ -7,18 +7,11 @@ import pytest
 
 from servers.common.errors import BadArgument, Unsafe
 from simulation.axis import SimulatedAxis
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.helpers import FakeClock
 
 
 def test_moves_at_finite_velocity_and_arrives():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     axis = SimulatedAxis("x", position=1.0, velocity=0.5, clock=clock)
     duration = axis.move(2.0)
     assert duration == pytest.approx(2.0)
@@ -33,7 +26,7 @@ def test_moves_at_finite_velocity_and_arrives():
 
 
 def test_stop_freezes_where_it_is_and_a_new_move_starts_there():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     axis = SimulatedAxis("x", position=0.0, velocity=1.0, clock=clock)
     axis.move(-3.0)
     clock.t += 1.25
@@ -48,7 +41,7 @@ def test_stop_freezes_where_it_is_and_a_new_move_starts_there():
 
 
 def test_limits_and_bad_targets_are_refused_and_nothing_moves():
-    axis = SimulatedAxis("x", position=0.0, limits=(-1.0, 1.0), clock=FakeClock())
+    axis = SimulatedAxis("x", position=0.0, limits=(-1.0, 1.0), clock=FakeClock(100.0))
     with pytest.raises(Unsafe, match="outside the limits"):
         axis.move(1.5)
     with pytest.raises(BadArgument):
@@ -59,7 +52,7 @@ def test_limits_and_bad_targets_are_refused_and_nothing_moves():
 
 
 def test_backlash_dead_band_depends_on_the_approach_direction():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     axis = SimulatedAxis("x", position=0.0, velocity=10.0, backlash=0.002, clock=clock)
     axis.move(1.0)
     clock.t += 1.0
@@ -84,7 +77,7 @@ def test_backlash_dead_band_depends_on_the_approach_direction():
 
 
 def test_repeatability_scatters_the_load_not_the_readback():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     axis = SimulatedAxis("x", position=0.0, velocity=100.0, repeatability=5e-6, seed=3, clock=clock)
     landed = []
     for k in range(400):
@@ -100,7 +93,7 @@ def test_repeatability_scatters_the_load_not_the_readback():
 
 def test_readback_noise_and_determinism():
     def run(seed):
-        clock = FakeClock()
+        clock = FakeClock(100.0)
         axis = SimulatedAxis("y", velocity=1.0, readback_noise=1e-5, seed=seed, clock=clock)
         return [axis.position() for _ in range(50)]
 

@@ -8,14 +8,7 @@ from simulation.config import CameraOptics
 from simulation.geometry import apply
 from simulation.mounting import sample_to_stage
 from simulation.runtime import SimulatedBeamline
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.helpers import FakeClock
 
 
 def test_counts_follow_the_load_including_backlash(beamline):

@@ -1,4 +1,7 @@
-"""The simulated ring current: scheduled and commanded beam losses."""
+"""The simulated ring current: scheduled and commanded beam losses.
+
+System tier because simulation/ring.py is a Tango device server module, not because a device
+runs."""
 
 from __future__ import annotations
 

@@ -2,14 +2,15 @@
 (its custom-data API), and the readers find the map and the metadata there.
 
 Sardana's recorder and scan-data classes are driven here without a MacroServer, as its scan
-framework drives them: start the record list, add one record per mesh point, end it."""
+framework drives them: start the record list, add one record per mesh point, end it.
+
+System tier because Sardana's recorders import tango, not because a device runs."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,10 +18,8 @@ import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
-import smart_records  # noqa: E402
-
-from clients.scandata import grid, particle_maps, read_scans  # noqa: E402
+from clients.scandata import grid, particle_maps, read_scans
+from macros import smart_records
 
 
 def sardana_mesh(path: Path, serialno: int, centre: tuple[float, float], peak: tuple[float, float],

@@ -1,7 +1,10 @@
 """One command at a time per device, first come first served (servers.common.tango_glue.CommandGate).
 
 The gate releases the Tango device monitor while a caller waits; without a server there is
-no monitor, so these tests replace that step by a no-op."""
+no monitor, so these tests replace that step by a no-op.
+
+System tier because the gate lives in servers/common/tango_glue.py, which imports tango, not
+because a device runs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The Queue tab's pure parts: the live map built from the Door's RecordData packets, the
-queue's summary and status lines, the scan text."""
+queue's summary and status lines, the scan text.
+
+System tier because clients/gui/queue_tab.py is a Tango client (it imports tango), not because a
+device runs."""
 
 from __future__ import annotations
 

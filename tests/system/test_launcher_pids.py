@@ -1,5 +1,8 @@
 """The launcher's PID bookkeeping: a Stack made afresh for a run directory (another shell's
-`smart`, a test's helper) must not forget the processes it did not start itself."""
+`smart`, a test's helper) must not forget the processes it did not start itself.
+
+System tier because the launcher asks Tango when it restarts a server, not because a device
+runs."""
 
 from __future__ import annotations
 

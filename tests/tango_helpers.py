@@ -1,23 +1,24 @@
-"""Helpers for CameraDS device tests: a camera in its own server process (no database),
-an event recorder, and image sequences on disk."""
+"""Test helpers that need Tango (system tier): a camera in its own server, events, SMART reasons,
+proxies to a test stack's devices. The Tango-free ones are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pytest
 import tango
-import tifffile
 
 from clients.file_db_server import run_on_file_database
+from clients.launcher import Stack
+from macros.smart_calls import proxy
 
-DEVICE = "test/camera/1"
+CAMERA_DEVICE = "test/camera/1"
 
 
 @contextmanager
@@ -31,11 +32,9 @@ def camera(properties: dict[str, Any], db_dir: Path | None = None) -> Iterator[t
     file database, so memorized attributes can be checked across a restart.
     """
     executable = str(Path(sys.executable).parent / "CameraDS")
-    with run_on_file_database([executable], "CameraDS/test", {DEVICE: ("CameraDS", properties)}, db_dir,
+    with run_on_file_database([executable], "CameraDS/test", {CAMERA_DEVICE: ("CameraDS", properties)}, db_dir,
                               start_timeout_s=30) as trls:
-        proxy = tango.DeviceProxy(trls[DEVICE])
-        proxy.set_timeout_millis(5000)
-        yield proxy
+        yield proxy(trls[CAMERA_DEVICE], 5000)
 
 
 class Events:
@@ -61,23 +60,17 @@ class Events:
             return [v for _, v in self.items]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+def reason(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
+    """The SMART (or Tango) reason of the first error of a refused call."""
+    return excinfo.value.args[0].reason
 
 
-def write_sequence(folder: Path, n: int = 4, shape: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
-    """Frames whose pixel [0, 0] is their index, so a received image says which file it was."""
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = []
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        data = rng.integers(100, 4000, size=shape, dtype=np.uint16)
-        data[0, 0] = i
-        tifffile.imwrite(folder / f"img_{i:03d}.tif", data)
-        frames.append(data)
-    return frames
+def desc(excinfo: pytest.ExceptionInfo[tango.DevFailed]) -> str:
+    """The description of the first error of a refused call: what the user is told to do."""
+    return excinfo.value.args[0].desc
+
+
+def stack_proxy(stack: Stack, name: str, timeout_ms: int = 10_000) -> tango.DeviceProxy:
+    """A device of ``stack`` by its full name (immune to whatever TANGO_HOST other code set), with
+    a 10 s timeout by default for calls that scan or detect."""
+    return proxy(f"tango://{stack.tango_host}/{name}", timeout_ms)

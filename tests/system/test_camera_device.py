@@ -18,11 +18,8 @@ from tango import DevState
 from servers.common.imageio import read_image
 from tests.device_server import serve_devices
 from tests.fake_devices import ImageServer
-from tests.unit.camera.conftest import Events, camera, wait_for, write_sequence
-
-
-def reason(excinfo: pytest.ExceptionInfo) -> str:
-    return excinfo.value.args[0].reason
+from tests.helpers import wait_for, write_sequence
+from tests.tango_helpers import Events, camera, reason
 
 
 def test_files_stream_pushes_change_and_data_ready_events_for_every_frame(tmp_path: Path) -> None:

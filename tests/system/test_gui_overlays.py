@@ -1,4 +1,7 @@
-"""The GUI overlay's bookkeeping that needs no devices: which particles the loop has scanned."""
+"""The GUI overlay's bookkeeping that needs no devices: which particles the loop has scanned.
+
+System tier because the GUI modules are Tango clients (they import tango and taurus), not
+because a device runs."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-overlays = pytest.importorskip("clients.gui.overlays")
+from clients.gui import overlays  # noqa: E402 - after the Qt platform is chosen
 
 ROWS = [{"index": i, "x": x, "y": 10.0} for i, x in enumerate([100.0, 200.25, 300.5, 400.0])]
 

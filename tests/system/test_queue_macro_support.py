@@ -1,15 +1,14 @@
-"""The queue macros' helpers without a MacroServer: the beam condition, the queue as text."""
+"""The queue macros' helpers without a MacroServer: the beam condition, the queue as text.
+
+System tier because macros/smart_queue_support.py reads the beam condition through Tango (it
+imports tango), not because a device runs."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import tango
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
-from smart_queue_support import BeamCondition, FinishRetry, scan_files, scan_spec, targets_text  # noqa: E402
+from macros.smart_queue_support import BeamCondition, FinishRetry, scan_files, scan_spec, targets_text
 
 
 def reader_of(value):

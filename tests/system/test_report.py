@@ -1,28 +1,28 @@
 """The morning report opens as HTML, its figures are real PNGs of the stated size, and every
 scanned particle has its thumbnail and the place of its data; failures say why.
 
-The night is made of files written by Sardana's own NXscan recorder (tests/unit/macros) plus
-a visit log and an event log as the loop writes them."""
+The night is made of files written by Sardana's own NXscan recorder (tests/system/test_scan_records.py) plus
+a visit log and an event log as the loop writes them.
+
+System tier because its nights are written by Sardana's own recorder, which imports tango, not
+because a device runs."""
 
 from __future__ import annotations
 
 import base64
 import csv
 import io
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
-import smart_records  # noqa: E402
-from smart_support import VISIT_COLUMNS  # noqa: E402
-
-from clients import cli  # noqa: E402
-from clients.report import FIGURE_PX, THUMB_PX, build_report, find_records, time_budget  # noqa: E402
-from tests.unit.macros.test_smart_records import sardana_mesh  # noqa: E402
+from clients import cli
+from clients.report import FIGURE_PX, THUMB_PX, build_report, find_records, time_budget
+from macros import smart_records
+from macros.smart_support import VISIT_COLUMNS
+from tests.system.test_scan_records import sardana_mesh
 
 
 class ReportParser(HTMLParser):

@@ -1,4 +1,7 @@
-"""`smart status` / `make status` when no stack runs: one line, exit 0, no device asked."""
+"""`smart status` / `make status` when no stack runs: one line, exit 0, no device asked.
+
+System tier because the launcher asks the devices through Tango when processes run (it imports
+tango), not because a device runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""What `make demo` prints at each verbosity, and the lines it builds (no stack needed)."""
+"""What `make demo` prints at each verbosity, and the lines it builds (no stack needed).
+
+System tier because clients.demo and clients.workflow are Tango clients (they import tango), not
+because a device runs."""
 
 from __future__ import annotations
 

@@ -1,21 +1,21 @@
 """Registering an image again keeps the regions registered into it and drops what tied them to
-the beamline: replace_frame against the mapper's own core behind a stand-in proxy."""
+the beamline: replace_frame against the mapper's own core behind a stand-in proxy.
+
+System tier because macros/smart_region_support.py calls the mapper through
+macros/smart_calls.py, a Tango client (it imports tango); the mapper here is its own core behind
+a stand-in proxy."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
+from macros.smart_region_support import descendants, replace_frame
 from servers.common.jsonargs import parse_args
 from servers.CoordMapperDS.args import MapArgs, SetTransformArgs
 from servers.CoordMapperDS.core import CoordMapperCore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "macros"))
-from smart_region_support import descendants, replace_frame  # noqa: E402
 
 
 class MapperProxy:

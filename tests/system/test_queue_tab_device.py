@@ -19,7 +19,6 @@ from clients.commands import SmartClient
 from tests.device_server import serve_devices
 from tests.queue_double import QueueDouble
 
-pytest.importorskip("pytestqt")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 SCAN = {"macro": "mesh", "half_width_um": 0.3, "step_um": 0.05, "exposure": 0.01}

@@ -1,0 +1,128 @@
+"""How a client calls the SMART devices: a proxy with a timeout, JSON commands, refusals as
+(reason, what to do), the stage unit, alias lookup in the database.
+
+One module for the three kinds of client -- the macros, ``clients/`` (the ``smart`` CLI, the
+GUI, through clients/commands.py) and the tests -- so a SMART command is encoded, answered and refused the
+same way everywhere. It lives in ``macros/`` because the macros may import nothing else of
+ours (a MacroServer loads them next to anyone's macros; they talk to the servers through Tango
+only); the clients and the tests stand above the macros and may import them
+(README, "Architecture"). It uses only the devices' public Tango interface and imports nothing
+from ``servers/``; the plain maths of the macros is in ``macros/smart_support.py``, which
+needs no Tango.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tango
+
+from macros.smart_support import UNIT_PER_UM, SmartMacroError
+
+BEAM_HINT = ("set the beam's camera pixel first: smart_beam_set X Y (a known value) or "
+             "smart_beam_calibrate (from an X-ray map of a particle)")
+
+
+class DeviceRefused(SmartMacroError):
+    """A SMART device refused or failed a command: ``reason`` is its SMART_* (or Tango) reason,
+    ``desc`` what the device told the user to do. A :class:`SmartMacroError`, so a macro prints it
+    as any other refusal; clients turn ``reason``/``desc`` into their own message."""
+
+    def __init__(self, device: str, command: str, reason: str, desc: str) -> None:
+        hint = f" ({BEAM_HINT})" if "BeamPosition" in desc and "not set" in desc else ""
+        super().__init__(f"{device}.{command}: {reason}: {desc}{hint}")
+        self.device, self.command, self.reason, self.desc = device, command, reason, desc
+
+
+def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
+    """A device by name (alias, ``domain/family/member`` or full TRL) that gives up after
+    ``timeout_ms``: a busy or stuck device must not hang its caller for Tango's default 3 s or
+    forever on a long command."""
+    device = tango.DeviceProxy(name)
+    device.set_timeout_millis(timeout_ms)
+    return device
+
+
+def encode_argument(argument: dict[str, Any] | list[Any] | str) -> str:
+    """A SMART JSON command's argument: a JSON text is passed as it is, anything else encoded."""
+    return argument if isinstance(argument, str) else json.dumps(argument)
+
+
+def decode_answer(answer: Any) -> Any:
+    """A SMART command's answer: a JSON object or array decoded, anything else as it came."""
+    return json.loads(answer) if isinstance(answer, str) and answer[:1] in "{[" else answer
+
+
+def command_json(device: tango.DeviceProxy, command: str, argument: dict[str, Any] | list[Any] | str) -> Any:
+    """Run a SMART JSON command and decode its answer; a refusal stays a ``tango.DevFailed`` (for
+    the tests of the refusals themselves). :func:`call_json` is the same for users."""
+    return decode_answer(device.command_inout(command, encode_argument(argument)))
+
+
+def error_of(exc: tango.DevFailed) -> tuple[str, str]:
+    """(reason, desc) of the first error of a DevFailed: the SMART_* name and what to do."""
+    err = exc.args[0]
+    return str(err.reason), str(err.desc).strip()
+
+
+def call_json(device: tango.DeviceProxy, command: str, argument: dict[str, Any] | list[Any] | str) -> Any:
+    """Run a SMART JSON command and decode its answer; a refusal becomes :class:`DeviceRefused`."""
+    try:
+        return command_json(device, command, argument)
+    except tango.DevFailed as exc:
+        raise DeviceRefused(device.dev_name(), command, *error_of(exc)) from None
+
+
+def stage_unit_per_um(mapper: tango.DeviceProxy) -> float:
+    """How many stage units make one micrometre, from the mapper's ``StageUnit``.
+
+    Refuses rather than guesses: a wrong unit would scale every step and half width by
+    a factor of 1000."""
+    try:
+        unit = str(mapper.read_attribute("StageUnit").value)
+    except tango.DevFailed as exc:
+        raise SmartMacroError(f"cannot read the stage unit from {mapper.dev_name()}: {error_of(exc)[1]}") from None
+    if unit not in UNIT_PER_UM:
+        raise SmartMacroError(f"the stage unit '{unit}' of {mapper.dev_name()} is not one of "
+                              f"{', '.join(UNIT_PER_UM)}; lengths in um cannot be converted")
+    return UNIT_PER_UM[unit]
+
+
+def map_points(mapper: tango.DeviceProxy, frame_from: str, frame_to: str, points: Sequence[Sequence[float]],
+               stage_position: Sequence[float] | None = None) -> dict[str, Any]:
+    """CoordMapperDS ``Map`` of ``points`` from one frame to another (at ``stage_position`` when
+    the camera frame is involved)."""
+    argument: dict[str, Any] = {"from": frame_from, "to": frame_to, "points": [list(map(float, p)) for p in points]}
+    if stage_position is not None:
+        argument["stage_position"] = [float(v) for v in stage_position]
+    return call_json(mapper, "Map", argument)
+
+
+def scan_columns(records: Sequence[Any], *names: str) -> list[np.ndarray]:
+    """Columns of a Sardana scan's records, found by (a suffix of) their column names or aliases."""
+    if not records:
+        raise SmartMacroError("the scan returned no data")
+    keys = list(records[0].data)
+    columns = []
+    for name in names:
+        wanted = {name.lower(), device_of_alias(name).lower()}
+        match = [k for k in keys if k.lower() in wanted or any(k.lower().endswith("/" + w) for w in wanted)]
+        if not match:
+            raise SmartMacroError(f"the scan has no column '{name}'; columns: {', '.join(map(str, keys))}")
+        columns.append(np.array([float(r.data[match[0]]) for r in records]))
+    return columns
+
+
+@functools.lru_cache(maxsize=64)
+def device_of_alias(name: str) -> str:
+    """The device an alias names (the name itself when it is none). Scan records name channels
+    by full device name; users and macros use aliases. Cached: an alias does not change while
+    the MacroServer runs, and the loop asks for the same few on every particle."""
+    try:
+        return tango.Database().get_device_alias(name)
+    except tango.DevFailed:
+        return name
