@@ -14,6 +14,7 @@ import pytest
 import tango
 
 from clients.launcher import Stack
+from macros.smart_calls import proxy as device_proxy
 from servers.common.imageio import read_image
 from tests.helpers import wait_for
 from tests.system.conftest import device_trl
@@ -52,8 +53,7 @@ def sim_truth(stack: Stack):
 
 @pytest.fixture
 def cam(stack: Stack) -> Iterator[tango.DeviceProxy]:
-    proxy = tango.DeviceProxy(device_trl(stack, "smart/camera/1"))
-    proxy.set_timeout_millis(5000)
+    proxy = device_proxy(device_trl(stack, "smart/camera/1"), 5000)
     yield proxy
     proxy.Stop()  # leave the shared camera idle for the other tests
 

@@ -27,6 +27,7 @@ import tango
 from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
 from macros.smart_calls import command_json as _call
+from macros.smart_calls import proxy as device_proxy
 from macros.smart_support import limits_of
 from servers.CoordMapperDS.device import CoordMapperDS
 from servers.CoordMapperDS.property_lines import join_chunks, split_chunks
@@ -368,8 +369,7 @@ def limited_motors(stack: Stack) -> Iterator[dict[str, tuple[float, float]]]:
 
 
 def test_within_limits_follows_the_real_motor_limits(stack: Stack, limited_motors) -> None:
-    mapper = tango.DeviceProxy(device_trl(stack, "smart/coordmapper/1"))
-    mapper.set_timeout_millis(10000)
+    mapper = device_proxy(device_trl(stack, "smart/coordmapper/1"), 10000)
     (xlow, xhigh), (ylow, yhigh) = limited_motors["samx"], limited_motors["samy"]
     inside = [[xlow + 0.01, ylow + 0.01], [xhigh - 0.01, yhigh - 0.01], [(xlow + xhigh) / 2, (ylow + yhigh) / 2]]
     outside = [[xlow - 0.01, ylow + 0.01], [xhigh + 0.01, yhigh - 0.01], [xlow + 0.01, ylow - 0.01],

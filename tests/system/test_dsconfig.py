@@ -21,6 +21,7 @@ import tango
 from clients import dsconfig_io
 from clients.cli import main
 from clients.launcher import DEFAULT_CONFIG, Stack, StackConfig
+from macros.smart_calls import proxy as device_proxy
 
 pytestmark = pytest.mark.system
 
@@ -63,8 +64,7 @@ def test_export_apply_to_a_fresh_database_and_back(stack: Stack, tmp_path: Path,
         assert host != stack.tango_host
         for spec in dsconfig_io.server_specs(json.loads(exported.read_text())):
             for device, (_class_name, props) in spec.devices.items():
-                proxy = tango.DeviceProxy(f"tango://{host}/{device}")
-                proxy.set_timeout_millis(5000)
+                proxy = device_proxy(f"tango://{host}/{device}", 5000)
                 proxy.state()  # the device runs
                 if props:
                     held = proxy.get_property(list(props))

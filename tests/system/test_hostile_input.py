@@ -24,6 +24,7 @@ import tango
 import tifffile
 
 from clients.file_db_server import run_on_file_database
+from macros.smart_calls import proxy as device_proxy
 from servers.CoordMapperDS.device import CoordMapperDS
 from servers.ParticleDS.device import ParticleDS
 from servers.RegistrationDS.device import RegistrationDS
@@ -98,8 +99,7 @@ def camera(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, str]) -> 
     devices = {name: ("CameraDS", {"Source": f"files:{corpus['good']}"})}
     with run_on_file_database([executable], "CameraDS/hostile", devices, tmp_path_factory.mktemp("camera-db"),
                               start_timeout_s=60) as trls:
-        proxy = tango.DeviceProxy(trls[name])
-        proxy.set_timeout_millis(6000)
+        proxy = device_proxy(trls[name], 6000)
         yield proxy
 
 
@@ -311,8 +311,7 @@ def test_memorized_absurd_values_cannot_poison_a_restart(tmp_path: Path, corpus:
     (db_file,) = tmp_path.glob("*.db")
     tango.Database(str(db_file)).put_device_attribute_property(name, {"Separation": {"__value": ["1e300"]}})
     with serve_devices([ParticleDS], {name: ("ParticleDS", {})}, tmp_path) as trls:
-        particles = tango.DeviceProxy(trls[name])
-        particles.set_timeout_millis(30_000)  # the first Detect of a server imports and compiles trackpy
+        particles = device_proxy(trls[name], 30_000)  # the first Detect of a server imports and compiles trackpy
         assert particles.state() == tango.DevState.ON
         assert particles.Separation == 0.0
         assert json.loads(particles.Detect(json.dumps({"path": corpus["good"], "Diameter": 7, "MinMass": 200.0,

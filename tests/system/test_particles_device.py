@@ -28,6 +28,7 @@ from taurus.core.util.codecs import CodecFactory
 
 from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
+from macros.smart_calls import proxy as device_proxy
 from servers.ParticleDS.annotate import CROWDED_RGB, ISOLATED_RGB
 from servers.ParticleDS.device import ParticleDS
 from tests.device_server import serve_devices
@@ -469,8 +470,7 @@ def _device_info(server: str, klass: str, name: str) -> tango.DbDevInfo:
 def test_detects_on_the_stack_camera(stack: Stack) -> None:
     camera = tango.DeviceProxy(device_trl(stack, "smart/camera/1"))
     camera.Snap()
-    particles = tango.DeviceProxy(device_trl(stack, "smart/particles/1"))
-    particles.set_timeout_millis(30_000)
+    particles = device_proxy(device_trl(stack, "smart/particles/1"), 30_000)
     reply = json.loads(particles.Detect(json.dumps({"attribute": device_trl(stack, "smart/camera/1/Image"),
                                                     "MinMass": 0.0})))
     assert reply["count"] >= 0 and reply["source"].endswith("smart/camera/1/Image")

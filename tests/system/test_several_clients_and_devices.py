@@ -22,6 +22,7 @@ import tifffile
 from PIL import Image
 
 from clients.file_db_server import run_on_file_database
+from macros.smart_calls import proxy as device_proxy
 from servers.CoordMapperDS.device import CoordMapperDS
 from servers.ParticleDS.device import ParticleDS
 from servers.RegistrationDS.device import RegistrationDS
@@ -54,8 +55,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 
 def _proxy(trl: str) -> tango.DeviceProxy:
-    proxy = tango.DeviceProxy(trl)
-    proxy.set_timeout_millis(10_000)
+    proxy = device_proxy(trl, 10_000)
     return proxy
 
 

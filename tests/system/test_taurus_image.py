@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tango
 import tifffile
 
 from clients.launcher import Stack
+from macros.smart_calls import proxy as device_proxy
 from tests.system.conftest import device_trl
 from tests.unit.particles.synthetic import render_spots
 
@@ -40,8 +40,7 @@ def _shown_by_taurus(qapp, trl: str, timeout_s: float = 30.0) -> np.ndarray:  # 
 
 
 def test_taurus_image_item_shows_camera_and_annotated_images(stack: Stack, qapp, tmp_path: Path) -> None:  # noqa: ANN001
-    camera = tango.DeviceProxy(device_trl(stack, "smart/camera/1"))
-    camera.set_timeout_millis(10000)
+    camera = device_proxy(device_trl(stack, "smart/camera/1"), 10000)
     camera.Snap()
     frame = camera.Image
     shown = _shown_by_taurus(qapp, device_trl(stack, "smart/camera/1/Image"))
@@ -50,8 +49,7 @@ def test_taurus_image_item_shows_camera_and_annotated_images(stack: Stack, qapp,
     scene = tmp_path / "scene.tif"
     tifffile.imwrite(scene, render_spots((256, 256), np.array([[60.0, 60.0], [180.0, 120.0], [186.0, 120.0]]),
                                          sigma=2.5, peak=160, background=30, noise=2, seed=1))
-    particles = tango.DeviceProxy(device_trl(stack, "smart/particles/1"))
-    particles.set_timeout_millis(60000)
+    particles = device_proxy(device_trl(stack, "smart/particles/1"), 60000)
     particles.Detect(json.dumps({"path": str(scene), "Diameter": 9, "MinMass": 300.0, "IsolationRadius": 30.0}))
     annotated = particles.AnnotatedImage
     shown = _shown_by_taurus(qapp, device_trl(stack, "smart/particles/1/AnnotatedImage"))

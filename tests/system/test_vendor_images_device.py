@@ -21,6 +21,7 @@ import tango
 import tifffile
 
 from macros.smart_calls import command_json
+from macros.smart_calls import proxy as device_proxy
 from servers.RegistrationDS.device import RegistrationDS
 from tests.device_server import serve_devices
 
@@ -32,8 +33,7 @@ REGISTRATION = "test/vendorimages/1"
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tango.DeviceProxy]:
     with serve_devices([RegistrationDS], {REGISTRATION: ("RegistrationDS", {})},
                        tmp_path_factory.mktemp("vendor_server")) as trls:
-        proxy = tango.DeviceProxy(trls[REGISTRATION])
-        proxy.set_timeout_millis(30_000)  # AFM/EDX reads may take up to 25 s (imageio.VENDOR_TIMEOUT_S)
+        proxy = device_proxy(trls[REGISTRATION], 30_000)  # AFM/EDX reads may take up to 25 s (imageio.VENDOR_TIMEOUT_S)
         yield proxy
 
 
