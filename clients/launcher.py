@@ -73,6 +73,8 @@ class StackConfig:
     """Start-up level of each server under a Starter (1 starts first); see ``level_of``."""
     uses_beamline: bool = False
     """The configuration names ``{beamline}``: it runs the virtual beamline's simulated devices."""
+    stage_motors: list[str] | None = None
+    """The stage's x and y motors, named once (``stage_motors:``); see :func:`apply_stage_motors`."""
 
     @classmethod
     def load(cls, path: Path, places: dict[str, str]) -> StackConfig:
@@ -93,6 +95,9 @@ class StackConfig:
                 for dev_name, props in (devs or {}).items():
                     devices[str(dev_name)] = (str(class_name), _expand(props or {}, places))
             servers.append(ServerSpec(executable, instance, devices))
+        motors = _stage_motors(raw.get("stage_motors"), path)
+        if motors is not None:
+            apply_stage_motors(servers, motors, path)
         sardana = raw.get("sardana") or {}
         sardana_file = sardana.get("config")
         sardana_path = Path(_expand(sardana_file, places)) if sardana_file else None
@@ -109,6 +114,7 @@ class StackConfig:
             sardana_servers=list(sardana.get("startup_order", [])),
             starter_levels={str(k): int(v) for k, v in levels.items()},
             uses_beamline=any("{beamline}" in text for text in texts),
+            stage_motors=motors,
         )
 
     def level_of(self, server: str) -> int:
@@ -118,6 +124,49 @@ class StackConfig:
 
     def device_names(self) -> list[str]:
         return [dev for spec in self.servers for dev in spec.devices]
+
+
+STAGE_MOTOR_PROPERTIES = {"CameraDS": lambda x, y: {"StageMotors": [x, y]},
+                          "CoordMapperDS": lambda x, y: {"MotorX": x, "MotorY": y}}
+"""Where the stage motors go, per device class: CameraDS stamps their Position on every frame,
+CoordMapperDS reads their Position, limits and unit; the macros get them as ``SmartMotors``."""
+
+
+def _stage_motors(value: Any, path: Path) -> list[str] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) and v.strip() for v in value)):
+        raise LaunchError(f"{path}: 'stage_motors' must name the x and y motors, e.g. [samx, samy]")
+    return [v.strip() for v in value]
+
+
+def apply_stage_motors(servers: list[ServerSpec], motors: list[str], path: Path) -> None:
+    """Give the stage motors, named once in the stack YAML, to every device that needs them
+    (``STAGE_MOTOR_PROPERTIES``). A device that names them itself must name the same ones: two
+    names for one stage would let the camera stamp one motor and the mapper check another."""
+    for spec in servers:
+        for device, (class_name, props) in spec.devices.items():
+            derived = STAGE_MOTOR_PROPERTIES.get(class_name, lambda x, y: {})(*motors)
+            for key, value in derived.items():
+                if key in props and props[key] != value:
+                    raise LaunchError(f"{path}: {device} sets {key}: {props[key]} but stage_motors is {motors}; "
+                                      f"remove {key} (the launcher derives it from stage_motors)")
+                props[key] = value
+
+
+def sardana_with_stage_motors(text: str, motors: list[str] | None) -> str:
+    """The sardana-config YAML with ``SmartMotors`` (the macros' stage motors) in every
+    MacroServer's environment, from ``stage_motors``; unchanged when there are none."""
+    if motors is None:
+        return text
+    raw = yaml.safe_load(text) or {}
+    for name, server in (raw.get("macro_servers") or {}).items():
+        variables = server.setdefault("environment", {}).setdefault("variables", {})
+        if variables.get("SmartMotors", motors) != motors:
+            raise LaunchError(f"the MacroServer {name} sets SmartMotors {variables['SmartMotors']} but "
+                              f"stage_motors is {motors}; remove SmartMotors from the Sardana configuration")
+        variables["SmartMotors"] = list(motors)
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def _device(tango_host: str, name: str) -> Any:
@@ -505,7 +554,10 @@ class Stack:
         except OSError as exc:
             raise self._fail(f"cannot read the Sardana configuration {config.sardana_config}: {exc}") from None
         rendered = self.run_dir / "sardana.yaml"
-        rendered.write_text(_expand(template, self.places()))
+        try:
+            rendered.write_text(sardana_with_stage_motors(_expand(template, self.places()), config.stage_motors))
+        except LaunchError as exc:
+            raise self._fail(str(exc)) from None
         log_path = self.log_dir / "sardana-config.log"
         cmd = [_executable("sardana-config"), "load", "--write", "--environment", str(rendered)]
         with open(log_path, "ab") as log:

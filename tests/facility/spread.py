@@ -32,7 +32,7 @@ from typing import Any
 
 import tango
 
-from clients.launcher import DEFAULT_CONFIG, REPO, StackConfig, register_servers
+from clients.launcher import DEFAULT_CONFIG, REPO, StackConfig, register_servers, sardana_with_stage_motors
 from tests.facility.netns import Host, Started, TestNetwork
 
 DB_PORT = 10000
@@ -116,7 +116,7 @@ class SpreadStack:
         self._start_database()
         self._register(config)
         if config.sardana_config is not None:
-            self._load_sardana(config.sardana_config)
+            self._load_sardana(config.sardana_config, config.stage_motors)
         for server in START_ORDER:
             self._start_server(server)
         self.startup_s["total"] = round(time.monotonic() - started, 1)
@@ -156,12 +156,12 @@ class SpreadStack:
     def _register(self, config: StackConfig) -> None:
         register_servers(self.database(), config.servers)
 
-    def _load_sardana(self, sardana_config: Path) -> None:
+    def _load_sardana(self, sardana_config: Path, stage_motors: list[str] | None) -> None:
         text = sardana_config.read_text()
         for key, value in self.places().items():
             text = text.replace("{" + key + "}", value)
         rendered = self.run_dir / "sardana.yaml"
-        rendered.write_text(text)
+        rendered.write_text(sardana_with_stage_motors(text, stage_motors))
         log = self.run_dir / "logs" / "sardana-config.log"
         with open(log, "ab") as out:
             result = subprocess.run([executable("sardana-config"), "load", "--write", "--environment",
