@@ -27,15 +27,11 @@ BEAM_HINT = ("set the beam's camera pixel first: smart_beam_set X Y (a known val
              "smart_beam_calibrate (from an X-ray map of a particle)")
 
 
-class DeviceRefused(SmartMacroError):
-    """A SMART device refused or failed a command: ``reason`` is its SMART_* (or Tango) reason,
-    ``desc`` what the device told the user to do. A :class:`SmartMacroError`, so a macro prints it
-    as any other refusal; clients turn ``reason``/``desc`` into their own message."""
-
-    def __init__(self, device: str, command: str, reason: str, desc: str) -> None:
-        hint = f" ({BEAM_HINT})" if "BeamPosition" in desc and "not set" in desc else ""
-        super().__init__(f"{device}.{command}: {reason}: {desc}{hint}")
-        self.device, self.command, self.reason, self.desc = device, command, reason, desc
+def refused(device: str, command: str, reason: str, desc: str) -> SmartMacroError:
+    """A device's refusal of ``command`` as the macros print it (``device.command: reason: desc``,
+    plus how to set the beam when that is what is missing), with ``reason``/``desc`` kept."""
+    hint = f" ({BEAM_HINT})" if "BeamPosition" in desc and "not set" in desc else ""
+    return SmartMacroError(f"{device}.{command}: {reason}: {desc}{hint}", reason, desc)
 
 
 def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
@@ -70,11 +66,12 @@ def error_of(exc: tango.DevFailed) -> tuple[str, str]:
 
 
 def call_json(device: tango.DeviceProxy, command: str, argument: dict[str, Any] | list[Any] | str) -> Any:
-    """Run a SMART JSON command and decode its answer; a refusal becomes :class:`DeviceRefused`."""
+    """Run a SMART JSON command and decode its answer; a refusal becomes a :class:`SmartMacroError`
+    (see :func:`refused`), which a macro prints as any other refusal."""
     try:
         return command_json(device, command, argument)
     except tango.DevFailed as exc:
-        raise DeviceRefused(device.dev_name(), command, *error_of(exc)) from None
+        raise refused(device.dev_name(), command, *error_of(exc)) from None
 
 
 def stage_unit_per_um(mapper: tango.DeviceProxy) -> float:

@@ -33,7 +33,12 @@ its SMART metadata in ``/<entry>/smart``)."""
 
 
 class SmartMacroError(RuntimeError):
-    """A refusal or failure the user must act on; the message says how."""
+    """A refusal or failure the user must act on; the message says how. When a device refused,
+    ``reason`` is its SMART_* (or Tango) reason and ``desc`` what it told the user to do."""
+
+    def __init__(self, message: str, reason: str = "", desc: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.desc = reason, desc
 
 
 def position_text(value: float, unit: str) -> str:
