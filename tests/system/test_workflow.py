@@ -70,7 +70,7 @@ def test_complete_workflow_puts_the_beam_on_the_particles(workflow_stack) -> Non
     check_scan_files(out, rows)
     # the morning report of this run, from its files only
     from clients.report import write_report
-    from tests.unit.clients.test_report import check_report
+    from tests.system.test_report import check_report
 
     report = write_report(out)
     check_report(report.read_text(), {f"particle {row['index']}": f"{row['scan_file']}::/{row['scan_entry']}"
