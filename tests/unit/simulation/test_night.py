@@ -34,7 +34,7 @@ from simulation.geometry import apply, invert
 from simulation.mounting import sample_to_stage
 from simulation.optics import parallax_shift_um, undistort_pixel
 from simulation.pool_link import count_at
-from simulation.ring import RingSchedule, night_of
+from simulation.ring_schedule import RingSchedule, night_of
 from simulation.runtime import SimulatedBeamline
 from simulation.sem import render_sem, scan_nonlinearity_px, sem_nominal_pixel_to_sample, sem_pixel_to_sample
 from simulation.xrf import XrfDetector

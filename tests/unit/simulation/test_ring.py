@@ -1,13 +1,10 @@
-"""The simulated ring current: scheduled and commanded beam losses.
-
-System tier because simulation/ring.py is a Tango device server module, not because a device
-runs."""
+"""The simulated ring current: scheduled and commanded beam losses."""
 
 from __future__ import annotations
 
 import pytest
 
-from simulation.ring import RingSchedule, parse_periods
+from simulation.ring_schedule import RingSchedule, parse_periods
 
 
 def test_scheduled_losses() -> None:
