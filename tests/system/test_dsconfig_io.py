@@ -1,4 +1,7 @@
-"""The dsconfig JSON of the stack, without Tango: YAML -> JSON, schema checks, JSON -> servers."""
+"""The dsconfig JSON of the stack, without a database: YAML -> JSON, schema checks, JSON -> servers.
+
+System tier because MAX IV's dsconfig library (its schema and formatting) imports tango, not
+because a device runs."""
 
 from __future__ import annotations
 
