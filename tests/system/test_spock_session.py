@@ -141,14 +141,17 @@ def check_step(macro: str, line: str, output: str, stack: Stack, true_beam, spoc
         x, y = (float(v) for v in re.search(r"beam position \(([\d.]+), ([\d.]+)\) px", output).groups())
         assert math.hypot(x - true_beam[0], y - true_beam[1]) < 0.3, (x, y, true_beam)
     elif macro == "smart_fine_align":
-        # 3 maps fix an affine exactly; a particle whose map shows no Ce peak is named and left out
-        # (seen under heavy load for one particle at the field's edge), and 2 maps fix a similarity
+        # the maps refine the camera registration (the prior); a particle whose map shows no Ce
+        # peak is named and left out (seen under heavy load for one particle at the field's edge)
         missing = output.count("no clear Ce signal near its coarse target; not used")
-        assert (missing == 0 and "refined from 3 X-ray maps (affine)" in output) or \
-            (missing == 1 and "refined from 2 X-ray maps (similarity)" in output), output
+        assert missing <= 1, output
+        assert re.search(rf"refined from {3 - missing} X-ray maps and the coarse mapping "
+                         r"\((translation|similarity|affine) correction, by evidence\): residual RMS [\d.]+ nm "
+                         r"\(coarse [\d.]+ nm\); 1-sigma at the \d+ isolated particles", output), output
     elif macro == "smart_goto":
-        # after an exact fit there is no uncertainty: said so, no TypeError
-        assert re.search(r"is in the beam at samx -?\d+\.\d{6} mm, samy -?\d+\.\d{6} mm \(exact fit", output), output
+        # the refined mapping carries an uncertainty: it is printed with the position
+        assert re.search(r"is in the beam at samx -?\d+\.\d{6} mm, samy -?\d+\.\d{6} mm", output), output
+        assert "exact fit" not in output, output
     elif macro == "smart_gen_scan":
         printed = next(li.strip() for li in output.splitlines() if li.strip().startswith("mesh "))
         words = printed.split()
