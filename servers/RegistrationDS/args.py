@@ -75,7 +75,11 @@ class RegisterArgs(StrictArgs):
     ``representation`` chooses what is correlated: ``intensity`` (same modality, best
     precision), ``gradient`` (gradient magnitude: survives contrast inversion and different
     instruments) or ``auto`` (intensity for translation, gradient for similarity).
-    ``rotation_range_deg`` ``[low, high]`` (similarity only) is where the rotation of target
+    ``model`` ``affine`` (an extension of INTERFACE.md): the similarity search, then an affine
+    fitted to the positions of the target's parts (see :mod:`affine`); its departure from a
+    similarity must stay within ``max_anisotropy`` (singular value ratio - 1; default 5 %) and
+    ``max_shear_deg`` (default 2 deg), what two instruments' scan errors can plausibly give.
+    ``rotation_range_deg`` ``[low, high]`` (similarity and affine) is where the rotation of target
     onto reference is known to lie, e.g. from the instruments' scan rotations: the contained
     search then scans only that range (faster, and fewer chances for a false match), and a
     result outside it (by more than 1 deg) is not a success.
@@ -88,7 +92,7 @@ class RegisterArgs(StrictArgs):
 
     reference: SlotName
     target: SlotName
-    model: Literal["translation", "similarity"] = "translation"
+    model: Literal["translation", "similarity", "affine"] = "translation"
     reference_roi: Roi | None = None
     target_roi: Roi | None = None
     upsample: Annotated[int, Field(ge=1, le=1000)] = 100
@@ -99,13 +103,23 @@ class RegisterArgs(StrictArgs):
     prior: RegistrationPrior | None = None
     max_sigma_px: Annotated[float, Field(gt=0.0, le=1e6)] = 0.15
     max_sigma_deg: Annotated[float, Field(gt=0.0, le=180.0)] = 0.1
+    max_anisotropy: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    max_shear_deg: Annotated[float, Field(gt=0.0, le=45.0)] = 2.0
+
+    @model_validator(mode="after")
+    def _affine_limits_need_affine(self) -> RegisterArgs:
+        if self.model != "affine" and ("max_anisotropy" in self.model_fields_set
+                                       or "max_shear_deg" in self.model_fields_set):
+            raise ValueError("max_anisotropy and max_shear_deg apply to model 'affine' only")
+        return self
 
     @model_validator(mode="after")
     def _rotation_range_is_usable(self) -> RegisterArgs:
         if self.rotation_range_deg is None:
             return self
-        if self.model != "similarity":
-            raise ValueError("rotation_range_deg applies to model 'similarity' only (a translation has no rotation)")
+        if self.model == "translation":
+            raise ValueError("rotation_range_deg applies to models 'similarity' and 'affine' only "
+                             "(a translation has no rotation)")
         low, high = self.rotation_range_deg
         if not low < high:
             raise ValueError(f"rotation_range_deg [low, high] needs low < high, got {self.rotation_range_deg}; "

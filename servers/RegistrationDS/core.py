@@ -25,6 +25,14 @@ from pydantic import BaseModel, ValidationError
 
 from servers.common.errors import BadArgument
 from servers.common.imageio import read_image
+from servers.RegistrationDS.affine import (
+    AffineEstimate,
+    agreement_problem,
+    point_sigma,
+    refine_affine,
+    rotation_scale_sigma,
+    transform_covariance,
+)
 from servers.RegistrationDS.args import LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.confidence import chance_probability, confidence_from_peak
 from servers.RegistrationDS.contained import estimate_contained, is_contained
@@ -286,11 +294,12 @@ class RegistrationCore:
         rotation_range: tuple[float, float] | None = None
         if args.rotation_range_deg is not None:
             rotation_range = (float(args.rotation_range_deg[0]), float(args.rotation_range_deg[1]))
-        if (rotation_range is None and args.model == "similarity" and args.prior is not None
+        if (rotation_range is None and args.model in ("similarity", "affine") and args.prior is not None
                 and args.prior.rotation_deg is not None and args.prior.rotation_tolerance_deg < 179.0):
             rotation_range = (args.prior.rotation_deg - args.prior.rotation_tolerance_deg - PRIOR_SEARCH_MARGIN_DEG,
                               args.prior.rotation_deg + args.prior.rotation_tolerance_deg + PRIOR_SEARCH_MARGIN_DEG)
 
+        affine: AffineEstimate | None = None
         if args.model == "translation":
             shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
             peak = estimate_translation(pad_to(apodise(ref_rep, hann_window(ref_rep.shape)), shape),
@@ -311,12 +320,21 @@ class RegistrationCore:
             working_matrix, peak = contained.matrix, contained.peak
             sigma_work = contained.sigma
             warnings.extend(contained.warnings)
+            patch_probability = contained.patch_probability
+            if args.model == "affine":
+                affine = refine_affine(ref_rep, tgt_rep, working_matrix)
+                working_matrix, patch_probability = affine.matrix, affine.probability
             # Either test may vouch for the match (x2: two tests); the peak test is corrected
             # for the number of rotations tried.
-            chance = min(contained.angles_tried * chance_probability(peak.distinctness),
-                         contained.patch_probability)
+            chance = min(contained.angles_tried * chance_probability(peak.distinctness), patch_probability)
             confidence = 1.0 - min(1.0, 2.0 * chance)
-            if contained.patches_agreeing < CONTAINED_MIN_PATCH_AGREEMENT * max(contained.patches_total, 1):
+            if affine is not None:
+                problem = agreement_problem(affine)
+                if problem is not None:
+                    confidence = min(confidence, 0.5)
+                    warnings.append(f"{problem}: the reference may show a similar but different area (e.g. the "
+                                    "same marker layout on another sample)")
+            elif contained.patches_agreeing < CONTAINED_MIN_PATCH_AGREEMENT * max(contained.patches_total, 1):
                 confidence = min(confidence, 0.5)
                 warnings.append(f"only {contained.patches_agreeing} of {contained.patches_total} parts of the "
                                 "target agree with the fitted similarity: the reference may show a similar "
@@ -330,7 +348,14 @@ class RegistrationCore:
             confidence = confidence_from_peak(peak.distinctness)
             if not estimate.estimates_agree:
                 confidence = min(confidence, DOUBT_CONFIDENCE)
-            if (estimate.patches_total >= 3
+            if args.model == "affine":
+                affine = refine_affine(ref_rep, tgt_rep, working_matrix)
+                working_matrix = affine.matrix
+                problem = agreement_problem(affine)
+                if problem is not None:
+                    confidence = min(confidence, 0.5)
+                    warnings.append(problem)
+            elif (estimate.patches_total >= 3
                     and estimate.patches_used < SIMILARITY_MIN_PATCH_AGREEMENT * estimate.patches_total):
                 confidence = min(confidence, 0.5)
                 warnings.append(f"only {estimate.patches_used} of {estimate.patches_total} image patches "
@@ -351,6 +376,10 @@ class RegistrationCore:
         sigma: dict[str, Any] = {"shift_px": [float(sigma_work[0] / ref_factor), float(sigma_work[1] / ref_factor)],
                  "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),
                  "point": [float(target_centre[0]), float(target_centre[1])]}
+        entry_cov = None
+        if affine is not None:
+            entry_cov, confidence = _judge_affine(affine, args, np.linalg.inv(to_ref_work), to_tgt_work,
+                                                  target_centre, sigma, confidence, warnings)
         if args.prior is not None:
             confidence = min(confidence, check_prior(args.prior, matrix, target_centre, sigma, warnings))
         sigma_common_px = max(sigma["shift_px"]) * reference.pixel_size_um / common
@@ -384,7 +413,7 @@ class RegistrationCore:
             "confidence": float(confidence),
             "success": success,
             "uncertainty": sigma,
-            "covariance": _entry_covariance(matrix, target_centre, sigma),
+            "covariance": entry_cov if entry_cov is not None else _entry_covariance(matrix, target_centre, sigma),
             "distinctness": float(peak.distinctness),
             "polarity": int(peak.polarity),
             "representation": representation,
@@ -412,6 +441,32 @@ class RegistrationCore:
         result.update({"reference": args.reference, "target": args.target, "matrix": matrix.tolist(),
                        "elapsed_ms": (time.perf_counter() - started) * 1000.0})
         return self._publish(result, _Registered(reference, target, matrix))
+
+
+def _judge_affine(affine: AffineEstimate, args: RegisterArgs, left: np.ndarray, right: np.ndarray,
+                  centre: tuple[float, float], sigma: dict[str, Any], confidence: float,
+                  warnings: list[str]) -> tuple[list[list[float]] | None, float]:
+    """The affine model's own checks: its departure from a similarity must be plausible
+    (``max_anisotropy``, ``max_shear_deg``), and the position sigma of the target centre is
+    the affine fit's (it replaces the similarity's in ``sigma``). Returns the 6x6 entry
+    covariance in the caller's pixels (None if the fit gave none) and the capped confidence."""
+    warnings.extend(affine.warnings)
+    if affine.covariance is None:
+        confidence = min(confidence, DOUBT_CONFIDENCE)
+        warnings.append("the affine fit of the target's parts gave no uncertainty; the affine is not trustworthy")
+        return None, confidence
+    if not (affine.anisotropy <= args.max_anisotropy and abs(affine.shear_deg) <= args.max_shear_deg):
+        confidence = min(confidence, DOUBT_CONFIDENCE)
+        warnings.append(f"the affine departs from a similarity by {100 * affine.anisotropy:.2f} % anisotropic scale "
+                        f"and {affine.shear_deg:+.2f} deg shear, beyond max_anisotropy {100 * args.max_anisotropy:g} % "
+                        f"or max_shear_deg {args.max_shear_deg:g}: more than scan errors give; the images may not "
+                        "show the same area (raise the limits if the instruments are known to distort this much)")
+    covariance = transform_covariance(affine.covariance, left, right)
+    covariance = (covariance + covariance.T) / 2
+    sigma["shift_px"] = list(point_sigma(covariance, centre))
+    matrix = np.linalg.multi_dot([left, affine.matrix, right])
+    sigma["rotation_deg"], sigma["scale"] = rotation_scale_sigma(matrix, covariance)
+    return covariance.tolist(), confidence
 
 
 def _resample_float(image: np.ndarray, factor: float) -> np.ndarray:
