@@ -8,6 +8,10 @@ in its particles. Prints per pair: patches agreeing / total, peak distinctness, 
 success, and for positives the largest corner/centre error in camera px against the truth.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.study_contained_agreement 6 30
+    PYTHONPATH=. .venv/bin/python -m benchmarks.study_contained_agreement 6 30 affine
+
+The optional third argument is the ``Register`` model (default similarity); for ``affine`` the
+warnings of a refused pair are printed too.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from simulation.sem import render_sem
 from tests.unit.registration.test_sem_camera import _scene
 
 
-def main(first: int, stop: int) -> None:
+def main(first: int, stop: int, model: str = "similarity") -> None:
     captured = {}
     original = registration_core.estimate_contained
 
@@ -31,6 +35,13 @@ def main(first: int, stop: int) -> None:
         return captured["estimate"]
 
     registration_core.estimate_contained = capture
+    original_affine = registration_core.refine_affine
+
+    def capture_affine(*args, **kwargs):
+        captured["affine"] = original_affine(*args, **kwargs)
+        return captured["affine"]
+
+    registration_core.refine_affine = capture_affine
     rng = np.random.default_rng(0)
     for seed in range(first, stop):
         frame, camera_px, sem, truth = _scene(seed, tuple(rng.uniform(-300, 300, 2)))
@@ -41,8 +52,11 @@ def main(first: int, stop: int) -> None:
             core = registration_core.RegistrationCore()
             core.put_image("camera", frame, camera_px)
             core.put_image("sem", image, pixel)
-            result = core.register({"reference": "camera", "target": "sem", "model": "similarity"})
+            result = core.register({"reference": "camera", "target": "sem", "model": model})
             estimate = captured["estimate"]
+            affine = captured.pop("affine", None)
+            parts = "" if affine is None else (f"affine {affine.agreeing}/{affine.matched}/{affine.total} "
+                                               f"aniso {100 * affine.anisotropy:.2f} % shear {affine.shear_deg:+.2f}")
             error = ""
             if kind == "pos":
                 h, w = image.shape
@@ -50,8 +64,9 @@ def main(first: int, stop: int) -> None:
                 error = f"{np.abs((np.array(result['matrix']) @ probes - truth @ probes)[:2]).max():.3f}"
             print(seed, kind, f"{estimate.patches_agreeing}/{estimate.patches_total}",
                   f"dist {estimate.peak.distinctness:.2f}", f"conf {result['confidence']:.4f}",
-                  result["success"], error, flush=True)
+                  result["success"], error, parts,
+                  "" if result["success"] or model != "affine" else result["warnings"][:1], flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])

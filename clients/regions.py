@@ -4,7 +4,7 @@ simulation's truth.
 
 What a user types in Spock, in order (``region_macros``)::
 
-    smart_register /abs/overview.tif similarity overview
+    smart_register /abs/overview.tif affine overview
     smart_register_region /abs/tile1.tif tile1 overview
     ...
     smart_queue_region tile1 isolated 0.3 0.05 0.01
@@ -48,7 +48,7 @@ class RegionOptions:
 def region_macros(overview: Path, tiles: dict[str, Path], options: RegionOptions) -> list[str]:
     """The Door commands, in order: overview to the camera, each tile into the overview, each
     tile's particles into the queue."""
-    commands = [f"smart_register {Path(overview).resolve()} similarity {OVERVIEW_FRAME}"]
+    commands = [f"smart_register {Path(overview).resolve()} affine {OVERVIEW_FRAME}"]
     commands += [f"smart_register_region {Path(path).resolve()} {name} {OVERVIEW_FRAME}"
                  for name, path in tiles.items()]
     commands += [f"smart_queue_region {name} {options.what} {options.scan_half_width_um} {options.scan_step_um} "

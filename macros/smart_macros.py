@@ -200,10 +200,10 @@ class _SmartMacro(Macro):
                            rotation_range: list[float] | None = None) -> tuple[dict, list[float]]:
         """Register the loaded reference to a fresh camera frame; returns the result and the
         stage position of that frame. The caller decides what a doubtful result means.
-        ``rotation_range`` [low, high] deg (similarity only) narrows the rotation search."""
+        ``rotation_range`` [low, high] deg (similarity and affine) narrows the rotation search."""
         grabbed = self.grab_camera(registration, camera_name)
         request = {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT, "model": model}
-        if rotation_range is not None and model == "similarity":
+        if rotation_range is not None and model in ("similarity", "affine"):
             request["rotation_range_deg"] = [float(value) for value in rotation_range]
         result = call_json(registration, "Register", request)
         return result, self.frame_stage(grabbed)
@@ -535,7 +535,7 @@ class smart_register(_SmartMacro):
 
     param_def = [
         ["reference_image", Type.String, None, "path of the reference image (SEM/AFM/EDX file, TIFF, PNG)"],
-        ["model", Type.String, "similarity", "translation or similarity"],
+        ["model", Type.String, "similarity", "translation, similarity or affine (two instruments' scan errors)"],
         ["frame", Type.String, "sem", "name of the reference frame in the mapper"],
         ["channel", Type.String, Optional, "AFM channel or EDX element map (e.g. Fe_Ka) of a multi-channel file"],
     ]
@@ -550,7 +550,7 @@ class smart_register(_SmartMacro):
                     f"(from {loaded.get('pixel_size_source', 'the file')})")
         for warning in loaded.get("warnings", []):
             self.warning(warning)
-        window = self.env_or("SmartRotationRange", None) if model == "similarity" else None
+        window = self.env_or("SmartRotationRange", None) if model in ("similarity", "affine") else None
         result, stage = self.register_to_camera(registration, camera_name, model, window)
         self.output(f"registration ({_searched(window)}): rotation {result['rotation_deg']:.3f} deg, "
                     f"scale {result['scale']:.5f}, shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, "

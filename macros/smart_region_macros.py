@@ -71,7 +71,7 @@ class smart_register_region(_SmartMacro):
         parent = parent or self.env_or("SmartReferenceFrame", None)
         if not parent:
             raise SmartMacroError("SMART_NotReady: no parent frame: register the overview to the camera first "
-                                  "(smart_register /abs/overview.tif similarity overview) or name the parent")
+                                  "(smart_register /abs/overview.tif affine overview) or name the parent")
         if not REGION_NAME.fullmatch(region):
             raise SmartMacroError(f"SMART_BadArgument: region name '{region}': use 1-64 of A-Z a-z 0-9 _ . - "
                                   "(it is the mapper frame and the queue's region label), e.g. tile1")
@@ -81,7 +81,7 @@ class smart_register_region(_SmartMacro):
         frames = list(mapper.read_attribute("Frames").value or [])
         if parent not in frames:
             raise SmartMacroError(f"SMART_NotFound: the mapper has no frame '{parent}' (frames: {', '.join(frames)}): "
-                                  f"register it first, e.g. smart_register /abs/overview.tif similarity {parent}")
+                                  f"register it first, e.g. smart_register /abs/overview.tif affine {parent}")
         parent_image = parent_image or known.get(parent, {}).get("image")
         if not parent_image:
             raise SmartMacroError(f"SMART_NotReady: which image is '{parent}'? Give it: smart_register_region "
@@ -89,7 +89,9 @@ class smart_register_region(_SmartMacro):
         loaded_parent = self.load(registration, PARENT_SLOT, parent_image, parent)
         loaded = self.load(registration, REGION_SLOT, image, region)
         expected = float(loaded["pixel_size_um"]) / float(loaded_parent["pixel_size_um"])
-        request = {"reference": PARENT_SLOT, "target": REGION_SLOT, "model": "similarity",
+        # affine: the region and its parent each carry their SEM's own scan errors (1-2 %
+        # magnification per axis, shear), which no similarity follows (docs/registration.md)
+        request = {"reference": PARENT_SLOT, "target": REGION_SLOT, "model": "affine",
                    "prior": {"scale": expected, "scale_tolerance": SCALE_TOLERANCE}}
         window = self.env_or("SmartRegionRotationRange", None) or DEFAULT_ROTATION_RANGE_DEG
         request["rotation_range_deg"] = [float(v) for v in window]

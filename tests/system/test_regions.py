@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
 from clients.regions import RegionOptions, region_accuracy, run_regions
-from simulation.regions import PERFECT_SCANS, RegionInputs, prepare_regions, small_recipe
+from simulation.regions import RegionInputs, prepare_regions, small_recipe
 from tests.system.stacks import running_stack, stack_proxy
 
 SEED = 4
@@ -30,13 +29,10 @@ pytestmark = pytest.mark.timeout(1200)
 @pytest.fixture(scope="module")
 def regions_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, RegionInputs]]:
     out = tmp_path_factory.mktemp("regions")
-    # Perfect SEM scans: with each image's own scan errors (small_recipe's default) the
-    # similarity registration of the overview to the camera is refused on this seed (7 of 16
-    # parts agree, 1-sigma 0.21 camera px over the 0.15 gate: the overview's anisotropic
-    # magnification error and shear leave up to 1.2 µm at its edges), and 82 µm tiles are
-    # refused in the overview the same way (docs/simulation.md, "Several regions"). This test
-    # checks the hierarchy and the queue; the scan errors wait for an affine registration.
-    inputs = prepare_regions(out, SEED, replace(small_recipe(), scan_errors=PERFECT_SCANS))
+    # Each SEM image with its own scan errors (small_recipe's default: 1-2 % magnification per
+    # axis, shear, non-linearity): the overview -> camera and tile -> overview mappings are
+    # affine, registered with model affine (docs/registration.md).
+    inputs = prepare_regions(out, SEED, small_recipe())
     stack = Stack(out / "stack", beamline=inputs.beamline, echo=False)
     with running_stack(stack):
         yield stack, inputs
@@ -69,7 +65,7 @@ def test_tiles_map_to_the_stage_through_the_overview_and_fill_the_queue(regions_
         assert figures["max_nm"] < TILE_TO_STAGE_TOLERANCE_NM, (name, figures)
     # the overview registered again (as after a remount): the tiles keep their place in it
     with _door(stack) as door:
-        said = door.run(f"smart_register {inputs.overview} similarity overview", timeout_s=600).text()
+        said = door.run(f"smart_register {inputs.overview} affine overview", timeout_s=600).text()
     assert f"kept the registrations of {', '.join(inputs.tiles)} into overview" in said, said
     again = region_accuracy(stack.tango_host, inputs.truth, list(inputs.tiles))
     print("after registering the overview again:", json.dumps(again))

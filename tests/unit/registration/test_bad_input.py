@@ -95,7 +95,7 @@ def test_argument_models_refuse_bad_json():
 
 
 @pytest.mark.parametrize(("text", "match"), [
-    ('"rotation_range_deg": [-10, 10]', "model 'similarity' only"),
+    ('"rotation_range_deg": [-10, 10]', "models 'similarity' and 'affine' only"),
     ('"model": "similarity", "rotation_range_deg": [10, -10]', "low < high"),
     ('"model": "similarity", "rotation_range_deg": [5, 5]', "low < high"),
     ('"model": "similarity", "rotation_range_deg": [-200, 200]', "more than 360"),
