@@ -51,7 +51,7 @@ MIN_AGREEMENT = 0.6
 (markers repeat from sample to sample, so a match of the marker parts alone is no evidence of
 the right sample). Counting only the parts that show structure would let an 82 µm tile of
 mostly empty membrane pass, but also another sample's SEM field in a camera frame (the study
-benchmarks/study_contained_agreement: 5 of 5 such negatives had 8-9 of their 9-11 matching
+benchmarks/study_contained_agreement: 8 of 8 such negatives had 8-11 of their 9-11 matching
 parts agree), so it is not done."""
 
 @dataclass
