@@ -31,7 +31,8 @@ def regions_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
     out = tmp_path_factory.mktemp("regions")
     # Each SEM image with its own scan errors (small_recipe's default: 1-2 % magnification per
     # axis, shear, non-linearity): the overview -> camera and tile -> overview mappings are
-    # affine, registered with model affine (docs/registration.md).
+    # affine, registered with model affine (docs/registration.md, "Affine": tile -> stage
+    # measured within 61 and 90 nm of the truth).
     inputs = prepare_regions(out, SEED, small_recipe())
     stack = Stack(out / "stack", beamline=inputs.beamline, echo=False)
     with running_stack(stack):
