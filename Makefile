@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
-.PHONY: venv demo test unit bench reliability lint up down status clean viewer-deps facility-deps test-facility
+.PHONY: venv demo night test unit bench reliability lint up down status clean viewer-deps facility-deps test-facility
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: venv
 	$(BIN)/python -m clients.demo $(ARGS)
+
+# A whole night through the Door, scored against the truth, with SIGKILLs and a beam loss on the way
+# (clients/night.py; docs/workflow.md "The night"): make night ARGS="--particles 300 --hours 8 --seed 7"
+night: venv
+	$(BIN)/python -m clients.night $(ARGS)
 
 test: venv
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \

@@ -183,12 +183,13 @@ def drift_png(records: NightRecords) -> bytes:
 
 
 def time_budget(records: NightRecords) -> dict[str, float]:
-    """Seconds spent per activity: scanning and moving from the visit log (smart_scan_particles)
-    or, for scans it does not list (smart_run_queue), the scan time in the HDF5 entry and the
-    ``move`` events; aligning (fine alignment, beam calibration, drift checks) and beam waits from
-    the event log; "other" is the rest of the span between the first and the last record."""
+    """Seconds spent per activity: scanning and moving from the visit log (smart_scan_particles,
+    smart_run_queue) or, for scans it does not list (an older smart_run_queue), the scan time in
+    the HDF5 entry and the ``move`` events; aligning (fine alignment, beam calibration, drift
+    checks) and beam waits from the event log; "other" is the rest of the span between the first and the last record."""
     budget = dict.fromkeys((name for name, _ in BUDGET), 0.0)
     visited = set()
+    logged_targets = {row["target_id"] for row in records.visits if row.get("target_id")}
     for row in records.visits:
         budget["scanning"] += np.nan_to_num(_float(row.get("scan_s")))
         budget["moving + bookkeeping"] += np.nan_to_num(_float(row.get("overhead_s")))
@@ -203,8 +204,8 @@ def time_budget(records: NightRecords) -> dict[str, float]:
             budget["aligning"] += duration
         elif kind == "wait_beam":
             budget["waiting for beam"] += duration
-        elif kind == "move":
-            budget["moving + bookkeeping"] += duration
+        elif kind == "move" and str(event.get("target_id")) not in logged_targets:
+            budget["moving + bookkeeping"] += duration  # smart_run_queue's visit rows hold their moves
     stamps = [_epoch(s.start_time) for s in records.scans] + [_epoch(s.end_time or "") for s in records.scans]
     stamps += [float(e["started"]) + _float(e.get("duration_s")) for e in records.events if "started" in e]
     stamps += [float(e["started"]) for e in records.events if "started" in e]
@@ -245,26 +246,40 @@ class ParticleLine:
     finished_at: str
 
 
-def scan_label(scan: ScanMap) -> str | None:
-    """``particle 12`` or, for a queue target that is not a detected particle, ``target 7``."""
+def particle_label(index: Any, region: Any = None) -> str:
+    """``particle 12``; ``tile2 particle 12`` on a night of several regions, whose particle
+    indices each start at 0 (one detection per region)."""
+    return f"{region} particle {index}" if region else f"particle {index}"
+
+
+def scan_label(scan: ScanMap, with_region: bool = False) -> str | None:
+    """``particle 12`` (``tile2 particle 12`` ``with_region``) or, for a queue target that is not
+    a detected particle, ``target 7``."""
     if scan.index is not None:
-        return f"particle {scan.index}"
+        return particle_label(scan.index, scan.metadata.get("region") if with_region else None)
     target = scan.metadata.get("queue_target_id")
     return None if target is None else f"target {int(target)}"
 
 
-def target_maps(scans: Iterable[ScanMap]) -> dict[str, ScanMap]:
+def night_regions(records: NightRecords) -> set[str]:
+    """The regions the night's particle scans and visits name."""
+    regions = {str(s.metadata["region"]) for s in records.scans
+               if s.role == "particle_scan" and s.metadata.get("region")}
+    return regions | {row["region"] for row in records.visits if row.get("region")}
+
+
+def target_maps(scans: Iterable[ScanMap], with_region: bool = False) -> dict[str, ScanMap]:
     """The newest complete particle_scan entry of each particle or queue target."""
     maps: dict[str, ScanMap] = {}
     for scan in scans:
-        label = scan_label(scan) if scan.role == "particle_scan" and scan.complete else None
+        label = scan_label(scan, with_region) if scan.role == "particle_scan" and scan.complete else None
         if label is not None:
             maps[label] = scan
     return maps
 
 
 def _sort_key(label: str) -> tuple[str, int]:
-    kind, _, number = label.partition(" ")
+    kind, _, number = label.rpartition(" ")
     return kind, int(number) if number.isdigit() else 0
 
 
@@ -273,19 +288,22 @@ def particle_lines(records: NightRecords) -> list[ParticleLine]:
     smart_scan_particles (last line per particle), the ``failure`` events of smart_run_queue
     (targets that failed or were skipped, with their reason), and the particle_scan entries of
     the HDF5 files (the verdict the loop wrote there)."""
-    maps = target_maps(records.scans)
+    with_region = len(night_regions(records)) > 1
+    maps = target_maps(records.scans, with_region)
     by_location = {(str(s.file), s.entry): s for s in records.scans}
     verdicts: dict[str, dict[str, str]] = {}
     for row in records.visits:
         try:
-            verdicts[f"particle {int(row['index'])}"] = row
+            verdicts[particle_label(int(row["index"]), row.get("region") if with_region else None)] = row
         except (KeyError, TypeError, ValueError):
+            if row.get("target_id"):  # a queue target that is a plain point
+                verdicts[f"target {row['target_id']}"] = row
             continue
     for event in records.events:
         if event.get("kind") != "failure":
             continue
-        label = (f"particle {event['particle']}" if event.get("particle") is not None
-                 else f"target {event.get('target_id')}")
+        label = (particle_label(event["particle"], event.get("region") if with_region else None)
+                 if event.get("particle") is not None else f"target {event.get('target_id')}")
         kind = f" ({event['failure_kind']})" if event.get("failure_kind") else ""
         verdicts[label] = {"outcome": f"{event.get('outcome', 'failed')}{kind}", "message": event.get("reason") or "",
                            "finished_at": event.get("at", ""), "scan_file": event.get("scan_file") or "",

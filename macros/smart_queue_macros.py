@@ -25,13 +25,16 @@ from macros.smart_calls import call_json, proxy, stage_unit_per_um
 from macros.smart_macros import _SmartMacro
 from macros.smart_queue_support import (
     BeamCondition,
+    BeamWatch,
     FinishRetry,
+    queue_visit_row,
+    read_clock,
     scan_files,
     scan_spec,
     targets_text,
 )
 from macros.smart_records import ROLE_PARTICLE
-from macros.smart_support import SmartMacroError, mesh_points
+from macros.smart_support import SmartMacroError, VisitLog, mesh_points
 
 QUEUE_POLL_S = 1.0
 """How often a paused loop asks the queue again."""
@@ -198,7 +201,9 @@ class smart_run_queue(_QueueMacro):
                 continue
             waiting_since = None
             handled += 1
+            began = time.monotonic()
             reply = self.run_target(queue, claim)
+            self.log_visit(reply.get("target") or claim["target"], time.monotonic() - began)
             if reply.get("stop"):
                 self.warning(f"the queue stopped: {reply['target']['reason']} (policy stop); fix the cause, "
                              "then smart_queue_resume and smart_run_queue")
@@ -215,6 +220,19 @@ class smart_run_queue(_QueueMacro):
         if self._beam is None:
             self.warning("SmartBeamCondition is not set: the loop cannot check the beam and scans regardless")
         self._drift_every = int(self.env_or("SmartDriftEvery", 10))
+        self._clock = self.env_or("SmartClock", None)
+        self._visits = VisitLog(self.visit_log_path())
+
+    def log_visit(self, target: dict, spent_s: float) -> None:
+        """One visit-log row per finished target (after Finish: the queue has it), with the
+        move + bookkeeping time: what the target took besides its scan and its beam waits."""
+        data = target.get("data") or {}
+        times = data.get("times") or {}
+        overhead = spent_s - float(times.get("scan_s") or 0.0) - float(times.get("beam_wait_s") or 0.0)
+        try:
+            self._visits.write(queue_visit_row(target, data, max(overhead, 0.0)))
+        except OSError as exc:
+            self.warning(f"the visit log {self._visits.path} could not be written: {exc}")
 
     def worker(self) -> str:
         try:
@@ -342,9 +360,11 @@ class smart_run_queue(_QueueMacro):
         scanned again where the updated drift estimate puts it."""
         scan, spot = target["scan"], plan["target"]
         self.report(queue, target, token, "scanning", f"{scan['macro']} +-{plan['half_width_um']:.2f} um at {spot}")
+        data["started_at"], data["started_sim_s"] = time.time(), read_clock(self._clock)
         try:
-            record, scan_s = self.scan_around(spot, scan["macro"], plan["half_width_um"] * self._per_um,
-                                              scan["step_um"] * self._per_um, scan["exposure"])
+            with BeamWatch(self._beam) as watch:  # a loss shorter than the scan, within it, counts too
+                record, scan_s = self.scan_around(spot, scan["macro"], plan["half_width_um"] * self._per_um,
+                                                  scan["step_um"] * self._per_um, scan["exposure"])
         except SmartMacroError as exc:
             return self.finish(queue, target, token, "failed", "scan_error", str(exc), data, None, label)
         ids = {"target_id": target["id"], "particle": target.get("particle"), "region": target.get("region")}
@@ -357,12 +377,15 @@ class smart_run_queue(_QueueMacro):
             coarse_target=data.get("coarse_target"), region=target.get("region"), queue_target_id=target["id"])
         stored = self.record_scan(record, {**metadata, "scan_s": scan_s, "mapped_position": plan["mapped"],
                                            "drift_applied_um": plan["drift_applied_um"],
-                                           "half_width_um": plan["half_width_um"]})
+                                           "half_width_um": plan["half_width_um"],
+                                           "started_sim_s": data["started_sim_s"]})
         data["scan_file"], data["scan_entry"] = stored.file, stored.entry
         data["scan_id"] = self.env_or("ScanID", None)
         data["scan_files"] = scan_files(self.env_or("ScanDir", None), self.env_or("ScanFile", None))
         if self._beam is not None:
             ok, why = self._beam.check()
+            if ok and watch.lost:
+                ok, why = False, f"during the scan: {watch.lost}"
             if not ok:
                 self.record_scan(record, {"outcome": "beam_lost"})
                 return self.finish(queue, target, token, "failed", "beam_lost",
@@ -436,7 +459,8 @@ class smart_run_queue(_QueueMacro):
         self.report(queue, target, token, "finishing")
         if outcome != "done":
             self.event_log().write("failure", time.time(), 0.0, target_id=target["id"],
-                                   particle=target.get("particle"), outcome=outcome, failure_kind=kind,
+                                   particle=target.get("particle"), region=target.get("region"),
+                                   outcome=outcome, failure_kind=kind,
                                    reason=reason,
                                    scan_file=data.get("scan_file") if data else None,
                                    scan_entry=data.get("scan_entry") if data else None)

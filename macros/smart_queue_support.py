@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -113,3 +114,91 @@ def targets_text(targets: Sequence[dict[str, Any]]) -> list[str]:
         state = t["state"] + ("*" if t.get("skip_requested") else "")
         lines.append(f"{t['id']:>5} {state:<8} {what:<28} {spec:<26} {t['attempts']:>5}  {t.get('reason') or ''}")
     return lines
+
+
+def read_clock(attribute: str | None, reader: Callable[[str], Any] | None = None) -> float | None:
+    """The ``SmartClock`` reading (s): a Tango attribute counting the night's seconds, e.g. the
+    virtual beamline's simulated clock; None when unset or unreadable (the visit then has no
+    ``started_sim_s``; nothing stops for it)."""
+    if not attribute:
+        return None
+    try:
+        value = float((reader or _read_attribute)(str(attribute)))
+    except (tango.DevFailed, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def queue_visit_row(target: dict[str, Any], data: dict[str, Any] | None, overhead_s: float | None) -> dict[str, Any]:
+    """The visit log's row (``VISIT_COLUMNS``) of a finished queue target, from what the queue
+    stored with ``Finish``: one row per finished target, like ``smart_scan_particles``' rows, plus
+    its region, frame, target id and when its scan started (wall and ``SmartClock`` time)."""
+    data = data or {}
+    spot = data.get("stage_target") or [None, None]
+    coarse = data.get("coarse_target") or spot
+    centre = data.get("ce_centre") or [None, None]
+    times = data.get("times") or {}
+    state = target.get("state")
+    message = target.get("reason") or ""
+    if state == "done":
+        outcome = data.get("outcome") or "scanned"
+    elif state == "skipped":
+        outcome = "skipped"
+    else:  # failed, or back to pending to be tried again (policy retry)
+        outcome = data.get("outcome") or target.get("failure_kind") or state or "unknown"
+        if state == "pending":
+            message = f"to be tried again: {message}" if message else "to be tried again"
+
+    def number(value: Any) -> Any:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+    return {"index": "" if target.get("particle") is None else int(target["particle"]),
+            "sem_x_px": number(target.get("x")), "sem_y_px": number(target.get("y")),
+            "coarse_x": number(coarse[0]), "coarse_y": number(coarse[1]),
+            "target_x": number(spot[0]), "target_y": number(spot[1]),
+            "ce_center_x": number(centre[0]), "ce_center_y": number(centre[1]),
+            "outcome": outcome, "scan_s": number(times.get("scan_s")),
+            "overhead_s": number(overhead_s), "finished_at": target.get("finished_at") or "",
+            "message": message, "scan_file": data.get("scan_file") or "",
+            "scan_entry": data.get("scan_entry") or "", "region": target.get("region") or "",
+            "frame": target.get("frame") or "", "target_id": target.get("id", ""),
+            "mapped_x": number((data.get("mapped_target") or [None, None])[0]),
+            "mapped_y": number((data.get("mapped_target") or [None, None])[1]),
+            "half_width_um": number(data.get("half_width_um")),
+            "exposing_fraction": number(data.get("exposing_fraction")),
+            "started_at": _epoch_text(data.get("started_at")), "started_sim_s": number(data.get("started_sim_s"))}
+
+
+def _epoch_text(value: Any) -> str:
+    """Epoch seconds to the millisecond (the log's 9 significant digits would round them to 10 s)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{float(value):.3f}"
+    return ""
+
+
+class BeamWatch:
+    """Watches the beam condition while a scan runs (a thread reading it every ``period_s``):
+    a loss that begins and ends within one scan is not seen by the checks before and after it,
+    yet the scan's points taken meanwhile have no signal. ``lost`` says why, or is empty."""
+
+    def __init__(self, beam: BeamCondition | None, period_s: float = 0.25) -> None:
+        self.beam, self.period_s = beam, period_s
+        self.lost = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="smart-beam-watch")
+
+    def __enter__(self) -> BeamWatch:
+        if self.beam is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self.lost and not self._stop.wait(self.period_s):
+            ok, why = self.beam.check()
+            if not ok:
+                self.lost = why

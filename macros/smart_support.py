@@ -24,12 +24,16 @@ NOT_SPECIFIED = ("", "Not specified", "nan", "inf", "-inf")
 
 VISIT_COLUMNS = ["index", "sem_x_px", "sem_y_px", "coarse_x", "coarse_y", "target_x", "target_y",
                  "ce_center_x", "ce_center_y", "outcome", "scan_s", "overhead_s", "finished_at", "message",
-                 "scan_file", "scan_entry", "mapped_x", "mapped_y", "half_width_um", "exposing_fraction"]
+                 "scan_file", "scan_entry", "mapped_x", "mapped_y", "half_width_um", "exposing_fraction",
+                 "region", "frame", "target_id", "started_at", "started_sim_s"]
 """``mapped_x``/``mapped_y``: where the mapper put the particle before the drift correction
 (``target`` = mapped + the drift estimate); ``half_width_um``: the sized mesh's half width;
 ``exposing_fraction``: points x exposure / scan wall time.
 ``scan_file``/``scan_entry``: the particle's map in Sardana's HDF5 file (``/<entry>/measurement``,
-its SMART metadata in ``/<entry>/smart``)."""
+its SMART metadata in ``/<entry>/smart``). ``region``, ``frame``, ``target_id`` (the queue target),
+``started_at`` (epoch s) and ``started_sim_s`` (the ``SmartClock`` reading, e.g. a simulated
+night's clock, when the scan started) are written by ``smart_run_queue``; ``sem_x_px``/``sem_y_px``
+are then the target's point in its frame."""
 
 
 class SmartMacroError(RuntimeError):

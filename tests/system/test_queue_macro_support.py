@@ -8,7 +8,17 @@ from __future__ import annotations
 import pytest
 import tango
 
-from macros.smart_queue_support import BeamCondition, FinishRetry, scan_files, scan_spec, targets_text
+from macros.smart_queue_support import (
+    BeamCondition,
+    BeamWatch,
+    FinishRetry,
+    queue_visit_row,
+    read_clock,
+    scan_files,
+    scan_spec,
+    targets_text,
+)
+from macros.smart_support import VISIT_COLUMNS
 
 
 def reader_of(value):
@@ -66,3 +76,52 @@ def test_targets_text() -> None:
 def test_finish_retry_gives_up_after_its_limit() -> None:
     assert FinishRetry(limit_s=10.0).again()
     assert not FinishRetry(limit_s=0.0).again()
+
+
+def test_read_clock() -> None:
+    assert read_clock(None) is None and read_clock("") is None
+    assert read_clock("smart/ring/1/SimTime", reader=lambda name: 3600.5) == 3600.5
+    assert read_clock("a/b/c/d", reader=lambda name: float("nan")) is None
+
+    def broken(name: str) -> float:
+        raise tango.DevFailed()
+
+    assert read_clock("a/b/c/d", reader=broken) is None
+
+
+def test_queue_visit_row_of_a_done_and_of_a_retried_target() -> None:
+    target = {"id": 7, "particle": 12, "x": 100.5, "y": 200.25, "region": "tile2", "frame": "tile2",
+              "state": "done", "reason": "", "failure_kind": None, "finished_at": "2026-11-30T10:00:00Z"}
+    data = {"stage_target": [0.1, 0.2], "coarse_target": [0.1001, 0.2002], "ce_centre": [0.10002, 0.20001],
+            "outcome": "scanned", "times": {"scan_s": 5.5, "beam_wait_s": 0.0}, "scan_file": "/d/scans.h5",
+            "scan_entry": "entry4", "started_at": 1.7e9, "started_sim_s": 1234.0}
+    row = queue_visit_row(target, data, 0.4)
+    assert set(row) <= set(VISIT_COLUMNS)
+    assert (row["index"], row["region"], row["frame"], row["target_id"]) == (12, "tile2", "tile2", 7)
+    assert (row["target_x"], row["coarse_y"], row["ce_center_x"]) == (0.1, 0.2002, 0.10002)
+    assert (row["outcome"], row["scan_s"], row["overhead_s"], row["started_sim_s"]) == ("scanned", 5.5, 0.4, 1234.0)
+    assert row["started_at"] == "1700000000.000"  # to the millisecond, not rounded by the log's 9 digits
+    retried = queue_visit_row({**target, "state": "pending", "failure_kind": "beam_lost", "reason": "beam lost"},
+                              {"stage_target": [0.1, 0.2], "times": {"scan_s": 5.0}}, 0.3)
+    assert retried["outcome"] == "beam_lost" and retried["message"] == "to be tried again: beam lost"
+    assert retried["ce_center_x"] == "" and retried["started_sim_s"] == ""
+    skipped = queue_visit_row({**target, "state": "skipped", "particle": None}, None, None)
+    assert (skipped["outcome"], skipped["index"], skipped["target_x"]) == ("skipped", "", "")
+
+
+def test_beam_watch_sees_a_loss_that_ends_before_the_scan_does() -> None:
+    import time
+
+    readings = iter([50.0, 0.0] + [50.0] * 1000)
+    beam = BeamCondition("smart/ring/1/Current", 10.0, reader=lambda name: next(readings))
+    with BeamWatch(beam, period_s=0.01) as watch:
+        time.sleep(0.3)
+    assert "below 10" in watch.lost
+    assert beam.check()[0]                     # the beam is back: the check after the scan alone would pass
+    steady = BeamCondition("smart/ring/1/Current", 10.0, reader=lambda name: 50.0)
+    with BeamWatch(steady, period_s=0.01) as watch:
+        time.sleep(0.1)
+    assert watch.lost == ""
+    with BeamWatch(None) as watch:             # no beam condition: nothing to watch
+        pass
+    assert watch.lost == ""
