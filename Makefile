@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
-.PHONY: venv demo night test unit bench reliability lint up down status clean viewer-deps facility-deps test-facility
+.PHONY: venv demo night test test-night unit bench reliability lint up down status clean viewer-deps facility-deps test-facility
 
 venv: $(STAMP)
 
@@ -55,6 +55,12 @@ facility-deps:
 test-facility: venv viewer-deps facility-deps
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(FACILITY_TIMEOUT_S) \
 		$(BIN)/python -m pytest tests/facility -p no:cacheprovider $(PYTEST_ARGS)
+
+# A small whole night (tests/night: two tiles, 12 particles, one simulated hour, SIGKILLs and a beam
+# loss), 10-15 min on 2 cores: too long for `make test`. docs/workflow.md, "The night".
+test-night: venv
+	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \
+		$(BIN)/python -m pytest tests/night -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
