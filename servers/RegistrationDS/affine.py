@@ -30,17 +30,13 @@ import numpy as np
 
 from servers.common.errors import BadArgument
 from servers.common.pointfit import affine_point_covariance, fit_points
-from servers.RegistrationDS.preprocess import apodise, hann_window
-from servers.RegistrationDS.similarity import warp
-from servers.RegistrationDS.translation import estimate_translation
+from servers.RegistrationDS.parts import measure_parts, part_grid
 from servers.RegistrationDS.uncertainty import PATCH_NOISE_FLOOR_PX
 
 PATCH_GRID = 4
 """Patches per side: 16 positions over-determine the 6 affine parameters well, and keep the
 patches large enough (a third of the target's side) to match on sparse SEM fields."""
 PATCH_MIN_SIDE = 24
-PATCH_MIN_DISTINCTNESS = 2.0
-"""A patch whose correlation peak is less distinct than this carries no position."""
 AGREEMENT_PX = 0.5
 """A patch agrees with the affine when the affine puts it within this of where it was
 measured (target px at the common pixel size): the same bar as the contained similarity's."""
@@ -107,34 +103,17 @@ def departure(linear: np.ndarray) -> tuple[float, float]:
 def refine_affine(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray) -> AffineEstimate:
     """Affine from patch positions, starting at ``matrix`` (target px -> reference px, float32
     representations of a common pixel size); see the module doc."""
-    height, width = target.shape
-    patch = max(PATCH_MIN_SIDE, int(min(height, width) // (PATCH_GRID - 1)) & ~1)
+    layout = part_grid(target.shape, PATCH_GRID, PATCH_MIN_SIDE)
     estimate = AffineEstimate(np.asarray(matrix, float).copy())
-    if min(height, width) < 2 * patch:
+    if layout is None:
         estimate.warnings.append("the target is too small for an affine fit of its parts")
         return estimate
-    window = hann_window((patch, patch))
-    ys = np.linspace(0, height - patch, PATCH_GRID).astype(int)
-    xs = np.linspace(0, width - patch, PATCH_GRID).astype(int)
+    patch, ys, xs = layout
     total = len(ys) * len(xs)
     start_linear = estimate.matrix[:2, :2].copy()
     current = estimate.matrix
     for _ in range(ROUNDS):
-        back = warp(reference, np.linalg.inv(current), target.shape)
-        centres, moved = [], []
-        for y in ys:
-            for x in xs:
-                ref_patch = back[y:y + patch, x:x + patch]
-                tgt_patch = target[y:y + patch, x:x + patch]
-                if np.ptp(ref_patch) == 0 or np.ptp(tgt_patch) == 0:
-                    continue
-                peak = estimate_translation(apodise(ref_patch, window), apodise(tgt_patch, window), 50,
-                                            max_shift_px=patch / 4, polarity_invariant=False)
-                if peak.distinctness < PATCH_MIN_DISTINCTNESS:
-                    continue
-                centre = (x + (patch - 1) / 2, y + (patch - 1) / 2)
-                centres.append(centre)
-                moved.append((centre[0] + peak.shift[0], centre[1] + peak.shift[1]))
+        centres, moved = measure_parts(reference, target, current, patch, ys, xs)
         if len(centres) < 4:
             estimate.warnings.append(f"only {len(centres)} of {total} parts of the target matched: "
                                      "too few for an affine fit")

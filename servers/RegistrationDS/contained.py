@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from servers.common.pointfit import fit_points
-from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to, resample
+from servers.RegistrationDS.parts import measure_parts, part_grid
+from servers.RegistrationDS.preprocess import apodise, pad_to, resample
 from servers.RegistrationDS.similarity import PATCH_SIGMA_FACTOR, closest_similarity, similarity_matrix, warp
 from servers.RegistrationDS.translation import (
     PeakEstimate,
@@ -216,7 +217,6 @@ def _confirm(reference: np.ndarray, target: np.ndarray, linear: np.ndarray,
 
 
 PATCH_GRID = 4
-PATCH_MIN_DISTINCTNESS = 2.0
 
 
 PATCH_AGREEMENT_PX = 0.5
@@ -240,32 +240,15 @@ def _patch_fit(reference: np.ndarray, target: np.ndarray, matrix: np.ndarray,
     """Refine ``matrix`` from the shifts of a grid of target patches (two rounds); the last
     item is the 1-sigma of (centre x, y in target px, rotation deg, scale) of the last fit."""
     height, width = target.shape
-    patch = max(24, int(min(height, width) // (PATCH_GRID - 1)) & ~1)
     agreement = (0, 0, 1.0)
     sigma: tuple[float, float, float, float] | None = None
     centre = ((width - 1) / 2, (height - 1) / 2)
-    if min(height, width) < 2 * patch:
+    layout = part_grid(target.shape, PATCH_GRID, 24)
+    if layout is None:
         return matrix, agreement, sigma
-    window = hann_window((patch, patch))
-    ys = np.linspace(0, height - patch, PATCH_GRID).astype(int)
-    xs = np.linspace(0, width - patch, PATCH_GRID).astype(int)
+    patch, ys, xs = layout
     for _ in range(2):
-        # The reference resampled into target pixels: patches then compare like with like.
-        back = warp(reference, np.linalg.inv(matrix), target.shape)
-        centres, moved = [], []
-        for y in ys:
-            for x in xs:
-                ref_patch = back[y:y + patch, x:x + patch]
-                tgt_patch = target[y:y + patch, x:x + patch]
-                if np.ptp(ref_patch) == 0 or np.ptp(tgt_patch) == 0:
-                    continue
-                peak = estimate_translation(apodise(ref_patch, window), apodise(tgt_patch, window), 50,
-                                            max_shift_px=patch / 4, polarity_invariant=False)
-                if peak.distinctness < PATCH_MIN_DISTINCTNESS:
-                    continue
-                centre = (x + (patch - 1) / 2, y + (patch - 1) / 2)
-                centres.append(centre)
-                moved.append((centre[0] + peak.shift[0], centre[1] + peak.shift[1]))
+        centres, moved = measure_parts(reference, target, matrix, patch, ys, xs)
         total = len(ys) * len(xs)
         if len(centres) < 3:
             warnings.append(f"only {len(centres)} patches matched in the fine alignment")
