@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -27,30 +27,24 @@ from servers.common.errors import BadArgument
 from servers.common.imageio import read_image
 from servers.RegistrationDS.affine import (
     AffineEstimate,
-    agreement_problem,
     point_sigma,
-    refine_affine,
     rotation_scale_sigma,
     transform_covariance,
 )
 from servers.RegistrationDS.args import LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
-from servers.RegistrationDS.confidence import chance_probability, confidence_from_peak
-from servers.RegistrationDS.contained import estimate_contained, is_contained
 from servers.RegistrationDS.fiducials import register_pairs
+from servers.RegistrationDS.models import DOUBT_CONFIDENCE, estimate_model
 from servers.RegistrationDS.overlay import blend
 from servers.RegistrationDS.preprocess import (
     MAX_WORKING_SIDE,
     MIN_REGISTRATION_SIZE,
-    apodise,
     check_has_structure,
     crop,
-    hann_window,
-    pad_to,
     represent,
     resample,
     resample_matrix,
 )
-from servers.RegistrationDS.similarity import estimate_similarity, rotation_and_scale, within_rotation_range
+from servers.RegistrationDS.similarity import rotation_and_scale, within_rotation_range
 from servers.RegistrationDS.slots import (
     ImageSlot,
     SlotStore,
@@ -58,25 +52,13 @@ from servers.RegistrationDS.slots import (
     validate_pixel_size,
     validate_slot_name,
 )
-from servers.RegistrationDS.translation import estimate_translation
 from servers.RegistrationDS.uncertainty import entry_covariance
 
 DEFAULT_PIXEL_SIZE_UM = 1.0
-CONTAINED_MIN_PATCH_AGREEMENT = 0.6
-"""A small target inside a large reference must agree over most of its area: standard
-marker layouts repeat from sample to sample, so agreement on the markers alone (about
-half of a central SEM field) is not evidence of the right sample. Measured on the virtual
-beamline: same sample 11-14 of 16 patches agree, another sample with the same markers 7-9."""
-DOUBT_CONFIDENCE = 0.5
-"""Confidence given to a result one of the refusal rules doubts (two estimates disagree,
-peak on the edge of the search, prior not met): below any sensible threshold."""
 UNKNOWN_SIGMA = 1e6
 """Stands for a sigma that could not be determined (JSON has no infinity); far above any limit."""
 PRIOR_SEARCH_MARGIN_DEG = 2.0
 """A rotation prior narrows the search to its tolerance plus this (one search step)."""
-SIMILARITY_MIN_PATCH_AGREEMENT = 0.5
-"""If fewer than half of the refinement patches agree with the fitted similarity, the
-global peak may be right by luck but the rotation/scale are not trustworthy."""
 
 
 @dataclass(frozen=True)
@@ -256,142 +238,50 @@ class RegistrationCore:
 
     # --------------------------------------------------------- registration
     def register(self, args: RegisterArgs | dict[str, Any]) -> dict[str, Any]:
-        """Image-based registration; see docs/interface.md ``Register`` and docs/registration.md."""
+        """Image-based registration; see docs/interface.md ``Register`` and docs/registration.md.
+
+        Steps: both images to a common working pixel size; the model's estimate and its own
+        confidence rules (:mod:`models`); back to full-resolution pixels; the rules every model
+        shares (peak on the edge, precision, prior, rotation window, threshold)."""
         started = time.perf_counter()
         args = _as_model(args, RegisterArgs)
         reference = self.slots.get(args.reference)
         target = self.slots.get(args.target)
-        ref_crop, ref_offset = crop(reference.data, args.reference_roi, "reference")
-        tgt_crop, tgt_offset = crop(target.data, args.target_roi, "target")
-        check_has_structure(ref_crop, "reference")
-        check_has_structure(tgt_crop, "target")
-
-        common = max(reference.pixel_size_um, target.pixel_size_um)
-        ref_factor = reference.pixel_size_um / common
-        tgt_factor = target.pixel_size_um / common
-        longest = max(max(ref_crop.shape) * ref_factor, max(tgt_crop.shape) * tgt_factor)
-        warnings: list[str] = []
-        if longest > MAX_WORKING_SIDE:
-            binning = MAX_WORKING_SIDE / longest
-            ref_factor *= binning
-            tgt_factor *= binning
-            warnings.append(f"images binned by {1 / binning:.2f} to at most {MAX_WORKING_SIDE} px for "
-                            "registration; use ROIs for full-resolution precision")
-        ref_work = _resample_float(ref_crop, ref_factor)
-        tgt_work = _resample_float(tgt_crop, tgt_factor)
-        if min(ref_work.shape + tgt_work.shape) < MIN_REGISTRATION_SIZE:
-            raise BadArgument(
-                f"after resampling to a common pixel size of {common:g} um the images are "
-                f"{ref_work.shape[1]}x{ref_work.shape[0]} and {tgt_work.shape[1]}x{tgt_work.shape[0]} px; "
-                f"at least {MIN_REGISTRATION_SIZE} px per side are needed. Enlarge the ROIs")
-
+        work = _working_pair(reference, target, args)
         representation = args.representation
         if representation == "auto":
             representation = "intensity" if args.model == "translation" else "gradient"
-        ref_rep = represent(ref_work, representation)
-        tgt_rep = represent(tgt_work, representation)
-        max_shift = None if args.max_shift_px is None else args.max_shift_px * ref_factor
-        rotation_range: tuple[float, float] | None = None
-        if args.rotation_range_deg is not None:
-            rotation_range = (float(args.rotation_range_deg[0]), float(args.rotation_range_deg[1]))
-        if (rotation_range is None and args.model in ("similarity", "affine") and args.prior is not None
-                and args.prior.rotation_deg is not None and args.prior.rotation_tolerance_deg < 179.0):
-            rotation_range = (args.prior.rotation_deg - args.prior.rotation_tolerance_deg - PRIOR_SEARCH_MARGIN_DEG,
-                              args.prior.rotation_deg + args.prior.rotation_tolerance_deg + PRIOR_SEARCH_MARGIN_DEG)
+        max_shift = None if args.max_shift_px is None else args.max_shift_px * work.ref_factor
+        rotation_range = _rotation_window(args)
+        estimate = estimate_model(args, represent(work.ref, representation), represent(work.tgt, representation),
+                                  (work.ref, work.tgt), max_shift, rotation_range)
+        warnings = work.warnings + estimate.warnings
+        confidence, peak = estimate.confidence, estimate.peak
 
-        affine: AffineEstimate | None = None
-        if args.model == "translation":
-            shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
-            peak = estimate_translation(pad_to(apodise(ref_rep, hann_window(ref_rep.shape)), shape),
-                                        pad_to(apodise(tgt_rep, hann_window(tgt_rep.shape)), shape),
-                                        args.upsample, max_shift, polarity_invariant=True, with_uncertainty=True)
-            working_matrix = np.eye(3)
-            working_matrix[0, 2], working_matrix[1, 2] = peak.shift
-            confidence = confidence_from_peak(peak.distinctness)
-            covariance = peak.covariance if peak.covariance is not None else np.full((2, 2), np.inf)
-            sigma_work = (math.sqrt(covariance[0, 0]), math.sqrt(covariance[1, 1]), 0.0, 0.0)
-            if not peak.bands_agree:
-                confidence = min(confidence, DOUBT_CONFIDENCE)
-                warnings.append(f"the low- and high-frequency estimates of the shift disagree (squared distance "
-                                f"{peak.band_distance:.1f} in their errors): the peak may come from a periodic "
-                                "pattern or from one image's borders; check ROIs")
-        elif is_contained(ref_rep.shape, tgt_rep.shape):
-            contained = estimate_contained(ref_rep, tgt_rep, max_shift, rotation_range)
-            working_matrix, peak = contained.matrix, contained.peak
-            sigma_work = contained.sigma
-            warnings.extend(contained.warnings)
-            patch_probability = contained.patch_probability
-            if args.model == "affine":
-                affine = refine_affine(ref_rep, tgt_rep, working_matrix)
-                working_matrix, patch_probability = affine.matrix, affine.probability
-            # Either test may vouch for the match (x2: two tests); the peak test is corrected
-            # for the number of rotations tried.
-            chance = min(contained.angles_tried * chance_probability(peak.distinctness), patch_probability)
-            confidence = 1.0 - min(1.0, 2.0 * chance)
-            if affine is not None:
-                problem = agreement_problem(affine)
-                if problem is not None:
-                    confidence = min(confidence, 0.5)
-                    warnings.append(f"{problem}: the reference may show a similar but different area (e.g. the "
-                                    "same marker layout on another sample)")
-            elif contained.patches_agreeing < CONTAINED_MIN_PATCH_AGREEMENT * max(contained.patches_total, 1):
-                confidence = min(confidence, 0.5)
-                warnings.append(f"only {contained.patches_agreeing} of {contained.patches_total} parts of the "
-                                "target agree with the fitted similarity: the reference may show a similar "
-                                "but different area (e.g. the same marker layout on another sample)")
-        else:
-            estimate = estimate_similarity(ref_rep, tgt_rep, args.upsample, max_shift, rotation_range,
-                                           intensity=(ref_work, tgt_work))
-            working_matrix, peak = estimate.matrix, estimate.peak
-            sigma_work = estimate.sigma
-            warnings.extend(estimate.warnings)
-            confidence = confidence_from_peak(peak.distinctness)
-            if not estimate.estimates_agree:
-                confidence = min(confidence, DOUBT_CONFIDENCE)
-            if args.model == "affine":
-                affine = refine_affine(ref_rep, tgt_rep, working_matrix)
-                working_matrix = affine.matrix
-                problem = agreement_problem(affine)
-                if problem is not None:
-                    confidence = min(confidence, 0.5)
-                    warnings.append(problem)
-            elif (estimate.patches_total >= 3
-                    and estimate.patches_used < SIMILARITY_MIN_PATCH_AGREEMENT * estimate.patches_total):
-                confidence = min(confidence, 0.5)
-                warnings.append(f"only {estimate.patches_used} of {estimate.patches_total} image patches "
-                                "agree with the fitted similarity")
-
-        to_ref_work = resample_matrix(ref_crop.shape, ref_factor) @ _offset(-ref_offset[0], -ref_offset[1])
-        to_tgt_work = resample_matrix(tgt_crop.shape, tgt_factor) @ _offset(-tgt_offset[0], -tgt_offset[1])
-        matrix = np.linalg.inv(to_ref_work) @ working_matrix @ to_tgt_work
+        to_ref_work = resample_matrix(work.ref_crop_shape, work.ref_factor) @ _offset(*(-v for v in work.ref_offset))
+        to_tgt_work = resample_matrix(work.tgt_crop_shape, work.tgt_factor) @ _offset(*(-v for v in work.tgt_offset))
+        matrix = np.linalg.inv(to_ref_work) @ estimate.matrix @ to_tgt_work
         matrix[2] = (0.0, 0.0, 1.0)
         rotation, scale = rotation_and_scale(matrix)
         if peak.on_edge:
             confidence = min(confidence, DOUBT_CONFIDENCE)
             warnings.append("the correlation peak lies on the edge of the searched shifts (max_shift_px or half "
                             "the image): the true match may lie outside; widen max_shift_px or use ROIs")
-        sigma_work = cast(tuple[float, float, float, float],
-                          tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in sigma_work))
-        target_centre = ((tgt_crop.shape[1] - 1) / 2 + tgt_offset[0], (tgt_crop.shape[0] - 1) / 2 + tgt_offset[1])
-        sigma: dict[str, Any] = {"shift_px": [float(sigma_work[0] / ref_factor), float(sigma_work[1] / ref_factor)],
-                 "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),
-                 "point": [float(target_centre[0]), float(target_centre[1])]}
+        sigma_work = tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in estimate.sigma)
+        target_centre = ((work.tgt_crop_shape[1] - 1) / 2 + work.tgt_offset[0],
+                         (work.tgt_crop_shape[0] - 1) / 2 + work.tgt_offset[1])
+        sigma: dict[str, Any] = {"shift_px": [float(sigma_work[0] / work.ref_factor),
+                                              float(sigma_work[1] / work.ref_factor)],
+                                 "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),
+                                 "point": [float(target_centre[0]), float(target_centre[1])]}
         entry_cov = None
-        if affine is not None:
-            entry_cov, confidence = _judge_affine(affine, args, np.linalg.inv(to_ref_work), to_tgt_work,
+        if estimate.affine is not None:
+            entry_cov, confidence = _judge_affine(estimate.affine, args, np.linalg.inv(to_ref_work), to_tgt_work,
                                                   target_centre, sigma, confidence, warnings)
         if args.prior is not None:
             confidence = min(confidence, check_prior(args.prior, matrix, target_centre, sigma, warnings))
-        sigma_common_px = max(sigma["shift_px"]) * reference.pixel_size_um / common
-        if not sigma_common_px <= args.max_sigma_px:
-            confidence = min(confidence, DOUBT_CONFIDENCE)
-            warnings.append(f"the match is not precise enough: 1-sigma position {sigma_common_px:.3g} px (of "
-                            f"{common:g} um) exceeds max_sigma_px {args.max_sigma_px:g}; the images may lack "
-                            "contrast or structure at this size, or differ too much; raise max_sigma_px to accept it")
-        if not sigma["rotation_deg"] <= args.max_sigma_deg:
-            confidence = min(confidence, DOUBT_CONFIDENCE)
-            warnings.append(f"the rotation is not precise enough: 1-sigma {sigma['rotation_deg']:.3g} deg exceeds "
-                            f"max_sigma_deg {args.max_sigma_deg:g}; raise max_sigma_deg to accept it")
+        confidence = _precision_rules(args, sigma, reference.pixel_size_um / work.common, work.common,
+                                      confidence, warnings)
         if peak.polarity < 0:
             warnings.append("the target matched with inverted contrast")
         if rotation_range is not None and not within_rotation_range(rotation, rotation_range):
@@ -417,7 +307,7 @@ class RegistrationCore:
             "distinctness": float(peak.distinctness),
             "polarity": int(peak.polarity),
             "representation": representation,
-            "common_pixel_size_um": float(common),
+            "common_pixel_size_um": float(work.common),
             "warnings": warnings,
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }
@@ -467,6 +357,82 @@ def _judge_affine(affine: AffineEstimate, args: RegisterArgs, left: np.ndarray, 
     matrix = np.linalg.multi_dot([left, affine.matrix, right])
     sigma["rotation_deg"], sigma["scale"] = rotation_scale_sigma(matrix, covariance)
     return covariance.tolist(), confidence
+
+
+@dataclass(frozen=True)
+class _WorkingPair:
+    """Both images cropped to their ROIs and resampled to one working pixel size."""
+
+    ref: np.ndarray
+    tgt: np.ndarray
+    ref_crop_shape: tuple[int, int]
+    tgt_crop_shape: tuple[int, int]
+    ref_offset: tuple[float, float]
+    tgt_offset: tuple[float, float]
+    common: float
+    """The common pixel size (um): the coarser of the two."""
+    ref_factor: float
+    tgt_factor: float
+    warnings: list[str]
+
+
+def _working_pair(reference: ImageSlot, target: ImageSlot, args: RegisterArgs) -> _WorkingPair:
+    """Crop, check for structure, resample both to the coarser pixel size, binned to at most
+    MAX_WORKING_SIDE; refused when too small to register."""
+    ref_crop, ref_offset = crop(reference.data, args.reference_roi, "reference")
+    tgt_crop, tgt_offset = crop(target.data, args.target_roi, "target")
+    check_has_structure(ref_crop, "reference")
+    check_has_structure(tgt_crop, "target")
+    common = max(reference.pixel_size_um, target.pixel_size_um)
+    ref_factor = reference.pixel_size_um / common
+    tgt_factor = target.pixel_size_um / common
+    longest = max(max(ref_crop.shape) * ref_factor, max(tgt_crop.shape) * tgt_factor)
+    warnings: list[str] = []
+    if longest > MAX_WORKING_SIDE:
+        binning = MAX_WORKING_SIDE / longest
+        ref_factor *= binning
+        tgt_factor *= binning
+        warnings.append(f"images binned by {1 / binning:.2f} to at most {MAX_WORKING_SIDE} px for "
+                        "registration; use ROIs for full-resolution precision")
+    ref_work = _resample_float(ref_crop, ref_factor)
+    tgt_work = _resample_float(tgt_crop, tgt_factor)
+    if min(ref_work.shape + tgt_work.shape) < MIN_REGISTRATION_SIZE:
+        raise BadArgument(
+            f"after resampling to a common pixel size of {common:g} um the images are "
+            f"{ref_work.shape[1]}x{ref_work.shape[0]} and {tgt_work.shape[1]}x{tgt_work.shape[0]} px; "
+            f"at least {MIN_REGISTRATION_SIZE} px per side are needed. Enlarge the ROIs")
+    return _WorkingPair(ref_work, tgt_work, (ref_crop.shape[0], ref_crop.shape[1]),
+                        (tgt_crop.shape[0], tgt_crop.shape[1]), ref_offset, tgt_offset, common,
+                        ref_factor, tgt_factor, warnings)
+
+
+def _rotation_window(args: RegisterArgs) -> tuple[float, float] | None:
+    """Where the rotation is searched: rotation_range_deg, else a rotation prior's tolerance
+    plus one search step, else the whole circle (None)."""
+    if args.rotation_range_deg is not None:
+        return (float(args.rotation_range_deg[0]), float(args.rotation_range_deg[1]))
+    prior = args.prior
+    if (args.model in ("similarity", "affine") and prior is not None and prior.rotation_deg is not None
+            and prior.rotation_tolerance_deg < 179.0):
+        return (prior.rotation_deg - prior.rotation_tolerance_deg - PRIOR_SEARCH_MARGIN_DEG,
+                prior.rotation_deg + prior.rotation_tolerance_deg + PRIOR_SEARCH_MARGIN_DEG)
+    return None
+
+
+def _precision_rules(args: RegisterArgs, sigma: dict[str, Any], to_common: float, common: float,
+                     confidence: float, warnings: list[str]) -> float:
+    """A match less precise than max_sigma_px (at the common pixel size) or max_sigma_deg is in doubt."""
+    sigma_common_px = max(sigma["shift_px"]) * to_common
+    if not sigma_common_px <= args.max_sigma_px:
+        confidence = min(confidence, DOUBT_CONFIDENCE)
+        warnings.append(f"the match is not precise enough: 1-sigma position {sigma_common_px:.3g} px (of "
+                        f"{common:g} um) exceeds max_sigma_px {args.max_sigma_px:g}; the images may lack "
+                        "contrast or structure at this size, or differ too much; raise max_sigma_px to accept it")
+    if not sigma["rotation_deg"] <= args.max_sigma_deg:
+        confidence = min(confidence, DOUBT_CONFIDENCE)
+        warnings.append(f"the rotation is not precise enough: 1-sigma {sigma['rotation_deg']:.3g} deg exceeds "
+                        f"max_sigma_deg {args.max_sigma_deg:g}; raise max_sigma_deg to accept it")
+    return confidence
 
 
 def _resample_float(image: np.ndarray, factor: float) -> np.ndarray:
