@@ -293,54 +293,77 @@ class Acquisition:
             log.exception("closing the source failed")
 
     def _run(self, gen: int, stop: threading.Event) -> None:
+        """The streaming thread: read, deliver, publish, pace; a source error is a fault with a
+        growing back-off, never a dead thread."""
         backoff = BACKOFF_START_S
         rested = time.monotonic()
         while not stop.is_set():
             started = time.monotonic()
             try:
-                with self._source_lock:
-                    if stop.is_set():
-                        break
-                    self._ensure_open()
-                    raw = self.source.read(READ_TIMEOUT_S)
-                    frame = self._make_frame(raw) if raw is not None else None
+                frame = self._read_frame(stop)
             except Exception as exc:  # noqa: BLE001 - any source error is a fault, never a dead thread
-                message = exc.desc if isinstance(exc, SmartError) else f"{type(exc).__name__}: {exc}"
-                if not isinstance(exc, SmartError):
-                    log.exception("unexpected error from the source %s", self.source.spec)
-                self._attempts += 1
-                if self._fault != message:
-                    log.warning("camera source fault: %s", message)
-                self._fault = message if message.endswith(".") else message + "."
-                with self._source_lock:
-                    self._close_source()
+                self._source_fault(exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2.0, BACKOFF_MAX_S)
                 continue
             if frame is None or stop.is_set():
                 continue
             backoff = BACKOFF_START_S
-            if self._fault:
-                log.info("camera source is back: %s", self.source.spec)
-            self._fault = None
-            self._attempts = 0
-            self._times.append(time.monotonic())
-            self._deliver(frame)
-            if stop.is_set() or gen != self._gen:
+            if not self._hand_out(frame, gen, stop):
                 break
-            try:
-                self.publish(frame)
-            except Exception:  # noqa: BLE001 - a failed push must not end the stream
-                log.exception("publishing frame %d failed", frame.number)
-            rate = self.settings.target_rate_hz
-            now = time.monotonic()
-            delay = started + 1.0 / rate - now if rate > 0 else 0.0
-            if delay > 0:
-                stop.wait(delay)
-                rested = time.monotonic()
-            elif now - rested >= BREATHE_EVERY_S:
-                stop.wait(BREATHE_S)
-                rested = time.monotonic()
+            rested = self._pace(started, rested, stop)
+
+    def _read_frame(self, stop: threading.Event) -> Frame | None:
+        """One frame from the (re)opened source, or None when it had none in time or we stop."""
+        with self._source_lock:
+            if stop.is_set():
+                return None
+            self._ensure_open()
+            raw = self.source.read(READ_TIMEOUT_S)
+            return self._make_frame(raw) if raw is not None else None
+
+    def _source_fault(self, exc: Exception) -> None:
+        """Record the fault (said once per new message) and close the source for a fresh open."""
+        message = exc.desc if isinstance(exc, SmartError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, SmartError):
+            log.exception("unexpected error from the source %s", self.source.spec)
+        self._attempts += 1
+        if self._fault != message:
+            log.warning("camera source fault: %s", message)
+        self._fault = message if message.endswith(".") else message + "."
+        with self._source_lock:
+            self._close_source()
+
+    def _hand_out(self, frame: Frame, gen: int, stop: threading.Event) -> bool:
+        """Clear a fault, deliver the frame to waiters and publish it; False when this stream
+        was stopped or replaced meanwhile."""
+        if self._fault:
+            log.info("camera source is back: %s", self.source.spec)
+        self._fault = None
+        self._attempts = 0
+        self._times.append(time.monotonic())
+        self._deliver(frame)
+        if stop.is_set() or gen != self._gen:
+            return False
+        try:
+            self.publish(frame)
+        except Exception:  # noqa: BLE001 - a failed push must not end the stream
+            log.exception("publishing frame %d failed", frame.number)
+        return True
+
+    def _pace(self, started: float, rested: float, stop: threading.Event) -> float:
+        """Wait out the rest of the frame period (TargetRate); at full speed, breathe now and then
+        so that commands get the interpreter. Returns when the thread last rested."""
+        rate = self.settings.target_rate_hz
+        now = time.monotonic()
+        delay = started + 1.0 / rate - now if rate > 0 else 0.0
+        if delay > 0:
+            stop.wait(delay)
+            return time.monotonic()
+        if now - rested >= BREATHE_EVERY_S:
+            stop.wait(BREATHE_S)
+            return time.monotonic()
+        return rested
 
     def _make_frame(self, raw: SourceFrame) -> Frame:
         data = coerce(raw.data, self.dtype)
