@@ -86,6 +86,7 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
 
     from clients import figures
     from clients.display import um_per_unit
+    from macros.smart_support import stage_of_frame
 
     def proxy(name: str) -> tango.DeviceProxy:
         return tango.DeviceProxy(f"tango://{tango_host}/{name}")
@@ -100,10 +101,11 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
     camera, mapper = proxy("smart/camera/1"), proxy("smart/coordmapper/1")
     camera.Snap()
     image, metadata, pixel_um = (a.value for a in camera.read_attributes(["Image", "FrameMetadata", "PixelSize"]))
-    stage = json.loads(metadata)["stage"]
+    motors = [list(values)[0] for values in mapper.get_property(["MotorX", "MotorY"]).values()]
+    stage = stage_of_frame(json.loads(metadata)["stage"], motors)
     # SEM px -> this frame's camera px: the mapper carries the registration over to where the stage is now
     mapped = json.loads(mapper.Map(json.dumps({"from": "sem", "to": "camera", "points": [[0.0, 0.0]],
-                                               "stage_position": [stage["samx"], stage["samy"]]})))
+                                               "stage_position": stage})))
     beam = list(mapper.BeamPosition)
     written.append(figures.save(figures.camera_registration_figure(
         np.asarray(image), float(pixel_um), sem, np.asarray(mapped["matrix"]), (beam[0], beam[1])),

@@ -63,6 +63,7 @@ from macros.smart_support import (
     position_text,
     reachable_spread,
     sigma_text,
+    stage_of_frame,
 )
 from macros.smart_tracking import DEFAULT_JUMP_SIGMA, DriftTracker, exposing_fraction, sized_half_width
 
@@ -238,16 +239,7 @@ class _SmartMacro(Macro):
 
     def frame_stage(self, grabbed: dict) -> list[float]:
         """The stage position stamped on a grabbed frame, in SmartMotors order."""
-        stage = grabbed.get("metadata", {}).get("stage", {})
-        motors = self.motor_names()
-        values = []
-        for name in motors:
-            found = [v for k, v in stage.items() if k == name or k.rsplit("/", 1)[-1] == name]
-            if not found:
-                raise SmartMacroError(f"the camera frame carries no position for {name}: check the camera's "
-                                      "StageMotors property")
-            values.append(float(found[0]))
-        return values
+        return stage_of_frame(grabbed.get("metadata", {}).get("stage", {}), self.motor_names())
 
     def check_scans_stored(self) -> None:
         """An overnight loop whose scans are not stored is a lost night: refuse unless ScanDir and

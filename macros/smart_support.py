@@ -85,6 +85,19 @@ def limits_of(config: Any) -> tuple[float, float] | None:
     return low, high
 
 
+def stage_of_frame(stage: dict[str, Any], motors: Sequence[str]) -> list[float]:
+    """The stage position a camera frame carries (its metadata's ``stage``: motor name or device
+    attribute -> position), in the order of ``motors`` (aliases or device names)."""
+    values = []
+    for name in motors:
+        found = [v for k, v in stage.items() if k == name or k.rsplit("/", 1)[-1] == name]
+        if not found:
+            raise SmartMacroError(f"the camera frame carries no position for {name}: check the camera's "
+                                  "StageMotors property")
+        values.append(float(found[0]))
+    return values
+
+
 def camera_rotation_text(rotation_deg: float, mirrored: bool) -> str:
     """The camera calibration's rotation as people read it: within (-90, 90] deg of the stage axes,
     plus whether the image moves with or against the stage. A stage carries the sample past a
