@@ -101,7 +101,8 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
     camera, mapper = proxy("smart/camera/1"), proxy("smart/coordmapper/1")
     camera.Snap()
     image, metadata, pixel_um = (a.value for a in camera.read_attributes(["Image", "FrameMetadata", "PixelSize"]))
-    motors = [list(values)[0] for values in mapper.get_property(["MotorX", "MotorY"]).values()]
+    props = mapper.get_property(["MotorX", "MotorY"])
+    motors = [list(props[key])[0] for key in ("MotorX", "MotorY")]
     stage = stage_of_frame(json.loads(metadata)["stage"], motors)
     # SEM px -> this frame's camera px: the mapper carries the registration over to where the stage is now
     mapped = json.loads(mapper.Map(json.dumps({"from": "sem", "to": "camera", "points": [[0.0, 0.0]],
