@@ -221,7 +221,7 @@ def test_doubt_without_any_good_result_says_so(reg, images) -> None:
 
 
 @pytest.mark.parametrize(("argument", "reason", "words"), [
-    ({"reference": "ref", "target": "shifted", "model": "affine"}, "SMART_BadArgument", "model"),
+    ({"reference": "ref", "target": "shifted", "model": "projective"}, "SMART_BadArgument", "model"),
     ({"reference": "ref", "target": "shifted", "upsample": "10"}, "SMART_BadArgument", "upsample"),
     ({"reference": "ref", "target": "shifted", "target_roi": [0, 0, 4, 4]}, "SMART_BadArgument", "target_roi"),
     ({"reference": "ref", "target": "shifted", "reference_roi": [600, 0, 50, 50]}, "SMART_BadArgument", "roi"),
