@@ -68,6 +68,9 @@ from macros.smart_support import (
 from macros.smart_tracking import DEFAULT_JUMP_SIGMA, DriftTracker, exposing_fraction, sized_half_width
 
 REFERENCE_SLOT = "reference"
+CANDIDATE_SLOT = "reference_candidate"
+"""Where smart_register loads a new reference: it replaces REFERENCE_SLOT (the image the drift
+checks register) only once it has registered, so a refused image leaves the night's reference."""
 CAMERA_SLOT = "camera"
 DRIFT_ROTATION_DEG = 5.0
 """Rotation search half-width of the drift check around the rotation smart_register found."""
@@ -198,12 +201,13 @@ class _SmartMacro(Macro):
         return call_json(registration, "GrabImage", {"slot": slot, "device": camera_name})
 
     def register_to_camera(self, registration, camera_name: str, model: str,
-                           rotation_range: list[float] | None = None) -> tuple[dict, list[float]]:
+                           rotation_range: list[float] | None = None,
+                           reference_slot: str = REFERENCE_SLOT) -> tuple[dict, list[float]]:
         """Register the loaded reference to a fresh camera frame; returns the result and the
         stage position of that frame. The caller decides what a doubtful result means.
         ``rotation_range`` [low, high] deg (similarity and affine) narrows the rotation search."""
         grabbed = self.grab_camera(registration, camera_name)
-        request = {"reference": CAMERA_SLOT, "target": REFERENCE_SLOT, "model": model}
+        request = {"reference": CAMERA_SLOT, "target": reference_slot, "model": model}
         if rotation_range is not None and model in ("similarity", "affine"):
             request["rotation_range_deg"] = [float(value) for value in rotation_range]
         result = call_json(registration, "Register", request)
@@ -535,7 +539,7 @@ class smart_register(_SmartMacro):
     def run(self, reference_image, model, frame, channel=None):
         camera_name = self.getEnv("SmartCamera")
         _, registration, _, mapper = self.devices()
-        request = {"slot": REFERENCE_SLOT, "path": reference_image, **({"channel": channel} if channel else {})}
+        request = {"slot": CANDIDATE_SLOT, "path": reference_image, **({"channel": channel} if channel else {})}
         loaded = call_json(registration, "LoadImage", request)
         self.output(f"reference {reference_image}{f' ({channel})' if channel else ''}: {loaded['width']} x "
                     f"{loaded['height']} px, {float(loaded['pixel_size_um']) * 1000:.1f} nm/px "
@@ -543,7 +547,7 @@ class smart_register(_SmartMacro):
         for warning in loaded.get("warnings", []):
             self.warning(warning)
         window = self.env_or("SmartRotationRange", None) if model in ("similarity", "affine") else None
-        result, stage = self.register_to_camera(registration, camera_name, model, window)
+        result, stage = self.register_to_camera(registration, camera_name, model, window, CANDIDATE_SLOT)
         self.output(f"registration ({_searched(window)}): rotation {result['rotation_deg']:.3f} deg, "
                     f"scale {result['scale']:.5f}, shift {result['shift_px'][0]:.2f} {result['shift_px'][1]:.2f} px, "
                     f"confidence {result['confidence']:.4f} ({result['elapsed_ms']:.0f} ms)")
@@ -569,6 +573,7 @@ class smart_register(_SmartMacro):
                             f"({', '.join(' -> '.join(edge) for edge in removed)}); run smart_fine_align again")
             if regions:
                 self.output(f"kept the registrations of {', '.join(regions)} into {frame}")
+        call_json(registration, "LoadImage", {**request, "slot": REFERENCE_SLOT})  # the drift checks' reference
         transform = {"from": frame, "to": "camera", "matrix": result["matrix"], "stage_position": stage,
                      "from_unit": "px", "to_unit": "px"}
         if result.get("covariance") is not None:  # the registration's own uncertainty, into Map's

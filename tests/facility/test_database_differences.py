@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from servers.CoordMapperDS.device import CHUNK_CHARS, join_chunks, split_chunks
+from servers.CoordMapperDS.property_lines import CHUNK_CHARS, join_chunks, split_chunks
 from tests.facility.production_db import (
     FACILITY_TIMINGS,
     ProductionDatabase,
