@@ -1,6 +1,7 @@
-"""The night tier (``make test-night``): a small whole night through the Door with its chaos.
+"""The night tier (``make test-night``): a small whole night through the Door with its chaos, and
+the several-regions workflow (overview and tiles with SEM scan errors) through a real stack.
 
-It takes 10-15 min on two loaded cores, which `make test` cannot afford within its 20 minutes;
+Together 10-20 min on two loaded cores, which `make test` cannot afford within its 20 minutes;
 like ``tests/facility`` it is left out of ``make test`` (``norecursedirs`` in setup.cfg) and has
 its own target. Its tests need Tango and are marked ``system``.
 """
