@@ -45,6 +45,7 @@ from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack
 from clients.night_score import Truth, read_visits, score_night, summary_lines
 from clients.workflow import (
     EVENTS_FILE,
+    PARTICLE_SETTINGS_50NM,
     SCAN_FILE,
     VisitWatcher,
     _edge,
@@ -97,8 +98,7 @@ class NightOptions:
     """With chaos: a beam loss this long (wall s) mid-night, longer than a scan, so the loop must
     wait for beam; 0: none."""
     isolation_um: float = 2.0
-    particle_settings: dict[str, Any] = field(default_factory=lambda: {
-        "Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0})
+    particle_settings: dict[str, Any] = field(default_factory=lambda: dict(PARTICLE_SETTINGS_50NM))
 
 
 @dataclass

@@ -31,6 +31,10 @@ EVENTS_FILE = "smart_events.jsonl"
 """The loop's event log next to visits.csv (macros/smart_records.py)."""
 
 
+PARTICLE_SETTINGS_50NM: dict[str, Any] = {"Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0}
+"""ParticleDS settings for ~50 nm particles on a 20 nm/px SEM image, for the demo and the night."""
+
+
 @dataclass
 class WorkflowOptions:
     """Knobs of one run; lengths in micrometres as users give them."""
@@ -49,8 +53,7 @@ class WorkflowOptions:
     None searches the whole circle."""
     isolation_um: float = 2.0
     """No other particle within this distance: the X-ray maps then see one particle only."""
-    particle_settings: dict[str, Any] = field(default_factory=lambda: {
-        "Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0})
+    particle_settings: dict[str, Any] = field(default_factory=lambda: dict(PARTICLE_SETTINGS_50NM))
     """ParticleDS settings for ~50 nm particles on a 20 nm/px SEM image (see docs/particles.md)."""
 
 
