@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
-# The whole suite takes ~6 min on 2 cores; a run still going after this long is stuck somewhere:
+# The whole suite takes ~15-20 min on 2 cores; a run still going after this long is stuck somewhere:
 # SIGINT makes pytest print where, and the run fails instead of hanging.
 TEST_TIMEOUT_S ?= 2400
 
@@ -27,9 +27,11 @@ demo: venv
 night: venv
 	$(BIN)/python -m clients.night $(ARGS)
 
+# Three pytest processes, one summary (tests/tiers.py): the unit tier alongside the system tier,
+# then the Qt/Taurus tests in a process of their own. PYTEST_ARGS naming tests runs just those.
 test: venv
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(BIN)/python -m tests.tiers $(PYTEST_ARGS)
 
 # The facility tests (tests/facility) run the Tango database a facility runs: MariaDB with Debian's
 # tango-db schema and cppTango's DataBaseds, and Debian's Starter. Those come from apt (root, once;

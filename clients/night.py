@@ -54,6 +54,7 @@ from clients.workflow import (
     describe_fine_alignment,
     describe_registration,
 )
+from macros.smart_calls import TangoThread
 
 NIGHT_DIR = REPO / "run" / "night"
 DOOR = "smart/door/01"
@@ -228,7 +229,7 @@ class BeamMonitor:
         self._since: float | None = None
         self._last_lost = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="beam-monitor")
+        self._thread = TangoThread(target=self._watch, daemon=True, name="beam-monitor")
 
     def __enter__(self) -> BeamMonitor:
         self._thread.start()
@@ -313,7 +314,7 @@ class QueueLoop:
     def __init__(self, tango_host: str, echo: Callable[[str, str], None]) -> None:
         self.error: BaseException | None = None
         self._door = DoorClient(f"tango://{tango_host}/{DOOR}", echo=echo)
-        self._thread = threading.Thread(target=self._run, daemon=True, name="queue-loop")
+        self._thread = TangoThread(target=self._run, daemon=True, name="queue-loop")
         self._thread.start()
 
     def _run(self) -> None:

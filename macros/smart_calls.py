@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,34 @@ def proxy(name: str, timeout_ms: int = 30_000) -> tango.DeviceProxy:
     device = tango.DeviceProxy(name)
     device.set_timeout_millis(timeout_ms)
     return device
+
+
+class TangoThread(threading.Thread):
+    """A ``threading.Thread`` that runs as a thread omniORB knows (``tango.EnsureOmniThread``),
+    for every thread a client starts that calls Tango. PyTango asks it of such threads: a plain
+    Python thread enters cppTango's locks (the event subscription lock among them) as an unnamed
+    thread that cppTango cannot tell apart or clean up."""
+
+    def run(self) -> None:
+        with tango.EnsureOmniThread():
+            super().run()
+
+
+@functools.lru_cache(maxsize=64)
+def _attribute_device(device_name: str, timeout_ms: int) -> tango.DeviceProxy:
+    return proxy(device_name, timeout_ms)
+
+
+def read_attribute(name: str, timeout_ms: int = 3000) -> Any:
+    """The value of an attribute named in full (``device/attribute``), through a kept
+    DeviceProxy. Not ``tango.AttributeProxy``: PyTango 10.1-10.3 destroy an AttributeProxy with
+    the GIL held, which can deadlock against the event thread of a process that also has event
+    subscriptions (a MacroServer does) -- pytango issue 778; a night polls such values every
+    few seconds."""
+    device_name, _, attribute = name.rpartition("/")
+    if not device_name or not attribute:
+        raise ValueError(f"{name!r} is not an attribute name (device/attribute)")
+    return _attribute_device(device_name, timeout_ms).read_attribute(attribute).value
 
 
 def encode_argument(argument: dict[str, Any] | list[Any] | str) -> str:

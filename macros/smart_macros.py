@@ -27,7 +27,7 @@ from sardana.macroserver.macro import Macro, Optional, Type
 
 # The helpers are modules of the installed ``macros`` package (setup.cfg), not neighbours found
 # through the MacroPath: Sardana loads this file as a top-level module, from its MacroPath.
-from macros.smart_calls import call_json, map_points, proxy, scan_columns, stage_unit_per_um
+from macros.smart_calls import call_json, map_points, proxy, read_attribute, scan_columns, stage_unit_per_um
 from macros.smart_records import (
     ROLE_BEAM_CENTRE,
     ROLE_BEAM_SEARCH,
@@ -330,9 +330,7 @@ class _SmartMacro(Macro):
         if not name:
             return time.time()
         try:
-            if getattr(self, "_clock_name", None) != name:
-                self._clock_proxy, self._clock_name = tango.AttributeProxy(str(name)), name
-            return float(self._clock_proxy.read().value)
+            return float(read_attribute(str(name)))
         except (tango.DevFailed, TypeError, ValueError) as exc:
             why = exc.args[0].desc.strip() if isinstance(exc, tango.DevFailed) else str(exc)
             raise SmartMacroError(f"SMART_NotReady: the clock {name} (SmartClock) cannot be read: {why[:200]}; "

@@ -15,6 +15,8 @@ from typing import Any
 
 import tango
 
+from macros.smart_calls import TangoThread, read_attribute
+
 FINISH_RETRY_EVERY_S = 2.0
 FINISH_RETRY_LIMIT_S = 600.0
 """How long the loop waits for a QueueDS that does not answer before it gives up (the target
@@ -47,7 +49,7 @@ class BeamCondition:
         self.attribute = attribute
         self.minimum = float(minimum)
         self.poll_s = max(0.1, float(poll_s))
-        self._reader = reader or _read_attribute
+        self._reader = reader or read_attribute
 
     @classmethod
     def from_env(cls, value: Any) -> BeamCondition | None:
@@ -73,12 +75,6 @@ class BeamCondition:
         if value < self.minimum:
             return False, f"{self.attribute} = {value:g}, below {self.minimum:g}"
         return True, f"{self.attribute} = {value:g}"
-
-
-def _read_attribute(name: str) -> Any:
-    attribute = tango.AttributeProxy(name)
-    attribute.get_device_proxy().set_timeout_millis(3000)
-    return attribute.read().value
 
 
 class FinishRetry:
@@ -123,7 +119,7 @@ def read_clock(attribute: str | None, reader: Callable[[str], Any] | None = None
     if not attribute:
         return None
     try:
-        value = float((reader or _read_attribute)(str(attribute)))
+        value = float((reader or read_attribute)(str(attribute)))
     except (tango.DevFailed, TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
@@ -185,7 +181,7 @@ class BeamWatch:
         self.beam, self.period_s = beam, period_s
         self.lost = ""
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="smart-beam-watch")
+        self._thread = TangoThread(target=self._watch, daemon=True, name="smart-beam-watch")
 
     def __enter__(self) -> BeamWatch:
         if self.beam is not None:

@@ -5,13 +5,21 @@
 directly or through the module it tests -- fails at once instead of quietly needing a control
 system. ``tests/unit/test_tiers.py`` checks the same in a fresh interpreter when both tiers run
 together. Everything under ``tests/system`` is marked ``system``: ``-m system`` selects that
-tier, ``-m "not system"`` leaves it out.
+tier, ``-m "not system"`` leaves it out. Tests that take pytest-qt's ``qtbot`` or ``qapp`` are
+also marked ``qt``: ``make test`` runs them in a process of their own (tests/tiers.py).
+
+A pytest process that has printed its summary but does not exit within
+:data:`EXIT_GRACE_S` (a Tango or Qt thread stuck at interpreter exit) prints every thread's
+stack and exits with the session's status, instead of hanging until ``make test``'s timeout.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +32,9 @@ UNIT = TESTS / "unit"
 SYSTEM = TESTS / "system"
 TANGO_MODULES = ("tango", "PyTango")
 """The names under which PyTango can be imported; the unit tier may import neither."""
+QT_FIXTURES = ("qtbot", "qapp")
+EXIT_GRACE_S = 60.0
+_session_status = 0
 
 
 def only_unit_tests(args: list[str], invocation_dir: Path) -> bool:
@@ -52,3 +63,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SYSTEM in item.path.parents:
             item.add_marker(pytest.mark.system)
+        if any(name in getattr(item, "fixturenames", ()) for name in QT_FIXTURES):
+            item.add_marker(pytest.mark.qt)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _session_status
+    _session_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Arm the exit watchdog (module docstring): a Python thread exits with the session's status;
+    faulthandler's own thread, which needs no GIL, ends the process if even that cannot run."""
+    status = _session_status
+    out = sys.__stderr__
+
+    def stop_a_stuck_exit() -> None:
+        time.sleep(EXIT_GRACE_S)
+        if out is not None:
+            out.write(f"\npytest has not exited {EXIT_GRACE_S:.0f} s after its summary; every thread's stack:\n")
+            out.flush()
+            faulthandler.dump_traceback(file=out, all_threads=True)
+        os._exit(status)
+
+    threading.Thread(target=stop_a_stuck_exit, name="exit-watchdog", daemon=True).start()
+    if out is not None:
+        faulthandler.dump_traceback_later(EXIT_GRACE_S + 30, exit=True, file=out)

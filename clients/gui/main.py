@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from clients.gui.camera_view import CameraView
 from clients.gui.overlays import OverlayData, OverlayItems, collect, frame_stage_position
 from clients.gui.panels import FORM_TITLES, MacroPanel, ParticleTable, device_form, stage_form
 from clients.gui.queue_tab import STATE_COLOURS, QueueOverlay, QueuePanel, queue_device_exists
+from macros.smart_calls import TangoThread
 
 FORM_POLL_MS = 1000
 """Taurus polls the attributes a device does not push events for (most settings and States);
@@ -306,7 +306,7 @@ class SmartWindow(Qt.QMainWindow):
         self.last_result = None
         command = " ".join(words)
         self.statusBar().showMessage(f"running {command} ...")
-        threading.Thread(target=self._run_macro, args=(list(words),), daemon=True, name="smart-gui-macro").start()
+        TangoThread(target=self._run_macro, args=(list(words),), daemon=True, name="smart-gui-macro").start()
         return True
 
     def _busy_reason(self) -> str | None:

@@ -34,6 +34,7 @@ from clients.commands import CommandError, SmartClient
 from clients.display import duration
 from clients.door import DoorClient, MacroFailed
 from clients.scandata import grid
+from macros.smart_calls import TangoThread
 
 QUEUE_DEVICE = "smart/queue/1"
 STEER_DOOR = "smart/door/02"
@@ -446,7 +447,7 @@ class QueuePanel(Qt.QWidget):
             return False
         self.steering = True
         self.steer_label.setText(f"{what}: running {'; '.join(' '.join(c) for c in commands)} on {door_name} ...")
-        threading.Thread(target=self._run_on_door, args=(door_name, commands, what), daemon=True,
+        TangoThread(target=self._run_on_door, args=(door_name, commands, what), daemon=True,
                          name="smart-gui-steer").start()
         return True
 

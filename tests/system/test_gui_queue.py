@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from clients.commands import SmartClient
 from clients.door import DoorClient
 from clients.launcher import REPO, Stack
+from macros.smart_calls import TangoThread
 from tests.system.stacks import detect_with_true_sem_mapping, running_stack
 from tests.tango_helpers import stack_proxy as proxy
 
@@ -97,7 +97,7 @@ def test_queue_tab_follows_and_steers_a_running_night(queue_stack, qtbot, tmp_pa
     def why() -> object:
         return panel.live.progress_text(), panel.snapshot.current, failure, lines[-8:]
 
-    night = threading.Thread(target=run_night, daemon=True)
+    night = TangoThread(target=run_night, daemon=True)
     night.start()
     try:
         # the live map fills while the first target is scanned

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import tango
 
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
+from macros.smart_calls import TangoThread
 from tests.system.stacks import detect_with_true_sem_mapping, running_stack
 from tests.tango_helpers import stack_proxy as proxy
 
@@ -40,7 +40,7 @@ class Loop:
         self.error: BaseException | None = None
         self._door = DoorClient(f"tango://{stack.tango_host}/smart/door/01",
                                 echo=lambda stream, line: self.lines.append(line))
-        self._thread = threading.Thread(target=self._run, args=(macro,), daemon=True)
+        self._thread = TangoThread(target=self._run, args=(macro,), daemon=True)
         self._thread.start()
 
     def _run(self, macro: str) -> None:

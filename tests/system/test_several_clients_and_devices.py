@@ -22,6 +22,7 @@ import tifffile
 from PIL import Image
 
 from clients.file_db_server import run_on_file_database
+from macros.smart_calls import TangoThread
 from macros.smart_calls import proxy as device_proxy
 from servers.CoordMapperDS.device import CoordMapperDS
 from servers.ParticleDS.device import ParticleDS
@@ -79,7 +80,7 @@ def _in_threads(work: Callable[[int], Any], count: int = CLIENTS) -> list[Any]:
         except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
             results[i] = exc
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    threads = [TangoThread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -99,7 +100,7 @@ def test_concurrent_detects_all_wait_their_turn_and_state_stays_readable(servers
         while not stop.is_set():
             states.append(proxy.state())
 
-    watcher = threading.Thread(target=watch)
+    watcher = TangoThread(target=watch)
     watcher.start()
     try:
         results = _in_threads(lambda i: [json.loads(_proxy(trl).Detect(json.dumps(

@@ -18,6 +18,7 @@ import pytest
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
 from clients.workflow import Inputs, WorkflowOptions, prepare_inputs, run_workflow, score
+from macros.smart_calls import TangoThread
 from macros.smart_support import mesh_points
 from tests.tango_helpers import stack_proxy
 
@@ -165,7 +166,7 @@ def test_resume_after_a_macroserver_crash_scans_every_particle_once(workflow_sta
         except Exception:  # noqa: BLE001 - the MacroServer dies under it, as intended
             crashed.set()
 
-    runner = threading.Thread(target=run_until_killed, daemon=True)
+    runner = TangoThread(target=run_until_killed, daemon=True)
     runner.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

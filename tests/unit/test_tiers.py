@@ -40,3 +40,11 @@ def test_every_unit_module_imports_without_tango() -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, ("unit test modules that need tango (move them to tests/system):\n"
                                   + done.stdout + done.stderr[-2000:])
+
+
+def test_make_test_splits_into_tiers_unless_given_tests() -> None:
+    from tests.tiers import names_tests, passed
+
+    assert not names_tests([]) and not names_tests(["-x", "-k", "registration"])
+    assert names_tests(["tests/unit"]) and names_tests(["tests/system/test_gui.py::test_every_tab_title_is_on_screen"])
+    assert passed(0) and passed(5) and not passed(1) and not passed(2)
