@@ -3,8 +3,9 @@
 Why not one ``pytest``:
 
 - The unit tier (``tests/unit``) runs on its own with ``tango`` unimportable -- the honest
-  tier (tests/conftest.py) -- and beside the rest: it keeps the CPU busy while the system tier
-  mostly waits for device servers, so the suite takes minutes less.
+  tier (tests/conftest.py) -- and beside the system tier, which spends much of its time waiting
+  for device servers, scans and moves in real time: the suite takes minutes less. When it is
+  done, the Qt tier takes its place; never more than two pytest processes run at once.
 - The Qt and Taurus tests (marked ``qt``: they take pytest-qt's ``qtbot`` or ``qapp``) run in a
   process of their own. Taurus keeps attribute objects, polling timers and worker threads for
   the life of the process, and a Tango client process whose event-subscription lock gets stuck
@@ -19,9 +20,9 @@ test, pytest's 5, counts as passed).
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +37,9 @@ class Tier:
     args: tuple[str, ...]
 
 
-TIERS = (
-    Tier("unit (no Tango)", ("tests/unit",)),
-    Tier("system", ("tests", "--ignore=tests/unit", "-m", "not qt", "--durations=15")),
-    Tier("Qt and Taurus", ("tests", "--ignore=tests/unit", "-m", "qt", "--durations=5")),
-)
+UNIT_TIER = Tier("unit (no Tango)", ("tests/unit",))
+SYSTEM_TIER = Tier("system", ("tests", "--ignore=tests/unit", "-m", "not qt", "--durations=15"))
+QT_TIER = Tier("Qt and Taurus", ("tests", "--ignore=tests/unit", "-m", "qt", "--durations=5"))
 
 
 def pytest_command(args: tuple[str, ...] | list[str], extra: list[str]) -> list[str]:
@@ -51,50 +50,72 @@ def passed(code: int) -> bool:
     return code in (0, NO_TESTS_COLLECTED)
 
 
-def pytest_seconds(output: str, otherwise_s: float) -> float:
-    """A pytest run's own duration, from its last line ("... in 539.51s (0:08:59) ..."): the unit
-    tier ends long before the others, which is when it is waited for."""
-    lines = output.strip().splitlines()
-    match = re.search(r" in ([0-9.]+)s", lines[-1]) if lines else None
-    return float(match.group(1)) if match else otherwise_s
+class Lane:
+    """Tiers run one after the other in a background thread, each into its own log under
+    ``run/test/``, printed when the suite ends (the foreground tier's output stays readable)."""
+
+    def __init__(self, tiers: tuple[Tier, ...], extra: list[str], log_dir: Path) -> None:
+        self.tiers, self.extra, self.log_dir = tiers, extra, log_dir
+        self.results: list[tuple[Tier, int, float, Path]] = []
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-lane", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for tier in self.tiers:
+            if self._stopping.is_set():
+                return
+            log = self.log_dir / f"{tier.name.split()[0].lower()}.log"
+            began = time.monotonic()
+            with log.open("w") as out:
+                self._process = subprocess.Popen(pytest_command(tier.args, self.extra), cwd=ROOT, stdout=out,
+                                                 stderr=subprocess.STDOUT)
+                code = self._process.wait()
+            self.results.append((tier, code, time.monotonic() - began, log))
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def stop(self) -> None:
+        """Interrupted: stop the running tier by its own PID, start no other."""
+        self._stopping.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._thread.join(60)
 
 
 def run_tiers(extra: list[str]) -> int:
-    """The unit tier in the background (its output kept for the end), the other two in turn."""
+    """The system tier in the foreground; the unit tier, then the Qt tier, beside it."""
     log_dir = ROOT / "run" / "test"
     log_dir.mkdir(parents=True, exist_ok=True)
-    unit_log = log_dir / "unit.log"
-    results: list[tuple[Tier, int, float]] = []
     started = time.monotonic()
-    with unit_log.open("w") as log:
-        unit = subprocess.Popen(pytest_command(TIERS[0].args, extra), cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            for tier in TIERS[1:]:
-                print(f"\n===== make test: {tier.name} tests =====", flush=True)
-                began = time.monotonic()
-                code = subprocess.call(pytest_command(tier.args, extra), cwd=ROOT)
-                results.append((tier, code, time.monotonic() - began))
-            code = unit.wait()
-            unit_ended = time.monotonic()
-        finally:
-            if unit.poll() is None:  # interrupted: stop the background tier by its own PID
-                unit.terminate()
-                try:
-                    unit.wait(30)
-                except subprocess.TimeoutExpired:
-                    unit.kill()
-                    unit.wait()
-    results.insert(0, (TIERS[0], code, pytest_seconds(unit_log.read_text(errors="replace"), unit_ended - started)))
-    print(f"\n===== make test: {TIERS[0].name} tests (ran alongside; {unit_log.relative_to(ROOT)}) =====",
-          flush=True)
-    print(unit_log.read_text(errors="replace"), flush=True)
+    lane = Lane((UNIT_TIER, QT_TIER), extra, log_dir)
+    try:
+        print(f"\n===== make test: {SYSTEM_TIER.name} tests (the unit and Qt tiers run alongside, "
+              f"into {log_dir.relative_to(ROOT)}/) =====", flush=True)
+        code = subprocess.call(pytest_command(SYSTEM_TIER.args, extra), cwd=ROOT)
+        results = [(SYSTEM_TIER, code, time.monotonic() - started)]
+        lane.join()
+    finally:
+        lane.stop()
+    for tier, code, seconds, log in lane.results:
+        print(f"\n===== make test: {tier.name} tests (ran alongside; {log.relative_to(ROOT)}) =====", flush=True)
+        print(log.read_text(errors="replace"), flush=True)
+        results.append((tier, code, seconds))
     print("===== make test: summary =====")
     for tier, code, seconds in results:
         print(f"  {tier.name:<16} {'passed' if passed(code) else f'FAILED (exit {code})':<18} "
               f"{seconds / 60:5.1f} min")
     print(f"  {'whole suite':<16} {'':<18} {(time.monotonic() - started) / 60:5.1f} min", flush=True)
-    return 0 if all(passed(code) for _, code, _ in results) else 1
+    ran_all = len(results) == 1 + len(lane.tiers)
+    return 0 if ran_all and all(passed(code) for _, code, _ in results) else 1
 
 
 def names_tests(argv: list[str]) -> bool:

@@ -43,10 +43,8 @@ def test_every_unit_module_imports_without_tango() -> None:
 
 
 def test_make_test_splits_into_tiers_unless_given_tests() -> None:
-    from tests.tiers import names_tests, passed, pytest_seconds
+    from tests.tiers import names_tests, passed
 
     assert not names_tests([]) and not names_tests(["-x", "-k", "registration"])
     assert names_tests(["tests/unit"]) and names_tests(["tests/system/test_gui.py::test_every_tab_title_is_on_screen"])
     assert passed(0) and passed(5) and not passed(1) and not passed(2)
-    assert pytest_seconds("x\n====== 830 passed, 1 warning in 539.51s (0:08:59) ======\n", 1.0) == 539.51
-    assert pytest_seconds("interrupted", 7.0) == 7.0
