@@ -77,6 +77,9 @@ class NightOptions:
     seed: int = 0
     chaos: bool = True
     drift_correction: bool = True
+    scan_sizing: bool = True
+    """Each mesh sized by the target's mapped uncertainty and the drift estimate; off: every mesh
+    is the ``scan_half_width_um`` asked for (the night before sizing; a comparison)."""
     fine_particles: int = 4
     search_um: float = 1.0
     calibration_step_um: float = 20.0
@@ -190,6 +193,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="SIGKILL the MacroServer and QueueDS mid-scan and lose the beam for a while (default on)")
     parser.add_argument("--no-drift-correction", action="store_true",
                         help="no camera re-registration and no X-ray drift tracking: the night as it drifts")
+    parser.add_argument("--scan-sizing", action=argparse.BooleanOptionalAction, default=True,
+                        help="size each mesh by the target's uncertainty (default on); off: every mesh is "
+                             "--scan-half-um wide")
     parser.add_argument("--regions", type=int, default=4,
                         help="SEM tiles besides the overview (default 4); 0: one SEM image registered to the camera")
     parser.add_argument("--tile-px", type=int, default=4096, help="width and height of each tile, px of 20 nm")
@@ -400,7 +406,8 @@ class Night:
         setup = [f"senv ScanDir {scans}", f"senv ScanFile {SCAN_FILE}", f"senv SmartScanLog {self.visits}",
                  "senv SmartClock smart/ring/1/SimTime",
                  f"senv SmartDriftEvery {options.drift_every if options.drift_correction else 0}",
-                 f"senv SmartDriftCorrection {options.drift_correction}"]
+                 f"senv SmartDriftCorrection {options.drift_correction}",
+                 f"senv SmartScanSizing {options.scan_sizing}"]
         self.camera_live()
         with DoorClient(f"tango://{self.stack.tango_host}/{DOOR}", echo=self.console.door) as door:
             for line in setup:
@@ -573,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(verbose=args.verbose, quiet=args.quiet)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     options = NightOptions(particles=args.particles, hours=args.hours, seed=seed, chaos=args.chaos,
-                           drift_correction=not args.no_drift_correction, fine_particles=args.fine_particles,
+                           drift_correction=not args.no_drift_correction, scan_sizing=args.scan_sizing,
+                           fine_particles=args.fine_particles,
                            regions=args.regions, tile_px=args.tile_px, acceleration=args.acceleration,
                            sem_scan_errors=args.sem_scan_errors,
                            search_um=args.search_um, scan_half_width_um=args.scan_half_um,
