@@ -30,8 +30,9 @@ from typing import Any
 from tango import DevState
 from tango.server import Device, attribute, command
 
+from servers.common.command_gate import CommandGate
 from servers.common.tango_client import ProxyCache
-from servers.common.tango_glue import CommandGate, monitor_released, one_at_a_time, smart_errors, tango_text
+from servers.common.tango_glue import monitor_released, one_at_a_time, smart_errors, tango_text
 
 __all__ = ["SmartDevice", "smart_attribute", "smart_command", "smart_errors"]
 
@@ -104,7 +105,7 @@ class SmartDevice(Device):
         for name in ("State", "Status"):
             self.set_change_event(name, True, False)
         if not hasattr(self, "_gate"):  # kept over Init: a command may be waiting on it
-            self._gate = CommandGate()
+            self._gate = CommandGate(released=monitor_released)
         if not hasattr(self, "proxies"):
             self.proxies = ProxyCache(retry=self.PROXY_RETRY)
 

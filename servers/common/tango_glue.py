@@ -13,41 +13,34 @@ hands to Tango therefore goes through :func:`tango_text` (replies: :func:`text_o
 and every plain string argument through :func:`text_in`; JSON arguments and replies are
 ASCII with ``\\uXXXX`` escapes, so any Unicode travels inside them exactly.
 
-Concurrency: :class:`CommandGate` gives each device one command at a time, in arrival
-order, while the Tango device monitor is released -- so State, Status and attributes stay
-readable and a second client's command waits its turn instead of being refused
-(docs/interface.md, "Several clients at once").
+Concurrency: :class:`~servers.common.command_gate.CommandGate` (Tango-free) gives each
+device one command at a time, in arrival order; :func:`monitor_released` is the Tango half:
+the device monitor is released while a command waits and works, so State, Status and
+attributes stay readable and a second client's command waits its turn instead of being
+refused (docs/interface.md, "Several clients at once").
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import logging
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import tango
 
-from servers.common.errors import NotReady, SmartError
+from servers.common.errors import SmartError
 from servers.common.text import tango_text, text_in, text_out
 
-__all__ = ["CommandGate", "monitor_released", "one_at_a_time", "raise_devfailed", "run_server",
+__all__ = ["monitor_released", "one_at_a_time", "raise_devfailed", "run_server",
            "smart_errors", "tango_text", "text_in", "text_out"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
-
-
-COMMAND_WAIT_S = 2.5
-"""Longest wait of a command for its turn on a busy device: below the 3 s default client
-timeout, so a waiting client gets either its answer or a ``SMART_NotReady`` saying what runs."""
 
 
 def raise_devfailed(reason: str, desc: str, origin: str) -> None:
@@ -94,69 +87,9 @@ def smart_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class CommandGate:
-    """One command at a time on a device, the others waiting their turn in arrival order
-    (up to ``wait_s``).
-
-    Tango's own serialisation (the device monitor) would make State and Status wait behind
-    a long command too, so long commands release the monitor (:func:`monitor_released`)
-    and serialise on this gate instead; waiting for the gate also happens with the monitor
-    released. Waiters are served first come, first served, so no client starves behind
-    later ones. A command that cannot get its turn within ``wait_s`` is refused with
-    ``SMART_NotReady`` naming what is running, so no client is left without an answer.
-    """
-
-    def __init__(self, wait_s: float = COMMAND_WAIT_S) -> None:
-        self.wait_s = wait_s
-        self._cond = threading.Condition()
-        self._waiting: collections.deque[object] = collections.deque()
-        self._holder = False
-        self._doing = ""
-        self._since = 0.0
-
-    @property
-    def busy(self) -> bool:
-        return self._holder
-
-    def _take(self, doing: str) -> None:
-        self._holder, self._doing, self._since = True, doing, time.monotonic()
-
-    def _acquire(self, device: Any, doing: str) -> None:
-        with self._cond:
-            if not self._holder and not self._waiting:
-                self._take(doing)
-                return
-            ticket = object()
-            self._waiting.append(ticket)
-        with monitor_released(device), self._cond:
-            got = self._cond.wait_for(lambda: not self._holder and self._waiting[0] is ticket, self.wait_s)
-            self._waiting.remove(ticket)
-            if got:
-                self._take(doing)
-                return
-            self._cond.notify_all()  # the next in line may be free to go now
-            running, what, queued = time.monotonic() - self._since, self._doing, len(self._waiting)
-        raise NotReady(f"the device is busy: {what or 'another command'} has been running for {running:.1f} s, "
-                       f"{queued} more call(s) are waiting, and this call waited {self.wait_s:g} s for its turn; "
-                       "call again when State is no longer RUNNING, or give your client a longer timeout")
-
-    def _release(self) -> None:
-        with self._cond:
-            self._holder, self._doing = False, ""
-            self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def turn(self, device: Any, doing: str) -> Iterator[None]:
-        """Hold the gate for one command (``doing`` says what, for the others' refusal)."""
-        self._acquire(device, doing)
-        try:
-            yield
-        finally:
-            self._release()
-
-
 def one_at_a_time(function: F) -> F:
-    """Run a command or attribute write holding the device's ``_gate`` (a :class:`CommandGate`):
+    """Run a command or attribute write holding the device's ``_gate`` (a
+    :class:`~servers.common.command_gate.CommandGate`):
     the whole call, results and events included, happens before the next client's."""
 
     @functools.wraps(function)

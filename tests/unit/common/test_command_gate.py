@@ -1,10 +1,8 @@
-"""One command at a time per device, first come first served (servers.common.tango_glue.CommandGate).
+"""One command at a time per device, first come first served (servers.common.command_gate).
 
-The gate releases the Tango device monitor while a caller waits; without a server there is
-no monitor, so these tests replace that step by a no-op.
-
-System tier because the gate lives in servers/common/tango_glue.py, which imports tango, not
-because a device runs."""
+The gate is Tango-free: a device passes the release of its Tango monitor in as ``released``
+(servers.common.device_base), which the device tests exercise; here nothing is released
+unless a test passes its own ``released`` to see when the gate calls it."""
 
 from __future__ import annotations
 
@@ -14,14 +12,8 @@ import time
 
 import pytest
 
-from servers.common import tango_glue
+from servers.common.command_gate import CommandGate
 from servers.common.errors import NotReady
-from servers.common.tango_glue import CommandGate
-
-
-@pytest.fixture(autouse=True)
-def no_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tango_glue, "monitor_released", lambda device: contextlib.nullcontext())
 
 
 def test_callers_wait_and_are_served_in_arrival_order() -> None:
@@ -80,3 +72,31 @@ def test_an_exception_inside_releases_the_gate() -> None:
     with pytest.raises(ValueError), gate.turn(None, "failing"):
         raise ValueError("boom")
     assert not gate.busy
+
+
+def test_only_a_caller_that_waits_releases_the_device() -> None:
+    """A free gate is taken at once, holding the device; a caller that has to wait does so
+    inside ``released(device)`` (for a Tango device: its monitor released meanwhile)."""
+    released: list[str] = []
+
+    @contextlib.contextmanager
+    def release(device: str):  # type: ignore[no-untyped-def]
+        released.append(device)
+        yield
+
+    gate = CommandGate(wait_s=0.05, released=release)
+    with gate.turn("first device", "Detect"):
+        assert released == []
+        done: list[BaseException] = []
+        thread = threading.Thread(target=lambda: _try_on(gate, "second device", done))
+        thread.start()
+        thread.join(30)
+    assert released == ["second device"] and isinstance(done[0], NotReady)
+
+
+def _try_on(gate: CommandGate, device: str, done: list[BaseException]) -> None:
+    try:
+        with gate.turn(device, "second"):
+            pass
+    except NotReady as exc:
+        done.append(exc)
