@@ -29,7 +29,7 @@ from math import comb
 import numpy as np
 
 from servers.common.errors import BadArgument
-from servers.common.pointfit import affine_point_covariance, fit_points
+from servers.common.pointfit import fit_points
 from servers.RegistrationDS.parts import measure_parts, part_grid
 from servers.RegistrationDS.uncertainty import PATCH_NOISE_FLOOR_PX
 
@@ -166,23 +166,3 @@ def transform_covariance(covariance6: np.ndarray, left: np.ndarray, right: np.nd
         unit[k // 3, k % 3] = 1.0
         jacobian[:, k] = _entries(left @ unit @ right)
     return jacobian @ covariance6 @ jacobian.T
-
-
-def rotation_scale_sigma(matrix: np.ndarray, covariance6: np.ndarray) -> tuple[float, float]:
-    """1-sigma of the rotation (deg) and relative scale of the closest similarity of ``matrix``
-    (:func:`~servers.RegistrationDS.similarity.rotation_and_scale`), to first order."""
-    a = 0.5 * (matrix[0, 0] + matrix[1, 1])
-    b = 0.5 * (matrix[1, 0] - matrix[0, 1])
-    da = np.array([0.5, 0.0, 0.0, 0.0, 0.5, 0.0])
-    db = np.array([0.0, -0.5, 0.0, 0.5, 0.0, 0.0])
-    norm = a * a + b * b
-    d_rotation = (a * db - b * da) / norm
-    d_scale = (a * da + b * db) / norm
-    return (math.degrees(math.sqrt(max(float(d_rotation @ covariance6 @ d_rotation), 0.0))),
-            math.sqrt(max(float(d_scale @ covariance6 @ d_scale), 0.0)))
-
-
-def point_sigma(covariance6: np.ndarray, point: tuple[float, float]) -> tuple[float, float]:
-    """Per-axis 1-sigma of the image of ``point`` under a matrix with this entry covariance."""
-    cov = affine_point_covariance(np.array([point], float), covariance6)[0]
-    return float(math.sqrt(max(cov[0, 0], 0.0))), float(math.sqrt(max(cov[1, 1], 0.0)))

@@ -25,12 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from servers.common.errors import BadArgument
 from servers.common.imageio import read_image
-from servers.RegistrationDS.affine import (
-    AffineEstimate,
-    point_sigma,
-    rotation_scale_sigma,
-    transform_covariance,
-)
+from servers.RegistrationDS.affine import AffineEstimate, transform_covariance
 from servers.RegistrationDS.args import LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.fiducials import register_pairs
 from servers.RegistrationDS.models import DOUBT_CONFIDENCE, estimate_model
@@ -52,7 +47,7 @@ from servers.RegistrationDS.slots import (
     validate_pixel_size,
     validate_slot_name,
 )
-from servers.RegistrationDS.uncertainty import entry_covariance
+from servers.RegistrationDS.uncertainty import entry_covariance, point_sigma, rotation_scale_sigma
 
 DEFAULT_PIXEL_SIZE_UM = 1.0
 UNKNOWN_SIGMA = 1e6

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from servers.common.pointfit import affine_point_covariance
+
 SUMMED_MAX_SIDE = 256
 """The sums run over at most this many rows and columns of the spectrum (every m-th one,
 rescaled): a 2048 px pair costs 1/64 of a pass over its spectrum (33 000 frequencies are
@@ -192,6 +194,30 @@ def entry_covariance(matrix: np.ndarray, pivot: tuple[float, float], parameter_s
     return jacobian @ np.diag(np.square(parameter_sigma)) @ jacobian.T
 
 
+def rotation_scale_sigma(matrix: np.ndarray, covariance6: np.ndarray) -> tuple[float, float]:
+    """1-sigma of the rotation (deg) and relative scale of the closest similarity of ``matrix``
+    (:func:`~servers.RegistrationDS.similarity.rotation_and_scale`), to first order, from the
+    6x6 covariance of its entries (a11, a12, a13, a21, a22, a23).
+
+    The similarity part is a = (a11 + a22)/2, b = (a21 - a12)/2; rotation = atan2(b, a),
+    scale = hypot(a, b), so d(rotation) = (a db - b da)/s^2 and d(scale)/scale = (a da + b db)/s^2."""
+    a = 0.5 * (matrix[0, 0] + matrix[1, 1])
+    b = 0.5 * (matrix[1, 0] - matrix[0, 1])
+    da = np.array([0.5, 0.0, 0.0, 0.0, 0.5, 0.0])
+    db = np.array([0.0, -0.5, 0.0, 0.5, 0.0, 0.0])
+    norm = a * a + b * b
+    d_rotation = (a * db - b * da) / norm
+    d_scale = (a * da + b * db) / norm
+    return (math.degrees(math.sqrt(max(float(d_rotation @ covariance6 @ d_rotation), 0.0))),
+            math.sqrt(max(float(d_scale @ covariance6 @ d_scale), 0.0)))
+
+
+def point_sigma(covariance6: np.ndarray, point: tuple[float, float]) -> tuple[float, float]:
+    """Per-axis 1-sigma of the image of ``point`` under a matrix with this entry covariance."""
+    cov = affine_point_covariance(np.array([point], float), covariance6)[0]
+    return float(math.sqrt(max(cov[0, 0], 0.0))), float(math.sqrt(max(cov[1, 1], 0.0)))
+
+
 def from_fit_covariance(covariance6: np.ndarray, linear: np.ndarray, pivot: tuple[float, float],
                         rotation_scale_of: np.ndarray) -> tuple[float, float, float, float]:
     """1-sigma (x, y of ``pivot``'s image, rotation deg, relative scale) of ``fit @ linear``,
@@ -199,19 +225,6 @@ def from_fit_covariance(covariance6: np.ndarray, linear: np.ndarray, pivot: tupl
 
     ``rotation_scale_of`` is the fit matrix: its a and b entries carry the rotation and scale."""
     point = linear @ np.array([pivot[0], pivot[1], 1.0])
-    design = np.zeros((2, 6))
-    design[0, :3] = (point[0], point[1], 1.0)
-    design[1, 3:] = (point[0], point[1], 1.0)
-    position = design @ covariance6 @ design.T
-    a = 0.5 * (rotation_scale_of[0, 0] + rotation_scale_of[1, 1])
-    b = 0.5 * (rotation_scale_of[1, 0] - rotation_scale_of[0, 1])
-    # a = (a11 + a22)/2, b = (a21 - a12)/2; rotation = atan2(b, a), scale = hypot(a, b)
-    da = np.array([0.5, 0, 0, 0, 0.5, 0])
-    db = np.array([0, -0.5, 0, 0.5, 0, 0])
-    norm2 = a * a + b * b
-    d_angle = (a * db - b * da) / norm2
-    d_scale = (a * da + b * db) / math.sqrt(norm2)
-    rotation_var = float(d_angle @ covariance6 @ d_angle)
-    scale_var = float(d_scale @ covariance6 @ d_scale) / norm2
-    return (math.sqrt(max(position[0, 0], 0.0)), math.sqrt(max(position[1, 1], 0.0)),
-            math.degrees(math.sqrt(max(rotation_var, 0.0))), math.sqrt(max(scale_var, 0.0)))
+    sx, sy = point_sigma(covariance6, (float(point[0]), float(point[1])))
+    rotation, scale = rotation_scale_sigma(rotation_scale_of, covariance6)
+    return sx, sy, rotation, scale
