@@ -23,6 +23,7 @@ import tango
 
 from clients.display import camera_geometry, duration, format_table, nanometres, significant, um_per_unit
 from clients.door import DoorClient
+from clients.particle_profiles import CEO2_50NM, particle_profile
 
 UM_PER_MM = 1000.0
 SCAN_FILE = "scans.h5"
@@ -31,8 +32,11 @@ EVENTS_FILE = "smart_events.jsonl"
 """The loop's event log next to visits.csv (macros/smart_records.py)."""
 
 
-PARTICLE_SETTINGS_50NM: dict[str, Any] = {"Diameter": 7, "MinMass": 1.0e4, "MaxSize": 1.6, "Separation": 4.0}
-"""ParticleDS settings for ~50 nm particles on a 20 nm/px SEM image, for the demo and the night."""
+PARTICLE_SETTINGS_50NM: dict[str, Any] = {
+    name: value for name, value in particle_profile(CEO2_50NM).items() if name != "IsolationRadius"}
+"""ParticleDS settings for ~50 nm particles on a 20 nm/px SEM image, for the demo and the night:
+the ``ceo2_50nm`` profile that ``smart up`` defines, but for IsolationRadius, which the runs set
+from ``isolation_um`` and the pixel size of the image they detect on."""
 
 
 @dataclass
