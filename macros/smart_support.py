@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from smart_shared.motor_limits import known_limits
+
 UNIT_PER_UM = {"mm": 1e-3, "um": 1.0, "nm": 1e3}
 """Stage units per micrometre, for the units a CoordMapperDS stage frame may carry."""
 POSITION_DECIMALS = {"mm": 6, "um": 3, "nm": 0}
@@ -73,16 +75,11 @@ def sigma_text(sigma: float | None, unit: str) -> str:
 
 
 def limits_of(config: Any) -> tuple[float, float] | None:
-    """(min, max) of a motor's Position attribute configuration; None when either is not set.
+    """(min, max) of a motor's Position attribute configuration; None when either is not set
+    (:func:`smart_shared.motor_limits.known_limits`, the rule CoordMapperDS follows too).
 
     Unknown limits are never read as "anywhere is fine": callers refuse to move."""
-    try:
-        low, high = (float(str(v)) for v in (config.min_value, config.max_value))
-    except (TypeError, ValueError):
-        return None
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        return None
-    return low, high
+    return known_limits(config.min_value, config.max_value)
 
 
 def stage_of_frame(stage: dict[str, Any], motors: Sequence[str]) -> list[float]:

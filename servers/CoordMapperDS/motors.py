@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import tango
 
 from servers.common.tango_client import ProxyCache, devfailed_line
+from smart_shared.motor_limits import LimitsError, position_limits
 
 __all__ = ["DEFAULT_UNIT", "MOTOR_TIMEOUT_MS", "MotorProblem", "MotorReading", "StageMotors", "stage_unit_of"]
 
@@ -26,14 +27,6 @@ _UNIT_ALIASES = {"": DEFAULT_UNIT, "no unit": DEFAULT_UNIT, "mm": "mm", "um": "u
 def stage_unit_of(unit: str) -> str | None:
     """Our unit name for a motor's Position unit (empty = mm, as the simulated stage), else None."""
     return _UNIT_ALIASES.get(unit.strip().lower())
-
-
-def _limit(text: str, default: float) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):  # "Not specified"
-        return default
-    return value if math.isfinite(value) else default
 
 
 @dataclass(frozen=True)
@@ -69,9 +62,10 @@ class StageMotors:
                 raise MotorProblem(f"motor '{name}' cannot be read ({devfailed_line(exc)})") from None
             except (TypeError, ValueError) as exc:
                 raise MotorProblem(f"motor '{name}' has no numeric Position ({exc})") from None
-            low, high = _limit(config.min_value, -math.inf), _limit(config.max_value, math.inf)
-            if low > high:
-                raise MotorProblem(f"motor '{name}' has min_value {low} above max_value {high}")
+            try:
+                low, high = position_limits(config.min_value, config.max_value)
+            except LimitsError as exc:
+                raise MotorProblem(f"motor '{name}' has {exc}") from None
             limits.append((low, high))
             unit = stage_unit_of(config.unit or "")
             if unit is None:

@@ -7,7 +7,9 @@ installed): an import inside a function counts, a word in a docstring does not. 
   camera is plugged in by name, :data:`servers.CameraDS.simbuild.SIM_RENDERER`);
 * no server imports another server; ``servers/common`` imports no server;
 * the cores import no ``tango`` (nor Sardana or Taurus): only the device shells and the Tango
-  glue modules named in :data:`TANGO_MODULES` do.
+  glue modules named in :data:`TANGO_MODULES` do;
+* ``smart_shared`` (what servers, macros and clients all need) imports none of the project's
+  other packages and no Tango.
 """
 
 from __future__ import annotations
@@ -116,3 +118,13 @@ def test_the_rules_catch_a_core_that_imports_tango(tmp_path: Path) -> None:
     module = tmp_path / "core.py"
     module.write_text("from tango import DevState\n")
     assert any(top(n) in TANGO_PACKAGES for n in imported_names(module))
+
+
+PROJECT_PACKAGES = ("servers", "simulation", "clients", "macros", "tests", "benchmarks")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "smart_shared").rglob("*.py")), ids=relative)
+def test_smart_shared_imports_no_project_package_and_no_tango(path: Path) -> None:
+    wrong = {name for name in imported_names(path) if top(name) in PROJECT_PACKAGES + TANGO_PACKAGES}
+    assert not wrong, (f"{relative(path)} imports {sorted(wrong)}; smart_shared is the bottom of the import "
+                       "graph: everything may import it, it imports none of them")
