@@ -57,7 +57,7 @@ def bench_translation(report: Report) -> None:
     core.put_image("tgt", tgt, 1.0, {})
     args = {"reference": "ref", "target": "tgt", "upsample": 100}
     result = core.register(args)
-    our_err = math.hypot(result["shift_px"][0] - truth[0], result["shift_px"][1] - truth[1])
+    our_err = math.hypot(result.shift_px[0] - truth[0], result.shift_px[1] - truth[1])
 
     def skimage_uint16():
         return phase_cross_correlation(ref, tgt, upsample_factor=100)
@@ -121,7 +121,7 @@ def bench_similarity(report: Report) -> None:
     core.put_image("tgt", tgt, 1.0, {})
     args = {"reference": "ref", "target": "tgt", "model": "similarity"}
     ours = best_time(lambda: core.register(args), repeat=3)
-    our_errors = _errors(np.array(core.register(args)["matrix"]), truth)
+    our_errors = _errors(core.register(args).matrix_array, truth)
 
     baseline_result = {}
 
@@ -160,8 +160,8 @@ def bench_rotation_range(report: Report) -> None:
 
     def error(args: dict) -> float:
         result = core.register(args)
-        assert result["success"], result["warnings"]
-        return float(np.abs(apply(np.array(result["matrix"]), corners) - apply(truth, corners)).max())
+        assert result.success, result.warnings
+        return float(np.abs(apply(result.matrix_array, corners) - apply(truth, corners)).max())
 
     errors = (error(ranged), error(full))
     ours, base, ratio = paired_times(lambda: core.register(ranged), lambda: core.register(full), rounds=3)

@@ -61,11 +61,11 @@ def main(first: int, stop: int, model: str = "similarity") -> None:
             if kind == "pos":
                 h, w = image.shape
                 probes = np.array([[0, 0, 1], [w - 1, h - 1, 1], [w / 2, h / 2, 1]], float).T
-                error = f"{np.abs((np.array(result['matrix']) @ probes - truth @ probes)[:2]).max():.3f}"
+                error = f"{np.abs((result.matrix_array @ probes - truth @ probes)[:2]).max():.3f}"
             print(seed, kind, f"{estimate.patches_agreeing}/{estimate.patches_total}",
-                  f"dist {estimate.peak.distinctness:.2f}", f"conf {result['confidence']:.4f}",
-                  result["success"], error, parts,
-                  "" if result["success"] or model != "affine" else result["warnings"][:1], flush=True)
+                  f"dist {estimate.peak.distinctness:.2f}", f"conf {result.confidence:.4f}",
+                  result.success, error, parts,
+                  "" if result.success or model != "affine" else result.warnings[:1], flush=True)
 
 
 if __name__ == "__main__":

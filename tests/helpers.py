@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -41,3 +44,35 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
+
+
+def assert_same_json(new: str, recorded: str, volatile: tuple[str, ...] = (), rel: float = 1e-6) -> None:
+    """``new`` is the JSON ``recorded`` was, as a client reads it: the same keys in the same
+    order, the same JSON types (``7`` is not ``7.0``), equal strings, booleans and nulls, and
+    numbers equal to ``rel`` (the last bits of a float may differ between BLAS builds).
+    Values under a key named in ``volatile`` (times, tokens) need only keep their JSON type."""
+    def pairs(text: str) -> Any:
+        return json.loads(text, object_pairs_hook=lambda items: ("object", items))
+
+    def same(a: Any, b: Any, where: str) -> None:
+        if isinstance(b, tuple) and b[:1] == ("object",):
+            assert isinstance(a, tuple) and a[:1] == ("object",), f"{where}: {a!r} is not an object"
+            assert [k for k, _ in a[1]] == [k for k, _ in b[1]], f"{where}: keys {[k for k, _ in a[1]]} " \
+                                                                 f"differ from the recorded {[k for k, _ in b[1]]}"
+            for (key, va), (_, vb) in zip(a[1], b[1], strict=True):
+                if key in volatile:
+                    assert type(va) is type(vb), f"{where}.{key}: {type(va).__name__} is not {type(vb).__name__}"
+                else:
+                    same(va, vb, f"{where}.{key}")
+            return
+        assert type(a) is type(b), f"{where}: {a!r} ({type(a).__name__}) is not like the recorded {b!r}"
+        if isinstance(b, list):
+            assert len(a) == len(b), f"{where}: {len(a)} items, recorded {len(b)}"
+            for i, (va, vb) in enumerate(zip(a, b, strict=True)):
+                same(va, vb, f"{where}[{i}]")
+        elif isinstance(b, float):
+            assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-12), f"{where}: {a!r} differs from the recorded {b!r}"
+        else:
+            assert a == b, f"{where}: {a!r} differs from the recorded {b!r}"
+
+    same(pairs(new), pairs(recorded), "$")

@@ -37,6 +37,7 @@ import numpy as np
 from benchmarks.corpus.cases import Case
 from servers.common.errors import SmartError
 from servers.RegistrationDS.core import RegistrationCore
+from servers.RegistrationDS.results import ImageRegistration
 from servers.RegistrationDS.similarity import rotation_and_scale, similarity_matrix
 
 
@@ -96,9 +97,9 @@ class Outcome:
         return out
 
 
-def _centre_sigma(result: dict) -> dict:
-    sigma = result.get("uncertainty") or {}
-    return {key: sigma.get(key) for key in ("shift_px", "rotation_deg", "scale") if sigma.get(key) is not None}
+def _centre_sigma(result: ImageRegistration) -> dict:
+    sigma = result.uncertainty
+    return {"shift_px": list(sigma.shift_px), "rotation_deg": sigma.rotation_deg, "scale": sigma.scale}
 
 
 def run_ours(case: Case, **extra: object) -> Outcome:
@@ -112,9 +113,8 @@ def run_ours(case: Case, **extra: object) -> Outcome:
     except SmartError as exc:
         return Outcome("ours", case, False, None, time.perf_counter() - started, note=str(exc))
     elapsed = time.perf_counter() - started
-    matrix = np.array(result["matrix"]) if result["success"] else None
-    return Outcome("ours", case, bool(result["success"]), matrix, elapsed, _centre_sigma(result),
-                   "; ".join(result.get("warnings", [])))
+    matrix = result.matrix_array if result.success else None
+    return Outcome("ours", case, result.success, matrix, elapsed, _centre_sigma(result), "; ".join(result.warnings))
 
 
 def _translation(dx: float, dy: float) -> np.ndarray:

@@ -5,7 +5,8 @@ and maps :class:`~servers.common.errors.SmartError` to ``DevFailed``. Every meth
 completes or raises before it changes anything, so a refused command leaves the slots
 and the last results as they were. A registration that completes but is doubtful is not
 an error: it becomes ``last_result`` with ``success: false`` (the device shows ALARM)
-while ``last_good_result`` keeps the previous trustworthy one.
+while ``last_good_result`` keeps the previous trustworthy one. Results are the frozen
+dataclasses of :mod:`servers.RegistrationDS.results`; the shell sends their ``to_json()``.
 
 Thread safety: slots are immutable snapshots in a locked store; results are swapped
 under a lock; the computation itself runs on snapshots without holding any lock, so a
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,6 +39,16 @@ from servers.RegistrationDS.preprocess import (
     represent,
     resample,
     resample_matrix,
+)
+from servers.RegistrationDS.results import (
+    FiducialRegistration,
+    FileSource,
+    ImageRegistration,
+    LoadedImage,
+    Registration,
+    SlotDescription,
+    Uncertainty,
+    as_matrix,
 )
 from servers.RegistrationDS.similarity import rotation_and_scale, within_rotation_range
 from servers.RegistrationDS.slots import (
@@ -101,6 +112,7 @@ def check_prior(prior: Any, matrix: np.ndarray, centre: tuple[float, float], sig
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+RegistrationT = TypeVar("RegistrationT", bound=Registration)
 
 
 def _as_model(args: ModelT | dict[str, Any], model: type[ModelT]) -> ModelT:
@@ -122,15 +134,15 @@ class RegistrationCore:
     def __init__(self) -> None:
         self.slots = SlotStore()
         self._lock = threading.Lock()
-        self._last_result: dict[str, Any] | None = None
-        self._last_good_result: dict[str, Any] | None = None
+        self._last_result: Registration | None = None
+        self._last_good_result: Registration | None = None
         self._last_registered: _Registered | None = None
         self._last_good_registered: _Registered | None = None
         self._overlay_cache: dict[int, np.ndarray] = {}
 
     # ----------------------------------------------------------------- slots
     def load_image(self, slot: str, path: str, pixel_size_um: float | None = None,
-                   channel: str | None = None) -> dict[str, Any]:
+                   channel: str | None = None) -> LoadedImage:
         """Read ``path`` into ``slot``. Pixel size: argument, else file metadata, else 1.0 + warning.
 
         The result says where the pixel size came from (``pixel_size_source``: ``argument``,
@@ -142,28 +154,30 @@ class RegistrationCore:
         loaded = read_image(args.path, channel=args.channel)
         data = validate_image(loaded.data, f"the image in '{args.path}'")
         warnings = list(loaded.warnings)
-        described = loaded.describe_source()
+        pixel_size_source = loaded.pixel_size_source
         if args.pixel_size_um is not None:
             size = float(args.pixel_size_um)
             if loaded.pixel_size_um is not None and not math.isclose(size, loaded.pixel_size_um, rel_tol=1e-3):
                 warnings.append(f"pixel_size_um {size:g} given; the file says {loaded.pixel_size_um:.6g} um "
                                 f"({loaded.pixel_size_source}). The given value is used")
-            described["pixel_size_source"] = "argument pixel_size_um"
+            pixel_size_source = "argument pixel_size_um"
         elif loaded.pixel_size_um is not None:
             size = validate_pixel_size(loaded.pixel_size_um)
         else:
             size = DEFAULT_PIXEL_SIZE_UM
-            described["pixel_size_source"] = "default (the file gives none)"
+            pixel_size_source = "default (the file gives none)"
             warnings.append("the file gives no pixel size; 1.0 um/px assumed. Pass pixel_size_um "
                             "when slots of different instruments are registered")
-        metadata = {**loaded.metadata, "file": described}
+        described = FileSource(loaded.file_format, pixel_size_source, dict(loaded.stage) or None,
+                               loaded.stage_source, loaded.channel, tuple(loaded.channels))
+        metadata = {**loaded.metadata, "file": described.as_dict()}
         image = ImageSlot(args.slot, data, size, loaded.source_dtype, f"file:{args.path}",
                           metadata, tuple(warnings))
         self.slots.put(image)
-        return {**image.describe(), **described}
+        return LoadedImage(image.describe(), file=described)
 
     def put_image(self, slot: str, array: np.ndarray, pixel_size_um: float,
-                  metadata: dict[str, Any] | None = None, source: str = "array") -> dict[str, Any]:
+                  metadata: dict[str, Any] | None = None, source: str = "array") -> LoadedImage:
         """Store a grabbed frame; the result is LoadImage's plus the frame's ``metadata``."""
         name = validate_slot_name(slot)
         size = validate_pixel_size(pixel_size_um)
@@ -172,9 +186,7 @@ class RegistrationCore:
         metadata = dict(metadata or {})
         image = ImageSlot(name, data, size, source_dtype, source, metadata, ())
         self.slots.put(image)
-        result = image.describe()
-        result["metadata"] = metadata
-        return result
+        return LoadedImage(image.describe(), metadata=metadata)
 
     def remove_slot(self, slot: str) -> None:
         self.slots.remove(slot)
@@ -183,19 +195,19 @@ class RegistrationCore:
     def slot_names(self) -> list[str]:
         return self.slots.names()
 
-    def describe_slots(self) -> list[dict[str, Any]]:
+    def describe_slots(self) -> list[SlotDescription]:
         return self.slots.describe_all()
 
     # -------------------------------------------------------------- results
     @property
-    def last_result(self) -> dict[str, Any] | None:
+    def last_result(self) -> Registration | None:
         with self._lock:
-            return None if self._last_result is None else dict(self._last_result)
+            return self._last_result
 
     @property
-    def last_good_result(self) -> dict[str, Any] | None:
+    def last_good_result(self) -> Registration | None:
         with self._lock:
-            return None if self._last_good_result is None else dict(self._last_good_result)
+            return self._last_good_result
 
     @property
     def overlay(self) -> np.ndarray | None:
@@ -222,17 +234,17 @@ class RegistrationCore:
                 self._overlay_cache[id(registered)] = cached
         return cached
 
-    def _publish(self, result: dict[str, Any], registered: _Registered) -> dict[str, Any]:
+    def _publish(self, result: RegistrationT, registered: _Registered) -> RegistrationT:
         with self._lock:
             self._last_result = result
             self._last_registered = registered
-            if result["success"]:
+            if result.success:
                 self._last_good_result = result
                 self._last_good_registered = registered
-        return dict(result)
+        return result
 
     # --------------------------------------------------------- registration
-    def register(self, args: RegisterArgs | dict[str, Any]) -> dict[str, Any]:
+    def register(self, args: RegisterArgs | dict[str, Any]) -> ImageRegistration:
         """Image-based registration; see docs/interface.md ``Register`` and docs/registration.md.
 
         Steps: both images to a common working pixel size; the model's estimate and its own
@@ -287,28 +299,31 @@ class RegistrationCore:
         if not success:
             warnings.append(f"confidence {confidence:.3g} is below {args.min_confidence}: the images may "
                             "not show the same area; check ROIs, pixel sizes, or use fiducials")
-        result = {
-            "model": args.model,
-            "reference": args.reference,
-            "target": args.target,
-            "matrix": matrix.tolist(),
-            "shift_px": [float(matrix[0, 2]), float(matrix[1, 2])],
-            "rotation_deg": float(rotation),
-            "scale": float(scale),
-            "confidence": float(confidence),
-            "success": success,
-            "uncertainty": sigma,
-            "covariance": entry_cov if entry_cov is not None else _entry_covariance(matrix, target_centre, sigma),
-            "distinctness": float(peak.distinctness),
-            "polarity": int(peak.polarity),
-            "representation": representation,
-            "common_pixel_size_um": float(work.common),
-            "warnings": warnings,
-            "elapsed_ms": (time.perf_counter() - started) * 1000.0,
-        }
+        covariance = entry_cov if entry_cov is not None else _entry_covariance(matrix, target_centre, sigma)
+        result = ImageRegistration(
+            model=args.model,
+            reference=args.reference,
+            target=args.target,
+            matrix=as_matrix(matrix),
+            shift_px=(float(matrix[0, 2]), float(matrix[1, 2])),
+            rotation_deg=float(rotation),
+            scale=float(scale),
+            confidence=float(confidence),
+            success=success,
+            warnings=tuple(warnings),
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            uncertainty=Uncertainty((float(sigma["shift_px"][0]), float(sigma["shift_px"][1])),
+                                    float(sigma["rotation_deg"]), float(sigma["scale"]),
+                                    (float(sigma["point"][0]), float(sigma["point"][1]))),
+            covariance=tuple(tuple(float(v) for v in row) for row in covariance),
+            distinctness=float(peak.distinctness),
+            polarity=int(peak.polarity),
+            representation=representation,
+            common_pixel_size_um=float(work.common),
+        )
         return self._publish(result, _Registered(reference, target, matrix))
 
-    def register_fiducials(self, args: RegisterFiducialsArgs | dict[str, Any]) -> dict[str, Any]:
+    def register_fiducials(self, args: RegisterFiducialsArgs | dict[str, Any]) -> FiducialRegistration:
         """Least-squares registration from point pairs; adds residuals, RMS and inliers."""
         started = time.perf_counter()
         args = _as_model(args, RegisterFiducialsArgs)
@@ -321,11 +336,10 @@ class RegistrationCore:
             if not (-0.5 <= xr <= reference.width - 0.5 and -0.5 <= yr <= reference.height - 0.5):
                 raise BadArgument(f"pair {index}: reference point ({xr}, {yr}) is outside the "
                                   f"{reference.width}x{reference.height} reference image")
-        result = register_pairs([list(p) for p in args.pairs], args.model)
-        matrix = np.asarray(result["matrix"], dtype=float)
-        result.update({"reference": args.reference, "target": args.target, "matrix": matrix.tolist(),
-                       "elapsed_ms": (time.perf_counter() - started) * 1000.0})
-        return self._publish(result, _Registered(reference, target, matrix))
+        fit = register_pairs([list(p) for p in args.pairs], args.model)
+        result = replace(fit, reference=args.reference, target=args.target,
+                         elapsed_ms=(time.perf_counter() - started) * 1000.0)
+        return self._publish(result, _Registered(reference, target, result.matrix_array))
 
 
 def _judge_affine(affine: AffineEstimate, args: RegisterArgs, left: np.ndarray, right: np.ndarray,

@@ -33,6 +33,7 @@ from servers.common.tango_glue import run_server, text_in
 from servers.RegistrationDS.args import GrabImageArgs, LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.confidence import DEFAULT_MIN_CONFIDENCE
 from servers.RegistrationDS.core import RegistrationCore
+from servers.RegistrationDS.results import Registration
 from servers.RegistrationDS.slots import MAX_SLOTS, validate_slot_name
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class RegistrationDS(SmartDevice):
         with self.busy(f"Loading '{args.path}' into slot '{args.slot}'"):
             result = self._core.load_image(args.slot, args.path, args.pixel_size_um, args.channel)
         self._push_slots()
-        return dumps(result)
+        return result.to_json()
 
     @smart_command(gated=True, dtype_in=str, dtype_out=str,
                    doc_in='{"slot", "device"}: camera device with Image, FrameNumber and FrameMetadata',
@@ -100,7 +101,7 @@ class RegistrationDS(SmartDevice):
             result = self._core.put_image(args.slot, image, float(pixel_size), metadata,
                                           source=f"tango:{args.device}")
         self._push_slots()
-        return dumps(result)
+        return result.to_json()
 
     @smart_command(gated=True, dtype_in=str, dtype_out=str,
                    doc_in='{"reference", "target", "model"?, "reference_roi"?, "target_roi"?, "upsample"?, '
@@ -116,9 +117,9 @@ class RegistrationDS(SmartDevice):
             args = args.model_copy(update={"min_confidence": self._min_confidence})
         with self.busy(f"Registering slot '{args.target}' onto '{args.reference}' ({args.model})"):
             result = self._core.register(args)
-        self._adopt(result, f"confidence {result['confidence']:.4g} is below the threshold "
+        self._adopt(result, f"confidence {result.confidence:.4g} is below the threshold "
                             f"{args.min_confidence:g}")
-        return dumps(result)
+        return result.to_json()
 
     @smart_command(gated=True, dtype_in=str, dtype_out=str,
                    doc_in='{"reference", "target", "pairs": [[xt, yt, xr, yr], ...], "model"?: similarity | affine}',
@@ -127,10 +128,9 @@ class RegistrationDS(SmartDevice):
         args = parse_args(argin, RegisterFiducialsArgs)
         with self.busy(f"Fitting slot '{args.target}' onto '{args.reference}' from {len(args.pairs)} pairs"):
             result = self._core.register_fiducials(args)
-        inliers = sum(bool(v) for v in result.get("inliers", []))
-        self._adopt(result, f"confidence {result['confidence']:.3g}: {inliers} of {len(args.pairs)} pairs "
-                            f"are consistent, RMS {result.get('rms_px', float('nan')):.3g} px")
-        return dumps(result)
+        self._adopt(result, f"confidence {result.confidence:.3g}: {sum(result.inliers)} of {len(args.pairs)} "
+                            f"pairs are consistent, RMS {result.rms_px:.3g} px")
+        return result.to_json()
 
     @smart_command(gated=True, dtype_in=str, dtype_out=str, doc_in="slot name",
                    doc_out="the remaining slot names (JSON list)")
@@ -148,7 +148,7 @@ class RegistrationDS(SmartDevice):
     @smart_attribute(dtype=str, unit="JSON", label="Slot details", format="%s",
                      doc="JSON list: per slot its name, width, height, pixel_size_um, dtype and warnings")
     def SlotInfo(self) -> str:
-        return dumps(self._core.describe_slots())
+        return self._slot_info()
 
     @smart_attribute(dtype=str, unit="JSON", label="Last result", format="%s",
                      doc="JSON of the last registration attempt, successful or not (success says which)")
@@ -156,39 +156,39 @@ class RegistrationDS(SmartDevice):
         result = self._core.last_result
         if result is None:
             raise NotReady("no registration has run since the server started; run Register or RegisterFiducials")
-        return dumps(result)
+        return result.to_json()
 
     @smart_attribute(dtype=str, unit="JSON", label="Last good result", format="%s",
                      doc="JSON of the last registration whose success was true; Matrix, Shift, Rotation, "
                          "Scale and Confidence show this one")
     def LastGoodResult(self) -> str:
-        return dumps(self._good())
+        return self._good().to_json()
 
     @smart_attribute(dtype=((float,),), max_dim_x=3, max_dim_y=3, unit="px", label="Matrix", format="%.6g",
                      doc="Last good registration: 3x3 homogeneous matrix, row-major, target px -> reference px")
     def Matrix(self) -> np.ndarray:
-        return np.asarray(self._good()["matrix"], dtype=float)
+        return self._good().matrix_array
 
     @smart_attribute(dtype=(float,), max_dim_x=2, unit="px", label="Shift", format="%.3f",
                      doc="Last good registration: translation [dx, dy] of the matrix, in reference px")
     def Shift(self) -> list[float]:
-        return [float(v) for v in self._good()["shift_px"]]
+        return list(self._good().shift_px)
 
     @smart_attribute(dtype=float, unit="deg", label="Rotation", format="%.4f",
                      doc="Last good registration: rotation of the matrix, positive from +x towards +y "
                          "(clockwise on screen, where y points down)")
     def Rotation(self) -> float:
-        return float(self._good()["rotation_deg"])
+        return self._good().rotation_deg
 
     @smart_attribute(dtype=float, unit="px/px", label="Scale", format="%.6f",
                      doc="Last good registration: reference px per target px")
     def Scale(self) -> float:
-        return float(self._good()["scale"])
+        return self._good().scale
 
     @smart_attribute(dtype=float, unit="1", label="Confidence", format="%.4f",
                      doc="Last good registration: probability (0..1) that the match is not a coincidence")
     def Confidence(self) -> float:
-        return float(self._good()["confidence"])
+        return self._good().confidence
 
     @smart_attribute(dtype=((np.uint8,),), max_dim_x=MAX_IMAGE_SIDE, max_dim_y=MAX_IMAGE_SIDE, unit="1",
                      label="Overlay", format="%3d",
@@ -219,7 +219,7 @@ class RegistrationDS(SmartDevice):
         self.push_change_event("MinConfidence", self._min_confidence)
 
     # --------------------------------------------------------------- helpers
-    def _good(self) -> dict[str, Any]:
+    def _good(self) -> Registration:
         result = self._core.last_good_result
         if result is None:
             raise NotReady(_NO_GOOD_RESULT)
@@ -227,26 +227,29 @@ class RegistrationDS(SmartDevice):
 
     def _push_slots(self) -> None:
         self.push_change_event("Slots", self._core.slot_names)
-        self.push_change_event("SlotInfo", dumps(self._core.describe_slots()))
+        self.push_change_event("SlotInfo", self._slot_info())
 
-    def _adopt(self, result: dict[str, Any], why: str) -> None:
+    def _slot_info(self) -> str:
+        return dumps([slot.as_dict() for slot in self._core.describe_slots()])
+
+    def _adopt(self, result: Registration, why: str) -> None:
         """State, Status and events after a registration that completed (good or doubtful)."""
-        pair = f"slot '{result['target']}' onto '{result['reference']}' ({result['model']})"
-        self.push_change_event("LastResult", dumps(result))
+        pair = f"slot '{result.target}' onto '{result.reference}' ({result.model})"
+        self.push_change_event("LastResult", result.to_json())
         if self.is_there_subscriber("Overlay", tango.EventType.CHANGE_EVENT):
             self.push_change_event("Overlay", self._core.overlay)
-        if result["success"]:
-            shift = result["shift_px"]
+        if result.success:
+            shift = result.shift_px
             for name in _RESULT_EVENTS[1:]:
                 self.push_change_event(name, getattr(self, f"_event_{name}")(result))
             self.report(DevState.ON, (
-                f"The last registration of {pair} succeeded with confidence {result['confidence']:.4g}: "
-                f"shift ({shift[0]:.2f}, {shift[1]:.2f}) px, rotation {result['rotation_deg']:.3f} deg, "
-                f"scale {result['scale']:.5f}."))
+                f"The last registration of {pair} succeeded with confidence {result.confidence:.4g}: "
+                f"shift ({shift[0]:.2f}, {shift[1]:.2f}) px, rotation {result.rotation_deg:.3f} deg, "
+                f"scale {result.scale:.5f}."))
             return
         good = self._core.last_good_result
         kept = ("Matrix, Shift, Rotation, Scale and Confidence still show the last good registration "
-                f"(slot '{good['target']}' onto '{good['reference']}')" if good is not None
+                f"(slot '{good.target}' onto '{good.reference}')" if good is not None
                 else "Matrix, Shift, Rotation, Scale and Confidence have no value yet because no registration "
                      "has succeeded")
         self.report(DevState.ALARM, (
@@ -255,28 +258,28 @@ class RegistrationDS(SmartDevice):
             "or register with RegisterFiducials; a successful registration returns the device to ON."))
 
     @staticmethod
-    def _event_LastGoodResult(result: dict[str, Any]) -> str:
-        return dumps(result)
+    def _event_LastGoodResult(result: Registration) -> str:
+        return result.to_json()
 
     @staticmethod
-    def _event_Matrix(result: dict[str, Any]) -> np.ndarray:
-        return np.asarray(result["matrix"], dtype=float)
+    def _event_Matrix(result: Registration) -> np.ndarray:
+        return result.matrix_array
 
     @staticmethod
-    def _event_Shift(result: dict[str, Any]) -> list[float]:
-        return [float(v) for v in result["shift_px"]]
+    def _event_Shift(result: Registration) -> list[float]:
+        return list(result.shift_px)
 
     @staticmethod
-    def _event_Rotation(result: dict[str, Any]) -> float:
-        return float(result["rotation_deg"])
+    def _event_Rotation(result: Registration) -> float:
+        return result.rotation_deg
 
     @staticmethod
-    def _event_Scale(result: dict[str, Any]) -> float:
-        return float(result["scale"])
+    def _event_Scale(result: Registration) -> float:
+        return result.scale
 
     @staticmethod
-    def _event_Confidence(result: dict[str, Any]) -> float:
-        return float(result["confidence"])
+    def _event_Confidence(result: Registration) -> float:
+        return result.confidence
 
     # ----------------------------------------------------------------- grab
     def _camera(self, device: str) -> tango.DeviceProxy:

@@ -19,6 +19,7 @@ import numpy as np
 from servers.common.errors import BadArgument, NotFound
 from servers.common.grey import to_grey
 from servers.common.imageio import check_pixel_count
+from servers.RegistrationDS.results import SlotDescription
 
 MAX_SLOTS = 32
 """Slots live in server memory; 32 x 100 Mpx would already be far too much, so cap the count."""
@@ -47,11 +48,10 @@ class ImageSlot:
     def width(self) -> int:
         return int(self.data.shape[1])
 
-    def describe(self) -> dict[str, Any]:
-        """The LoadImage/GrabImage result: what the user needs to check the load was right."""
-        return {"slot": self.name, "width": self.width, "height": self.height,
-                "pixel_size_um": self.pixel_size_um, "dtype": self.source_dtype,
-                "warnings": list(self.warnings)}
+    def describe(self) -> SlotDescription:
+        """The start of the LoadImage/GrabImage result: what the user needs to check the load was right."""
+        return SlotDescription(self.name, self.width, self.height, self.pixel_size_um, self.source_dtype,
+                               tuple(self.warnings))
 
 
 def validate_image(array: Any, where: str) -> np.ndarray:
@@ -129,7 +129,7 @@ class SlotStore:
         with self._lock:
             return sorted(self._slots)
 
-    def describe_all(self) -> list[dict[str, Any]]:
+    def describe_all(self) -> list[SlotDescription]:
         with self._lock:
             slots = [self._slots[name] for name in sorted(self._slots)]
         return [slot.describe() for slot in slots]

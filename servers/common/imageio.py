@@ -77,17 +77,6 @@ class LoadedImage:
     channel: str | None = None
     channels: list[str] = field(default_factory=list)
 
-    def describe_source(self) -> dict[str, Any]:
-        """What the file said, for a command result: format, field of the pixel size, stage."""
-        described: dict[str, Any] = {"format": self.file_format, "pixel_size_source": self.pixel_size_source}
-        if self.stage:
-            described["stage"] = dict(self.stage)
-            described["stage_source"] = self.stage_source
-        if self.channel is not None:
-            described["channel"] = self.channel
-            described["channels"] = list(self.channels)
-        return described
-
 
 def check_pixel_count(shape: tuple[int, ...], where: str) -> None:
     """Refuse empty and oversized images before any pixel is decoded."""

@@ -297,27 +297,27 @@ def test_loadimage_uses_the_file_pixel_size_and_names_its_field(tmp_path):
     core = RegistrationCore()
     path = unzip("tiff_Zeiss_SEM_512pix.zip", "test_tiff_Zeiss_SEM_512pix.tif", tmp_path)
     result = core.load_image("sem", path)
-    assert result["pixel_size_um"] == pytest.approx(0.005825)
-    assert result["pixel_size_source"] == "CZ_SEM ap_pixel_size (Pixel Size, nm)"
-    assert result["format"] == "SEM TIFF (Zeiss)" and result["stage"]["x_um"] == pytest.approx(62996.1)
+    assert result.slot.pixel_size_um == pytest.approx(0.005825)
+    assert result.file.pixel_size_source == "CZ_SEM ap_pixel_size (Pixel Size, nm)"
+    assert result.file.format == "SEM TIFF (Zeiss)" and result.file.stage["x_um"] == pytest.approx(62996.1)
 
 
 def test_loadimage_explicit_pixel_size_wins_and_the_difference_is_reported(tmp_path):
     core = RegistrationCore()
     path = unzip("tiff_Zeiss_SEM_512pix.zip", "test_tiff_Zeiss_SEM_512pix.tif", tmp_path)
     result = core.load_image("sem", path, pixel_size_um=0.006)
-    assert result["pixel_size_um"] == 0.006 and result["pixel_size_source"] == "argument pixel_size_um"
-    assert any("the file says 0.005825" in w for w in result["warnings"])
+    assert result.slot.pixel_size_um == 0.006 and result.file.pixel_size_source == "argument pixel_size_um"
+    assert any("the file says 0.005825" in w for w in result.slot.warnings)
 
 
 def test_loadimage_edx_map_with_channel_and_failed_load_keeps_the_slot(tmp_path):
     core = RegistrationCore()
     path = copy("test_TEM.bcf", tmp_path)
     first = core.load_image("edx", path, channel="Ti_Ka")
-    assert first["channel"] == "Ti_Ka" and first["format"] == "EDX Bruker Esprit (.bcf)"
+    assert first.file.channel == "Ti_Ka" and first.file.format == "EDX Bruker Esprit (.bcf)"
     with pytest.raises(BadArgument):
         core.load_image("edx", copy("Nope.bcf", tmp_path), channel="Ti_Ka")
-    assert core.describe_slots()[0]["width"] == 64  # the refused load left the slot as it was
+    assert core.describe_slots()[0].width == 64  # the refused load left the slot as it was
 
 
 def test_loadimage_without_pixel_size_in_the_file_says_default(tmp_path):
@@ -326,7 +326,7 @@ def test_loadimage_without_pixel_size_in_the_file_says_default(tmp_path):
 
     Image.fromarray(np.random.default_rng(6).integers(0, 255, (16, 16)).astype(np.uint8)).save(path)
     result = RegistrationCore().load_image("p", str(path))
-    assert result["pixel_size_source"] == "default (the file gives none)" and result["format"] == "PNG"
+    assert result.file.pixel_size_source == "default (the file gives none)" and result.file.format == "PNG"
 
 
 def test_truncated_nanoscope_header_is_refused_before_the_reader_runs(tmp_path):

@@ -78,7 +78,7 @@ def test_affine_registers_tiles_with_scan_errors_to_the_non_linearity(nights) ->
             width, height = facts["regions"][name]["size_px"]
             corners = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1],
                                 [(width - 1) / 2, (height - 1) / 2]], float)
-            error = np.linalg.norm(apply(np.asarray(result["matrix"]), corners)
+            error = np.linalg.norm(apply(np.asarray(result.matrix), corners)
                                    - _true_overview_px(facts, name, corners), axis=1)
             xs, ys = np.meshgrid(np.linspace(PARTS_SPAN[0] * (width - 1), PARTS_SPAN[1] * (width - 1), 9),
                                  np.linspace(PARTS_SPAN[0] * (height - 1), PARTS_SPAN[1] * (height - 1), 9))
@@ -89,15 +89,15 @@ def test_affine_registers_tiles_with_scan_errors_to_the_non_linearity(nights) ->
             unabsorbable = float(np.linalg.norm(extrapolated - _true_overview_px(facts, name, corners), axis=1).max())
             similarity = core.register(_request("similarity"))
             print(f"seed {seed} {name}: affine corners {np.round(error, 3).tolist()} overview px, the parts' affine "
-                  f"misses {unabsorbable:.3f} px; sigma {result['uncertainty']['shift_px']}; similarity "
-                  f"success {similarity['success']}")
-            if not result["success"]:
-                refused.append((seed, name, result["warnings"][:1]))
+                  f"misses {unabsorbable:.3f} px; sigma {result.uncertainty.shift_px}; similarity "
+                  f"success {similarity.success}")
+            if not result.success:
+                refused.append((seed, name, result.warnings[:1]))
                 continue
             registered.append((seed, name))
-            assert result["model"] == "affine" and np.asarray(result["covariance"]).shape == (6, 6)
+            assert result.model == "affine" and np.asarray(result.covariance).shape == (6, 6)
             assert error.max() < unabsorbable + REGISTRATION_BAR_PX, (seed, name, error, unabsorbable)
-            anisotropy, shear = departure(np.asarray(result["matrix"])[:2, :2])
+            anisotropy, shear = departure(np.asarray(result.matrix)[:2, :2])
             assert anisotropy < 0.05 and abs(shear) < 1.0  # the scan errors: a few % and < 0.6 deg
     print("refused:", refused)
     assert len(registered) >= 3, refused
@@ -116,8 +116,8 @@ def test_affine_refuses_tiles_of_another_sample(nights) -> None:
             for name, path in other_inputs.tiles.items():
                 core.load_image("tile", str(path))
                 result = core.register(_request("affine"))
-                if result["success"]:
-                    successes.append((seed, other, name, result["confidence"]))
+                if result.success:
+                    successes.append((seed, other, name, result.confidence))
     assert successes == []
 
 
@@ -128,12 +128,12 @@ def test_affine_refuses_implausible_distortion_and_bad_images(nights) -> None:
     core.load_image("tile", str(next(iter(inputs.tiles.values()))))
     # the scan errors need ~2-4 % anisotropy: a prior that allows less refuses the true affine
     tight = core.register({**_request("affine"), "max_anisotropy": 0.001, "max_shear_deg": 0.01})
-    assert not tight["success"] and any("departs from a similarity" in w for w in tight["warnings"])
+    assert not tight.success and any("departs from a similarity" in w for w in tight.warnings)
     assert core.last_good_result is None
     # noise is no tile of the overview
     rng = np.random.default_rng(0)
     core.put_image("noise", rng.normal(100.0, 10.0, (1024, 1024)).astype(np.float32), RECIPE.tile_pixel_size_um)
-    assert not core.register({**_request("affine"), "target": "noise"})["success"]
+    assert not core.register({**_request("affine"), "target": "noise"}).success
     flat = np.full((1024, 1024), 7.0, np.float32)
     flat[:10, :10] = 9.0
     core.put_image("flat", flat, RECIPE.tile_pixel_size_um)

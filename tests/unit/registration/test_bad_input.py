@@ -113,8 +113,8 @@ def test_doubtful_result_keeps_previous_good_one(core, micrographs):
     rng = np.random.default_rng(3)
     core.put_image("noise", rng.normal(0, 1, (300, 300)).astype(np.float32), 1.0, {})
     result = core.register({"reference": "ref", "target": "noise"})
-    assert not result["success"] and result["confidence"] < 0.995
-    assert core.last_result["target"] == "noise"
+    assert not result.success and result.confidence < 0.995
+    assert core.last_result.target == "noise"
     assert core.last_good_result == good
     overlay = core.overlay
     assert overlay.dtype == np.uint8 and overlay.shape == micrographs["camera"].shape

@@ -63,19 +63,19 @@ def test_fiducials_similarity_affine_and_named_outlier(micrographs):
     refs = _points(truth, targets)
     exact = core.register_fiducials({"reference": "ref", "target": "tgt",
                                      "pairs": np.hstack([targets[:2], refs[:2]]).tolist()})
-    assert np.array(exact["matrix"]) == pytest.approx(truth, abs=1e-6)
-    assert exact["rotation_deg"] == pytest.approx(12.0) and exact["scale"] == pytest.approx(1.2)
-    assert exact["confidence"] == 0.5 and any("exactly" in w for w in exact["warnings"])
+    assert np.array(exact.matrix) == pytest.approx(truth, abs=1e-6)
+    assert exact.rotation_deg == pytest.approx(12.0) and exact.scale == pytest.approx(1.2)
+    assert exact.confidence == 0.5 and any("exactly" in w for w in exact.warnings)
     rng = np.random.default_rng(1)
     noisy = refs + rng.normal(0, 0.3, refs.shape)
     noisy[4] += (25.0, -30.0)  # a mis-click
     result = core.register_fiducials({"reference": "ref", "target": "tgt", "model": "similarity",
                                       "pairs": np.hstack([targets, noisy]).tolist()})
-    assert result["inliers"] == [True, True, True, True, False, True]
-    assert result["rejected"] == [4] and any("4" in w for w in result["warnings"])
-    assert result["rms_px"] < 1.0 and len(result["residuals_px"]) == 6 and result["residuals_px"][4] > 20
-    assert result["success"] and result["confidence"] > 0.5
+    assert result.inliers == (True, True, True, True, False, True)
+    assert result.rejected == (4,) and any("4" in w for w in result.warnings)
+    assert result.rms_px < 1.0 and len(result.residuals_px) == 6 and result.residuals_px[4] > 20
+    assert result.success and result.confidence > 0.5
     affine = core.register_fiducials({"reference": "ref", "target": "tgt", "model": "affine",
                                       "pairs": np.hstack([targets[:3], refs[:3]]).tolist()})
-    assert np.array(affine["matrix"]) == pytest.approx(truth, abs=1e-6)
+    assert np.array(affine.matrix) == pytest.approx(truth, abs=1e-6)
     assert core.overlay.shape == micrographs["camera"].shape

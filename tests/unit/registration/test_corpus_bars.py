@@ -85,14 +85,14 @@ def test_prior_met_or_refused(similarity_pair):
     request = {"reference": "ref", "target": "tgt", "model": "similarity"}
     good = core.register({**request, "prior": {"rotation_deg": truth_rotation + 0.5, "scale": 1.0,
                                                "scale_tolerance": 0.2}})
-    assert good["success"], good["warnings"]
+    assert good.success, good.warnings
     bad = core.register({**request, "prior": {"rotation_deg": truth_rotation + 5.0,
                                               "rotation_tolerance_deg": 1.0}})
-    assert not bad["success"]
-    assert any("prior not met" in w for w in bad["warnings"])
-    assert core.last_good_result["matrix"] == good["matrix"]  # the refused one did not replace it
-    shifted = core.register({**request, "prior": {"shift_px": [good["shift_px"][0] + 10, good["shift_px"][1]]}})
-    assert not shifted["success"] and any("shift" in w for w in shifted["warnings"])
+    assert not bad.success
+    assert any("prior not met" in w for w in bad.warnings)
+    assert core.last_good_result.matrix == good.matrix  # the refused one did not replace it
+    shifted = core.register({**request, "prior": {"shift_px": [good.shift_px[0] + 10, good.shift_px[1]]}})
+    assert not shifted.success and any("shift" in w for w in shifted.warnings)
 
 
 def test_peak_on_the_edge_of_the_search_is_refused():
@@ -100,20 +100,20 @@ def test_peak_on_the_edge_of_the_search_is_refused():
     shift = float(np.hypot(*case.truth[:2, 2]))
     core = _core(case)
     result = core.register({"reference": "ref", "target": "tgt", "max_shift_px": shift - 2.0})
-    assert not result["success"]
-    assert any("edge of the searched shifts" in w for w in result["warnings"])
+    assert not result.success
+    assert any("edge of the searched shifts" in w for w in result.warnings)
     result = core.register({"reference": "ref", "target": "tgt", "max_shift_px": shift + 10})
-    assert result["success"], result["warnings"]
+    assert result.success, result.warnings
 
 
 def test_every_result_carries_uncertainty_and_an_entry_covariance(similarity_pair):
     core = _core(similarity_pair)
     for model in ("translation", "similarity"):
         result = core.register({"reference": "ref", "target": "tgt", "model": model})
-        sigma = result["uncertainty"]
-        assert set(sigma) == {"shift_px", "rotation_deg", "scale", "point"}
-        assert all(math.isfinite(v) and v >= 0 for v in [*sigma["shift_px"], sigma["rotation_deg"], sigma["scale"]])
-        covariance = np.array(result["covariance"])
+        sigma = result.uncertainty
+        assert set(sigma.as_dict()) == {"shift_px", "rotation_deg", "scale", "point"}
+        assert all(math.isfinite(v) and v >= 0 for v in [*sigma.shift_px, sigma.rotation_deg, sigma.scale])
+        covariance = np.array(result.covariance)
         assert covariance.shape == (6, 6) and np.allclose(covariance, covariance.T)
         assert np.linalg.eigvalsh(covariance).min() >= -1e-12
 
@@ -123,12 +123,13 @@ def test_registration_uncertainty_reaches_the_mapper(similarity_pair):
     uncertainty of the target centre is then the registration's own."""
     result = _core(similarity_pair).register({"reference": "ref", "target": "tgt", "model": "similarity"})
     mapper = CoordMapperCore()
+    reply = result.as_dict()  # as the macro reads Register's JSON reply
     mapper.set_transform(SetTransformArgs.model_validate(
-        {"from": "tgt", "to": "ref", "matrix": result["matrix"], "covariance": result["covariance"],
+        {"from": "tgt", "to": "ref", "matrix": reply["matrix"], "covariance": reply["covariance"],
          "from_unit": "px", "to_unit": "px"}))
-    centre = result["uncertainty"]["point"]
+    centre = reply["uncertainty"]["point"]
     mapped = mapper.map_points(MapArgs.model_validate({"from": "tgt", "to": "ref", "points": [centre]}))
-    expected = math.hypot(*result["uncertainty"]["shift_px"])
+    expected = math.hypot(*result.uncertainty.shift_px)
     assert mapped["uncertainty"][0] == pytest.approx(expected, rel=1e-3)
 
 
@@ -136,6 +137,6 @@ def test_precision_limits_refuse_imprecise_matches(similarity_pair):
     core = _core(similarity_pair)
     request = {"reference": "ref", "target": "tgt", "model": "similarity"}
     result = core.register(request)
-    assert result["success"]
-    tight = core.register({**request, "max_sigma_px": result["uncertainty"]["shift_px"][0] / 2})
-    assert not tight["success"] and any("not precise enough" in w for w in tight["warnings"])
+    assert result.success
+    tight = core.register({**request, "max_sigma_px": result.uncertainty.shift_px[0] / 2})
+    assert not tight.success and any("not precise enough" in w for w in tight.warnings)

@@ -40,8 +40,8 @@ def test_png16_jpeg_rgb_and_default_pixel_size(tmp_path):
     image16 = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 13 % 65535).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "a.png"), image16)
     info = core.load_image("png", str(tmp_path / "a.png"))
-    assert info["dtype"] == "uint16" and info["pixel_size_um"] == 1.0
-    assert any("no pixel size" in w for w in info["warnings"])
+    assert info.slot.dtype == "uint16" and info.slot.pixel_size_um == 1.0
+    assert any("no pixel size" in w for w in info.slot.warnings)
     np.testing.assert_array_equal(core.slots.get("png").data, image16)
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[..., 1] = 200  # pure green -> 0.7154 * 200
@@ -49,6 +49,6 @@ def test_png16_jpeg_rgb_and_default_pixel_size(tmp_path):
     cv2.imwrite(str(tmp_path / "b.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])
     info = core.load_image("jpg", str(tmp_path / "b.jpg"), pixel_size_um=2.0)
     grey = core.slots.get("jpg").data
-    assert info["pixel_size_um"] == 2.0 and info["width"] == 48 and info["height"] == 32
+    assert info.slot.pixel_size_um == 2.0 and info.slot.width == 48 and info.slot.height == 32
     assert grey.ndim == 2 and abs(float(np.median(grey)) - 0.7154 * 200) < 3
-    assert any("grey" in w for w in info["warnings"])
+    assert any("grey" in w for w in info.slot.warnings)

@@ -50,7 +50,7 @@ def test_sem_in_camera_frame_similarity_accuracy(seed, offset):
     core.put_image("camera", frame, camera_px)
     core.put_image("sem", sem.image, sem.pixel_size_um)
     result = core.register({"reference": "camera", "target": "sem", "model": "similarity"})
-    matrix = np.array(result["matrix"])
+    matrix = np.array(result.matrix)
     rotation, scale = _rotation_scale(matrix)
     true_rotation, true_scale = _rotation_scale(truth)
     h, w = sem.image.shape
@@ -59,7 +59,7 @@ def test_sem_in_camera_frame_similarity_accuracy(seed, offset):
     assert abs((rotation - true_rotation + 180) % 360 - 180) <= 0.1
     assert abs(scale / true_scale - 1) <= 0.002
     assert errors.max() <= 0.3, errors
-    assert result["success"], result["warnings"]
+    assert result.success, result.warnings
 
 
 def test_sem_of_another_sample_is_not_a_success():
@@ -71,7 +71,7 @@ def test_sem_of_another_sample_is_not_a_success():
     core.put_image("camera", frame, camera_px)
     core.put_image("sem", sem.image, sem.pixel_size_um)
     result = core.register({"reference": "camera", "target": "sem", "model": "similarity"})
-    assert not result["success"]
+    assert not result.success
 
 
 def test_search_angles_cover_the_range():
@@ -93,7 +93,7 @@ def test_rotation_range_limits_the_contained_search():
     args = {"reference": "camera", "target": "sem", "model": "similarity"}
     full = core.register(args)
     ranged = core.register({**args, "rotation_range_deg": [true_rotation - 10, true_rotation + 10]})
-    assert ranged["success"]
-    np.testing.assert_allclose(ranged["matrix"], full["matrix"], atol=0.02)
+    assert ranged.success
+    np.testing.assert_allclose(ranged.matrix, full.matrix, atol=0.02)
     wrong = core.register({**args, "rotation_range_deg": [true_rotation + 30, true_rotation + 90]})
-    assert not wrong["success"]
+    assert not wrong.success

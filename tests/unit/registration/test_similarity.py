@@ -27,10 +27,10 @@ def _scene(image: np.ndarray, rotation: float, scale: float, shift, size: int):
 
 
 def _errors(result: dict, truth: np.ndarray, probe: tuple[float, float]) -> tuple[float, float, float]:
-    matrix = np.array(result["matrix"])
+    matrix = np.array(result.matrix)
     rotation, scale = rotation_and_scale(truth)
     point = np.array([probe[0], probe[1], 1.0])
-    return (abs((result["rotation_deg"] - rotation + 180) % 360 - 180), abs(result["scale"] / scale - 1),
+    return (abs((result.rotation_deg - rotation + 180) % 360 - 180), abs(result.scale / scale - 1),
             float(np.linalg.norm((matrix @ point - truth @ point)[:2])))
 
 
@@ -47,7 +47,7 @@ def test_similarity_accuracy_on_micrographs(micrographs):
             core.put_image("ref", ref + rng.normal(0, noise, ref.shape).astype(np.float32), 1.0, {})
             core.put_image("tgt", tgt + rng.normal(0, noise, tgt.shape).astype(np.float32), 1.0, {})
             result = core.register({"reference": "ref", "target": "tgt", "model": "similarity"})
-            assert result["success"], (name, result)
+            assert result.success, (name, result)
             worst = np.maximum(worst, _errors(result, truth, (127.5, 127.5)))
     assert worst[0] <= 0.1, worst
     assert worst[1] <= 0.002, worst
@@ -73,12 +73,12 @@ def test_different_pixel_sizes_and_inverted_blurred_modality(micrographs):
         core.put_image("sem", ref, 0.5, {})
         core.put_image("camera", coarse.astype(np.float32), 1.3, {"frame_number": 3})
         result = core.register({"reference": "sem", "target": "camera", "model": "similarity"})
-        assert result["success"], (name, result)
+        assert result.success, (name, result)
         rot_err, scale_err, shift_err = _errors(result, truth, (size / 2, size / 2))
         assert rot_err <= 0.1 and scale_err <= 0.002, (name, rot_err, scale_err)
         # 0.3 target (camera) px, measured in reference px: 0.3 * 1.3 / 0.5
         assert shift_err <= 0.3 * 1.3 / 0.5, (name, shift_err)
-        assert math.isclose(result["scale"], 1 / f, rel_tol=0.002)  # ~1.3 / 0.5, up to the rounded size
+        assert math.isclose(result.scale, 1 / f, rel_tol=0.002)  # ~1.3 / 0.5, up to the rounded size
 
 
 def test_within_rotation_range_wraps_whole_turns():
@@ -97,8 +97,8 @@ def test_rotation_range_picks_the_candidate_and_refuses_a_result_outside(microgr
     core.put_image("tgt", tgt, 1.0, {})
     args = {"reference": "ref", "target": "tgt", "model": "similarity"}
     inside = core.register({**args, "rotation_range_deg": [10, 40]})
-    assert inside["success"] and _errors(inside, truth, (127.5, 127.5))[0] <= 0.1
+    assert inside.success and _errors(inside, truth, (127.5, 127.5))[0] <= 0.1
     outside = core.register({**args, "rotation_range_deg": [-60, 0]})
-    assert not outside["success"] and outside["confidence"] == 0.0
-    assert any("outside rotation_range_deg" in warning for warning in outside["warnings"])
+    assert not outside.success and outside.confidence == 0.0
+    assert any("outside rotation_range_deg" in warning for warning in outside.warnings)
     assert core.last_good_result == inside

@@ -42,9 +42,9 @@ def test_subpixel_translation_rms_below_five_hundredths(micrographs):
             core.put_image("ref", ref, 1.0, {})
             core.put_image("tgt", tgt, 1.0, {})
             result = core.register({"reference": "ref", "target": "tgt", "upsample": 100})
-            assert result["success"], (name, result)
+            assert result.success, (name, result)
             # target content at x sits at x + (dx, dy) in the shifted image, i.e. at x - (dx, dy) in ref
-            errors.append((result["shift_px"][0] + dx, result["shift_px"][1] + dy))
+            errors.append((result.shift_px[0] + dx, result.shift_px[1] + dy))
     rms = math.sqrt(float(np.mean(np.sum(np.square(errors), axis=1))))
     assert rms <= 0.05, rms
 
@@ -56,11 +56,11 @@ def test_sign_matrix_and_rois_in_each_images_pixels(micrographs):
     core.put_image("tgt", image[100:400, 50:350], 1.0, {})
     # target pixel (0, 0) is reference pixel (50, 100)
     result = core.register({"reference": "ref", "target": "tgt"})
-    assert result["shift_px"] == pytest.approx([50, 100], abs=0.02)
+    assert result.shift_px == pytest.approx([50, 100], abs=0.02)
     # with ROIs on both images, the matrix still maps full target px -> full reference px
     result = core.register({"reference": "ref", "target": "tgt", "reference_roi": [120, 160, 200, 180],
                             "target_roi": [60, 40, 150, 150]})
-    matrix = np.array(result["matrix"])
+    matrix = np.array(result.matrix)
     assert matrix @ [10.0, 20.0, 1.0] == pytest.approx([60.0, 120.0, 1.0], abs=0.02)
 
 
@@ -70,9 +70,9 @@ def test_negative_and_large_shifts_wrap_correctly(micrographs):
     core.put_image("ref", image[0:300, 0:300], 1.0, {})
     core.put_image("tgt", image[90:390, 120:420], 1.0, {})
     result = core.register({"reference": "ref", "target": "tgt"})
-    assert result["shift_px"] == pytest.approx([120, 90], abs=0.02)
+    assert result.shift_px == pytest.approx([120, 90], abs=0.02)
     swapped = core.register({"reference": "tgt", "target": "ref"})
-    assert swapped["shift_px"] == pytest.approx([-120, -90], abs=0.02)
+    assert swapped.shift_px == pytest.approx([-120, -90], abs=0.02)
 
 
 def test_max_shift_excludes_far_matches(micrographs):
@@ -81,10 +81,10 @@ def test_max_shift_excludes_far_matches(micrographs):
     core.put_image("ref", image[0:256, 0:256], 1.0, {})
     core.put_image("tgt", image[40:296, 30:286], 1.0, {})
     free = core.register({"reference": "ref", "target": "tgt"})
-    assert free["shift_px"] == pytest.approx([30, 40], abs=0.02)
+    assert free.shift_px == pytest.approx([30, 40], abs=0.02)
     limited = core.register({"reference": "ref", "target": "tgt", "max_shift_px": 10})
-    assert math.hypot(*limited["shift_px"]) <= 10.0 + 1e-9
-    assert not limited["success"]
+    assert math.hypot(*limited.shift_px) <= 10.0 + 1e-9
+    assert not limited.success
 
 
 def test_contrast_inversion_is_found(micrographs):
@@ -93,8 +93,8 @@ def test_contrast_inversion_is_found(micrographs):
     core.put_image("ref", image[0:400, 0:400], 1.0, {})
     core.put_image("tgt", 255 - image[17:417, 23:423], 1.0, {})
     result = core.register({"reference": "ref", "target": "tgt"})
-    assert result["success"] and result["polarity"] == -1
-    assert result["shift_px"] == pytest.approx([23, 17], abs=0.02)
+    assert result.success and result.polarity == -1
+    assert result.shift_px == pytest.approx([23, 17], abs=0.02)
 
 
 @pytest.mark.parametrize("upsample", [100, 37, 20])

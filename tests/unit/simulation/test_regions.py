@@ -183,13 +183,13 @@ def test_a_tile_registers_into_the_overview_where_the_truth_says(prepared) -> No
         result = core.register({"reference": "overview", "target": "tile", "model": "similarity",
                                 "rotation_range_deg": [-5.0, 5.0],
                                 "prior": {"scale": ratio, "scale_tolerance": 0.05}})
-        assert result["success"], (name, result.get("warnings"))
+        assert result.success, (name, result.warnings)
         width, height = facts["regions"][name]["size_px"]
         corners = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1],
                             [(width - 1) / 2, (height - 1) / 2]], float)
         truth = invert(np.asarray(facts["regions"][OVERVIEW]["pixel_to_sample"])) @ np.asarray(
             facts["regions"][name]["pixel_to_sample"])
-        error_px = np.linalg.norm(apply(np.asarray(result["matrix"]), corners) - apply(truth, corners), axis=1)
+        error_px = np.linalg.norm(apply(result.matrix_array, corners) - apply(truth, corners), axis=1)
         xs, ys = np.meshgrid(np.linspace(0, width - 1, 9), np.linspace(0, height - 1, 9))
         unabsorbable = _best_similarity_residual(truth, np.column_stack([xs.ravel(), ys.ravel()])).max()
         print(f"{name}: corners {np.round(error_px, 3).tolist()} overview px; a similarity cannot absorb "
