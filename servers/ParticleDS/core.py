@@ -19,7 +19,7 @@ import numpy as np
 
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
 from servers.ParticleDS import annotate, crowding, detection, export, image_input, isolation
-from servers.ParticleDS.results import ParticleResults
+from servers.ParticleDS.results import DetectSummary, ParticleResults
 from servers.ParticleDS.settings import SETTING_NAMES, DetectArgs, ParticleSettings, validated_settings
 
 
@@ -68,11 +68,11 @@ class ParticleCore:
 
     # ---------------------------------------------------------------- detection
     def detect(self, image: np.ndarray, roi: Sequence[int] | None = None,
-               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+               overrides: dict[str, Any] | None = None) -> DetectSummary:
         """Detect particles in ``image`` (optionally inside ``roi`` = [x, y, w, h]).
 
-        ``overrides`` are settings for this call only. Returns the summary
-        ``{"count", "isolated", "elapsed_ms", "roi"}``; results are then readable.
+        ``overrides`` are settings for this call only. Returns the summary (count, isolated,
+        elapsed_ms, roi); results are then readable.
         """
         start = time.perf_counter()
         unknown = sorted(set(overrides or {}) - set(SETTING_NAMES))
@@ -102,7 +102,7 @@ class ParticleCore:
                 self._annotated = {}
         return results.summary()
 
-    def detect_args(self, args: DetectArgs, image: np.ndarray) -> dict[str, Any]:
+    def detect_args(self, args: DetectArgs, image: np.ndarray) -> DetectSummary:
         """Detect with a parsed ``Detect`` argument; the shell has resolved path/attribute to ``image``."""
         return self.detect(image, args.roi, args.overrides())
 

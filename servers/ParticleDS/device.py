@@ -26,13 +26,14 @@ from tango import AttrWriteType, DevState, EventType
 
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError, SourceLost
-from servers.common.jsonargs import dumps, parse_args
+from servers.common.jsonargs import parse_args
 from servers.common.lima import encode_rgb24
 from servers.common.safefile import check_write_target, run_with_time_limit
 from servers.common.tango_glue import run_server, text_in, text_out
 from servers.ParticleDS import image_input
 from servers.ParticleDS.core import ParticleCore
 from servers.ParticleDS.remote_image import image_device, read_image_attribute
+from servers.ParticleDS.results import DetectReply
 from servers.ParticleDS.settings import MAX_DIAMETER, METHODS, DetectArgs
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,9 @@ class ParticleDS(SmartDevice):
                    doc_out='JSON {"count", "isolated", "elapsed_ms", "read_ms", "roi", "source"}')
     def Detect(self, argin: str) -> str:
         args = parse_args(argin, DetectArgs, what="Detect argument")
-        return dumps(self._detect(args))
+        return self._detect(args).to_json()
 
-    def _detect(self, args: DetectArgs) -> dict[str, Any]:
+    def _detect(self, args: DetectArgs) -> DetectReply:
         source = (f"file {args.path}" if args.path is not None else args.attribute if args.attribute is not None
                   else self._last_source)
         if args.path is None and args.attribute is None and self._last_image is None:
@@ -204,12 +205,10 @@ class ParticleDS(SmartDevice):
             self._enter_fault(str(args.attribute), exc.desc)
             raise NotFound(exc.desc) from None
         self._last_image, self._last_source, self._fault_source = image, source, None
-        summary["elapsed_ms"] = round((time.perf_counter() - start) * 1e3, 3)
-        summary["read_ms"] = round(read_ms, 3)
-        summary["source"] = source
+        reply = DetectReply(summary, round((time.perf_counter() - start) * 1e3, 3), round(read_ms, 3), source)
         self._report_results()
         self._push_results()
-        return summary
+        return reply
 
     def _push_results(self) -> None:
         """Change events for panels; the annotated images only when someone listens (they cost)."""
@@ -320,8 +319,7 @@ class ParticleDS(SmartDevice):
         results = self._core.results
         if results is None:
             return "{}"
-        return dumps({**results.summary(), "source": self._last_source, "image_shape": list(results.image_shape),
-                      "settings": results.settings, "timestamp": results.timestamp})
+        return results.record(self._last_source).to_json()
 
     @smart_attribute(dtype=((np.uint8,),), max_dim_x=MAX_DIM, max_dim_y=MAX_DIM, unit="1",
                      label="Annotated image", format="%3d",

@@ -1,8 +1,12 @@
 """One detection's results, immutable so readers never see half of a new detection.
 
 The core swaps a whole :class:`ParticleResults` in when a detection succeeds; a failed
-detection never touches the previous one. Positions are in the source image's pixels
-(ROI offset added), x = column, y = row, (0, 0) = centre of the top-left pixel.
+detection never touches the previous one. What the core returns from ``detect`` is a
+:class:`DetectSummary`; the shell's replies are :class:`DetectReply` (``Detect``) and
+:class:`DetectionRecord` (``LastResult``): frozen dataclasses whose ``as_dict()`` is the reply's
+JSON object, keys in the order of docs/interface.md, and ``to_json()`` what the shell sends.
+Positions are in the source image's pixels (ROI offset added), x = column, y = row, (0, 0) =
+centre of the top-left pixel.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from servers.common.jsonargs import dumps
 
 TABLE_COLUMNS: tuple[str, ...] = ("index", "x", "y", "mass", "size", "ecc", "signal", "isolated",
                                   "nn_distance", "multiplicity", "on_bright_area")
@@ -75,7 +81,64 @@ class ParticleResults:
             })
         return rows
 
-    def summary(self) -> dict[str, Any]:
-        """The Detect reply: count, isolated, elapsed_ms, plus the ROI actually used."""
-        return {"count": self.count, "isolated": self.isolated_count, "elapsed_ms": round(self.elapsed_ms, 3),
+    def summary(self) -> DetectSummary:
+        """What ``detect`` returns: count, isolated, elapsed_ms, plus the ROI actually used."""
+        return DetectSummary(self.count, self.isolated_count, round(self.elapsed_ms, 3), self.roi)
+
+    def record(self, source: str) -> DetectionRecord:
+        """The ``LastResult`` attribute: the summary, where the image came from, and the context."""
+        return DetectionRecord(self.summary(), source, self.image_shape, dict(self.settings), self.timestamp)
+
+
+@dataclass(frozen=True)
+class DetectSummary:
+    """A detection in four numbers: particles, isolated ones, time (ms), the ROI [x, y, w, h] used."""
+
+    count: int
+    isolated: int
+    elapsed_ms: float
+    roi: tuple[int, int, int, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "isolated": self.isolated, "elapsed_ms": self.elapsed_ms,
                 "roi": list(self.roi)}
+
+    def to_json(self) -> str:
+        return dumps(self.as_dict())
+
+
+@dataclass(frozen=True)
+class DetectReply:
+    """The ``Detect`` reply: the summary with the whole command's time (reading the image
+    included, ``elapsed_ms``), the reading's share (``read_ms``) and the image ``source``."""
+
+    summary: DetectSummary
+    elapsed_ms: float
+    read_ms: float
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.summary.as_dict(), "elapsed_ms": self.elapsed_ms, "read_ms": self.read_ms,
+                "source": self.source}
+
+    def to_json(self) -> str:
+        return dumps(self.as_dict())
+
+
+@dataclass(frozen=True)
+class DetectionRecord:
+    """The ``LastResult`` attribute: the last detection's summary (its own ``elapsed_ms``), the
+    image source, the image shape (rows, columns), the settings in force and when it ran."""
+
+    summary: DetectSummary
+    source: str
+    image_shape: tuple[int, int]
+    settings: dict[str, Any]
+    timestamp: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.summary.as_dict(), "source": self.source, "image_shape": list(self.image_shape),
+                "settings": dict(self.settings), "timestamp": self.timestamp}
+
+    def to_json(self) -> str:
+        return dumps(self.as_dict())

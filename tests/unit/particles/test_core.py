@@ -32,8 +32,8 @@ def _core() -> ParticleCore:
 def test_detect_summary_and_results(image: np.ndarray) -> None:
     core = _core()
     summary = core.detect(image)
-    assert summary["count"] == 6 and summary["isolated"] == 4
-    assert summary["elapsed_ms"] > 0 and summary["roi"] == [0, 0, 256, 256]
+    assert summary.count == 6 and summary.isolated == 4
+    assert summary.elapsed_ms > 0 and summary.roi == (0, 0, 256, 256)
     found = np.column_stack([core.x, core.y])
     for point in LAYOUT:
         assert np.min(np.hypot(*(found - point).T)) < 0.3
@@ -48,7 +48,7 @@ def test_roi_positions_are_in_source_pixels(image: np.ndarray) -> None:
     full, cropped = _core(), _core()
     full.detect(image)
     summary = cropped.detect(image, roi=[100, 120, 80, 70])
-    assert summary["count"] == 2
+    assert summary.count == 2
     for x, y in zip(cropped.x, cropped.y, strict=True):
         assert np.min(np.hypot(full.x - x, full.y - y)) < 0.01  # band-pass edges and 8-bit scaling differ
 
@@ -56,7 +56,7 @@ def test_roi_positions_are_in_source_pixels(image: np.ndarray) -> None:
 def test_overrides_apply_to_one_call_only(image: np.ndarray) -> None:
     core = _core()
     summary = core.detect(image, overrides={"IsolationRadius": 5.0})
-    assert summary["isolated"] == 6
+    assert summary.isolated == 6
     assert core.settings.IsolationRadius == 20.0
 
 
