@@ -56,8 +56,8 @@ def run(report: Report) -> None:
     cov_a[2, 2] = cov_a[5, 5] = 0.09
     cov_b[2, 2] = cov_b[5, 5] = 1e-8
     loop = _loop(points, [sem_cam, cam_stage], [cov_a, cov_b])
-    assert np.allclose([p for p, _ in loop], result["points"], rtol=1e-12)
-    assert np.allclose([u for _, u in loop], result["uncertainty"], rtol=1e-9)
+    assert np.allclose([p for p, _ in loop], result.points, rtol=1e-12)
+    assert np.allclose([u for _, u in loop], result.uncertainty, rtol=1e-9)
     ours = best_time(lambda: core.map_points(args, ((0, 100), (0, 100))), repeat=5)
     naive = best_time(lambda: _loop(points, [sem_cam, cam_stage], [cov_a, cov_b]), repeat=3)
     report.add("coordmapper_map_10k_ms", ours * 1e3, "ms", naive * 1e3, naive / ours,

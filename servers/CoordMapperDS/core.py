@@ -1,5 +1,8 @@
 """CoordMapperCore: the Tango-free heart of CoordMapperDS (docs/coordmapper.md).
 
+Commands return the frozen dataclasses of :mod:`servers.CoordMapperDS.results`; the shell
+sends their ``to_json()``.
+
 Thread safety: every public method holds one re-entrant lock, and every command that
 changes something builds a complete new :class:`GraphState` and swaps it in only when
 nothing was refused -- so a refused command leaves the stored graph exactly as it was,
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +38,14 @@ from servers.CoordMapperDS.edges import (
 )
 from servers.CoordMapperDS.graph import build_chain, find_path
 from servers.CoordMapperDS.persistence import UNITS, GraphState, state_from_json, state_to_json
+from servers.CoordMapperDS.results import (
+    CameraCalibration,
+    CameraEdgeReading,
+    LinearReading,
+    MappedPoints,
+    RemovedFrame,
+    StoredTransform,
+)
 from servers.CoordMapperDS.uncertainty import compose, entry_covariance
 
 Limits = tuple[tuple[float, float], tuple[float, float]]
@@ -123,7 +135,7 @@ class CoordMapperCore:
             self._log(state, "BeamPosition", {"beam_position": list(beam)})
             self._state = state
 
-    def set_transform(self, args: SetTransformArgs) -> dict[str, Any]:
+    def set_transform(self, args: SetTransformArgs) -> StoredTransform:
         """Store a known matrix as the edge ``from -> to`` (replacing any edge between them)."""
         matrix = check_matrix(args.matrix)
         if args.covariance is not None:
@@ -135,7 +147,7 @@ class CoordMapperCore:
         details = {"sigma": args.sigma, "covariance_given": args.covariance is not None}
         return self._store(args, matrix, covariance, "SetTransform", details)
 
-    def fit_transform(self, args: FitTransformArgs) -> dict[str, Any]:
+    def fit_transform(self, args: FitTransformArgs) -> StoredTransform:
         """Fit ``pairs`` ``[x, y, X, Y]`` (``from`` -> ``to``) and store the result as the edge."""
         source, destination = pairs_to_points(args.pairs)
         if args.prior:
@@ -143,11 +155,10 @@ class CoordMapperCore:
         fit = _fit(source, destination, args.model or "affine", args.reflection, args.noise_sigma,
                    args.reject_outliers, with_translation=True)
         details = _fit_details(fit, len(args.pairs))
-        result = self._store(args, fit.matrix, fit.covariance, "FitTransform", details)
-        result.update(fit.as_dict())
-        return result
+        stored = self._store(args, fit.matrix, fit.covariance, "FitTransform", details)
+        return replace(stored, fit=fit)
 
-    def _refine(self, args: FitTransformArgs, source: np.ndarray, destination: np.ndarray) -> dict[str, Any]:
+    def _refine(self, args: FitTransformArgs, source: np.ndarray, destination: np.ndarray) -> StoredTransform:
         """FitTransform with ``prior``: the mapping the graph gives now is refined by the pairs,
         each weighed by its uncertainty (``servers/common/priorfit.py``), and stored as the edge."""
         with self._lock:
@@ -168,21 +179,19 @@ class CoordMapperCore:
         details = {"model": fit.model, "prior": True, "prior_path": prior_path, "pairs": len(args.pairs),
                    "rms": fit.rms, "prior_rms": fit.prior_rms, "sigma": fit.sigma, "consistent": fit.consistent,
                    "log_evidence": fit.log_evidence}
-        result = self._store(args, fit.matrix, fit.covariance, "FitTransform", details)
-        result.update(fit.as_dict())
-        result["prior_path"] = prior_path
-        result["uncertainty"] = fit.point_uncertainty(source).tolist()
-        return result
+        stored = self._store(args, fit.matrix, fit.covariance, "FitTransform", details)
+        return replace(stored, fit=fit, prior_path=tuple(prior_path),
+                       uncertainty=tuple(float(v) for v in fit.point_uncertainty(source)))
 
-    def calibrate_camera(self, args: CalibrateCameraArgs) -> dict[str, Any]:
+    def calibrate_camera(self, args: CalibrateCameraArgs) -> CameraCalibration:
         """Store the camera calibration ``A`` from stage steps and image shifts (see the args doc)."""
         steps = np.asarray(args.steps, dtype=float)
         shifts_px, stage_steps = steps[:, 2:], steps[:, :2]
         fit = _fit(shifts_px, -stage_steps, args.model, args.reflection, args.noise_sigma,
                    args.reject_outliers, with_translation=False)
         linear = fit.matrix[:2, :2]
-        details = _fit_details(fit, len(args.steps))
-        details.update(_describe_linear(linear))
+        reading = _describe_linear(linear)
+        details = {**_fit_details(fit, len(args.steps)), **reading.as_dict()}
         with self._lock:
             state = self._state.copy()
             edge = Edge(CAMERA, STAGE, "camera", fit.matrix.copy(), _camera_parameter_cov(fit.covariance, None),
@@ -192,11 +201,9 @@ class CoordMapperCore:
             state.edges[edge.key] = edge
             self._log(state, "CalibrateCamera", {"from": CAMERA, "to": STAGE, **details})
             self._state = state
-        result = fit.as_dict()
-        result.update({"from": CAMERA, "to": STAGE, **_describe_linear(linear)})
-        return result
+        return CameraCalibration(fit, reading)
 
-    def remove_frame(self, name: str) -> dict[str, Any]:
+    def remove_frame(self, name: str) -> RemovedFrame:
         """Forget a frame and every edge touching it. ``stage`` and ``camera`` stay (their edges go)."""
         with self._lock:
             if name not in self._state.units:
@@ -210,13 +217,13 @@ class CoordMapperCore:
                 del state.edges[key]
             if name != CAMERA:
                 del state.units[name]
-            details = {"frame": name, "removed_edges": [list(k) for k in removed]}
-            self._log(state, "RemoveFrame", details)
+            result = RemovedFrame(name, tuple(removed))
+            self._log(state, "RemoveFrame", result.as_dict())
             self._state = state
-            return details
+            return result
 
     # ------------------------------------------------------------------- mapping
-    def map_points(self, args: MapArgs, limits: Limits | None = None) -> dict[str, Any]:
+    def map_points(self, args: MapArgs, limits: Limits | None = None) -> MappedPoints:
         """Map points ``from -> to`` with 1-sigma uncertainty and the stage-limit flags.
 
         ``limits`` ``((xmin, xmax), (ymin, ymax))`` in stage units, as read from the motors;
@@ -255,21 +262,21 @@ class CoordMapperCore:
             if np.isnan(uncertainty).any():
                 warnings.append("an edge on the path has an unknown uncertainty (an exact fit); "
                                 "uncertainty is null")
-            return {
-                "from": args.from_,
-                "to": args.to,
-                "unit": state.units[args.to],
-                "points": mapped.points.tolist(),
-                "uncertainty": uncertainty.tolist(),
-                "within_limits": within.tolist(),
-                "matrix": mapped.matrix.tolist(),
-                "path": mapped.path,
-                "warnings": warnings,
-            }
+            return MappedPoints(
+                source=args.from_,
+                target=args.to,
+                unit=state.units[args.to],
+                points=tuple(map(tuple, mapped.points.tolist())),  # tolist: fast for 10k points
+                uncertainty=tuple(uncertainty.tolist()),
+                within_limits=tuple(within.tolist()),
+                matrix=_rows(mapped.matrix),
+                path=tuple(mapped.path),
+                warnings=tuple(warnings),
+            )
 
     # ------------------------------------------------------------------ internal
     def _store(self, args: SetTransformArgs | FitTransformArgs, matrix: np.ndarray, covariance: np.ndarray,
-               command: str, details: dict[str, Any]) -> dict[str, Any]:
+               command: str, details: dict[str, Any]) -> StoredTransform:
         source, target = args.from_, args.to
         position = None if args.stage_position is None else check_position(args.stage_position,
                                                                            "stage_position")
@@ -279,7 +286,7 @@ class CoordMapperCore:
             _claim_unit(state, target, args.to_unit)
             record: dict[str, Any] = {"command": command, "time": self._clock(), **details}
             if {source, target} == {CAMERA, STAGE}:
-                edge, extra = _camera_edge(source, matrix, covariance, position, state.beam_position, record)
+                edge, camera = _camera_edge(source, matrix, covariance, position, state.beam_position, record)
             else:
                 touches_camera = CAMERA in (source, target)
                 if touches_camera and position is None:
@@ -289,11 +296,12 @@ class CoordMapperCore:
                 if not touches_camera and position is not None:
                     raise BadArgument(f"\"stage_position\" only applies to edges touching 'camera'; the edge "
                                       f"{source} -> {target} does not, remove the key")
-                edge, extra = Edge(source, target, "affine", matrix, covariance, position, record), {}
+                edge, camera = Edge(source, target, "affine", matrix, covariance, position, record), None
             state.edges[edge_key(source, target)] = edge
-            self._log(state, command, {"from": source, "to": target, **details, **extra})
+            self._log(state, command, {"from": source, "to": target, **details,
+                                       **({} if camera is None else camera.as_dict())})
             self._state = state
-        return {"from": source, "to": target, "matrix": matrix.tolist(), "stored": True, **extra}
+        return StoredTransform(source, target, _rows(matrix), camera=camera)
 
     def _log(self, state: GraphState, command: str, details: dict[str, Any]) -> None:
         state.history.append({"time": self._clock(), "command": command, **_plain(details)})
@@ -318,14 +326,19 @@ def _fit_details(fit: PointFit, pairs: int) -> dict[str, Any]:
             "dof": fit.dof}
 
 
-def _describe_linear(linear: np.ndarray) -> dict[str, Any]:
+def _rows(matrix: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """A matrix as nested tuples of Python floats (immutable, JSON-ready)."""
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix, dtype=float))
+
+
+def _describe_linear(linear: np.ndarray) -> LinearReading:
     """Human-readable camera calibration: pixel size, rotation, mirror, shear."""
     determinant = float(np.linalg.det(linear))
     # polar-like split: rotation of the first column, scale from |det|
-    return {"pixel_size": float(np.sqrt(abs(determinant))),
-            "rotation_deg": float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))),
-            "mirrored": determinant < 0,
-            "column_norms": [float(np.linalg.norm(linear[:, 0])), float(np.linalg.norm(linear[:, 1]))]}
+    return LinearReading(pixel_size=float(np.sqrt(abs(determinant))),
+                         rotation_deg=float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))),
+                         mirrored=determinant < 0,
+                         column_norms=(float(np.linalg.norm(linear[:, 0])), float(np.linalg.norm(linear[:, 1]))))
 
 
 def _camera_parameter_cov(entry_covariance: np.ndarray, beam: tuple[float, float] | None) -> np.ndarray:
@@ -335,7 +348,7 @@ def _camera_parameter_cov(entry_covariance: np.ndarray, beam: tuple[float, float
 
 
 def _camera_edge(source: str, matrix: np.ndarray, covariance: np.ndarray, position: tuple[float, float] | None,
-                 beam: tuple[float, float] | None, record: dict[str, Any]) -> tuple[Edge, dict[str, Any]]:
+                 beam: tuple[float, float] | None, record: dict[str, Any]) -> tuple[Edge, CameraEdgeReading]:
     """The calibration edge from a camera <-> stage matrix measured in the camera frame at ``position``.
 
     Only the 2x2 part ``A`` defines the calibration; the translation of the given matrix is
@@ -347,13 +360,15 @@ def _camera_edge(source: str, matrix: np.ndarray, covariance: np.ndarray, positi
         matrix = np.linalg.inv(matrix)
     linear = np.eye(3)
     linear[:2, :2] = matrix[:2, :2]
-    extra: dict[str, Any] = {"beam_position_in_use": None if beam is None else list(beam)}
+    implied = None
     if position is not None:
-        extra["implied_beam_position"] = np.linalg.solve(matrix[:2, :2], np.asarray(position) - matrix[:2, 2]
-                                                         ).tolist()
-    extra.update(_describe_linear(matrix[:2, :2]))
-    record = {**record, **_plain(extra)}
-    return Edge(CAMERA, STAGE, "camera", linear, _camera_parameter_cov(covariance, beam), position, record), extra
+        solved = np.linalg.solve(matrix[:2, :2], np.asarray(position) - matrix[:2, 2])
+        implied = (float(solved[0]), float(solved[1]))
+    reading = CameraEdgeReading(None if beam is None else (float(beam[0]), float(beam[1])), implied,
+                                _describe_linear(matrix[:2, :2]))
+    record = {**record, **_plain(reading.as_dict())}
+    return (Edge(CAMERA, STAGE, "camera", linear, _camera_parameter_cov(covariance, beam), position, record),
+            reading)
 
 
 def _claim_unit(state: GraphState, frame: str, unit: str | None) -> None:

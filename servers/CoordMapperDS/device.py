@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -236,7 +237,7 @@ class CoordMapperDS(SmartDevice):
                    doc_out='JSON {"from", "to", "matrix", "stored"} (+ calibration details for camera <-> stage)')
     def SetTransform(self, argin: str) -> str:
         args = parse_args(argin, SetTransformArgs, what="SetTransform argument")
-        return dumps(self._change(lambda core: core.set_transform(args)))
+        return self._change(lambda core: core.set_transform(args)).to_json()
 
     @smart_command(dtype_in=str, dtype_out=str,
                    doc_in='JSON {"from", "to", "pairs": [[x, y, X, Y], ...], "model": "similarity" | "affine", '
@@ -246,7 +247,7 @@ class CoordMapperDS(SmartDevice):
                            'the edge')
     def FitTransform(self, argin: str) -> str:
         args = parse_args(argin, FitTransformArgs, what="FitTransform argument")
-        return dumps(self._change(lambda core: core.fit_transform(args)))
+        return self._change(lambda core: core.fit_transform(args)).to_json()
 
     @smart_command(dtype_in=str, dtype_out=str,
                    doc_in='JSON {"steps": [[dX, dY, dx, dy], ...] (stage step, image shift px), "model", '
@@ -254,7 +255,7 @@ class CoordMapperDS(SmartDevice):
                    doc_out='JSON fit + "pixel_size", "rotation_deg", "mirrored"; stored as camera -> stage')
     def CalibrateCamera(self, argin: str) -> str:
         args = parse_args(argin, CalibrateCameraArgs, what="CalibrateCamera argument")
-        return dumps(self._change(lambda core: core.calibrate_camera(args)))
+        return self._change(lambda core: core.calibrate_camera(args)).to_json()
 
     @smart_command(dtype_in=str, dtype_out=str,
                    doc_in='JSON {"from", "to", "points": [[x, y], ...], "stage_position"?}; from/to camera without '
@@ -278,15 +279,15 @@ class CoordMapperDS(SmartDevice):
                                f"the current one cannot be read: {self._motor_problem}. Give "
                                "\"stage_position\": [X, Y]")
         result = core.map_points(args, None if reading is None else reading.limits)
+        within = result.within_limits
         if reading is None:
             why = (self._motor_problem if self._motors is not None
                    else "no motors are configured (MotorX/MotorY)")
-            result["within_limits"] = [False] * len(result["points"])
+            within = (False,) * len(result.points)
             warnings.append(f"within_limits is false: the stage limits are unknown, {why}")
-        result["warnings"] = warnings + list(result["warnings"])
-        if used_position is not None:
-            result["stage_position_used"] = used_position
-        return dumps(result)
+        return replace(result, within_limits=within, warnings=(*warnings, *result.warnings),
+                       stage_position_used=None if used_position is None
+                       else (used_position[0], used_position[1])).to_json()
 
     @smart_command(dtype_in=str, dtype_out=str,
                    doc_in="frame name ('stage' cannot be removed; 'camera' loses its edges)",
@@ -295,7 +296,7 @@ class CoordMapperDS(SmartDevice):
         name = text_in(argin)
         if not isinstance(name, str) or not name.strip():
             raise BadArgument("give the name of the frame to remove, e.g. 'sem'")
-        return dumps(self._change(lambda core: core.remove_frame(name.strip())))
+        return self._change(lambda core: core.remove_frame(name.strip())).to_json()
 
     # ----------------------------------------------------------- attributes
     @smart_attribute(dtype=(str,), max_dim_x=MAX_FRAMES, unit="name", label="Frames", format="%s",

@@ -33,9 +33,9 @@ class MapperProxy:
 
     def command_inout(self, command: str, text: str) -> str:
         if command == "RemoveFrame":
-            return json.dumps(self.core.remove_frame(text))
+            return self.core.remove_frame(text).to_json()
         assert command == "SetTransform"
-        return json.dumps(self.core.set_transform(parse_args(text, SetTransformArgs)), default=str)
+        return self.core.set_transform(parse_args(text, SetTransformArgs)).to_json()
 
 
 def _set(core: CoordMapperCore, source: str, target: str, matrix, **extra) -> None:
@@ -44,8 +44,8 @@ def _set(core: CoordMapperCore, source: str, target: str, matrix, **extra) -> No
 
 
 def _map(core: CoordMapperCore, source: str, target: str, point) -> list[float]:
-    return core.map_points(parse_args(json.dumps({"from": source, "to": target, "points": [point]}),
-                                      MapArgs))["points"][0]
+    return list(core.map_points(parse_args(json.dumps({"from": source, "to": target, "points": [point]}),
+                                           MapArgs)).points[0])
 
 
 def test_regions_keep_their_registration_and_lose_their_alignments() -> None:

@@ -58,19 +58,19 @@ def test_composition_forwards_and_backwards_matches_the_matrix_product() -> None
         points = rng.uniform(-1000, 1000, (20, 2))
         expected = apply_matrix(cd @ np.linalg.inv(cb) @ ab, points)
         result = core.map_points(map_args(**{"from": "a", "to": "d", "points": points.tolist()}))
-        got = np.array(result["points"])
+        got = np.array(result.points)
         assert np.max(np.abs(got - expected)) <= 1e-9 * np.max(np.abs(expected))
         back = core.map_points(map_args(**{"from": "d", "to": "a", "points": got.tolist()}))
-        assert np.max(np.abs(np.array(back["points"]) - points)) <= 1e-9 * np.max(np.abs(points))
-        assert result["path"] == ["a -> b", "b -> c", "c -> d"]
-        assert result["uncertainty"] == [0.0] * 20
+        assert np.max(np.abs(np.array(back.points) - points)) <= 1e-9 * np.max(np.abs(points))
+        assert result.path == ("a -> b", "b -> c", "c -> d")
+        assert result.uncertainty == (0.0,) * 20
 
 
 def test_identity_map_and_units_in_result() -> None:
     core = core_with(("sem", "stage", random_affine(np.random.default_rng(0), 1e-3)))
     same = core.map_points(map_args(**{"from": "sem", "to": "sem", "points": [[1.5, 2.5]]}))
-    assert same["points"] == [[1.5, 2.5]] and same["unit"] == "px"
-    assert core.map_points(map_args(**{"from": "sem", "to": "stage", "points": [[1, 2]]}))["unit"] == "mm"
+    assert same.points == ((1.5, 2.5),) and same.unit == "px"
+    assert core.map_points(map_args(**{"from": "sem", "to": "stage", "points": [[1, 2]]})).unit == "mm"
 
 
 # ----------------------------------------------------------------------------- moving camera
@@ -91,14 +91,14 @@ def test_moving_camera_formula(name: str) -> None:
         result = core.map_points(map_args(**{"from": "camera", "to": "stage", "points": pixels.tolist(),
                                              "stage_position": position.tolist()}))
         expected = position + (pixels - beam) @ linear.T
-        np.testing.assert_allclose(result["points"], expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(result.points, expected, rtol=1e-12, atol=1e-12)
         back = core.map_points(map_args(**{"from": "stage", "to": "camera", "points": expected.tolist(),
                                            "stage_position": position.tolist()}))
-        np.testing.assert_allclose(back["points"], pixels, atol=1e-7)
+        np.testing.assert_allclose(back.points, pixels, atol=1e-7)
     # the beam pixel of any frame maps to that frame's stage position
     beam_hit = core.map_points(map_args(**{"from": "camera", "to": "stage", "points": [beam.tolist()],
                                            "stage_position": [1.25, -3.5]}))
-    np.testing.assert_allclose(beam_hit["points"], [[1.25, -3.5]], atol=1e-12)
+    np.testing.assert_allclose(beam_hit.points, [[1.25, -3.5]], atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(CALIBRATIONS))
@@ -122,12 +122,12 @@ def test_registered_image_maps_through_the_camera_frame_it_was_taken_in(name: st
         kw = {"from": "sem", "to": "stage", "points": sem_points.tolist()}
         if call_position is not None:
             kw["stage_position"] = call_position
-        np.testing.assert_allclose(core.map_points(map_args(**kw))["points"], expected, rtol=1e-12)
+        np.testing.assert_allclose(core.map_points(map_args(**kw)).points, expected, rtol=1e-12)
     # the same sample point seen in the live camera at another stage position
     live_position = frame_position + [0.2, -0.1]
     live = core.map_points(map_args(**{"from": "sem", "to": "camera", "points": sem_points.tolist(),
                                        "stage_position": live_position.tolist()}))
-    np.testing.assert_allclose(live_position + (np.array(live["points"]) - beam) @ linear.T, expected,
+    np.testing.assert_allclose(live_position + (np.array(live.points) - beam) @ linear.T, expected,
                                rtol=1e-12)
 
 
@@ -144,7 +144,7 @@ def test_camera_frames_at_different_positions_go_through_the_calibration() -> No
     core.set_transform(set_args(**{"from": "camera", "to": "stage", "matrix": calibration.tolist()}))
     result = core.map_points(map_args(**{"from": "sem", "to": "xrf", "points": [[500, 500]]}))
     # stage moved +0.1 mm = 100 px in x, so the sample point appears 100 px to the left
-    np.testing.assert_allclose(result["points"], [[400.0, 500.0]], atol=1e-9)
+    np.testing.assert_allclose(result.points, [[400.0, 500.0]], atol=1e-9)
 
 
 def test_camera_needs_a_stage_position_and_a_beam_position() -> None:
@@ -159,7 +159,7 @@ def test_camera_needs_a_stage_position_and_a_beam_position() -> None:
     core.set_transform(set_args(**{"from": "camera", "to": "stage", "matrix": np.diag([1e-3, 1e-3, 1]).tolist(),
                                    "stage_position": [5.0, 6.0]}))  # stored default
     result = core.map_points(map_args(**{"from": "camera", "to": "stage", "points": [[1000, 0]]}))
-    np.testing.assert_allclose(result["points"], [[6.0, 6.0]])
+    np.testing.assert_allclose(result.points, [[6.0, 6.0]])
 
 
 def test_calibrate_camera_from_stage_steps_and_image_shifts() -> None:
@@ -173,15 +173,15 @@ def test_calibrate_camera_from_stage_steps_and_image_shifts() -> None:
             steps.append([*stage_step, *shift])
     core = CoordMapperCore()
     core.set_beam_position([320.0, 240.0])
-    result = core.calibrate_camera(CalibrateCameraArgs.model_validate({"steps": steps, "model": "affine"}))
+    result = core.calibrate_camera(CalibrateCameraArgs.model_validate({"steps": steps, "model": "affine"})).as_dict()
     np.testing.assert_allclose(np.array(result["matrix"])[:2, :2], linear, rtol=2e-3, atol=2e-7)
     assert result["mirrored"] is True
     mapped = core.map_points(map_args(**{"from": "camera", "to": "stage", "points": [[420.0, 240.0]],
                                          "stage_position": [1.0, 1.0]}))
     truth = np.array([1.0 + 100 * linear[0, 0], 1.0 + 100 * linear[1, 0]])
-    error = np.linalg.norm(np.array(mapped["points"][0]) - truth)
-    assert 0 < mapped["uncertainty"][0] < 3e-5  # 0.05 px noise on ~100 px shifts: ~1e-5 mm at 100 px
-    assert error <= 3 * mapped["uncertainty"][0]
+    error = np.linalg.norm(np.array(mapped.points[0]) - truth)
+    assert 0 < mapped.uncertainty[0] < 3e-5  # 0.05 px noise on ~100 px shifts: ~1e-5 mm at 100 px
+    assert error <= 3 * mapped.uncertainty[0]
 
 
 def test_fit_transform_camera_to_stage_reports_the_implied_beam_position() -> None:
@@ -193,7 +193,7 @@ def test_fit_transform_camera_to_stage_reports_the_implied_beam_position() -> No
     core.set_beam_position([0.0, 0.0])  # deliberately wrong: the fit says where the beam really is
     result = core.fit_transform(fit_args(**{"from": "camera", "to": "stage", "model": "similarity",
                                             "pairs": np.hstack([pixels, stage]).tolist(),
-                                            "stage_position": position.tolist()}))
+                                            "stage_position": position.tolist()})).as_dict()
     np.testing.assert_allclose(result["implied_beam_position"], beam, atol=1e-6)
     assert result["rms"] < 1e-12
 
@@ -217,8 +217,8 @@ def test_fit_uncertainty_covers_the_true_error_through_a_two_edge_chain() -> Non
         queries = rng.uniform(0, 4096, (10, 2))
         result = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": queries.tolist()}))
         truth = np.array([1, 2]) + (apply_matrix(sem_to_camera, queries) - [600, 500]) @ linear.T
-        error = np.linalg.norm(np.array(result["points"]) - truth, axis=1)
-        inside.extend(error <= 2 * np.array(result["uncertainty"]))
+        error = np.linalg.norm(np.array(result.points) - truth, axis=1)
+        inside.extend(error <= 2 * np.array(result.uncertainty))
     coverage = float(np.mean(inside))
     print(f"observed 2-sigma coverage through the chain: {coverage:.4f} over {len(inside)} points")
     assert 0.95 <= coverage <= 0.995
@@ -252,7 +252,7 @@ def test_propagation_matches_monte_carlo_with_a_backward_edge_and_the_camera_det
         # the detour uses the same calibration backwards, so its offset cancels
         samples.append(np.linalg.solve(a, stage - [0.05, -0.02] - offset) + 500)
     observed = np.sqrt(np.trace(np.cov(np.array(samples).T)))
-    assert abs(predicted["uncertainty"][0] - observed) / observed < 0.06
+    assert abs(predicted.uncertainty[0] - observed) / observed < 0.06
 
 
 # ----------------------------------------------------------------------------- limits
@@ -262,19 +262,19 @@ def test_within_limits_for_stage_and_other_targets() -> None:
     limits = ((0.0, 5.0), (0.0, 5.0))
     points = [[100, 100], [600, 100], [100, -1]]
     to_stage = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": points}), limits)
-    assert to_stage["within_limits"] == [True, False, False]
+    assert to_stage.within_limits == (True, False, False)
     to_xrf = core.map_points(map_args(**{"from": "sem", "to": "xrf", "points": points}), limits)
-    assert to_xrf["within_limits"] == [True, False, False]  # reachability of the same sample points
+    assert to_xrf.within_limits == (True, False, False)  # reachability of the same sample points
     core.set_transform(set_args(**{"from": "a", "to": "b", "matrix": np.eye(3).tolist()}))
     isolated = core.map_points(map_args(**{"from": "a", "to": "b", "points": [[0, 0]]}), limits)
-    assert isolated["within_limits"] == [False] and "within_limits is false" in isolated["warnings"][0]
+    assert isolated.within_limits == (False,) and "within_limits is false" in isolated.warnings[0]
     # unknown limits (none given, or a motor without min/max: infinite) are never "within"
     unlimited = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": points}))
-    assert unlimited["within_limits"] == [False, False, False]
-    assert any("limits are unknown" in w for w in unlimited["warnings"])
+    assert unlimited.within_limits == (False, False, False)
+    assert any("limits are unknown" in w for w in unlimited.warnings)
     half_open = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": points}),
                                 ((0.0, 5.0), (0.0, float("inf"))))
-    assert half_open["within_limits"] == [False, False, False]
+    assert half_open.within_limits == (False, False, False)
 
 
 # ----------------------------------------------------------------------------- persistence
@@ -425,7 +425,7 @@ def test_remove_frame_and_history() -> None:
     core.set_transform(set_args(**{"from": "sem", "to": "stage", "matrix": np.eye(3).tolist()}))
     core.set_transform(set_args(**{"from": "xrf", "to": "sem", "matrix": np.eye(3).tolist()}))
     assert core.frames() == ["stage", "camera", "sem", "xrf"]
-    removed = core.remove_frame("sem")
+    removed = core.remove_frame("sem").as_dict()
     assert removed["removed_edges"] == [["sem", "stage"], ["sem", "xrf"]]
     assert core.frames() == ["stage", "camera", "xrf"]
     with pytest.raises(NotFound):
@@ -482,18 +482,18 @@ def test_fit_with_prior_refines_the_camera_chain_and_map_reports_its_uncertainty
     core.set_transform(set_args(**{"from": "sem", "to": "camera", "matrix": sem_to_camera.tolist(),
                                    "stage_position": [1.0, 2.0], "sigma": 0.05}))
     source = np.array([[500.0, 400.0], [3500.0, 600.0], [2000.0, 3600.0], [3800.0, 3900.0]])
-    coarse = np.array(core.map_points(map_args(**{"from": "sem", "to": "stage", "points": source.tolist()}))["points"])
+    coarse = np.array(core.map_points(map_args(**{"from": "sem", "to": "stage", "points": source.tolist()})).points)
     offset = np.array([1.5e-4, -0.8e-4])  # the beam position error: one common offset
     measured = coarse + offset + rng.normal(0, 2e-5, coarse.shape)
     pairs = np.hstack([source, measured]).tolist()
     reply = core.fit_transform(fit_args(**{"from": "sem", "to": "stage", "pairs": pairs, "prior": True,
-                                           "noise_sigma": 2e-5, "from_unit": "px"}))
+                                           "noise_sigma": 2e-5, "from_unit": "px"})).as_dict()
     assert reply["model"] == "translation" and reply["consistent"]
     assert reply["prior_path"][0].startswith("sem")
     mapped = core.map_points(map_args(**{"from": "sem", "to": "stage", "points": source.tolist()}))
-    assert mapped["path"] == ["sem -> stage"] or len(mapped["path"]) == 1
-    np.testing.assert_allclose(np.array(mapped["points"]) - coarse, np.tile(offset, (4, 1)), atol=3e-5)
-    sigma = np.array(mapped["uncertainty"])
+    assert mapped.path == ("sem -> stage",) or len(mapped.path) == 1
+    np.testing.assert_allclose(np.array(mapped.points) - coarse, np.tile(offset, (4, 1)), atol=3e-5)
+    sigma = np.array(mapped.uncertainty)
     assert np.isfinite(sigma).all() and (sigma < 3e-5).all()
     history = core.history()[-1]
     assert history["command"] == "FitTransform" and history["prior"] is True

@@ -130,7 +130,7 @@ def test_registration_uncertainty_reaches_the_mapper(similarity_pair):
     centre = reply["uncertainty"]["point"]
     mapped = mapper.map_points(MapArgs.model_validate({"from": "tgt", "to": "ref", "points": [centre]}))
     expected = math.hypot(*result.uncertainty.shift_px)
-    assert mapped["uncertainty"][0] == pytest.approx(expected, rel=1e-3)
+    assert mapped.uncertainty[0] == pytest.approx(expected, rel=1e-3)
 
 
 def test_precision_limits_refuse_imprecise_matches(similarity_pair):
