@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from servers.common.tango_client import devfailed_line, devfailed_reason
 from servers.common.tango_glue import run_server, text_in
 from servers.QueueDS import args as a
 from servers.QueueDS.queue import Detection, QueueCore
+from servers.QueueDS.results import QueueReply
 from servers.QueueDS.store import QueueStore
 
 log = logging.getLogger(__name__)
@@ -252,10 +254,10 @@ class QueueDS(SmartDevice):
         return self._need().revision()
 
     # ------------------------------------------------------------------ commands
-    def _run(self, work: Any) -> str:
+    def _run(self, work: Callable[[QueueCore], QueueReply]) -> str:
         reply = work(self._need())
         self._changed()
-        return dumps(reply)
+        return reply.to_json()
 
     @smart_command(dtype_in=str, dtype_out=str,
                    doc_in="JSON {particles: isolated|all|[indices], scan, frame?, region?, within?, skip_duplicates?}",

@@ -8,6 +8,8 @@ as plain values, so these rules are unit-tested without a control system.
 Exactly once: a target is ``done`` only through :meth:`QueueCore.finish` with the token of
 its claim, which the loop calls after its scan returned; a ``running`` target whose loop died
 is handed out again by :meth:`QueueCore.claim_next` (its scan is repeated). See docs/queue.md.
+Each command returns a frozen reply of :mod:`servers.QueueDS.results` (``to_json()`` is what
+the shell sends); the readings (``targets``, ``counts``, ``policy``, ...) are JSON-shaped values.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ from servers.common.errors import BadArgument, NotFound, NotReady
 from servers.common.frames import ALWAYS_THERE, STAGE
 from servers.QueueDS import args as a
 from servers.QueueDS.order import path_length, shortest_order
+from servers.QueueDS.results import (
+    Added,
+    Claim,
+    Cleared,
+    Edited,
+    Finished,
+    PolicyTable,
+    Removed,
+    Reordered,
+    ReportAnswer,
+    Retried,
+    Skipped,
+)
 from servers.QueueDS.store import QueueStore
 
 DUPLICATE_TOLERANCE = 0.01
@@ -143,7 +158,7 @@ class QueueCore:
             raise NotFound(f"unknown frame '{frame}': the mapper knows {', '.join(sorted(frames)) or 'none'} "
                            "(plus stage and camera); register the reference first (smart_register)")
 
-    def _add(self, rows: list[dict[str, Any]], scan: dict[str, Any], skip_duplicates: bool) -> dict[str, Any]:
+    def _add(self, rows: list[dict[str, Any]], scan: dict[str, Any], skip_duplicates: bool) -> Added:
         """Insert ``rows`` (frame, x, y, particle, region, source) with ``scan``; duplicates refused
         (or left out with ``skip_duplicates``), all in one transaction."""
         key = _scan_key(scan)
@@ -165,7 +180,8 @@ class QueueCore:
             if _scan_key(target["scan"]) == key:
                 cells.setdefault(cell(target["frame"], target["x"], target["y"]), []).append(
                     (target["x"], target["y"], target["id"]))
-        added, duplicates = [], []
+        added: list[int] = []
+        duplicates: list[int | tuple[float, float]] = []
         with self.store.transaction() as db:
             position = db.execute("SELECT COALESCE(MAX(position), -1) FROM targets").fetchone()[0] + 1
             for row in rows:
@@ -177,7 +193,7 @@ class QueueCore:
                         raise BadArgument(f"{what} with this scan is already in the queue "
                                           f"({'target ' + str(same) if same >= 0 else 'twice in this request'}); "
                                           "nothing was added. Leave it out, or pass skip_duplicates")
-                    duplicates.append(row["particle"] if row.get("particle") is not None else [row["x"], row["y"]])
+                    duplicates.append(row["particle"] if row.get("particle") is not None else (row["x"], row["y"]))
                     continue
                 target_id = self.store.insert(db, {
                     "position": position, "frame": row["frame"], "x": float(row["x"]), "y": float(row["y"]),
@@ -189,7 +205,7 @@ class QueueCore:
                 position += 1
             if added:
                 self._bump(db)
-        return {"added": added, "duplicates": duplicates, "count": len(added)}
+        return Added(tuple(added), tuple(duplicates))
 
     @staticmethod
     def _particle_rows(detection: Detection | None, indices: Sequence[int], frame: str,
@@ -206,7 +222,7 @@ class QueueCore:
 
     # ------------------------------------------------------------- adding
     def add_particles(self, args: a.AddParticlesArgs, detection: Detection | None,
-                      frames: set[str] | None) -> dict[str, Any]:
+                      frames: set[str] | None) -> Added:
         scan = a.parse_scan(args.scan)
         self._check_frame(args.frame, frames)
         if detection is None or len(detection.x) == 0:
@@ -234,7 +250,7 @@ class QueueCore:
                            + (" within the given box" if args.within else "") + "; nothing was added")
         return self._add(rows, scan, args.skip_duplicates)
 
-    def add_points(self, args: a.AddPointsArgs, frames: set[str] | None) -> dict[str, Any]:
+    def add_points(self, args: a.AddPointsArgs, frames: set[str] | None) -> Added:
         scan = a.parse_scan(args.scan)
         for point in args.points:
             self._check_frame(point.frame, frames)
@@ -243,7 +259,7 @@ class QueueCore:
         return self._add(rows, scan, args.skip_duplicates)
 
     def add_csv(self, args: a.AddCsvArgs, text: str, detection: Detection | None,
-                frames: set[str] | None) -> dict[str, Any]:
+                frames: set[str] | None) -> Added:
         """Rows of a CSV file: a ``particle`` column (indices into the current detection) or
         ``x``, ``y`` columns (with an optional ``frame``); an optional ``region``."""
         scan = a.parse_scan(args.scan)
@@ -297,16 +313,16 @@ class QueueCore:
             raise NotReady(f"target {target['id']} is done and cannot be {what}: its scan is part of the night's "
                            "record. Nothing was changed")
 
-    def remove(self, args: a.IdsArgs) -> dict[str, Any]:
+    def remove(self, args: a.IdsArgs) -> Removed:
         targets = [self._get(i) for i in dict.fromkeys(args.ids)]
         for target in targets:
             self._editable(target, "removed")
         with self.store.transaction() as db:
             self.store.delete(db, [t["id"] for t in targets])
             self._bump(db)
-        return {"removed": [t["id"] for t in targets]}
+        return Removed(tuple(t["id"] for t in targets))
 
-    def edit(self, args: a.EditArgs) -> dict[str, Any]:
+    def edit(self, args: a.EditArgs) -> Edited:
         target = self._get(args.id)
         self._editable(target, "edited")
         if args.scan is None and args.region is None:
@@ -325,9 +341,9 @@ class QueueCore:
         with self.store.transaction() as db:
             self.store.update(db, target["id"], **changes)
             self._bump(db)
-        return public(self._get(target["id"]))
+        return Edited(public(self._get(target["id"])))
 
-    def reorder(self, args: a.ReorderArgs, locate: Locator | None) -> dict[str, Any]:
+    def reorder(self, args: a.ReorderArgs, locate: Locator | None) -> Reordered:
         if (args.ids is None) == (args.auto is None):
             raise BadArgument("Reorder takes either 'ids' (the new order) or 'auto': 'shortest'")
         if args.start is not None and args.auto is None:
@@ -350,8 +366,7 @@ class QueueCore:
             unit = ""
         else:
             if len(pending) < 2:
-                return {"order": [t["id"] for t in pending], "travel_before": 0.0, "travel_after": 0.0,
-                        "unit": ""}
+                return Reordered(tuple(t["id"] for t in pending), 0.0, 0.0, "")
             anchor = [t for t in everything if t["state"] == "running"] or sorted(
                 (t for t in everything if t["state"] == "done"), key=lambda t: t.get("finished_at") or "")[-1:]
             points, unit = self._locate(pending + anchor[:1], locate)
@@ -367,7 +382,8 @@ class QueueCore:
             for slot, target in zip(slots, new, strict=True):
                 self.store.update(db, target["id"], position=slot)
             self._bump(db)
-        return {"order": [t["id"] for t in new], "travel_before": before, "travel_after": after, "unit": unit}
+        return Reordered(tuple(t["id"] for t in new), None if before is None else float(before),
+                         None if after is None else float(after), unit)
 
     @staticmethod
     def _locate(targets: list[dict[str, Any]], locate: Locator | None) -> tuple[np.ndarray, str]:
@@ -391,7 +407,7 @@ class QueueCore:
             self.store.set_meta(db, "pause_reason", "")
             self._bump(db)
 
-    def skip(self, args: a.SkipArgs) -> dict[str, Any]:
+    def skip(self, args: a.SkipArgs) -> Skipped:
         targets = [self._get(i) for i in dict.fromkeys(args.ids)]
         for target in targets:
             if target["state"] not in ("pending", "running"):
@@ -408,9 +424,9 @@ class QueueCore:
                     self.store.update(db, target["id"], skip_requested=1, reason=reason)
                     requested.append(target["id"])
             self._bump(db)
-        return {"skipped": skipped, "skip_requested": requested}
+        return Skipped(tuple(skipped), tuple(requested))
 
-    def retry(self, args: a.RetryArgs) -> dict[str, Any]:
+    def retry(self, args: a.RetryArgs) -> Retried:
         if args.ids is not None and (args.failed or args.skipped):
             raise BadArgument("Retry takes either 'ids' or 'failed'/'skipped': true")
         if args.ids is None and not (args.failed or args.skipped):
@@ -431,17 +447,17 @@ class QueueCore:
                                   finished_at=None, skip_requested=0, data={})
             if targets:
                 self._bump(db)
-        return {"retried": [t["id"] for t in targets]}
+        return Retried(tuple(t["id"] for t in targets))
 
-    def clear(self, args: a.ClearArgs) -> dict[str, Any]:
+    def clear(self, args: a.ClearArgs) -> Cleared:
         ids = [t["id"] for t in self.store.targets() if t["state"] in set(args.states)]
         with self.store.transaction() as db:
             self.store.delete(db, ids)
             if ids:
                 self._bump(db)
-        return {"removed": len(ids)}
+        return Cleared(len(ids))
 
-    def set_policy(self, text_args: dict[str, Any]) -> dict[str, str]:
+    def set_policy(self, text_args: dict[str, Any]) -> PolicyTable:
         for kind, action in text_args.items():
             if kind not in a.FAILURE_KINDS:
                 raise BadArgument(f"unknown failure kind '{kind}'; kinds: {', '.join(a.FAILURE_KINDS)}")
@@ -453,14 +469,14 @@ class QueueCore:
         with self.store.transaction() as db:
             self.store.set_meta(db, "policy", policy)
             self._bump(db)
-        return self.policy()
+        return PolicyTable(self.policy())
 
     # ------------------------------------------------------------- the loop's side
-    def claim_next(self, args: a.ClaimArgs) -> dict[str, Any]:
+    def claim_next(self, args: a.ClaimArgs) -> Claim:
         """The next target for ``args.worker``: an interrupted one first (re-run), then the first
         pending; nothing while paused."""
         if self.paused:
-            return {"target": None, "token": None, "rerun": False, "why": "paused"}
+            return Claim(None, None, False, "paused")
         everything = self.store.targets()
         running = [t for t in everything if t["state"] == "running"]
         now = time.time()
@@ -486,18 +502,17 @@ class QueueCore:
                                       reason=f"re-run: the scan claimed by {target['worker']} was not finished")
                     self._set_activity(db, "claimed", f"re-running target {target['id']}", target["id"])
                     self._bump(db)
-                    return {"target": public(self._target_in(db, target["id"])), "token": token, "rerun": True,
-                            "why": ""}
+                    return Claim(public(self._target_in(db, target["id"])), token, True, "")
             pending = [t for t in everything if t["state"] == "pending"]
             if not pending:
                 self._set_activity(db, "idle", "the queue is empty", None)
-                return {"target": None, "token": None, "rerun": False, "why": "empty"}
+                return Claim(None, None, False, "empty")
             target = pending[0]
             self.store.update(db, target["id"], state="running", token=token, worker=args.worker, reported_at=now,
                               attempts=target["attempts"] + 1, started_at=utc_now(), skip_requested=0, reason="")
             self._set_activity(db, "claimed", f"target {target['id']}", target["id"])
             self._bump(db)
-            return {"target": public(self._target_in(db, target["id"])), "token": token, "rerun": False, "why": ""}
+            return Claim(public(self._target_in(db, target["id"])), token, False, "")
 
     def _target_in(self, db: sqlite3.Connection, target_id: int) -> dict[str, Any]:
         return QueueStore.row_dict(db.execute("SELECT * FROM targets WHERE id = ?", (target_id,)).fetchone())
@@ -514,17 +529,17 @@ class QueueCore:
                            + "); nothing was changed. Claim the next target with ClaimNext")
         return target
 
-    def report(self, args: a.ReportArgs) -> dict[str, Any]:
+    def report(self, args: a.ReportArgs) -> ReportAnswer:
         target = self._claimed(args.id, args.token)
         with self.store.transaction() as db:
             self.store.update(db, target["id"], reported_at=time.time())
             self._set_activity(db, args.activity, args.message, target["id"])
-        return {"skip": bool(target["skip_requested"]), "paused": self.paused}
+        return ReportAnswer(bool(target["skip_requested"]), self.paused)
 
-    def finish(self, args: a.FinishArgs) -> dict[str, Any]:
+    def finish(self, args: a.FinishArgs) -> Finished:
         target = self._get(args.id)
         if target["finished_token"] == args.token and target["finish_reply"] is not None:
-            return target["finish_reply"]  # a retried Finish whose first reply was lost
+            return Finished.from_dict(target["finish_reply"])  # a retried Finish whose first reply was lost
         target = self._claimed(args.id, args.token)
         stop = False
         changes: dict[str, Any] = {"token": None, "worker": None, "finished_token": args.token,
@@ -555,7 +570,7 @@ class QueueCore:
                 self.store.set_meta(db, "pause_reason", f"stopped: {args.kind or 'other'} on target {target['id']} "
                                                         "(policy stop); Resume to go on")
             self._set_activity(db, "idle", f"target {target['id']} {changes['state']}", None)
-            reply = {"target": public(self._target_in(db, target["id"])), "stop": stop}
-            self.store.update(db, target["id"], finish_reply=reply)
+            reply = Finished(public(self._target_in(db, target["id"])), stop)
+            self.store.update(db, target["id"], finish_reply=reply.as_dict())
             self._bump(db)
         return reply

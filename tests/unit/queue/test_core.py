@@ -11,6 +11,7 @@ import pytest
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
 from servers.QueueDS import args as a
 from servers.QueueDS.queue import Detection, QueueCore
+from servers.QueueDS.results import Added, Claim, Finished
 from servers.QueueDS.store import QueueStore
 
 SCAN = {"macro": "mesh", "half_width_um": 0.2, "step_um": 0.05, "exposure": 0.01}
@@ -28,17 +29,17 @@ def core(tmp_path: Path) -> QueueCore:
     return core_at(tmp_path)
 
 
-def add_isolated(core: QueueCore, **extra) -> dict:
+def add_isolated(core: QueueCore, **extra) -> Added:
     return core.add_particles(a.AddParticlesArgs.model_validate({"particles": "isolated", "scan": SCAN, **extra}),
                               DETECTION, FRAMES)
 
 
-def claim(core: QueueCore, worker: str = "door") -> dict:
+def claim(core: QueueCore, worker: str = "door") -> Claim:
     return core.claim_next(a.ClaimArgs(worker=worker))
 
 
-def finish(core: QueueCore, claimed: dict, outcome: str = "done", **extra) -> dict:
-    return core.finish(a.FinishArgs.model_validate({"id": claimed["target"]["id"], "token": claimed["token"],
+def finish(core: QueueCore, claimed: Claim, outcome: str = "done", **extra) -> Finished:
+    return core.finish(a.FinishArgs.model_validate({"id": claimed.target["id"], "token": claimed.token,
                                                     "outcome": outcome, **extra}))
 
 
@@ -48,7 +49,7 @@ def snapshot(core: QueueCore) -> tuple:
 
 def test_isolated_particles_are_added_in_order_with_their_source(core: QueueCore) -> None:
     reply = add_isolated(core, region="A")
-    assert reply["count"] == 3
+    assert reply.count == 3
     targets = core.targets()
     assert [t["particle"] for t in targets] == [0, 2, 3]
     assert all(t["state"] == "pending" and t["region"] == "A" and t["source"] == "/data/sem.tif" for t in targets)
@@ -56,7 +57,7 @@ def test_isolated_particles_are_added_in_order_with_their_source(core: QueueCore
 
 
 def test_within_keeps_only_particles_in_the_box(core: QueueCore) -> None:
-    assert add_isolated(core, within=[0, 0, 100, 400])["count"] == 2
+    assert add_isolated(core, within=[0, 0, 100, 400]).count == 2
 
 
 def test_the_queue_survives_reopening(tmp_path: Path) -> None:
@@ -93,9 +94,9 @@ def test_a_duplicate_is_refused_whole_unless_skipped(core: QueueCore) -> None:
     assert snapshot(core) == before
     reply = core.add_particles(a.AddParticlesArgs.model_validate(
         {"particles": "all", "scan": SCAN, "skip_duplicates": True}), DETECTION, FRAMES)
-    assert reply["added"] and reply["duplicates"] == [0, 2, 3]
+    assert reply.added and reply.duplicates == (0, 2, 3)
     # the same point with another scan is another target
-    assert add_isolated(core, scan={**SCAN, "exposure": 0.02})["count"] == 3
+    assert add_isolated(core, scan={**SCAN, "exposure": 0.02}).count == 3
 
 
 def test_no_detection_is_not_ready(core: QueueCore) -> None:
@@ -109,9 +110,9 @@ def test_points_and_csv(core: QueueCore, tmp_path: Path) -> None:
                                                     "scan": SCAN}), FRAMES)
     text = "particle,region\n0,A\n3,B\n"
     reply = core.add_csv(a.AddCsvArgs(path="p.csv", scan=SCAN), text, DETECTION, FRAMES)
-    assert reply["count"] == 2
+    assert reply.count == 2
     text = "x,y,frame\n1.5,2.5,sem\n"
-    assert core.add_csv(a.AddCsvArgs(path="p.csv", scan=SCAN), text, None, FRAMES)["count"] == 1
+    assert core.add_csv(a.AddCsvArgs(path="p.csv", scan=SCAN), text, None, FRAMES).count == 1
     before = snapshot(core)
     for bad, error in (("particle\n0\n77\n", NotFound), ("x,y\n1,nope\n", BadArgument),
                        ("x,z\n1,2\n", BadArgument), ("x,y,frame\n1,2,afm\n", NotFound), ("", BadArgument)):
@@ -124,19 +125,19 @@ def test_points_and_csv(core: QueueCore, tmp_path: Path) -> None:
 def test_claim_finish_exactly_once(core: QueueCore) -> None:
     add_isolated(core)
     first = claim(core)
-    assert first["target"]["state"] == "running" and first["target"]["attempts"] == 1
-    assert core.current()["id"] == first["target"]["id"]
+    assert first.target["state"] == "running" and first.target["attempts"] == 1
+    assert core.current()["id"] == first.target["id"]
     reply = finish(core, first, data={"scan_id": 4}, duration_s=3.0)
-    assert reply["target"]["state"] == "done" and reply["target"]["data"] == {"scan_id": 4}
+    assert reply.target["state"] == "done" and reply.target["data"] == {"scan_id": 4}
     # a retried Finish (lost reply) answers the same and changes nothing
     assert finish(core, first, data={"scan_id": 5}) == reply
     # a done target is never handed out again
-    handed = [first["target"]["id"]]
-    while (c := claim(core))["target"] is not None:
-        handed.append(c["target"]["id"])
+    handed = [first.target["id"]]
+    while (c := claim(core)).target is not None:
+        handed.append(c.target["id"])
         finish(core, c)
     assert sorted(handed) == sorted(t["id"] for t in core.targets())
-    assert claim(core)["why"] == "empty"
+    assert claim(core).why == "empty"
 
 
 def test_an_interrupted_target_is_rerun_and_a_stale_token_changes_nothing(tmp_path: Path) -> None:
@@ -146,13 +147,13 @@ def test_an_interrupted_target_is_rerun_and_a_stale_token_changes_nothing(tmp_pa
     core.store.close()  # the server dies (SIGKILL: the claim is on disk)
     core = core_at(tmp_path)
     again = claim(core)  # the loop's MacroServer restarted: same worker
-    assert again["rerun"] and again["target"]["id"] == first["target"]["id"]
-    assert again["target"]["attempts"] == 2
+    assert again.rerun and again.target["id"] == first.target["id"]
+    assert again.target["attempts"] == 2
     before = snapshot(core)
     with pytest.raises(NotReady, match="no longer valid"):
         finish(core, first)
     assert snapshot(core) == before
-    assert finish(core, again)["target"]["state"] == "done"
+    assert finish(core, again).target["state"] == "done"
 
 
 def test_another_worker_cannot_take_a_fresh_claim(core: QueueCore) -> None:
@@ -161,7 +162,7 @@ def test_another_worker_cannot_take_a_fresh_claim(core: QueueCore) -> None:
     with pytest.raises(NotReady, match="one loop at a time"):
         claim(core, "door2")
     core.claim_timeout_s = 0.0
-    assert claim(core, "door2")["rerun"]
+    assert claim(core, "door2").rerun
 
 
 def test_a_target_interrupted_too_often_fails(tmp_path: Path) -> None:
@@ -170,30 +171,30 @@ def test_a_target_interrupted_too_often_fails(tmp_path: Path) -> None:
     first = claim(core)
     claim(core)  # re-run (attempt 2)
     third = claim(core)  # interrupted twice: failed, the next target is handed out
-    failed = [t for t in core.targets() if t["id"] == first["target"]["id"]][0]
+    failed = [t for t in core.targets() if t["id"] == first.target["id"]][0]
     assert failed["state"] == "failed" and "interrupted" in failed["reason"]
-    assert third["target"]["id"] != first["target"]["id"]
+    assert third.target["id"] != first.target["id"]
 
 
 def test_pause_after_current_and_resume(core: QueueCore) -> None:
     add_isolated(core)
     current = claim(core)
     core.pause("coffee")
-    assert claim(core)["why"] == "paused"  # nothing new ...
-    assert finish(core, current)["target"]["state"] == "done"  # ... but the current one finishes
+    assert claim(core).why == "paused"  # nothing new ...
+    assert finish(core, current).target["state"] == "done"  # ... but the current one finishes
     core.resume()
-    assert claim(core)["target"] is not None
+    assert claim(core).target is not None
 
 
 def test_skip_pending_and_running(core: QueueCore) -> None:
     add_isolated(core)
     running = claim(core)
     ids = [t["id"] for t in core.targets()]
-    reply = core.skip(a.SkipArgs(ids=[ids[1], running["target"]["id"]], reason="dirty"))
-    assert reply == {"skipped": [ids[1]], "skip_requested": [running["target"]["id"]]}
-    report = core.report(a.ReportArgs(id=running["target"]["id"], token=running["token"], activity="moving"))
-    assert report["skip"]
-    assert finish(core, running, "skipped")["target"]["reason"] == "dirty"
+    reply = core.skip(a.SkipArgs(ids=[ids[1], running.target["id"]], reason="dirty"))
+    assert reply.as_dict() == {"skipped": [ids[1]], "skip_requested": [running.target["id"]]}
+    report = core.report(a.ReportArgs(id=running.target["id"], token=running.token, activity="moving"))
+    assert report.skip
+    assert finish(core, running, "skipped").target["reason"] == "dirty"
     before = snapshot(core)
     with pytest.raises(NotReady):
         core.skip(a.SkipArgs(ids=[ids[1]]))  # already skipped
@@ -205,20 +206,20 @@ def test_policies(core: QueueCore) -> None:
     core.set_policy({"no_signal": "retry"})
     first = claim(core)
     reply = finish(core, first, "failed", kind="no_signal", reason="no peak")
-    assert reply["target"]["state"] == "pending" and not reply["stop"]
+    assert reply.target["state"] == "pending" and not reply.stop
     # retried first (it keeps its place), up to MaxAttempts
     for _ in range(2):
         again = claim(core)
-        assert again["target"]["id"] == first["target"]["id"]
+        assert again.target["id"] == first.target["id"]
         reply = finish(core, again, "failed", kind="no_signal")
-    assert reply["target"]["state"] == "failed" and "gave up after 3" in reply["target"]["reason"]
+    assert reply.target["state"] == "failed" and "gave up after 3" in reply.target["reason"]
     second = claim(core)
     reply = finish(core, second, "failed", kind="outside_limits")
-    assert reply["target"]["state"] == "failed" and not reply["stop"]
+    assert reply.target["state"] == "failed" and not reply.stop
     third = claim(core)
     reply = finish(core, third, "failed", kind="drift", reason="registration in doubt")
-    assert reply["stop"] and core.paused and "stopped: drift" in core.pause_reason
-    retried = core.retry(a.RetryArgs(failed=True))["retried"]
+    assert reply.stop and core.paused and "stopped: drift" in core.pause_reason
+    retried = core.retry(a.RetryArgs(failed=True)).retried
     assert len(retried) == 3 and all(t["state"] == "pending" and t["attempts"] == 0 for t in core.targets())
     with pytest.raises(BadArgument):
         core.set_policy({"no_signal": "ignore"})
@@ -229,7 +230,7 @@ def test_policies(core: QueueCore) -> None:
 def test_editing_a_running_or_done_target_is_refused(core: QueueCore) -> None:
     add_isolated(core)
     running = claim(core)
-    target_id = running["target"]["id"]
+    target_id = running.target["id"]
     before = snapshot(core)
     for call in (lambda: core.remove(a.IdsArgs(ids=[target_id])),
                  lambda: core.edit(a.EditArgs(id=target_id, scan=SCAN)),
@@ -249,10 +250,10 @@ def test_reorder_by_ids_and_automatic(core: QueueCore) -> None:
     add_isolated(core)
     ids = [t["id"] for t in core.targets()]
     reply = core.reorder(a.ReorderArgs(ids=[ids[2]]), None)
-    assert reply["order"] == [ids[2], ids[0], ids[1]]
+    assert reply.order == (ids[2], ids[0], ids[1])
     assert [t["id"] for t in core.targets()] == [ids[2], ids[0], ids[1]]
     reply = core.reorder(a.ReorderArgs(auto="shortest"), None)
-    assert reply["travel_after"] <= reply["travel_before"]
+    assert reply.travel_after <= reply.travel_before
     with pytest.raises(BadArgument):
         core.reorder(a.ReorderArgs(ids=[ids[0], ids[0]]), None)
 
