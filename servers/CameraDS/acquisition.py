@@ -36,6 +36,7 @@ import numpy as np
 from servers.CameraDS.sources import Source, SourceFrame, SourceLost, StageReader, coerce
 from servers.CameraDS.stage import as_monitor
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
+from servers.common.jsonargs import dumps
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +66,47 @@ class Frame:
     stage: dict[str, float | None]
     source: str
 
-    def metadata(self) -> dict[str, Any]:
-        """The FrameMetadata JSON object (also written into saved TIFFs)."""
+    def metadata(self) -> FrameMetadata:
+        """The FrameMetadata attribute (also written into saved TIFFs)."""
+        return FrameMetadata(self.number, self.timestamp, self.exposure_ms, self.gain, self.pixel_size_um,
+                             dict(self.stage), int(self.data.shape[1]), int(self.data.shape[0]),
+                             str(self.data.dtype), self.source)
+
+
+@dataclass(frozen=True)
+class FrameMetadata:
+    """What a frame carries besides its pixels: its number, when it was taken (UNIX s), the
+    exposure (ms) and gain the source accepted (None if it refused them), the pixel size (um),
+    where the stage was (motor -> position, None if unread), its size and type, the source.
+    ``as_dict()`` is the FrameMetadata JSON object, keys in the order of docs/interface.md."""
+
+    frame_number: int
+    timestamp: float
+    exposure_ms: float | None
+    gain: float | None
+    pixel_size_um: float
+    stage: dict[str, float | None]
+    width: int
+    height: int
+    dtype: str
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "frame_number": self.number,
+            "frame_number": self.frame_number,
             "timestamp": self.timestamp,
             "exposure_ms": self.exposure_ms,
             "gain": self.gain,
             "pixel_size_um": self.pixel_size_um,
             "stage": dict(self.stage),
-            "width": int(self.data.shape[1]),
-            "height": int(self.data.shape[0]),
-            "dtype": str(self.data.dtype),
+            "width": self.width,
+            "height": self.height,
+            "dtype": self.dtype,
             "source": self.source,
         }
+
+    def to_json(self) -> str:
+        return dumps(self.as_dict())
 
 
 @dataclass

@@ -31,7 +31,6 @@ from servers.CameraDS.tango_io import PROXY_TIMEOUT_MS, TangoImageSource, TangoS
 from servers.CameraDS.tiffsave import save_tiff
 from servers.common.device_base import SmartDevice, smart_attribute, smart_command, smart_errors
 from servers.common.errors import NotReady
-from servers.common.jsonargs import dumps
 from servers.common.safefile import check_write_target, run_with_time_limit
 from servers.common.tango_glue import run_server, text_in, text_out
 
@@ -180,7 +179,7 @@ class CameraDS(SmartDevice):
                 self.push_change_event("Image", frame.data, frame.timestamp, AttrQuality.ATTR_VALID)
                 self.push_data_ready_event("Image", frame.number & 0x7FFFFFFF)
                 self.push_change_event("FrameNumber", frame.number, frame.timestamp, AttrQuality.ATTR_VALID)
-                self.push_change_event("FrameMetadata", dumps(frame.metadata()), frame.timestamp,
+                self.push_change_event("FrameMetadata", frame.metadata().to_json(), frame.timestamp,
                                        AttrQuality.ATTR_VALID)
 
         return publish
@@ -251,7 +250,7 @@ class CameraDS(SmartDevice):
                      doc="JSON: frame_number, timestamp, exposure_ms, gain, pixel_size_um, stage {motor: position}, "
                          "width, height, dtype, source; always of the frame in Image")
     def FrameMetadata(self) -> str:
-        return dumps(self._frame().metadata())
+        return self._frame().metadata().to_json()
 
     @smart_attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                      unit="ms", label="Exposure time", format="%.3f", min_value=0.001, max_value=1e6,

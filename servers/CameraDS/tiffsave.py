@@ -38,7 +38,7 @@ def save_tiff(path: str, frame: Frame | None) -> str:
         raise BadArgument(f"{path!r} is a folder; give a file name")
     import tifffile
 
-    description = json.dumps(frame.metadata(), allow_nan=False)
+    description = json.dumps(frame.metadata().as_dict(), allow_nan=False)
     handle, tmp = tempfile.mkstemp(prefix=".saving-", suffix=".tif", dir=folder)
     os.close(handle)
     try:

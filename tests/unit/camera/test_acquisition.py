@@ -87,8 +87,8 @@ def test_streams_every_frame_with_its_own_metadata(rig) -> None:
     for frame in recorder.frames:  # pixels and metadata come from the same read
         assert int(frame.data[0, 0]) == frame.number
         meta = frame.metadata()
-        assert meta["frame_number"] == frame.number and meta["pixel_size_um"] == 1.0
-        assert set(meta["stage"]) == {"samx", "samy"}
+        assert meta.frame_number == frame.number and meta.pixel_size_um == 1.0
+        assert set(meta.stage) == {"samx", "samy"}
         assert not frame.data.flags.writeable
     assert acq.state == ON
 
