@@ -75,7 +75,7 @@ bench: venv
 reliability: venv
 	$(BIN)/python -m tests.reliability $(ARGS)
 
-# ruff on everything; mypy on servers/ and smart_shared/ (pyproject.toml [tool.mypy]), which must stay clean
+# ruff on everything; mypy on servers/ (pyproject.toml [tool.mypy]), which must stay clean
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy

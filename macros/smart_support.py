@@ -16,8 +16,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from smart_shared.motor_limits import known_limits
-
 UNIT_PER_UM = {"mm": 1e-3, "um": 1.0, "nm": 1e3}
 """Stage units per micrometre, for the units a CoordMapperDS stage frame may carry."""
 POSITION_DECIMALS = {"mm": 6, "um": 3, "nm": 0}
@@ -75,11 +73,21 @@ def sigma_text(sigma: float | None, unit: str) -> str:
 
 
 def limits_of(config: Any) -> tuple[float, float] | None:
-    """(min, max) of a motor's Position attribute configuration; None when either is not set
-    (:func:`smart_shared.motor_limits.known_limits`, the rule CoordMapperDS follows too).
+    """(min, max) of a motor's Position attribute configuration; None when either is not a finite
+    number ("Not specified") or min is above max. Unknown limits are never read as "anywhere is
+    fine": callers refuse to move.
 
-    Unknown limits are never read as "anywhere is fine": callers refuse to move."""
-    return known_limits(config.min_value, config.max_value)
+    CoordMapperDS reads the same configuration by the same rule on its side of the Tango boundary
+    (servers/common/motor_limits.py; the macros import nothing from servers/, and this check is
+    the last one before a motor moves): tests/unit/common/test_motor_limits.py holds both readings
+    to one table of cases."""
+    try:
+        low, high = float(str(config.min_value)), float(str(config.max_value))
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        return None
+    return low, high
 
 
 def stage_of_frame(stage: dict[str, Any], motors: Sequence[str]) -> list[float]:

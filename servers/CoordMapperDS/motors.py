@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import tango
 
+from servers.common.motor_limits import LimitsError, position_limits
 from servers.common.tango_client import ProxyCache, devfailed_line
-from smart_shared.motor_limits import LimitsError, position_limits
 
 __all__ = ["DEFAULT_UNIT", "MOTOR_TIMEOUT_MS", "MotorProblem", "MotorReading", "StageMotors", "stage_unit_of"]
 
