@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
-from servers.ParticleDS import annotate, crowding, detection, export, image_input, isolation
+from servers.ParticleDS import annotate, crowding, detection, export, image_input, isolation, scratch
 from servers.ParticleDS.results import DetectSummary, ParticleResults
 from servers.ParticleDS.settings import SETTING_NAMES, DetectArgs, ParticleSettings, validated_settings
 
@@ -85,11 +85,11 @@ class ParticleCore:
         image_input.check_not_constant(region)
         with self._detect_lock:
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), scratch.borrow() as work:
                     warnings.simplefilter("ignore")
                     region = np.ascontiguousarray(region)
-                    features = detection.detect(region, settings)
-                    crowd = self._crowding(region, features, settings)
+                    features = detection.detect(region, settings, work)
+                    crowd = self._crowding(region, features, settings, work)
             except SmartError:
                 raise
             except Exception as exc:  # trackpy/numba errors on unforeseen input
@@ -107,8 +107,8 @@ class ParticleCore:
         return self.detect(image, args.roi, args.overrides())
 
     @staticmethod
-    def _crowding(region: np.ndarray, features: detection.Features,
-                  settings: ParticleSettings) -> crowding.Crowding:
+    def _crowding(region: np.ndarray, features: detection.Features, settings: ParticleSettings,
+                  work: scratch.Scratch) -> crowding.Crowding:
         """Multiplicity and unlisted neighbours of the particles, from the image itself."""
         all_xy = np.column_stack([features.x, features.y])
         particles = all_xy[features.kept]
@@ -116,7 +116,7 @@ class ParticleCore:
         listed = isolation.nearest_neighbour_distance(particles, all_xy) >= settings.IsolationRadius
         listed &= isolation.edge_distance(particles, (0, 0, w, h)) >= settings.IsolationRadius
         return crowding.analyse(detection.detection_image(region, settings), particles, all_xy,
-                                settings.Diameter, settings.IsolationRadius, candidates=listed)
+                                settings.Diameter, settings.IsolationRadius, candidates=listed, work=work)
 
     @staticmethod
     def _build_results(features: detection.Features, crowd: crowding.Crowding, settings: ParticleSettings,

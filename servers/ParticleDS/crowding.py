@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from servers.ParticleDS import scratch
+
 SMOOTHING_PER_DIAMETER = 1.0 / 6.0
 """Gaussian sigma of the signal image, per px of Diameter: a matched filter for the particle."""
 BLOB_PEAK_FRACTION = 0.5
@@ -123,18 +125,22 @@ def signal_image(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float]:
     return signal, sigma
 
 
-def signal_parts(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float, np.ndarray]:
+def signal_parts(raw: np.ndarray, diameter: int,
+                 work: scratch.Scratch | None = None) -> tuple[np.ndarray, float, np.ndarray]:
     """Background-free, smoothed signal (float32), its noise sigma, and the background.
 
     The background is the mean of the pixels that hold no particle, over a window of about
     four diameters (a normalised box filter): a grey opening first marks the particles, so
     neither they nor the opening's own bias leak into the background level. The background
     is smooth, so it is computed on the image binned by about a third of Diameter and
-    interpolated back: the same level at a tenth of the cost.
+    interpolated back: the same level at a tenth of the cost. With ``work`` the signal and the
+    background are its slots ``"a"`` and ``"b"``.
     """
     # full-size results are written into arrays already in hand: a fresh 16 MB array costs
-    # its page faults again on every call
-    image = raw.astype(np.float32)
+    # its page faults again on every call (see scratch.py)
+    work = work or scratch.Scratch()
+    image = work.array("a", raw.shape[:2], np.float32)
+    np.copyto(image, raw, casting="unsafe")
     smooth = cv2.GaussianBlur(image, (0, 0), max(diameter * SMOOTHING_PER_DIAMETER, 0.8), dst=image,
                               borderType=cv2.BORDER_REPLICATE)
     h, w = smooth.shape
@@ -152,7 +158,8 @@ def signal_parts(raw: np.ndarray, diameter: int) -> tuple[np.ndarray, float, np.
     weight = cv2.blur(empty, window, borderType=cv2.BORDER_REPLICATE)
     level = cv2.blur(small * empty, window, borderType=cv2.BORDER_REPLICATE)
     background = np.where(weight > 0.05, level / np.maximum(weight, 0.05), opened)
-    background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
+    background = cv2.resize(background, (w, h), dst=work.array("b", (h, w), background.dtype),
+                            interpolation=cv2.INTER_LINEAR)
     signal = cv2.subtract(smooth, background, dst=smooth)
     low, median = _lower_half(signal)
     signal = cv2.subtract(signal, median, dst=signal)  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
@@ -184,20 +191,27 @@ def _robust_centre(values: np.ndarray) -> tuple[float, float]:
 
 
 def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, diameter: int,
-            reach: float, candidates: np.ndarray | None = None) -> Crowding:
+            reach: float, candidates: np.ndarray | None = None, work: scratch.Scratch | None = None) -> Crowding:
     """Multiplicity and unlisted neighbours of ``particles_xy`` (x, y in ``raw``'s pixels).
 
     ``raw`` is the image as detected (bright particles, i.e. already inverted for dark
     ones); ``features_xy`` are all detected features, particles and neighbours-only;
     neighbours are looked for out to ``reach`` px (the IsolationRadius), around the
     ``candidates`` only (the particles that could still be isolated; default all): the
-    others are crowded anyway, and the search costs time per particle.
+    others are crowded anyway, and the search costs time per particle. The full-size work images
+    go into ``work`` (default: the process's kept scratch, see :mod:`scratch`).
     """
+    with scratch.borrow(work) as borrowed:
+        return _analyse(raw, particles_xy, features_xy, diameter, reach, candidates, borrowed)
+
+
+def _analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, diameter: int,
+             reach: float, candidates: np.ndarray | None, work: scratch.Scratch) -> Crowding:
     n = len(particles_xy)
     ones = np.ones(n, dtype=np.int64)
     if n == 0:
         return Crowding(ones, np.empty(0), float("nan"))
-    signal, sigma, background = signal_parts(raw, diameter)
+    signal, sigma, background = signal_parts(raw, diameter, work)
     h, w = signal.shape
     ix = np.clip(np.rint(particles_xy[:, 0]).astype(np.intp), 0, w - 1)
     iy = np.clip(np.rint(particles_xy[:, 1]).astype(np.intp), 0, h - 1)
@@ -208,10 +222,11 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
 
     blob_level = max(BLOB_PEAK_FRACTION * peak, BLOB_NOISE_SIGMAS * sigma)
     level = max(PEAK_NOISE_SIGMAS * sigma, PEAK_PEAK_FRACTION * peak)
-    region_mask = cv2.compare(signal, level, cv2.CMP_GT)  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
+    region_mask = cv2.compare(signal, level, cv2.CMP_GT, dst=work.array("m1", (h, w), np.uint8))  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
     region_pixels = _pixels(region_mask)
-    mask = cv2.compare(signal, blob_level, cv2.CMP_GT)  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
-    count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    mask = cv2.compare(signal, blob_level, cv2.CMP_GT, dst=work.array("m2", (h, w), np.uint8))  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
+    count, labels = cv2.connectedComponents(mask, work.array("c", (h, w), np.int32), connectivity=8,
+                                            ltype=cv2.CV_32S)
     if blob_level >= level:  # the blob pixels are region pixels: pick them instead of a second image scan
         ys, xs = region_pixels
         inside = cv2.compare(signal[ys, xs], blob_level, cv2.CMP_GT).ravel() > 0  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs do not say so
@@ -227,7 +242,8 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     detections_in_blob[0] = 0
 
     multiplicity = _multiplicity(stats, own, detections_in_blob)
-    region_count, regions = cv2.connectedComponents(region_mask, connectivity=8, ltype=cv2.CV_32S)
+    region_count, regions = cv2.connectedComponents(region_mask, work.array("d", (h, w), np.int32), connectivity=8,
+                                                    ltype=cv2.CV_32S)
     region_stats = _blob_stats(signal, regions, region_count, *region_pixels)
     own_region = regions[iy, ix]
     image_neighbour = np.full(n, np.inf)
@@ -235,7 +251,7 @@ def analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray, 
     if len(rows):
         edge = float(np.median(np.sqrt(region_stats.area[np.unique(own_region)] / np.pi)))
         image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, region_pixels, particles_xy[rows],
-                                                     own[rows], own_region[rows], diameter, reach, edge)
+                                                     own[rows], own_region[rows], diameter, reach, edge, work)
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
@@ -465,7 +481,8 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,
                          region_pixels: tuple[np.ndarray, np.ndarray], particles_xy: np.ndarray, own: np.ndarray,
-                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float) -> np.ndarray:
+                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float,
+                         work: scratch.Scratch) -> np.ndarray:
     """Distance from each particle to the nearest signal of something else within ``reach``.
 
     Two views of "something else", the nearer wins:
@@ -484,7 +501,7 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     if n == 0 or len(ys) == 0:
         return distance
     # neighbours through a one-pixel replicated border: flat offsets, no clipping per pixel
-    flat, stride, pad = _neighbour_index(signal.shape, ys, xs)
+    flat, stride, pad = _neighbour_index(signal.shape, ys, xs, work)
     padded = pad(signal)
     value = padded[flat]
     is_peak = np.ones(len(ys), dtype=bool)
@@ -514,11 +531,34 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     points = np.column_stack([xs[outline], ys[outline]]).astype(np.float64)
     point_region = pixel_region[outline]
     if len(points):
-        row, which = _pairs_within(particles, points, reach)
-        if len(row):
-            foreign = point_region[which] != own_region[row]
-            d = np.hypot(*(points[which[foreign]] - particles_xy[row[foreign]]).T) + single_edge
-            np.minimum.at(distance, row[foreign], d)
+        np.minimum(distance, _nearest_foreign_outline(particles, particles_xy, own_region, points, point_region,
+                                                      reach) + single_edge, out=distance)
+    return distance
+
+
+def _nearest_foreign_outline(particles: cKDTree, particles_xy: np.ndarray, own_region: np.ndarray,
+                             points: np.ndarray, point_region: np.ndarray, reach: float) -> np.ndarray:
+    """Distance from each particle to the nearest outline point of another region within ``reach``
+    (inf if none).
+
+    Most outline points belong to regions that hold none of the particles: foreign to all of
+    them, so one nearest-neighbour query answers for them. Only the points of the particles'
+    own regions need the pair search that leaves each particle's own region out; listing every
+    pair within ``reach`` for all points would cost far more (thousands per particle).
+    """
+    distance = np.full(len(particles_xy), np.inf)
+    owned = np.isin(point_region, own_region[own_region > 0])
+    others = points[~owned]
+    if len(others):
+        # the k-d tree's bound is strict; the pair search below keeps points at exactly ``reach``
+        tree_distance, index = cKDTree(others).query(particles_xy, distance_upper_bound=np.nextafter(reach, np.inf))
+        found = tree_distance <= reach
+        distance[found] = np.hypot(*(others[index[found]] - particles_xy[found]).T)
+    if owned.any():
+        row, which = _pairs_within(particles, points[owned], reach)
+        foreign = point_region[owned][which] != own_region[row]
+        d = np.hypot(*(points[owned][which[foreign]] - particles_xy[row[foreign]]).T)
+        np.minimum.at(distance, row[foreign], d)
     return distance
 
 
@@ -531,13 +571,14 @@ def _pairs_within(particles: cKDTree, points: np.ndarray, radius: float) -> tupl
     return pairs["i"].astype(np.intp), pairs["j"].astype(np.intp)
 
 
-def _neighbour_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray
+def _neighbour_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray, work: scratch.Scratch
                      ) -> tuple[np.ndarray, int, Callable[[np.ndarray], np.ndarray]]:
     """Flat indices of (ys, xs), the row stride, and the flattening that makes ``index + offset``
     the pixel's 8 neighbours with the edges replicated.
 
-    Pixels off the image edge need a one-pixel replicated border (a full copy); when none of
-    the pixels touches the edge the image itself serves.
+    Pixels off the image edge need a one-pixel replicated border (a full copy, in the slot
+    ``"p"`` of ``work``: each padded image must be used up before the next is padded); when
+    none of the pixels touches the edge the image itself serves.
     """
     h, w = shape[:2]
     if ys.min() > 0 and xs.min() > 0 and ys.max() < h - 1 and xs.max() < w - 1:
@@ -545,7 +586,8 @@ def _neighbour_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray
     stride = w + 2
 
     def pad(image: np.ndarray) -> np.ndarray:
-        return cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_REPLICATE).ravel()
+        padded = work.array("p", (h + 2, w + 2), image.dtype)
+        return cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_REPLICATE, dst=padded).ravel()
 
     return (ys + 1) * stride + (xs + 1), stride, pad
 

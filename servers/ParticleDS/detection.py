@@ -24,7 +24,7 @@ from trackpy.preprocessing import invert_image
 from trackpy.refine import refine_brightfield_ring
 from trackpy.refine.center_of_mass import refine_com_arr
 
-from servers.ParticleDS import preprocessing
+from servers.ParticleDS import preprocessing, scratch
 from servers.ParticleDS.settings import ParticleSettings
 
 MAX_ITERATIONS = 10
@@ -106,12 +106,18 @@ def detection_image(image: np.ndarray, settings: ParticleSettings) -> np.ndarray
     return invert_image(raw) if settings.Invert else raw
 
 
-def locate(image: np.ndarray, settings: ParticleSettings) -> Features:
+def locate(image: np.ndarray, settings: ParticleSettings, work: scratch.Scratch | None = None) -> Features:
     """trackpy.locate with these settings; features in (row, col) = (y, x) of ``image``.
 
     Returns every feature above MinMass, neighbours included (see :class:`Features`);
-    trackpy's own result is ``features.select(features.kept)``.
+    trackpy's own result is ``features.select(features.kept)``. The full-size work images
+    go into ``work`` (default: the process's kept scratch, see :mod:`scratch`).
     """
+    with scratch.borrow(work) as borrowed:
+        return _locate(image, settings, borrowed)
+
+
+def _locate(image: np.ndarray, settings: ParticleSettings, work: scratch.Scratch) -> Features:
     raw = prepare_raw(image)
     diameter = settings.Diameter
     radius = diameter // 2
@@ -122,21 +128,28 @@ def locate(image: np.ndarray, settings: ParticleSettings) -> Features:
     if settings.Invert:
         raw = invert_image(raw)
 
-    bandpassed = preprocessing.bandpass(raw, settings.NoiseSize, smoothing_size, threshold)
-    scale_factor, processed = preprocessing.convert_to_int(bandpassed, _processed_dtype(raw))
+    bandpassed = preprocessing.bandpass(raw, settings.NoiseSize, smoothing_size, threshold, scratch=work)
+    scale_factor, processed = preprocessing.convert_to_int(bandpassed, _processed_dtype(raw), scratch=work)
     margin = (max(radius, separation // 2 - 1, smoothing_size // 2),) * 2
-    candidates = preprocessing.local_maxima(processed, separation, settings.Percentile, margin)
+    candidates = preprocessing.local_maxima(processed, separation, settings.Percentile, margin, scratch=work)
     if len(candidates) == 0:
         return Features.empty()
 
+    # Most candidates are noise maxima below MinMass, and they leave in the end anyway. Without
+    # them nothing else changes: a feature is dropped only for a brighter one (above MinMass
+    # too), and a faint one within the duplicate tolerance (< Separation) of a dropped, brighter
+    # feature would have been dropped itself, so it never decides that feature's distinctness.
+    faint_ones_leave = separation * (1 - 1e-6) > duplicate_tolerance_px(diameter) or separation <= 0
+    if faint_ones_leave:
+        # each candidate is refined on its own: those that cannot reach MinMass need no refinement
+        candidates = candidates[preprocessing.may_reach_mass(processed, candidates, radius, MAX_ITERATIONS,
+                                                             settings.MinMass, scale_factor, scratch=work)]
+        if len(candidates) == 0:
+            return Features.empty()
     refined = refine_com_arr(raw, processed, (radius, radius), candidates, max_iterations=MAX_ITERATIONS,
                              engine="numba", characterize=True)
     dropped = np.empty((0, refined.shape[1]))
-    if separation * (1 - 1e-6) > duplicate_tolerance_px(diameter) or separation <= 0:
-        # Most candidates are noise maxima below MinMass, and they leave in the end anyway. Without
-        # them nothing else changes: a feature is dropped only for a brighter one (above MinMass
-        # too), and a faint one within the duplicate tolerance (< Separation) of a dropped, brighter
-        # feature would have been dropped itself, so it never decides that feature's distinctness.
+    if faint_ones_leave:
         refined = refined[refined[:, 2] / scale_factor > settings.MinMass]
     if separation > 0:
         to_drop = preprocessing.where_close(refined[:, :2], separation, refined[:, 2])
@@ -162,7 +175,8 @@ def duplicate_tolerance_px(diameter: int) -> float:
     return max(1.0, (diameter // 2) / 2.0)
 
 
-def locate_brightfield_ring(image: np.ndarray, settings: ParticleSettings) -> Features:
+def locate_brightfield_ring(image: np.ndarray, settings: ParticleSettings,
+                            work: scratch.Scratch | None = None) -> Features:
     """Ring-fitted positions for bright-field images; ``size`` is the fitted ring radius in px.
 
     Only particles are ring-fitted; neighbours keep their centroid. A particle whose ring
@@ -170,7 +184,7 @@ def locate_brightfield_ring(image: np.ndarray, settings: ParticleSettings) -> Fe
     but stays a neighbour: something is there. Mass, eccentricity and signal come from
     the initial locate.
     """
-    initial = locate(image, settings)
+    initial = locate(image, settings, work)
     if not initial.kept.any():
         return initial
     raw = prepare_raw(image)
@@ -223,8 +237,8 @@ def _fit_ring(image: np.ndarray, radius: float, y: float, x: float) -> tuple[flo
     return result if np.all(np.isfinite(result)) else None
 
 
-def detect(image: np.ndarray, settings: ParticleSettings) -> Features:
-    """Run the detector named by ``settings.Method``."""
+def detect(image: np.ndarray, settings: ParticleSettings, work: scratch.Scratch | None = None) -> Features:
+    """Run the detector named by ``settings.Method`` (``work``: see :func:`locate`)."""
     if settings.Method == "locate_brightfield_ring":
-        return locate_brightfield_ring(image, settings)
-    return locate(image, settings)
+        return locate_brightfield_ring(image, settings, work)
+    return locate(image, settings, work)
