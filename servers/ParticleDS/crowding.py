@@ -33,7 +33,6 @@ permissive maxima all agree that nothing else is there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -251,7 +250,7 @@ def _analyse(raw: np.ndarray, particles_xy: np.ndarray, features_xy: np.ndarray,
     if len(rows):
         edge = float(np.median(np.sqrt(region_stats.area[np.unique(own_region)] / np.pi)))
         image_neighbour[rows] = _unlisted_neighbours(signal, labels, regions, region_pixels, particles_xy[rows],
-                                                     own[rows], own_region[rows], diameter, reach, edge, work)
+                                                     own[rows], own_region[rows], diameter, reach, edge)
     features_in_region = np.bincount(regions[fy, fx], minlength=region_count)
     features_in_region[0] = 0
     hidden = _hidden_neighbour(region_stats, own_region, features_in_region, particles_xy)
@@ -303,8 +302,9 @@ def _pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _blob_stats(signal: np.ndarray, labels: np.ndarray, count: int, ys: np.ndarray, xs: np.ndarray) -> _BlobStats:
     """Integrated signal and elongation of every blob (index = label; 0 = background); ``ys``,
     ``xs`` are the blob pixels."""
-    label = labels[ys, xs]
-    weight = signal[ys, xs].astype(np.float64)
+    flat = ys * labels.shape[1] + xs  # flat indices: a gather from a raveled image is the cheaper one
+    label = labels.ravel()[flat]
+    weight = signal.ravel()[flat].astype(np.float64)
     y, x = ys.astype(np.float64), xs.astype(np.float64)
     total = np.bincount(label, weight, minlength=count)
     safe = np.where(total > 0, total, 1.0)
@@ -436,7 +436,7 @@ def _reach_neighbour(regions: np.ndarray, region_pixels: tuple[np.ndarray, np.nd
     ys, xs = region_pixels
     if len(ys) == 0:
         return distance
-    pixel_region = regions[ys, xs]
+    pixel_region = regions.ravel()[ys * regions.shape[1] + xs]
     row_of_region = np.full(max(int(pixel_region.max()), int(own_region.max(initial=0))) + 1, -1, dtype=np.intp)
     inside = own_region > 0
     row_of_region[own_region[inside]] = np.flatnonzero(inside)
@@ -481,8 +481,7 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.ndarray,
                          region_pixels: tuple[np.ndarray, np.ndarray], particles_xy: np.ndarray, own: np.ndarray,
-                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float,
-                         work: scratch.Scratch) -> np.ndarray:
+                         own_region: np.ndarray, diameter: int, reach: float, single_edge: float) -> np.ndarray:
     """Distance from each particle to the nearest signal of something else within ``reach``.
 
     Two views of "something else", the nearer wins:
@@ -500,15 +499,14 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
     ys, xs = region_pixels
     if n == 0 or len(ys) == 0:
         return distance
-    # neighbours through a one-pixel replicated border: flat offsets, no clipping per pixel
-    flat, stride, pad = _neighbour_index(signal.shape, ys, xs, work)
-    padded = pad(signal)
-    value = padded[flat]
+    neighbours = _Neighbours(signal.shape, ys, xs)
+    flat_signal = signal.ravel()
+    value = flat_signal[neighbours.flat]
     is_peak = np.ones(len(ys), dtype=bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                is_peak &= value >= padded[flat + (dy * stride + dx)]
+                is_peak &= value >= flat_signal[neighbours.index(dy, dx)]
     peaks = np.column_stack([ys[is_peak], xs[is_peak]])
     particles = cKDTree(particles_xy)
     if len(peaks):
@@ -523,11 +521,11 @@ def _unlisted_neighbours(signal: np.ndarray, labels: np.ndarray, regions: np.nda
             np.minimum.at(distance, row[foreign], d[foreign])
 
     # the nearest pixel of another region is on its outline: only outlines go into the tree
-    padded_regions = pad(regions)
-    pixel_region = padded_regions[flat]
+    flat_regions = regions.ravel()
+    pixel_region = flat_regions[neighbours.flat]
     outline = np.zeros(len(ys), dtype=bool)
-    for offset in (-stride, stride, -1, 1):
-        outline |= padded_regions[flat + offset] != pixel_region
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        outline |= flat_regions[neighbours.index(dy, dx)] != pixel_region
     points = np.column_stack([xs[outline], ys[outline]]).astype(np.float64)
     point_region = pixel_region[outline]
     if len(points):
@@ -571,25 +569,23 @@ def _pairs_within(particles: cKDTree, points: np.ndarray, radius: float) -> tupl
     return pairs["i"].astype(np.intp), pairs["j"].astype(np.intp)
 
 
-def _neighbour_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray, work: scratch.Scratch
-                     ) -> tuple[np.ndarray, int, Callable[[np.ndarray], np.ndarray]]:
-    """Flat indices of (ys, xs), the row stride, and the flattening that makes ``index + offset``
-    the pixel's 8 neighbours with the edges replicated.
+class _Neighbours:
+    """Flat indices (into a C-contiguous image of ``shape``) of the pixels (ys, xs) and of their
+    8 neighbours, with the edges replicated: a neighbour beyond the edge is the edge pixel.
 
-    Pixels off the image edge need a one-pixel replicated border (a full copy, in the slot
-    ``"p"`` of ``work``: each padded image must be used up before the next is padded); when
-    none of the pixels touches the edge the image itself serves.
+    Clipping the few row and column coordinates once costs a fraction of padding the image
+    (a full-size copy per image looked at).
     """
-    h, w = shape[:2]
-    if ys.min() > 0 and xs.min() > 0 and ys.max() < h - 1 and xs.max() < w - 1:
-        return ys * w + xs, w, np.ravel
-    stride = w + 2
 
-    def pad(image: np.ndarray) -> np.ndarray:
-        padded = work.array("p", (h + 2, w + 2), image.dtype)
-        return cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_REPLICATE, dst=padded).ravel()
+    def __init__(self, shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> None:
+        h, w = shape[:2]
+        self.flat = ys * w + xs
+        self._rows = {dy: np.clip(ys + dy, 0, h - 1) * w for dy in (-1, 1)} | {0: ys * w}
+        self._cols = {dx: np.clip(xs + dx, 0, w - 1) for dx in (-1, 1)} | {0: xs}
 
-    return (ys + 1) * stride + (xs + 1), stride, pad
+    def index(self, dy: int, dx: int) -> np.ndarray:
+        """Flat indices of the neighbours at (row + dy, col + dx), dy and dx in -1, 0, 1."""
+        return self._rows[dy] + self._cols[dx]
 
 
 def _centroids(signal: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:

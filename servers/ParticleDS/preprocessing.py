@@ -93,15 +93,14 @@ def convert_to_int(image: np.ndarray, dtype: type[np.integer],
                    scratch: Scratch | None = None) -> tuple[float, np.ndarray]:
     """``trackpy.preprocessing.convert_to_int`` for a non-negative float32 band-passed image.
 
-    With ``scratch``, ``image`` is scaled in place (it is the band-pass's work array) and the
-    result is the slot ``"p"``.
+    With ``scratch`` the result is its slot ``"p"``.
     """
     max_value = np.iinfo(dtype).max
     image_max = float(image.max()) if image.size else 0.0
     scale_factor = 1.0 if image_max == 0 else max_value / image_max
-    scaled = np.multiply(image, np.float32(scale_factor), out=image if scratch is not None else None)
     converted = (scratch or Scratch()).array("p", image.shape, dtype)
-    np.copyto(converted, scaled, casting="unsafe")  # truncation, as astype
+    # the float32 product, truncated to the integer dtype as astype does, in one pass
+    np.multiply(image, np.float32(scale_factor), out=converted, casting="unsafe")
     return scale_factor, converted
 
 
@@ -195,17 +194,24 @@ def may_reach_mass(processed: np.ndarray, candidates: np.ndarray, radius: int, m
     one pixel per axis and iteration, and its mass is the sum of the non-negative processed
     image under the mask in the last iteration, at most ``max_iterations - 1`` pixels from the
     start along each axis. The sum over the square that covers every such mask is therefore
-    an upper bound of the mass, exact in float64 (an integral image). A candidate whose bound
-    fails the MinMass test fails it after refinement too, so it need not be refined: on a large
-    noisy image most of the candidates are noise maxima far from any particle. With ``scratch``
-    the integral image is its slot ``"d"``.
+    an upper bound of the mass, and exact (integer sums). A candidate whose bound fails the
+    MinMass test fails it after refinement too, so it need not be refined: on a large noisy
+    image most of the candidates are noise maxima far from any particle. With ``scratch`` the
+    sums are its slot ``"c"`` (or ``"d"``).
     """
+    scratch = scratch or Scratch()
     h, w = processed.shape
-    integral = cv2.integral(processed, (scratch or Scratch()).array("d", (h + 1, w + 1), np.float64),
-                            sdepth=cv2.CV_64F)
     reach = radius + max(max_iterations - 1, 0)
+    side = 2 * reach + 1
     y, x = candidates[:, 0], candidates[:, 1]
-    top, bottom = np.clip(y - reach, 0, h), np.clip(y + reach + 1, 0, h)
-    left, right = np.clip(x - reach, 0, w), np.clip(x + reach + 1, 0, w)
-    bound = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
+    if side * side * int(np.iinfo(processed.dtype).max) < 2**31:
+        # the square sums of the whole image at once: one integer box filter (zeros beyond the edge)
+        sums = cv2.boxFilter(processed, cv2.CV_32S, (side, side), dst=scratch.array("c", (h, w), np.int32),
+                             normalize=False, borderType=cv2.BORDER_CONSTANT)
+        bound = sums.ravel()[y * w + x].astype(np.float64)
+    else:  # a large mask: int32 sums could overflow; an integral image in float64 is exact
+        integral = cv2.integral(processed, scratch.array("d", (h + 1, w + 1), np.float64), sdepth=cv2.CV_64F)
+        top, bottom = np.clip(y - reach, 0, h), np.clip(y + reach + 1, 0, h)
+        left, right = np.clip(x - reach, 0, w), np.clip(x + reach + 1, 0, w)
+        bound = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     return bound / scale_factor > min_mass

@@ -10,9 +10,9 @@ the same, so the results are too.
 
 The arrays live in named *slots*: raw byte buffers, viewed with the shape and dtype each step
 asks for, so steps whose lifetimes do not overlap share one (e.g. the band-pass float image of
-``locate`` and the signal image of the isolation analysis). The process holds about eight
-image-sized buffers of the largest image detected so far (~130 MB for 2048 x 2048 uint16),
-until :func:`release` is called.
+``locate`` and the signal image of the isolation analysis). The process holds seven slots
+sized for the largest image detected so far (80 MB for a 2048 x 2048 image: four float32 or
+int32 images, one of the processed integer image, two masks), until :func:`release` is called.
 """
 
 from __future__ import annotations
