@@ -545,6 +545,8 @@ def _nearest_foreign_outline(particles: cKDTree, particles_xy: np.ndarray, own_r
     pair within ``reach`` for all points would cost far more (thousands per particle).
     """
     distance = np.full(len(particles_xy), np.inf)
+    near = _near_any(particles_xy, points, reach)
+    points, point_region = points[near], point_region[near]
     owned = np.isin(point_region, own_region[own_region > 0])
     others = points[~owned]
     if len(others):
@@ -558,6 +560,26 @@ def _nearest_foreign_outline(particles: cKDTree, particles_xy: np.ndarray, own_r
         d = np.hypot(*(points[owned][which[foreign]] - particles_xy[row[foreign]]).T)
         np.minimum.at(distance, row[foreign], d)
     return distance
+
+
+def _near_any(particles_xy: np.ndarray, points: np.ndarray, radius: float) -> np.ndarray:
+    """False for points that are surely farther than ``radius`` from every particle.
+
+    The plane is cut into square cells of side ``radius``: a point within ``radius`` of a
+    particle lies in the particle's cell or one of its 8 neighbours. Marking those cells on a
+    small grid spares the k-d trees the many outline points far from the (isolated) particles.
+    """
+    if len(particles_xy) == 0 or len(points) == 0:
+        return np.zeros(len(points), dtype=bool)
+    cell = max(float(radius), 1.0) * (1 + 1e-6)  # a hair larger: rounding cannot push a neighbour 2 cells off
+    low = np.minimum(particles_xy.min(axis=0), points.min(axis=0))
+    particle_cell = np.floor((particles_xy - low) / cell).astype(np.intp) + 1
+    point_cell = np.floor((points - low) / cell).astype(np.intp) + 1
+    grid = np.zeros(tuple(np.maximum(particle_cell.max(axis=0), point_cell.max(axis=0)) + 2), dtype=bool)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            grid[particle_cell[:, 0] + dx, particle_cell[:, 1] + dy] = True
+    return grid[point_cell[:, 0], point_cell[:, 1]]
 
 
 def _pairs_within(particles: cKDTree, points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
