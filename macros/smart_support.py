@@ -99,6 +99,9 @@ def stage_of_frame(stage: dict[str, Any], motors: Sequence[str]) -> list[float]:
         if not found:
             raise SmartMacroError(f"the camera frame carries no position for {name}: check the camera's "
                                   "StageMotors property")
+        if found[0] is None:  # the camera could not read the motor when it took the frame
+            raise SmartMacroError(f"the camera frame carries no known position for {name} (the motor did "
+                                  "not answer when it was taken): take another frame")
         values.append(float(found[0]))
     return values
 

@@ -20,6 +20,7 @@ import pyqtgraph as pg
 from taurus.external.qt import Qt
 
 from clients.commands import CommandError, SmartClient
+from macros.smart_support import SmartMacroError, stage_of_frame
 
 BEAM_COLOUR = (255, 0, 255)        # magenta: never a grey camera pixel, easy to find in a screenshot
 OUTLINE_COLOUR = (0, 255, 255)     # cyan
@@ -68,18 +69,10 @@ def particle_classes(isolated: np.ndarray, on_marker: np.ndarray | None) -> np.n
 
 def frame_stage_position(client: SmartClient, metadata: dict[str, Any]) -> list[float] | None:
     """The stage position stamped on a frame, in the mapper's MotorX/MotorY order."""
-    stage = metadata.get("stage") or {}
     try:
-        motors = client.motor_names()
-    except CommandError:
+        return stage_of_frame(metadata.get("stage") or {}, client.motor_names())
+    except (CommandError, SmartMacroError):
         return None
-    values = []
-    for motor in motors:
-        found = [v for k, v in stage.items() if k == motor or k.rsplit("/", 1)[-1] == motor]
-        if not found or found[0] is None:
-            return None
-        values.append(float(found[0]))
-    return values
 
 
 def reference_frame(client: SmartClient) -> str | None:

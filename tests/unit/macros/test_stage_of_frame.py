@@ -16,3 +16,8 @@ def test_positions_come_in_the_motors_order_by_alias_or_device_attribute() -> No
 def test_a_motor_the_frame_does_not_carry_is_named() -> None:
     with pytest.raises(SmartMacroError, match="no position for samy"):
         stage_of_frame({"samx": 1.0}, ["samx", "samy"])
+
+
+def test_a_motor_the_camera_could_not_read_is_unknown_not_zero() -> None:
+    with pytest.raises(SmartMacroError, match="no known position for samy"):
+        stage_of_frame({"samx": 1.0, "samy": None}, ["samx", "samy"])
