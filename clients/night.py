@@ -42,6 +42,7 @@ from clients.demo import Console, describe_stack
 from clients.display import duration
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack
+from clients.night_decompose import alignment_times, decompose, decomposition_lines, read_events
 from clients.night_score import Truth, read_visits, score_night, summary_lines
 from clients.workflow import (
     EVENTS_FILE,
@@ -608,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = finish_night(out_dir, inputs, options, night, targets, beam.losses)
         summary["total_s"] = time.monotonic() - begun
         (out_dir / "summary.json").write_text(json.dumps(_plain(summary), indent=1))
-        print("\n" + "\n".join(summary_lines(summary)), flush=True)
+        print("\n" + "\n".join(summary_lines(summary) + decomposition_lines(summary)), flush=True)
     except (LaunchError, MacroFailed) as exc:
         print(f"night failed: {exc}\n(logs of every server in {stack.log_dir})", file=sys.stderr)
         return 1
@@ -631,6 +632,7 @@ def finish_night(out_dir: Path, inputs: NightInputs, options: NightOptions, nigh
     timelines = Timelines(load_beamline(inputs.beamline))
     truth.offset_function = lambda t_s: timelines.stage_offset_mm(float(t_s))  # exact, also past the table's end
     summary = score_night(night.visits, truth, targets, losses, night.queue_wall_s)
+    decompose(summary, night.visits, truth, alignment_times(read_events(out_dir / EVENTS_FILE), truth), inputs.truth)
     summary.update(seed=options.seed, options=asdict(options), timings_s=night.timings, chaos=night.chaos_log,
                    regions_input=[{"name": r.name, "image": str(r.image)} for r in inputs.regions])
     drawn = night_figures.draw(out_dir, inputs, truth, summary)

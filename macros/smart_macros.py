@@ -362,6 +362,17 @@ class _SmartMacro(Macro):
         self.save_drift(tracker)
         self.event_log().write("drift_reset", time.time(), 0.0, clock_s=tracker.t, why=why)
 
+    def anchor_drift(self, frame: str, at: float | None = None) -> None:
+        """``frame`` was just fine-aligned from maps taken around ``at`` (clock s; None: now): its
+        mapping holds the offset of then, so its targets are corrected for the drift since then,
+        the other frames' for the drift since their own alignment (``DriftTracker.anchor``; one
+        reset here would apply the drift since this alignment to every frame)."""
+        tracker = self.drift_tracker()
+        at = self.clock() if at is None else at
+        tracker.anchor(frame, at)
+        self.save_drift(tracker)
+        self.event_log().write("drift_reset", time.time(), 0.0, clock_s=at, why="smart_fine_align", frame=frame)
+
     def drift_correction_on(self) -> bool:
         return bool(self.env_or("SmartDriftCorrection", True))
 
@@ -379,7 +390,7 @@ class _SmartMacro(Macro):
         map_sigma_um = None if sigma is None or not math.isfinite(float(sigma)) else float(sigma) / per_um
         at = self.clock()
         tracker = self.drift_tracker()
-        drift_um, drift_cov = tracker.predict(at)
+        drift_um, drift_cov = tracker.predict(at, frame)  # the drift since *this* frame's alignment
         drift_sigma_um = float(math.sqrt(max(float(np.trace(drift_cov)), 0.0)))
         correct = self.drift_correction_on()
         applied_um = [float(v) for v in drift_um] if correct else [0.0, 0.0]
@@ -393,7 +404,7 @@ class _SmartMacro(Macro):
         return {"mapped": spot, "target": target, "coarse": coarse, "within": bool(mapped["within_limits"][0]),
                 "map_sigma_um": map_sigma_um, "drift_um": [float(v) for v in drift_um],
                 "drift_sigma_um": drift_sigma_um, "drift_applied_um": applied_um, "corrected": correct,
-                "half_width_um": half_width, "clock_s": at}
+                "half_width_um": half_width, "clock_s": at, "frame": frame}
 
     def log_scan(self, plan: dict, points: int, step_um: float, exposure: float, scan_s: float,
                  **ids) -> float | None:
@@ -414,7 +425,7 @@ class _SmartMacro(Macro):
         measured_um = [(float(centre[i]) - plan["mapped"][i]) / per_um for i in (0, 1)]
         tracker = self.drift_tracker()
         at = self.clock()
-        update = tracker.update(at, measured_um, plan["map_sigma_um"] or 0.0)
+        update = tracker.update(at, measured_um, plan["map_sigma_um"] or 0.0, plan.get("frame"))
         self.save_drift(tracker)
         self.event_log().write("drift", time.time(), 0.0, clock_s=at, applied_um=plan["drift_applied_um"],
                                corrected=plan["corrected"], map_sigma_um=plan["map_sigma_um"], **update, **ids)
@@ -729,7 +740,7 @@ class smart_fine_align(_SmartMacro):
         unit = self.stage_unit(mapper)
         per_um = UNIT_PER_UM[unit]
         centre_sigma_um = float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM))
-        pairs, targets = [], []
+        pairs, targets, measured_at = [], [], []
         started = time.time()
         queue = list(chosen)
         wanted = n_particles
@@ -747,6 +758,7 @@ class smart_fine_align(_SmartMacro):
             self.output(f"particle {index}: Ce centre at {self.stage_text(centre, unit)} "
                         f"({shift_nm[0]:+.0f}, {shift_nm[1]:+.0f} nm from the coarse target)")
             pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
+            measured_at.append(self.clock())
             targets.append(target)
             if len(pairs) == wanted and queue and wanted < most and not offsets_agree(
                     np.array(targets), np.array(pairs)[:, 2:], centre_sigma_um * per_um):
@@ -784,11 +796,12 @@ class smart_fine_align(_SmartMacro):
         self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"],
                                            "model": fit["model"], "prior_rms": fit["prior_rms"],
                                            "sigma": fit["sigma"], "consistent": fit["consistent"]})
-        self.event_log().write("align", started, time.time() - started, step="smart_fine_align",
+        self.event_log().write("align", started, time.time() - started, step="smart_fine_align", frame=frame,
                                particles=len(pairs), rms=fit["rms"], model=fit["model"], prior_rms=fit["prior_rms"],
                                consistent=fit["consistent"], log_evidence=fit.get("log_evidence"),
                                median_sigma=float(np.median(sigmas)) if sigmas else None, stage_unit=unit)
-        self.reset_drift("smart_fine_align")
+        # the fitted mapping is the mean of the maps' offsets: it holds the offset of their mean time
+        self.anchor_drift(frame, float(np.mean(measured_at)))
 
 
 class smart_scan_particles(_SmartMacro):

@@ -13,7 +13,18 @@ acceleration plus a random walk as process noise: a real sample drifts smoothly 
 of a um per hour, slowly turning) with a random walk on top. Its prediction corrects the next
 targets; a measurement farther from the prediction than ``jump_sigma`` (Mahalanobis distance)
 is a *jump* (a step of the sample, a refill): the filter restarts from that measurement with
-a wide uncertainty and the loop re-aligns before going on. The whole state is a plain dict
+a wide uncertainty and the loop re-aligns before going on.
+
+**One offset, several mappings.** A night fine-aligns every SEM region (frame) in turn, minutes
+apart: each frame's mapping absorbed the offset of *its* alignment time. So the filter tracks one
+offset for the whole beamline, and each fine-aligned frame keeps an *anchor*: a copy of the
+offset state taken when that frame was aligned (:meth:`DriftTracker.anchor`, stochastic cloning,
+so the anchor stays correlated with everything the filter learns later). A scan of a particle
+of frame F measures the offset now minus F's anchor; the correction for F's next target is the
+predicted offset minus that anchor. A frame without an anchor (mapped through the camera
+registration) measures the offset since the last :meth:`DriftTracker.reset`. Without anchors a
+filter reset at the last frame's alignment would apply the drift since *that* alignment to
+every frame, wrong by the drift between the alignments. The whole state is a plain dict
 (:meth:`DriftTracker.to_plain`), kept in the Sardana environment after every update, so a
 killed MacroServer resumes with it.
 
@@ -51,7 +62,9 @@ DEFAULT_JUMP_SIGMA = 5.0
 """A measurement this many sigma (Mahalanobis distance, 2-D) from the prediction is a jump:
 under the filter's own model a false alarm happens once in ~270 000 scans."""
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READ_VERSIONS = (1, 2)
+"""States of these versions are read (1: without anchors)."""
 
 
 class DriftTracker:
@@ -71,20 +84,23 @@ class DriftTracker:
 
     # ----------------------------------------------------------------- state
     def reset(self, at: float | None) -> None:
-        """Offset zero, as right after an alignment made at ``at`` (None: at the first update)."""
+        """Offset zero, as right after an alignment made at ``at`` (None: at the first update);
+        every frame's anchor is dropped (a new registration replaces the mappings)."""
         position = self.model["initial_sigma_um"] ** 2
         velocity = (self.model["velocity_um_per_h"] / HOUR_S) ** 2
         self.x = np.zeros(4)
         self.p = np.diag([position, position, velocity, velocity])
         self.t = None if at is None else float(at)
+        self.anchors: dict[str, int] = {}
+        """Frame -> index of its anchor's first entry in the state (x, y)."""
         self.updates = 0
         self.jumps = 0
 
     def to_plain(self) -> dict[str, Any]:
         """JSON/pickle-safe state (the Sardana environment keeps it across a MacroServer kill)."""
         return {"version": STATE_VERSION, "x": self.x.tolist(), "p": self.p.tolist(), "t": self.t,
-                "updates": self.updates, "jumps": self.jumps, "model": dict(self.model),
-                "jump_sigma": self.jump_sigma}
+                "anchors": dict(self.anchors), "updates": self.updates, "jumps": self.jumps,
+                "model": dict(self.model), "jump_sigma": self.jump_sigma}
 
     @classmethod
     def from_plain(cls, data: Any, model: Mapping[str, float] | None = None,
@@ -92,82 +108,126 @@ class DriftTracker:
         """The tracker stored by :meth:`to_plain`; a fresh one when ``data`` is missing or damaged.
         ``model``/``jump_sigma`` given now win over the stored ones (the user changed them)."""
         tracker = cls(model, jump_sigma)
-        if not isinstance(data, Mapping) or data.get("version") != STATE_VERSION:
+        if not isinstance(data, Mapping) or data.get("version") not in READ_VERSIONS:
             return tracker
         try:
             x, p = np.asarray(data["x"], float), np.asarray(data["p"], float)
             t = None if data.get("t") is None else float(data["t"])
-        except (KeyError, TypeError, ValueError):
+            anchors = {str(k): int(v) for k, v in (data.get("anchors") or {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
             return tracker
-        if x.shape != (4,) or p.shape != (4, 4) or not (np.isfinite(x).all() and np.isfinite(p).all()):
+        size = 4 + 2 * len(anchors)
+        if x.shape != (size,) or p.shape != (size, size) or not (np.isfinite(x).all() and np.isfinite(p).all()):
             return tracker
-        tracker.x, tracker.p, tracker.t = x, (p + p.T) / 2, t
+        if sorted(anchors.values()) != list(range(4, size, 2)):
+            return tracker
+        tracker.x, tracker.p, tracker.t, tracker.anchors = x, (p + p.T) / 2, t, anchors
         tracker.updates, tracker.jumps = int(data.get("updates", 0)), int(data.get("jumps", 0))
         return tracker
 
     # ------------------------------------------------------------ prediction
     def _propagate(self, at: float) -> tuple[np.ndarray, np.ndarray]:
+        """State and covariance at ``at``: the offset moves with its rate, the anchors stay."""
         if self.t is None:
             return self.x.copy(), self.p.copy()
         dt = max(0.0, float(at) - self.t)
-        transition = np.eye(4)
+        size = len(self.x)
+        transition = np.eye(size)
         transition[0, 2] = transition[1, 3] = dt
         acceleration = (self.model["acceleration_um_per_h2"] / HOUR_S**2) ** 2 * HOUR_S  # um^2/s^3
         walk = self.model["random_walk_um_per_sqrt_h"] ** 2 / HOUR_S  # um^2/s
         block = acceleration * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
-        noise = np.zeros((4, 4))
+        noise = np.zeros((size, size))
         for axis in (0, 1):
             index = [axis, axis + 2]
             noise[np.ix_(index, index)] = block
             noise[axis, axis] += walk * dt
         return transition @ self.x, transition @ self.p @ transition.T + noise
 
-    def predict(self, at: float) -> tuple[np.ndarray, np.ndarray]:
-        """Offset (um, x and y) expected at ``at`` and its 2x2 covariance; changes nothing."""
-        x, p = self._propagate(at)
-        return x[:2].copy(), p[:2, :2].copy()
+    def _observation(self, frame: str | None) -> np.ndarray:
+        """2 x n: what a measurement of ``frame`` sees, the offset minus the frame's anchor."""
+        h = np.zeros((2, len(self.x)))
+        h[:, :2] = np.eye(2)
+        slot = self.anchors.get(frame) if frame is not None else None
+        if slot is not None:
+            h[:, slot:slot + 2] = -np.eye(2)
+        return h
 
-    def sigma_um(self, at: float) -> float:
+    def anchor(self, frame: str, at: float) -> None:
+        """``frame`` was (re-)aligned at ``at``: its mapping holds the offset of that moment, so
+        its anchor becomes a copy of the offset then (with its covariance: cloned, not guessed)."""
+        at = float(at) if self.t is None else max(float(at), self.t)  # the filter does not run backwards
+        x, p = self._propagate(at)
+        size = len(x)
+        slot = self.anchors.get(frame)
+        rows = np.eye(size)
+        if slot is None:
+            slot, rows = size, np.vstack([rows, np.eye(2, size)])
+        else:
+            rows[slot:slot + 2] = np.eye(2, size)
+        self.x, self.p, self.t = rows @ x, rows @ p @ rows.T, float(at)
+        self.p = (self.p + self.p.T) / 2
+        self.anchors[frame] = slot
+
+    def predict(self, at: float, frame: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Offset (um, x and y) a target of ``frame`` has moved by since its mapping, expected at
+        ``at``, and its 2x2 covariance; changes nothing."""
+        x, p = self._propagate(at)
+        h = self._observation(frame)
+        return h @ x, h @ p @ h.T
+
+    def sigma_um(self, at: float, frame: str | None = None) -> float:
         """1-sigma radial error (sqrt of the trace) of the predicted offset at ``at``."""
-        return float(math.sqrt(max(np.trace(self.predict(at)[1]), 0.0)))
+        return float(math.sqrt(max(np.trace(self.predict(at, frame)[1]), 0.0)))
 
     # ---------------------------------------------------------------- update
-    def update(self, at: float, measured_um: Any, extra_sigma_um: float = 0.0) -> dict[str, Any]:
-        """Take one measured offset (um) at ``at``; ``extra_sigma_um`` is the target's own
-        mapping error (radial 1 sigma) on top of the centre's. Returns what happened
-        (``innovation_um``, ``mahalanobis``, ``jump``, the new estimate) for the event log."""
+    def update(self, at: float, measured_um: Any, extra_sigma_um: float = 0.0,
+               frame: str | None = None) -> dict[str, Any]:
+        """Take one measured offset (um) of a target of ``frame`` at ``at`` (the Ce centre minus
+        the frame's mapped target); ``extra_sigma_um`` is the target's own mapping error (radial
+        1 sigma) on top of the centre's. Returns what happened (``innovation_um``,
+        ``mahalanobis``, ``jump``, the new estimate) for the event log."""
         z = np.asarray(measured_um, float)
         if z.shape != (2,) or not np.isfinite(z).all():
             raise ValueError(f"a drift measurement is two finite numbers (um), got {measured_um!r}")
-        predicted, covariance = self._propagate(at)
+        state, covariance = self._propagate(at)
+        h = self._observation(frame)
+        predicted = h @ state
         per_axis = self.model["centre_sigma_um"] ** 2 + float(extra_sigma_um) ** 2 / 2.0
         noise = per_axis * np.eye(2)
-        innovation = z - predicted[:2]
-        s = covariance[:2, :2] + noise
+        innovation = z - predicted
+        s = h @ covariance @ h.T + noise
         distance = float(math.sqrt(max(innovation @ np.linalg.solve(s, innovation), 0.0)))
         jump = distance > self.jump_sigma
+        size = len(state)
         if jump:
-            # a step: start again from the measurement, as unsure as the step was large
-            position = noise + np.eye(2) * float(innovation @ innovation) / 4.0
-            x = predicted.copy()
-            x[:2] = z
-            p = covariance.copy()
-            p[:2, :] = 0.0
-            p[:, :2] = 0.0
-            p[:2, :2] = position
-            p[2:, 2:] = covariance[2:, 2:] * 4.0
+            # a step: the offset starts again from the measurement (the frame's anchor plus what
+            # was measured), as unsure as the step was large; its rate is kept, less sure
+            rows = np.eye(size)
+            rows[:2] = 0.0                   # offset_new = the frame's anchor (or 0) + z + a fresh error
+            slot = self.anchors.get(frame) if frame is not None else None
+            if slot is not None:
+                rows[:2, slot:slot + 2] = np.eye(2)
+            x = rows @ state
+            x[:2] += z
+            p = rows @ covariance @ rows.T
+            p[:2, :2] += noise + np.eye(2) * float(innovation @ innovation) / 4.0
+            p[2:4, :] *= 2.0
+            p[:, 2:4] *= 2.0
             self.jumps += 1
         else:
-            gain = covariance[:, :2] @ np.linalg.inv(s)
-            x = predicted + gain @ innovation
-            keep = np.eye(4) - gain @ np.eye(2, 4)
+            gain = covariance @ h.T @ np.linalg.inv(s)
+            x = state + gain @ innovation
+            keep = np.eye(size) - gain @ h
             p = keep @ covariance @ keep.T + gain @ noise @ gain.T  # Joseph form: stays symmetric PSD
         self.x, self.p, self.t = x, (p + p.T) / 2, float(at)
         self.updates += 1
-        return {"measured_um": z.tolist(), "predicted_um": predicted[:2].tolist(),
+        estimate = h @ self.x
+        return {"measured_um": z.tolist(), "predicted_um": predicted.tolist(),
                 "innovation_um": innovation.tolist(), "mahalanobis": distance, "jump": bool(jump),
-                "estimate_um": self.x[:2].tolist(), "velocity_um_per_h": (self.x[2:] * HOUR_S).tolist(),
-                "sigma_um": float(math.sqrt(max(np.trace(self.p[:2, :2]), 0.0))), "updates": self.updates}
+                "estimate_um": estimate.tolist(), "velocity_um_per_h": (self.x[2:4] * HOUR_S).tolist(),
+                "sigma_um": float(math.sqrt(max(np.trace(h @ self.p @ h.T), 0.0))), "updates": self.updates,
+                "frame": frame if frame in self.anchors else None}
 
 
 def sized_half_width(map_sigma_um: float | None, drift_sigma_um: float, low_um: float, high_um: float,

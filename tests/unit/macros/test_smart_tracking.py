@@ -114,3 +114,64 @@ def test_scan_half_width_follows_what_is_known_within_the_limits() -> None:
 def test_exposing_fraction() -> None:
     assert exposing_fraction(169, 0.01, 5.2) == pytest.approx(0.325, abs=1e-3)
     assert exposing_fraction(49, 0.01, 0.0) is None
+
+
+def test_frames_aligned_at_different_times_get_each_their_own_correction() -> None:
+    """Two SEM regions fine-aligned 20 min apart under a 0.45 um/h drift: each mapping holds the
+    offset of its own alignment (150 nm apart). Scans of both, in blocks, are corrected for each
+    frame's drift since its own alignment; a single offset reset at the last alignment would put
+    every target of the first frame 150 nm and more off."""
+    rng = np.random.default_rng(5)
+    velocity = np.array([0.45, -0.1]) / 3600.0
+
+    def offset(t: float) -> np.ndarray:
+        return velocity * t
+
+    aligned = {"tile1": 0.0, "tile2": 1200.0}
+    tracker = DriftTracker(started=0.0)
+    for frame, at in aligned.items():
+        tracker.anchor(frame, at)
+    errors, single = [], []
+    for k in range(90):
+        t = 1800.0 + 40.0 * k
+        frame = "tile1" if (k // 15) % 2 == 0 else "tile2"
+        since = offset(t) - offset(aligned[frame])
+        predicted, covariance = tracker.predict(t, frame)
+        errors.append(np.linalg.norm(predicted - since))
+        if frame == "tile1":
+            single.append(np.linalg.norm(offset(t) - offset(aligned["tile2"]) - since))
+        result = tracker.update(t, since + rng.normal(0, 0.03, 2), 0.03, frame)
+        assert not result["jump"]
+    assert min(single) > 0.14                 # what one offset since the last alignment gets wrong
+    assert np.median(errors[15:]) < 0.04 and max(errors[15:]) < 0.1
+    assert tracker.jumps == 0
+    # the anchors survive a MacroServer restart
+    restored = DriftTracker.from_plain(json.loads(json.dumps(tracker.to_plain())))
+    for frame in aligned:
+        np.testing.assert_allclose(restored.predict(9000.0, frame)[0], tracker.predict(9000.0, frame)[0])
+    # re-aligning a frame starts its correction again at zero
+    tracker.anchor("tile1", 6000.0)
+    assert np.linalg.norm(tracker.predict(6000.0, "tile1")[0]) < 1e-9
+    assert np.linalg.norm(tracker.predict(6000.0, "tile2")[0]) > 0.5
+
+
+def test_a_jump_of_an_anchored_frame_restarts_its_offset_at_the_measurement() -> None:
+    rng = np.random.default_rng(6)
+    tracker = DriftTracker(started=0.0)
+    tracker.anchor("tile1", 0.0)
+    tracker.anchor("tile2", 600.0)
+    for k in range(20):
+        tracker.update(1000.0 + 40 * k, rng.normal(0, 0.03, 2), 0.0, "tile2")
+    step = np.array([0.5, 0.3])
+    result = tracker.update(1800.0, step, 0.0, "tile2")
+    assert result["jump"]
+    np.testing.assert_allclose(tracker.predict(1800.0, "tile2")[0], step, atol=1e-9)
+    assert not tracker.update(1840.0, step + rng.normal(0, 0.03, 2), 0.0, "tile2")["jump"]
+
+
+def test_a_state_without_anchors_is_still_read() -> None:
+    old = {"version": 1, "x": [0.1, 0.2, 0.0, 0.0], "p": (np.eye(4) * 1e-4).tolist(), "t": 5.0}
+    tracker = DriftTracker.from_plain(old)
+    np.testing.assert_allclose(tracker.predict(5.0)[0], [0.1, 0.2])
+    assert tracker.anchors == {}
+    assert DriftTracker.from_plain({**old, "version": 2, "anchors": {"a": 8}}).anchors == {}  # damaged
