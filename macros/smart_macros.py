@@ -65,7 +65,7 @@ from macros.smart_support import (
     sigma_text,
     stage_of_frame,
 )
-from macros.smart_tracking import DEFAULT_JUMP_SIGMA, DriftTracker, exposing_fraction, sized_half_width
+from macros.smart_tracking import DEFAULT_JUMP_SIGMA, PROBE_FRAME, DriftTracker, exposing_fraction, sized_half_width
 
 REFERENCE_SLOT = "reference"
 CANDIDATE_SLOT = "reference_candidate"
@@ -86,6 +86,9 @@ SCAN_SIZING_K = 3.0
 DRIFT_SEARCH_UM = 1.0
 """Half width of the search mesh that looks again for a particle its scan did not find while
 drift is tracked (``SmartDriftSearchUm``; 0: no search)."""
+DRIFT_PROBE_SEARCH_UM = 0.5
+"""Half width of the search mesh around the drift probe's last centre when it is measured again
+(``SmartDriftProbeSearchUm``; 0: no probe): a few tenths of a um per hour between two alignments."""
 
 
 def _searched(window) -> str:
@@ -372,6 +375,58 @@ class _SmartMacro(Macro):
         tracker.anchor(frame, at)
         self.save_drift(tracker)
         self.event_log().write("drift_reset", time.time(), 0.0, clock_s=at, why="smart_fine_align", frame=frame)
+
+    def start_drift_probe(self, centre, at: float, frame: str, index: int, point: list[float]) -> None:
+        """The first particle a fine alignment measured becomes the night's drift probe, unless
+        one is running already (the oldest gives the longest baseline): its centre and clock time
+        in ``SmartDriftProbe``, the drift estimate's offset then cloned (``PROBE_FRAME``)."""
+        if float(self.env_or("SmartDriftProbeSearchUm", DRIFT_PROBE_SEARCH_UM)) <= 0:
+            return
+        tracker = self.drift_tracker()
+        if PROBE_FRAME in tracker.anchors and self.env_or("SmartDriftProbe", None):
+            return
+        tracker.anchor(PROBE_FRAME, at)
+        self.save_drift(tracker)
+        self.setEnv("SmartDriftProbe", {"centre": [float(v) for v in centre], "clock_s": float(at),
+                                        "frame": frame, "particle": int(index), "point": list(point)})
+
+    def measure_drift_probe(self, mapper, per_um: float, exposure: float, centre_sigma_um: float) -> dict | None:
+        """Measure the drift probe again (a small search mesh around its last centre, then a fine
+        one): how far its centre moved is the drift since it was first measured, so the drift
+        rate is known before any target is scanned, and every frame aligned earlier is corrected
+        for the drift since its alignment from the first target on. Returns the update."""
+        search_um = float(self.env_or("SmartDriftProbeSearchUm", DRIFT_PROBE_SEARCH_UM))
+        probe = self.env_or("SmartDriftProbe", None)
+        tracker = self.drift_tracker()
+        if search_um <= 0 or not probe or PROBE_FRAME not in tracker.anchors:
+            return None
+        first = [float(v) for v in probe["centre"]]
+        metadata = self.scan_metadata(ROLE_DRIFT_SEARCH, mapper, probe.get("particle"), probe.get("frame"),
+                                      probe.get("point"), first)
+        started = time.time()
+        try:
+            centre = self.locate_particle(first, search_um * per_um, per_um, exposure, metadata,
+                                          (ROLE_DRIFT_SEARCH, ROLE_DRIFT_CENTRE))
+        except SmartMacroError as exc:  # the alignment is stored already: the probe is a bonus
+            self.warning(f"the drift probe could not be measured again ({exc})")
+            centre = None
+        if centre is None:
+            self.warning("the drift probe was not found again; the drift rate is learned from the scans")
+            tracker.forget(PROBE_FRAME)
+            self.save_drift(tracker)
+            return None
+        at = self.clock()
+        measured_um = [(centre[i] - first[i]) / per_um for i in (0, 1)]
+        # the difference of two centres: twice one centre's variance
+        update = tracker.update(at, measured_um, centre_sigma_um * math.sqrt(2.0), PROBE_FRAME)
+        self.save_drift(tracker)
+        self.event_log().write("drift", started, time.time() - started, clock_s=at, why="probe",
+                               probe_clock_s=probe.get("clock_s"), **update)
+        self.output(f"drift probe (particle {probe.get('particle')} of {probe.get('frame')}): moved "
+                    f"{measured_um[0] * 1000:+.0f}, {measured_um[1] * 1000:+.0f} nm in "
+                    f"{(at - float(probe.get('clock_s', at))) / 60:.1f} min of the clock; drift rate now "
+                    f"{np.hypot(*update['velocity_um_per_h']):.2f} um/h")
+        return update
 
     def drift_correction_on(self) -> bool:
         return bool(self.env_or("SmartDriftCorrection", True))
@@ -713,7 +768,11 @@ class smart_fine_align(_SmartMacro):
     then measured with a fine mesh. The Ce-map centres and the coarse mapping are weighed by
     their uncertainties (CoordMapperDS ``FitTransform`` with ``prior``): the model is no richer
     than the particles support (translation, similarity or affine, by evidence), and when their
-    offsets disagree more than the centres' noise explains, more particles are measured."""
+    offsets disagree more than the centres' noise explains, more particles are measured.
+
+    The drift estimate anchors the frame at the mean time of its maps (the mapping holds the
+    offset of then), and the night's drift probe (the first particle of the first alignment) is
+    measured again at the end: the drift rate is known before any target is scanned."""
 
     param_def = [
         ["n_particles", Type.Integer, 4, "particles to measure (>= 2)"],
@@ -759,6 +818,8 @@ class smart_fine_align(_SmartMacro):
                         f"({shift_nm[0]:+.0f}, {shift_nm[1]:+.0f} nm from the coarse target)")
             pairs.append([float(xs[index]), float(ys[index]), centre[0], centre[1]])
             measured_at.append(self.clock())
+            if len(pairs) == 1:
+                self.start_drift_probe(centre, measured_at[0], frame, index, pairs[0][:2])
             targets.append(target)
             if len(pairs) == wanted and queue and wanted < most and not offsets_agree(
                     np.array(targets), np.array(pairs)[:, 2:], centre_sigma_um * per_um):
@@ -802,6 +863,7 @@ class smart_fine_align(_SmartMacro):
                                median_sigma=float(np.median(sigmas)) if sigmas else None, stage_unit=unit)
         # the fitted mapping is the mean of the maps' offsets: it holds the offset of their mean time
         self.anchor_drift(frame, float(np.mean(measured_at)))
+        self.measure_drift_probe(mapper, per_um, exposure, centre_sigma_um)
 
 
 class smart_scan_particles(_SmartMacro):

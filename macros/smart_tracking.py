@@ -62,6 +62,11 @@ DEFAULT_JUMP_SIGMA = 5.0
 """A measurement this many sigma (Mahalanobis distance, 2-D) from the prediction is a jump:
 under the filter's own model a false alarm happens once in ~270 000 scans."""
 
+PROBE_FRAME = "~drift_probe"
+"""The anchor of the night's drift probe: a particle measured once and again later (at the end of
+every fine alignment), whose Ce centre moved by the drift in between: the drift rate is known
+before the first target is scanned (``smart_fine_align``)."""
+
 STATE_VERSION = 2
 READ_VERSIONS = (1, 2)
 """States of these versions are read (1: without anchors)."""
@@ -168,6 +173,15 @@ class DriftTracker:
         self.x, self.p, self.t = rows @ x, rows @ p @ rows.T, float(at)
         self.p = (self.p + self.p.T) / 2
         self.anchors[frame] = slot
+
+    def forget(self, frame: str) -> None:
+        """Drop ``frame``'s anchor (marginalised out: the rest of the state keeps what it learned)."""
+        slot = self.anchors.pop(frame, None)
+        if slot is None:
+            return
+        keep = [i for i in range(len(self.x)) if i not in (slot, slot + 1)]
+        self.x, self.p = self.x[keep], self.p[np.ix_(keep, keep)]
+        self.anchors = {name: index - 2 if index > slot else index for name, index in self.anchors.items()}
 
     def predict(self, at: float, frame: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Offset (um, x and y) a target of ``frame`` has moved by since its mapping, expected at

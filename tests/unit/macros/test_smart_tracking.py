@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from macros.smart_tracking import DriftTracker, exposing_fraction, sized_half_width
+from macros.smart_tracking import PROBE_FRAME, DriftTracker, exposing_fraction, sized_half_width
 
 
 def night(rng: np.random.Generator, hours: float = 8.0, every_s: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
@@ -175,3 +175,26 @@ def test_a_state_without_anchors_is_still_read() -> None:
     np.testing.assert_allclose(tracker.predict(5.0)[0], [0.1, 0.2])
     assert tracker.anchors == {}
     assert DriftTracker.from_plain({**old, "version": 2, "anchors": {"a": 8}}).anchors == {}  # damaged
+
+
+def test_a_probe_measured_twice_gives_the_drift_rate_before_any_target() -> None:
+    """A particle measured at the start of the night's first fine alignment and again at the end
+    of the second (35 min later) tells the rate: the first frame's first target, scanned 40 min
+    after its alignment, is corrected for most of the 300 nm it drifted meanwhile."""
+    rng = np.random.default_rng(7)
+    velocity = np.array([0.4, 0.2]) / 3600.0
+    tracker = DriftTracker(started=0.0)
+    tracker.anchor(PROBE_FRAME, 100.0)
+    tracker.anchor("tile1", 400.0)
+    tracker.update(700.0, velocity * 600.0 + rng.normal(0, 0.03, 2), 0.03 * math.sqrt(2), PROBE_FRAME)
+    tracker.anchor("tile2", 1500.0)
+    tracker.update(2200.0, velocity * 2100.0 + rng.normal(0, 0.03, 2), 0.03 * math.sqrt(2), PROBE_FRAME)
+    tracker.forget(PROBE_FRAME)
+    assert set(tracker.anchors) == {"tile1", "tile2"} and len(tracker.x) == 8
+    since = velocity * (2800.0 - 400.0)
+    predicted, _ = tracker.predict(2800.0, "tile1")
+    assert np.linalg.norm(since) > 0.29
+    assert np.linalg.norm(predicted - since) < 0.35 * np.linalg.norm(since)
+    unprobed = DriftTracker(started=0.0)
+    unprobed.anchor("tile1", 400.0)
+    assert np.linalg.norm(unprobed.predict(2800.0, "tile1")[0] - since) > 0.29   # without: nothing known
