@@ -39,17 +39,24 @@ the scorer's), in the order they are printed."""
 
 
 def alignment_times(events: Iterable[Mapping[str, Any]], truth: Truth) -> dict[str, float]:
-    """Frame -> simulated s of its latest fine alignment (middle of the ``align`` event of
-    ``smart_fine_align``), from the event log; frames whose event has no ``frame`` are left out."""
+    """Frame -> simulated s its latest fine alignment's mapping stands for, from the event log: the
+    clock time the drift estimate anchored the frame at (``drift_reset`` of ``smart_fine_align``
+    with its ``frame``: the mean time of its maps), else the middle of its ``align`` event;
+    events without a ``frame`` are left out."""
     times: dict[str, float] = {}
-    if truth.clock_epoch_unix is None:
-        return times
+    anchored: dict[str, float] = {}
     for event in events:
-        if event.get("kind") != "align" or event.get("step") != "smart_fine_align" or not event.get("frame"):
+        frame = event.get("frame")
+        if not frame:
             continue
-        middle = float(event["started"]) + float(event.get("duration_s") or 0.0) / 2.0
-        times[str(event["frame"])] = max(0.0, (middle - truth.clock_epoch_unix) * truth.clock_acceleration)
-    return times
+        if event.get("kind") == "drift_reset" and event.get("why") == "smart_fine_align" \
+                and event.get("clock_s") is not None:
+            anchored[str(frame)] = float(event["clock_s"])
+        elif event.get("kind") == "align" and event.get("step") == "smart_fine_align" \
+                and truth.clock_epoch_unix is not None:
+            middle = float(event["started"]) + float(event.get("duration_s") or 0.0) / 2.0
+            times[str(frame)] = max(0.0, (middle - truth.clock_epoch_unix) * truth.clock_acceleration)
+    return {**times, **anchored}
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -26,6 +26,10 @@ def test_the_hit_error_splits_into_alignment_and_drift_estimate(tmp_path: Path) 
               {"kind": "scan", "started": 1500.0, "duration_s": 5.0}]
     times = alignment_times(events, truth)
     assert times == {"A": pytest.approx(hour)}
+    # the time the drift estimate anchored the frame at wins over the align event's middle
+    anchored = alignment_times([*events, {"kind": "drift_reset", "why": "smart_fine_align", "frame": "A",
+                                          "clock_s": 3500.0}], truth)
+    assert anchored == {"A": 3500.0}
     summary = score_night(write_visits(tmp_path / "visits.csv", [row]), truth)
     (tmp_path / "truth_cam.json").write_text(json.dumps({
         "camera": {"beam_px": [100, 100], "beam_px_calibrated": [103, 104],
