@@ -28,6 +28,7 @@ from sardana.macroserver.macro import Macro, Optional, Type
 # The helpers are modules of the installed ``macros`` package (setup.cfg), not neighbours found
 # through the MacroPath: Sardana loads this file as a top-level module, from its MacroPath.
 from macros.smart_calls import call_json, map_points, proxy, read_attribute, scan_columns, stage_unit_per_um
+from macros.smart_queue_support import BeamCondition, BeamWatch
 from macros.smart_records import (
     ROLE_BEAM_CENTRE,
     ROLE_BEAM_SEARCH,
@@ -86,6 +87,8 @@ SCAN_SIZING_K = 3.0
 DRIFT_SEARCH_UM = 1.0
 """Half width of the search mesh that looks again for a particle its scan did not find while
 drift is tracked (``SmartDriftSearchUm``; 0: no search)."""
+BEAM_TRIES = 3
+"""How often a map of the fine alignment or the drift probe is taken when the beam went during it."""
 DRIFT_PROBE_SEARCH_UM = 0.5
 """Half width of the search mesh around the drift probe's last centre when it is measured again
 (``SmartDriftProbeSearchUm``; 0: no probe): a few tenths of a um per hour between two alignments."""
@@ -228,7 +231,7 @@ class _SmartMacro(Macro):
             spec = mesh_around(centre, half, step)
             self.check_target([spec.x0, spec.y0])
             self.check_target([spec.x1, spec.y1])
-            scan = self.execMacro(spec.command("mesh", mx, my, exposure))
+            scan = self.mesh_with_beam(spec.command("mesh", mx, my, exposure))
             x, y, ce = scan_columns(scan.data.records, mx, my, self.env_or("SmartXrfChannel", "xrf_ce"))
             fx, fy, significance = peak_centre(x, y, ce)
             if metadata is not None:
@@ -243,6 +246,33 @@ class _SmartMacro(Macro):
                 return None
             centre = [fx, fy]
         return centre
+
+    def mesh_with_beam(self, command: str, tries: int = BEAM_TRIES):
+        """Run a mesh with beam: with ``SmartBeamCondition`` set, wait for the beam before it and
+        take it again when the beam went during it (a map without signal would lose its particle
+        from the fine alignment or the drift probe). Without a beam condition, just run it."""
+        beam = BeamCondition.from_env(self.env_or("SmartBeamCondition", None))
+        if beam is None:
+            return self.execMacro(command)
+        for attempt in range(1, tries + 1):
+            said = 0.0
+            while True:
+                ok, why = beam.check()
+                if ok:
+                    break
+                if time.monotonic() - said >= 60.0:
+                    self.warning(f"waiting for beam before the map: {why}")
+                    said = time.monotonic()
+                for _ in range(max(1, int(beam.poll_s / 0.2))):
+                    self.checkPoint()
+                    time.sleep(0.2)
+            with BeamWatch(beam) as watch:
+                scan = self.execMacro(command)
+            lost = watch.lost or (not beam.check()[0] and "after the map")
+            if not lost or attempt == tries:
+                return scan
+            self.warning(f"the beam went during the map ({lost}): taking it again")
+        return scan
 
     def frame_stage(self, grabbed: dict) -> list[float]:
         """The stage position stamped on a grabbed frame, in SmartMotors order."""
