@@ -22,7 +22,7 @@ from sardana.macroserver.macro import Optional, Type
 
 # modules of the installed ``macros`` package (setup.cfg); Sardana loads this file from its MacroPath
 from macros.smart_calls import call_json, proxy, stage_unit_per_um
-from macros.smart_macros import _SmartMacro
+from macros.smart_macros import CENTRE_SIGMA_UM, _SmartMacro
 from macros.smart_queue_support import (
     BeamCondition,
     BeamWatch,
@@ -293,6 +293,8 @@ class smart_run_queue(_QueueMacro):
         started, said = time.monotonic(), None
         while True:
             ok, why = self._beam.check()
+            if not ok:
+                self._beam_outage = True
             if ok:
                 if said is not None:
                     self.output(f"beam is back ({why}) after {time.monotonic() - started:.0f} s; going on")
@@ -319,6 +321,7 @@ class smart_run_queue(_QueueMacro):
             self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", {"times": times}, None, label)
+            self.after_beam_outage(target)
             plan = self.plan_target(self._mapper, target["frame"], [target["x"], target["y"]],
                                     target["scan"]["half_width_um"])
             spot = plan["target"]
@@ -342,9 +345,31 @@ class smart_run_queue(_QueueMacro):
             self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", data, None, label)
+            if self.after_beam_outage(target):  # the beam went after the move: plan and move again
+                plan = self.plan_target(self._mapper, target["frame"], [target["x"], target["y"]],
+                                        target["scan"]["half_width_um"])
+                data.update(stage_target=plan["target"], **self.plan_data(plan))
+                self.move_to(plan["target"])
             return self.scan_target(queue, target, token, plan, data, label)
         except SmartMacroError as exc:
             return self.finish(queue, target, token, "failed", "other", str(exc), {"times": times}, None, label)
+
+    def after_beam_outage(self, target: dict) -> bool:
+        """The beam was off since the last target (a refill, a loss): the heat load changed and the
+        sample may have stepped. The drift estimate is told (``DriftTracker.step_possible``) and,
+        with drift correction on, the drift probe is measured again before the next target, so
+        that target is corrected for the step. True when an outage was handled."""
+        if not getattr(self, "_beam_outage", False):
+            return False
+        self._beam_outage = False
+        tracker = self.drift_tracker()
+        tracker.step_possible(self.clock())
+        self.save_drift(tracker)
+        if self.drift_correction_on():
+            self.output(f"target {target['id']}: the beam was off; measuring the drift probe for a step first")
+            self.measure_drift_probe(self._mapper, self._per_um, float(target["scan"]["exposure"]),
+                                     float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM)))
+        return True
 
     @staticmethod
     def plan_data(plan: dict) -> dict:
@@ -387,6 +412,7 @@ class smart_run_queue(_QueueMacro):
             if ok and watch.lost:
                 ok, why = False, f"during the scan: {watch.lost}"
             if not ok:
+                self._beam_outage = True
                 self.record_scan(record, {"outcome": "beam_lost"})
                 return self.finish(queue, target, token, "failed", "beam_lost",
                                    f"the beam was lost during the scan ({why})", data, scan_s, label)

@@ -50,13 +50,16 @@ DEFAULT_DRIFT_MODEL = {
     "random_walk_um_per_sqrt_h": 0.05,
     "centre_sigma_um": 0.03,
     "initial_sigma_um": 0.03,
+    "step_um": 0.1,
 }
 """The tracker's prior and process noise (``SmartDriftModel`` overrides any of them):
 ``velocity_um_per_h`` the 1-sigma drift rate before anything is measured (thermal drift of a
 few tenths of a um per hour); ``acceleration_um_per_h2`` how fast that rate turns (1 sigma per
 hour); ``random_walk_um_per_sqrt_h`` the random walk on top; ``centre_sigma_um`` the 1-sigma
 error per axis of one Ce-map centre (stage repeatability of 10-30 nm plus the peak fit);
-``initial_sigma_um`` how well the offset is known right after an alignment."""
+``initial_sigma_um`` how well the offset is known right after an alignment; ``step_um`` the 1-sigma
+step (per axis) the sample may make when the beam comes back after an outage (a refill, a loss:
+the heat load changes)."""
 
 DEFAULT_JUMP_SIGMA = 5.0
 """A measurement this many sigma (Mahalanobis distance, 2-D) from the prediction is a jump:
@@ -173,6 +176,17 @@ class DriftTracker:
         self.x, self.p, self.t = rows @ x, rows @ p @ rows.T, float(at)
         self.p = (self.p + self.p.T) / 2
         self.anchors[frame] = slot
+
+    def step_possible(self, at: float, sigma_um: float | None = None) -> None:
+        """The beam was off until ``at`` (a refill, a loss): the heat load changed and the sample
+        may have stepped. The offset's uncertainty grows by ``sigma_um`` (default the model's
+        ``step_um``) per axis, so the next measurement (the drift probe, a scan) takes the step
+        in at once instead of averaging it away; the frames' anchors are not touched."""
+        sigma = self.model["step_um"] if sigma_um is None else float(sigma_um)
+        at = float(at) if self.t is None else max(float(at), self.t)
+        self.x, self.p = self._propagate(at)
+        self.t = at
+        self.p[:2, :2] += sigma**2 * np.eye(2)
 
     def forget(self, frame: str) -> None:
         """Drop ``frame``'s anchor (marginalised out: the rest of the state keeps what it learned)."""

@@ -198,3 +198,23 @@ def test_a_probe_measured_twice_gives_the_drift_rate_before_any_target() -> None
     unprobed = DriftTracker(started=0.0)
     unprobed.anchor("tile1", 400.0)
     assert np.linalg.norm(unprobed.predict(2800.0, "tile1")[0] - since) > 0.29   # without: nothing known
+
+
+def test_after_a_beam_outage_one_measurement_takes_the_step_in() -> None:
+    """A 150 nm step of the sample when the beam comes back (a refill): told that the beam was off,
+    the filter takes one measurement of the step (the drift probe) nearly in full, so the next
+    target is corrected for it; not told, it averages the step away over many scans."""
+    rng = np.random.default_rng(8)
+    results = {}
+    for told in (True, False):
+        tracker = DriftTracker(started=0.0)
+        tracker.anchor("tile1", 0.0)
+        for k in range(20):
+            tracker.update(40.0 * k, rng.normal(0, 0.03, 2), 0.03, "tile1")
+        step = np.array([-0.15, 0.0])
+        if told:
+            tracker.step_possible(1000.0)
+        update = tracker.update(1000.0, step, 0.0, "tile1")
+        assert not update["jump"]
+        results[told] = np.linalg.norm(tracker.predict(1040.0, "tile1")[0] - step)
+    assert results[True] < 0.03 < 0.05 < results[False]
