@@ -887,13 +887,13 @@ class smart_fine_align(_SmartMacro):
         self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"],
                                            "model": fit["model"], "prior_rms": fit["prior_rms"],
                                            "sigma": fit["sigma"], "consistent": fit["consistent"]})
+        # the fitted mapping is the mean of the maps' offsets: it holds the offset of their mean time
+        self.anchor_drift(frame, float(np.mean(measured_at)))
+        self.measure_drift_probe(mapper, per_um, exposure, centre_sigma_um)
         self.event_log().write("align", started, time.time() - started, step="smart_fine_align", frame=frame,
                                particles=len(pairs), rms=fit["rms"], model=fit["model"], prior_rms=fit["prior_rms"],
                                consistent=fit["consistent"], log_evidence=fit.get("log_evidence"),
                                median_sigma=float(np.median(sigmas)) if sigmas else None, stage_unit=unit)
-        # the fitted mapping is the mean of the maps' offsets: it holds the offset of their mean time
-        self.anchor_drift(frame, float(np.mean(measured_at)))
-        self.measure_drift_probe(mapper, per_um, exposure, centre_sigma_um)
 
 
 class smart_scan_particles(_SmartMacro):

@@ -228,7 +228,8 @@ class smart_run_queue(_QueueMacro):
         move + bookkeeping time: what the target took besides its scan and its beam waits."""
         data = target.get("data") or {}
         times = data.get("times") or {}
-        overhead = spent_s - float(times.get("scan_s") or 0.0) - float(times.get("beam_wait_s") or 0.0)
+        overhead = (spent_s - float(times.get("scan_s") or 0.0) - float(times.get("beam_wait_s") or 0.0)
+                    - float(times.get("probe_s") or 0.0))
         try:
             self._visits.write(queue_visit_row(target, data, max(overhead, 0.0)))
         except OSError as exc:
@@ -321,7 +322,7 @@ class smart_run_queue(_QueueMacro):
             self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", {"times": times}, None, label)
-            self.after_beam_outage(target)
+            self.after_beam_outage(target, times)
             plan = self.plan_target(self._mapper, target["frame"], [target["x"], target["y"]],
                                     target["scan"]["half_width_um"])
             spot = plan["target"]
@@ -345,7 +346,7 @@ class smart_run_queue(_QueueMacro):
             self.log_beam_wait(target, waited)
             if not ok:
                 return self.finish(queue, target, token, "skipped", None, "", data, None, label)
-            if self.after_beam_outage(target):  # the beam went after the move: plan and move again
+            if self.after_beam_outage(target, times):  # the beam went after the move: plan and move again
                 plan = self.plan_target(self._mapper, target["frame"], [target["x"], target["y"]],
                                         target["scan"]["half_width_um"])
                 data.update(stage_target=plan["target"], **self.plan_data(plan))
@@ -354,21 +355,27 @@ class smart_run_queue(_QueueMacro):
         except SmartMacroError as exc:
             return self.finish(queue, target, token, "failed", "other", str(exc), {"times": times}, None, label)
 
-    def after_beam_outage(self, target: dict) -> bool:
+    def after_beam_outage(self, target: dict, times: dict) -> bool:
         """The beam was off since the last target (a refill, a loss): the heat load changed and the
         sample may have stepped. The drift estimate is told (``DriftTracker.step_possible``) and,
         with drift correction on, the drift probe is measured again before the next target, so
-        that target is corrected for the step. True when an outage was handled."""
+        that target is corrected for the step (its time goes to ``times["probe_s"]`` and a ``realign``
+        event, not to the target's move + bookkeeping). True when an outage was handled."""
         if not getattr(self, "_beam_outage", False):
             return False
         self._beam_outage = False
         tracker = self.drift_tracker()
         tracker.step_possible(self.clock())
         self.save_drift(tracker)
-        if self.drift_correction_on():
+        if self.drift_correction_on() and self.env_or("SmartDriftProbe", None):
             self.output(f"target {target['id']}: the beam was off; measuring the drift probe for a step first")
-            self.measure_drift_probe(self._mapper, self._per_um, float(target["scan"]["exposure"]),
-                                     float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM)))
+            started = time.time()
+            update = self.measure_drift_probe(self._mapper, self._per_um, float(target["scan"]["exposure"]),
+                                              float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM)))
+            spent = time.time() - started
+            times["probe_s"] = times.get("probe_s", 0.0) + spent
+            self.event_log().write("realign", started, spent, why="beam_outage", method="drift_probe",
+                                   found=update is not None, target_id=target["id"], particle=target.get("particle"))
         return True
 
     @staticmethod

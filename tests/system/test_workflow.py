@@ -115,10 +115,12 @@ def check_scan_files(out: Path, rows: list[dict[str, str]]) -> None:
     assert any(e["kind"] == "align" and e["step"] == "smart_fine_align" and e["model"] in
                ("translation", "similarity", "affine") for e in events), events
     # every particle scan says how it was sized and how much of its time was exposure; every
-    # scanned particle updated the drift estimate, which the fine alignment had restarted
+    # scanned particle updated the drift estimate, in which the fine alignment had anchored its
+    # frame and measured the drift probe again
     scans = [e for e in events if e["kind"] == "scan"]
     assert len(scans) == len(rows) and all(0 < e["exposing_fraction"] < 1 and e["points"] > 0 for e in scans)
-    drift = [e for e in events if e["kind"] == "drift"]
+    assert any(e["kind"] == "drift" and e.get("why") == "probe" for e in events)
+    drift = [e for e in events if e["kind"] == "drift" and e.get("why") != "probe"]
     assert len(drift) == sum(row["outcome"] == "scanned" for row in rows)
     assert all(len(e["estimate_um"]) == 2 and e["sigma_um"] > 0 for e in drift)
     assert any(e["kind"] == "drift_reset" and e["why"] == "smart_fine_align" for e in events)
