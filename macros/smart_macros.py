@@ -415,7 +415,7 @@ class _SmartMacro(Macro):
         tracker = self.drift_tracker()
         if PROBE_FRAME in tracker.anchors and self.env_or("SmartDriftProbe", None):
             return
-        tracker.anchor(PROBE_FRAME, at)
+        tracker.anchor(PROBE_FRAME, at, 0.0)  # the probe's first centre error is in its measurement's noise
         self.save_drift(tracker)
         self.setEnv("SmartDriftProbe", {"centre": [float(v) for v in centre], "clock_s": float(at),
                                         "frame": frame, "particle": int(index), "point": list(point)})

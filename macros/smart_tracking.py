@@ -161,9 +161,11 @@ class DriftTracker:
             h[:, slot:slot + 2] = -np.eye(2)
         return h
 
-    def anchor(self, frame: str, at: float) -> None:
+    def anchor(self, frame: str, at: float, sigma_um: float | None = None) -> None:
         """``frame`` was (re-)aligned at ``at``: its mapping holds the offset of that moment, so
-        its anchor becomes a copy of the offset then (with its covariance: cloned, not guessed)."""
+        its anchor becomes a copy of the offset then (with its covariance: cloned, not guessed),
+        plus the alignment's own error, ``sigma_um`` per axis (default the model's
+        ``initial_sigma_um``: how well the offset is known right after an alignment)."""
         at = float(at) if self.t is None else max(float(at), self.t)  # the filter does not run backwards
         x, p = self._propagate(at)
         size = len(x)
@@ -174,6 +176,8 @@ class DriftTracker:
         else:
             rows[slot:slot + 2] = np.eye(2, size)
         self.x, self.p, self.t = rows @ x, rows @ p @ rows.T, float(at)
+        sigma = self.model["initial_sigma_um"] if sigma_um is None else float(sigma_um)
+        self.p[slot:slot + 2, slot:slot + 2] += sigma**2 * np.eye(2)
         self.p = (self.p + self.p.T) / 2
         self.anchors[frame] = slot
 

@@ -149,9 +149,10 @@ def test_frames_aligned_at_different_times_get_each_their_own_correction() -> No
     restored = DriftTracker.from_plain(json.loads(json.dumps(tracker.to_plain())))
     for frame in aligned:
         np.testing.assert_allclose(restored.predict(9000.0, frame)[0], tracker.predict(9000.0, frame)[0])
-    # re-aligning a frame starts its correction again at zero
+    # re-aligning a frame starts its correction again at zero, as sure as an alignment is
     tracker.anchor("tile1", 6000.0)
     assert np.linalg.norm(tracker.predict(6000.0, "tile1")[0]) < 1e-9
+    assert tracker.sigma_um(6000.0, "tile1") == pytest.approx(0.03 * math.sqrt(2))
     assert np.linalg.norm(tracker.predict(6000.0, "tile2")[0]) > 0.5
 
 
@@ -184,7 +185,7 @@ def test_a_probe_measured_twice_gives_the_drift_rate_before_any_target() -> None
     rng = np.random.default_rng(7)
     velocity = np.array([0.4, 0.2]) / 3600.0
     tracker = DriftTracker(started=0.0)
-    tracker.anchor(PROBE_FRAME, 100.0)
+    tracker.anchor(PROBE_FRAME, 100.0, 0.0)
     tracker.anchor("tile1", 400.0)
     tracker.update(700.0, velocity * 600.0 + rng.normal(0, 0.03, 2), 0.03 * math.sqrt(2), PROBE_FRAME)
     tracker.anchor("tile2", 1500.0)
