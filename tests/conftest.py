@@ -16,10 +16,12 @@ stack and exits with the session's status, instead of hanging until ``make test`
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.system)
         if any(name in getattr(item, "fixturenames", ()) for name in QT_FIXTURES):
             item.add_marker(pytest.mark.qt)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_in_the_main_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Once a Qt test has run, no automatic garbage collection in this process (Taurus's polling
+    threads live on), and one collection in the main thread after each Qt test -- as
+    ``smart-gui`` does (clients/gui/gc_thread.py: a collection in Taurus's polling thread can
+    deadlock it against cppTango's keep-alive thread)."""
+    if request.node.get_closest_marker("qt") is None:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

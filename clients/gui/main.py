@@ -23,6 +23,7 @@ from taurus.external.qt import Qt
 
 from clients.commands import DEFAULT_DOOR, CommandError, SmartClient, resolve_tango_host
 from clients.gui.camera_view import CameraView
+from clients.gui.gc_thread import collect_in_this_thread_only
 from clients.gui.overlays import OverlayData, OverlayItems, collect, frame_stage_position
 from clients.gui.panels import FORM_TITLES, MacroPanel, ParticleTable, device_form, stage_form
 from clients.gui.queue_tab import STATE_COLOURS, QueueOverlay, QueuePanel, queue_device_exists
@@ -450,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = Qt.QApplication.instance() or TaurusApplication([sys.argv[0]], cmd_line_parser=None,
                                                           app_name="smart-gui")
+    collect_in_this_thread_only(app)
     window = SmartWindow(SmartClient(host, door=args.door), assume_yes=args.yes, poll_hz=args.poll_hz)
     width, _, height = args.size.partition("x")
     window.resize(int(width), int(height))
