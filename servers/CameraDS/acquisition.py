@@ -36,7 +36,7 @@ import numpy as np
 from servers.CameraDS.sources import Source, SourceFrame, SourceLost, StageReader, coerce
 from servers.CameraDS.stage import as_monitor
 from servers.common.errors import BadArgument, Failed, NotReady, SmartError
-from servers.common.jsonargs import dumps
+from servers.common.json_result import JsonResult
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Frame:
 
 
 @dataclass(frozen=True)
-class FrameMetadata:
+class FrameMetadata(JsonResult):
     """What a frame carries besides its pixels: its number, when it was taken (UNIX s), the
     exposure (ms) and gain the source accepted (None if it refused them), the pixel size (um),
     where the stage was (motor -> position, None if unread), its size and type, the source.
@@ -104,9 +104,6 @@ class FrameMetadata:
             "dtype": self.dtype,
             "source": self.source,
         }
-
-    def to_json(self) -> str:
-        return dumps(self.as_dict())
 
 
 @dataclass

@@ -13,21 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from servers.common.frames import CAMERA, STAGE
-from servers.common.jsonargs import dumps
+from servers.common.json_result import JsonResult
 from servers.common.pointfit import PointFit
 from servers.common.priorfit import RefinedFit
 
 
-class _JsonResult:
-    def as_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def to_json(self) -> str:
-        return dumps(self.as_dict())
-
-
 @dataclass(frozen=True)
-class LinearReading(_JsonResult):
+class LinearReading(JsonResult):
     """A camera calibration as people read it: pixel size (stage units per px), rotation of
     the first column, mirror (negative determinant), and the two column lengths (shear, aspect)."""
 
@@ -42,7 +34,7 @@ class LinearReading(_JsonResult):
 
 
 @dataclass(frozen=True)
-class CameraEdgeReading(_JsonResult):
+class CameraEdgeReading(JsonResult):
     """What storing a camera <-> stage matrix says besides the edge: the BeamPosition in use,
     the beam position the matrix's translation implies (given a stage_position), its reading."""
 
@@ -60,7 +52,7 @@ class CameraEdgeReading(_JsonResult):
 
 
 @dataclass(frozen=True)
-class StoredTransform(_JsonResult):
+class StoredTransform(JsonResult):
     """The SetTransform and FitTransform reply: the edge stored, plus (FitTransform) the fit,
     plus (a fit with ``prior``) the prior's path (edges as ``a -> b``) and the pairs' 1-sigma
     radial position uncertainty."""
@@ -88,7 +80,7 @@ class StoredTransform(_JsonResult):
 
 
 @dataclass(frozen=True)
-class CameraCalibration(_JsonResult):
+class CameraCalibration(JsonResult):
     """The CalibrateCamera reply: the fit of image shifts to stage steps, and its reading."""
 
     fit: PointFit
@@ -99,7 +91,7 @@ class CameraCalibration(_JsonResult):
 
 
 @dataclass(frozen=True)
-class RemovedFrame(_JsonResult):
+class RemovedFrame(JsonResult):
     """The RemoveFrame reply: the frame and the edges ``[first, second]`` that went with it."""
 
     frame: str
@@ -110,7 +102,7 @@ class RemovedFrame(_JsonResult):
 
 
 @dataclass(frozen=True)
-class MappedPoints(_JsonResult):
+class MappedPoints(JsonResult):
     """The Map reply (docs/coordmapper.md, "within_limits"); ``stage_position_used`` is the
     motor position the shell read for a Map from or to ``camera`` without one."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from servers.common.jsonargs import dumps
+from servers.common.json_result import JsonResult
 
 TABLE_COLUMNS: tuple[str, ...] = ("index", "x", "y", "mass", "size", "ecc", "signal", "isolated",
                                   "nn_distance", "multiplicity", "on_bright_area")
@@ -91,7 +91,7 @@ class ParticleResults:
 
 
 @dataclass(frozen=True)
-class DetectSummary:
+class DetectSummary(JsonResult):
     """A detection in four numbers: particles, isolated ones, time (ms), the ROI [x, y, w, h] used."""
 
     count: int
@@ -103,12 +103,9 @@ class DetectSummary:
         return {"count": self.count, "isolated": self.isolated, "elapsed_ms": self.elapsed_ms,
                 "roi": list(self.roi)}
 
-    def to_json(self) -> str:
-        return dumps(self.as_dict())
-
 
 @dataclass(frozen=True)
-class DetectReply:
+class DetectReply(JsonResult):
     """The ``Detect`` reply: the summary with the whole command's time (reading the image
     included, ``elapsed_ms``), the reading's share (``read_ms``) and the image ``source``."""
 
@@ -121,12 +118,9 @@ class DetectReply:
         return {**self.summary.as_dict(), "elapsed_ms": self.elapsed_ms, "read_ms": self.read_ms,
                 "source": self.source}
 
-    def to_json(self) -> str:
-        return dumps(self.as_dict())
-
 
 @dataclass(frozen=True)
-class DetectionRecord:
+class DetectionRecord(JsonResult):
     """The ``LastResult`` attribute: the last detection's summary (its own ``elapsed_ms``), the
     image source, the image shape (rows, columns), the settings in force and when it ran."""
 
@@ -139,6 +133,3 @@ class DetectionRecord:
     def as_dict(self) -> dict[str, Any]:
         return {**self.summary.as_dict(), "source": self.source, "image_shape": list(self.image_shape),
                 "settings": dict(self.settings), "timestamp": self.timestamp}
-
-    def to_json(self) -> str:
-        return dumps(self.as_dict())

@@ -14,20 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from servers.common.jsonargs import dumps
+from servers.common.json_result import JsonResult
 
 Target = dict[str, Any]
 """One target as clients see it (``queue.public``)."""
 
 
-class QueueReply:
-    """:meth:`to_json` for every reply: the JSON of :meth:`as_dict`."""
-
-    def as_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def to_json(self) -> str:
-        return dumps(self.as_dict())
+class QueueReply(JsonResult):
+    """A QueueDS command's reply (the shell sends its :meth:`to_json`)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from servers.common.jsonargs import dumps
+from servers.common.json_result import JsonResult
 
 Matrix = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
 
@@ -27,18 +27,8 @@ def as_matrix(matrix: np.ndarray) -> Matrix:
     return (tuple(rows[0]), tuple(rows[1]), tuple(rows[2]))
 
 
-class _JsonResult:
-    """:meth:`to_json` for every result: the JSON of :meth:`as_dict`."""
-
-    def as_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def to_json(self) -> str:
-        return dumps(self.as_dict())
-
-
 @dataclass(frozen=True)
-class SlotDescription(_JsonResult):
+class SlotDescription(JsonResult):
     """One slot as ``SlotInfo`` lists it, and the start of a LoadImage/GrabImage reply."""
 
     slot: str
@@ -54,7 +44,7 @@ class SlotDescription(_JsonResult):
 
 
 @dataclass(frozen=True)
-class FileSource(_JsonResult):
+class FileSource(JsonResult):
     """What an image file said (``ImageData.describe_source``): format, where the pixel size
     came from, and, where the file gives them, the stage position and the channels."""
 
@@ -77,7 +67,7 @@ class FileSource(_JsonResult):
 
 
 @dataclass(frozen=True)
-class LoadedImage(_JsonResult):
+class LoadedImage(JsonResult):
     """The LoadImage reply (``file`` set) or the GrabImage reply (``metadata`` set: the frame's)."""
 
     slot: SlotDescription
@@ -94,7 +84,7 @@ class LoadedImage(_JsonResult):
 
 
 @dataclass(frozen=True)
-class Uncertainty(_JsonResult):
+class Uncertainty(JsonResult):
     """1-sigma of an image registration: the target centre's image (``point``) per axis in
     reference px, the rotation (deg) and the relative scale."""
 
@@ -109,7 +99,7 @@ class Uncertainty(_JsonResult):
 
 
 @dataclass(frozen=True)
-class Registration(_JsonResult):
+class Registration(JsonResult):
     """What every registration result has: the matrix (target px -> reference px), its
     similarity reading, the confidence and whether it passed (``success``)."""
 
