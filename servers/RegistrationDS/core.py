@@ -29,11 +29,12 @@ from servers.common.imageio import read_image
 from servers.RegistrationDS.affine import AffineEstimate, transform_covariance
 from servers.RegistrationDS.args import LoadImageArgs, RegisterArgs, RegisterFiducialsArgs
 from servers.RegistrationDS.fiducials import register_pairs
-from servers.RegistrationDS.models import DOUBT_CONFIDENCE, estimate_model
+from servers.RegistrationDS.models import DOUBT_CONFIDENCE, ModelEstimate, estimate_model
 from servers.RegistrationDS.overlay import blend
 from servers.RegistrationDS.preprocess import (
     MAX_WORKING_SIDE,
     MIN_REGISTRATION_SIZE,
+    Representation,
     check_has_structure,
     crop,
     represent,
@@ -255,51 +256,15 @@ class RegistrationCore:
         reference = self.slots.get(args.reference)
         target = self.slots.get(args.target)
         work = _working_pair(reference, target, args)
-        representation = args.representation
-        if representation == "auto":
-            representation = "intensity" if args.model == "translation" else "gradient"
-        max_shift = None if args.max_shift_px is None else args.max_shift_px * work.ref_factor
+        representation = _representation(args)
         rotation_range = _rotation_window(args)
+        max_shift = None if args.max_shift_px is None else args.max_shift_px * work.ref_factor
         estimate = estimate_model(args, represent(work.ref, representation), represent(work.tgt, representation),
                                   (work.ref, work.tgt), max_shift, rotation_range)
-        warnings = work.warnings + estimate.warnings
-        confidence, peak = estimate.confidence, estimate.peak
-
-        to_ref_work = resample_matrix(work.ref_crop_shape, work.ref_factor) @ _offset(*(-v for v in work.ref_offset))
-        to_tgt_work = resample_matrix(work.tgt_crop_shape, work.tgt_factor) @ _offset(*(-v for v in work.tgt_offset))
-        matrix = np.linalg.inv(to_ref_work) @ estimate.matrix @ to_tgt_work
-        matrix[2] = (0.0, 0.0, 1.0)
+        matrix = _full_resolution_matrix(estimate.matrix, work)
+        verdict = _judge(args, work, estimate, matrix, rotation_range, reference.pixel_size_um)
         rotation, scale = rotation_and_scale(matrix)
-        if peak.on_edge:
-            confidence = min(confidence, DOUBT_CONFIDENCE)
-            warnings.append("the correlation peak lies on the edge of the searched shifts (max_shift_px or half "
-                            "the image): the true match may lie outside; widen max_shift_px or use ROIs")
-        sigma_work = tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in estimate.sigma)
-        target_centre = ((work.tgt_crop_shape[1] - 1) / 2 + work.tgt_offset[0],
-                         (work.tgt_crop_shape[0] - 1) / 2 + work.tgt_offset[1])
-        sigma: dict[str, Any] = {"shift_px": [float(sigma_work[0] / work.ref_factor),
-                                              float(sigma_work[1] / work.ref_factor)],
-                                 "rotation_deg": float(sigma_work[2]), "scale": float(sigma_work[3]),
-                                 "point": [float(target_centre[0]), float(target_centre[1])]}
-        entry_cov = None
-        if estimate.affine is not None:
-            entry_cov, confidence = _judge_affine(estimate.affine, args, np.linalg.inv(to_ref_work), to_tgt_work,
-                                                  target_centre, sigma, confidence, warnings)
-        if args.prior is not None:
-            confidence = min(confidence, check_prior(args.prior, matrix, target_centre, sigma, warnings))
-        confidence = _precision_rules(args, sigma, reference.pixel_size_um / work.common, work.common,
-                                      confidence, warnings)
-        if peak.polarity < 0:
-            warnings.append("the target matched with inverted contrast")
-        if rotation_range is not None and not within_rotation_range(rotation, rotation_range):
-            confidence = 0.0
-            warnings.append(f"the rotation found, {rotation:.2f} deg, is outside rotation_range_deg "
-                            f"{list(rotation_range)}: widen the range, or check the images and their pixel sizes")
-        success = bool(confidence >= args.min_confidence)
-        if not success:
-            warnings.append(f"confidence {confidence:.3g} is below {args.min_confidence}: the images may "
-                            "not show the same area; check ROIs, pixel sizes, or use fiducials")
-        covariance = entry_cov if entry_cov is not None else _entry_covariance(matrix, target_centre, sigma)
+        sigma = verdict.sigma
         result = ImageRegistration(
             model=args.model,
             reference=args.reference,
@@ -308,16 +273,16 @@ class RegistrationCore:
             shift_px=(float(matrix[0, 2]), float(matrix[1, 2])),
             rotation_deg=float(rotation),
             scale=float(scale),
-            confidence=float(confidence),
-            success=success,
-            warnings=tuple(warnings),
+            confidence=float(verdict.confidence),
+            success=verdict.success,
+            warnings=tuple(verdict.warnings),
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
             uncertainty=Uncertainty((float(sigma["shift_px"][0]), float(sigma["shift_px"][1])),
                                     float(sigma["rotation_deg"]), float(sigma["scale"]),
                                     (float(sigma["point"][0]), float(sigma["point"][1]))),
-            covariance=tuple(tuple(float(v) for v in row) for row in covariance),
-            distinctness=float(peak.distinctness),
-            polarity=int(peak.polarity),
+            covariance=tuple(tuple(float(v) for v in row) for row in verdict.covariance),
+            distinctness=float(estimate.peak.distinctness),
+            polarity=int(estimate.peak.polarity),
             representation=representation,
             common_pixel_size_um=float(work.common),
         )
@@ -384,6 +349,14 @@ class _WorkingPair:
     tgt_factor: float
     warnings: list[str]
 
+    def ref_to_work(self) -> np.ndarray:
+        """Reference slot px -> working reference px (crop, then resample)."""
+        return resample_matrix(self.ref_crop_shape, self.ref_factor) @ _offset(*(-v for v in self.ref_offset))
+
+    def tgt_to_work(self) -> np.ndarray:
+        """Target slot px -> working target px (crop, then resample)."""
+        return resample_matrix(self.tgt_crop_shape, self.tgt_factor) @ _offset(*(-v for v in self.tgt_offset))
+
 
 def _working_pair(reference: ImageSlot, target: ImageSlot, args: RegisterArgs) -> _WorkingPair:
     """Crop, check for structure, resample both to the coarser pixel size, binned to at most
@@ -426,6 +399,84 @@ def _rotation_window(args: RegisterArgs) -> tuple[float, float] | None:
         return (prior.rotation_deg - prior.rotation_tolerance_deg - PRIOR_SEARCH_MARGIN_DEG,
                 prior.rotation_deg + prior.rotation_tolerance_deg + PRIOR_SEARCH_MARGIN_DEG)
     return None
+
+
+def _representation(args: RegisterArgs) -> Representation:
+    """``auto`` is intensity for a translation (same modality, the fastest) and gradients for
+    the rotation-searching models (they must survive contrast inversion between instruments)."""
+    if args.representation != "auto":
+        return args.representation
+    return "intensity" if args.model == "translation" else "gradient"
+
+
+def _full_resolution_matrix(working_matrix: np.ndarray, work: _WorkingPair) -> np.ndarray:
+    """The estimate, found between the cropped and resampled working images, as a matrix
+    between the slots' own full-resolution pixels."""
+    matrix = np.linalg.inv(work.ref_to_work()) @ working_matrix @ work.tgt_to_work()
+    matrix[2] = (0.0, 0.0, 1.0)
+    return matrix
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What the rules every model shares make of an estimate."""
+
+    confidence: float
+    success: bool
+    warnings: list[str]
+    sigma: dict[str, Any]
+    """1-sigma ``shift_px`` (full-resolution reference px), ``rotation_deg``, ``scale`` and
+    the target ``point`` they refer to."""
+    covariance: list[list[float]]
+
+
+def _judge(args: RegisterArgs, work: _WorkingPair, estimate: ModelEstimate, matrix: np.ndarray,
+           rotation_range: tuple[float, float] | None, reference_pixel_size_um: float) -> _Verdict:
+    """The rules every model shares, in order: a peak on the edge of the searched shifts, the
+    affine's own plausibility, the prior, the precision limits, the rotation window, and
+    ``min_confidence``. Each can only lower the model's own confidence."""
+    warnings = work.warnings + estimate.warnings
+    confidence = estimate.confidence
+    if estimate.peak.on_edge:
+        confidence = min(confidence, DOUBT_CONFIDENCE)
+        warnings.append("the correlation peak lies on the edge of the searched shifts (max_shift_px or half "
+                        "the image): the true match may lie outside; widen max_shift_px or use ROIs")
+    sigma, target_centre = _sigma_at_target_centre(estimate.sigma, work)
+    entry_cov = None
+    if estimate.affine is not None:
+        entry_cov, confidence = _judge_affine(estimate.affine, args, np.linalg.inv(work.ref_to_work()),
+                                              work.tgt_to_work(),
+                                              target_centre, sigma, confidence, warnings)
+    if args.prior is not None:
+        confidence = min(confidence, check_prior(args.prior, matrix, target_centre, sigma, warnings))
+    confidence = _precision_rules(args, sigma, reference_pixel_size_um / work.common, work.common,
+                                  confidence, warnings)
+    if estimate.peak.polarity < 0:
+        warnings.append("the target matched with inverted contrast")
+    rotation, _ = rotation_and_scale(matrix)
+    if rotation_range is not None and not within_rotation_range(rotation, rotation_range):
+        confidence = 0.0
+        warnings.append(f"the rotation found, {rotation:.2f} deg, is outside rotation_range_deg "
+                        f"{list(rotation_range)}: widen the range, or check the images and their pixel sizes")
+    success = bool(confidence >= args.min_confidence)
+    if not success:
+        warnings.append(f"confidence {confidence:.3g} is below {args.min_confidence}: the images may "
+                        "not show the same area; check ROIs, pixel sizes, or use fiducials")
+    covariance = entry_cov if entry_cov is not None else _entry_covariance(matrix, target_centre, sigma)
+    return _Verdict(confidence, success, warnings, sigma, covariance)
+
+
+def _sigma_at_target_centre(sigma_work: tuple[float, ...], work: _WorkingPair
+                            ) -> tuple[dict[str, Any], tuple[float, float]]:
+    """The model's working-size sigmas in full-resolution reference px, referred to the centre
+    of the target's crop (where the shift is best known); an undetermined sigma is UNKNOWN_SIGMA."""
+    known = tuple(float(v) if math.isfinite(v) else UNKNOWN_SIGMA for v in sigma_work)
+    target_centre = ((work.tgt_crop_shape[1] - 1) / 2 + work.tgt_offset[0],
+                     (work.tgt_crop_shape[0] - 1) / 2 + work.tgt_offset[1])
+    sigma: dict[str, Any] = {"shift_px": [float(known[0] / work.ref_factor), float(known[1] / work.ref_factor)],
+                             "rotation_deg": float(known[2]), "scale": float(known[3]),
+                             "point": [float(target_centre[0]), float(target_centre[1])]}
+    return sigma, target_centre
 
 
 def _precision_rules(args: RegisterArgs, sigma: dict[str, Any], to_common: float, common: float,
