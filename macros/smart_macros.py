@@ -818,19 +818,45 @@ class smart_fine_align(_SmartMacro):
         if len(candidates) < 2:
             raise SmartMacroError("fine alignment needs at least 2 isolated particles")
         ref_points = np.column_stack([xs[candidates], ys[candidates]])
+        most = max(int(self.env_or("SmartFineMaxParticles", 2 * n_particles)), n_particles)
+        chosen = self.reachable_particles(mapper, frame, candidates, ref_points, most)
+        unit = self.stage_unit(mapper)
+        per_um = UNIT_PER_UM[unit]
+        centre_sigma_um = float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM))
+        started = time.time()
+        pairs, targets, measured_at = self.measure_centres(mapper, frame, xs, ys, chosen, n_particles, most,
+                                                           search_um, exposure, centre_sigma_um, unit)
+        self.check_common_offset(pairs, targets, len(chosen), per_um)
+        fit, sigmas = self.refine(mapper, frame, pairs, ref_points, centre_sigma_um * per_um, unit)
+        # the fitted mapping is the mean of the maps' offsets: it holds the offset of their mean time
+        self.anchor_drift(frame, float(np.mean(measured_at)))
+        self.measure_drift_probe(mapper, per_um, exposure, centre_sigma_um)
+        self.event_log().write("align", started, time.time() - started, step="smart_fine_align", frame=frame,
+                               particles=len(pairs), rms=fit["rms"], model=fit["model"], prior_rms=fit["prior_rms"],
+                               consistent=fit["consistent"], log_evidence=fit.get("log_evidence"),
+                               median_sigma=float(np.median(sigmas)) if sigmas else None, stage_unit=unit)
+
+    def reachable_particles(self, mapper, frame: str, candidates: np.ndarray, ref_points: np.ndarray,
+                            most: int) -> list[int]:
+        """Up to ``most`` isolated particles within the stage limits, spread over the reference."""
         coarse = map_points(mapper, frame, "stage", ref_points.tolist())
         inside = np.asarray(coarse["within_limits"], bool)
         if not inside.any():
             why = "; ".join(coarse.get("warnings", [])) or "every target is outside the stage limits"
             raise SmartMacroError(f"SMART_Unsafe: no isolated particle can be reached within the stage limits "
                                   f"({why}); nothing moved")
-        most = max(int(self.env_or("SmartFineMaxParticles", 2 * n_particles)), n_particles)
-        chosen = reachable_spread(candidates, ref_points, inside, most)
-        unit = self.stage_unit(mapper)
+        return reachable_spread(candidates, ref_points, inside, most)
+
+    def measure_centres(self, mapper, frame: str, xs: np.ndarray, ys: np.ndarray, chosen: list[int],
+                        n_particles: int, most: int, search_um: float, exposure: float,
+                        centre_sigma_um: float, unit: str
+                        ) -> tuple[list[list[float]], list[list[float]], list[float]]:
+        """The Ce-map centres of ``n_particles`` of ``chosen`` (more, up to ``most``, while their
+        offsets from the coarse targets disagree beyond the centres' noise): the pairs
+        (reference x, y, stage x, y), the coarse targets, and when each was measured. The first
+        centre starts the night's drift probe."""
         per_um = UNIT_PER_UM[unit]
-        centre_sigma_um = float(self.env_or("SmartCentreSigmaUm", CENTRE_SIGMA_UM))
         pairs, targets, measured_at = [], [], []
-        started = time.time()
         queue = list(chosen)
         wanted = n_particles
         while queue and len(pairs) < wanted:
@@ -856,10 +882,16 @@ class smart_fine_align(_SmartMacro):
                 wanted = min(most, wanted + 2)
                 self.output(f"the {len(pairs)} offsets from the coarse targets disagree more than "
                             f"{centre_sigma_um * 1000:.0f} nm centres explain: measuring up to {wanted} particles")
+        return pairs, targets, measured_at
+
+    def check_common_offset(self, pairs: list[list[float]], targets: list[list[float]], tried: int,
+                            per_um: float) -> None:
+        """Refuse (the coarse alignment is kept) with fewer than 2 centres, or centres whose offsets
+        from their coarse targets disagree: a right registration gives one common offset."""
         if len(pairs) < 2:
             raise SmartMacroError(
                 f"SMART_Unsafe: fine alignment found fewer than 2 particles in the X-ray maps ({len(pairs)} of "
-                f"{len(chosen)}); the coarse alignment is kept. Particles seen in the reference image but absent "
+                f"{tried}); the coarse alignment is kept. Particles seen in the reference image but absent "
                 "here mean the reference may show another sample with the same markers, or SmartXrfChannel does "
                 "not see them: check before scanning.")
         scatter = offset_scatter_um(np.array(targets), np.array(pairs)[:, 2:], per_um)
@@ -869,9 +901,14 @@ class smart_fine_align(_SmartMacro):
                 f"that disagree by {scatter:.2f} um RMS (a right registration gives one common offset): the "
                 "reference image may show another sample with the same markers, or the XRF channel sees other "
                 "particles. Nothing was stored; check the reference image before scanning.")
+
+    def refine(self, mapper, frame: str, pairs: list[list[float]], ref_points: np.ndarray, noise_sigma: float,
+               unit: str) -> tuple[dict, list[float]]:
+        """``frame -> stage`` refitted from the centres with the coarse mapping as prior
+        (CoordMapperDS ``FitTransform``), reported and kept in ``SmartFineAlignment``; returns the
+        fit and the new 1-sigma at every isolated particle."""
         request = {"from": frame, "to": "stage", "pairs": pairs, "from_unit": "px", "prior": True,
-                   "model": str(self.env_or("SmartFineModel", "auto")),
-                   "noise_sigma": centre_sigma_um * per_um,
+                   "model": str(self.env_or("SmartFineModel", "auto")), "noise_sigma": noise_sigma,
                    "linear_sigma": float(self.env_or("SmartFineLinearSigma", 0.01))}
         fit = call_json(mapper, "FitTransform", request)
         field = map_points(mapper, frame, "stage", ref_points.tolist())
@@ -887,13 +924,7 @@ class smart_fine_align(_SmartMacro):
         self.setEnv("SmartFineAlignment", {"time": now_text(), "pairs": pairs, "rms": fit["rms"],
                                            "model": fit["model"], "prior_rms": fit["prior_rms"],
                                            "sigma": fit["sigma"], "consistent": fit["consistent"]})
-        # the fitted mapping is the mean of the maps' offsets: it holds the offset of their mean time
-        self.anchor_drift(frame, float(np.mean(measured_at)))
-        self.measure_drift_probe(mapper, per_um, exposure, centre_sigma_um)
-        self.event_log().write("align", started, time.time() - started, step="smart_fine_align", frame=frame,
-                               particles=len(pairs), rms=fit["rms"], model=fit["model"], prior_rms=fit["prior_rms"],
-                               consistent=fit["consistent"], log_evidence=fit.get("log_evidence"),
-                               median_sigma=float(np.median(sigmas)) if sigmas else None, stage_unit=unit)
+        return fit, sigmas
 
 
 class smart_scan_particles(_SmartMacro):
