@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +124,8 @@ class Acquisition:
     from the thread that produced it (the streaming thread, or the caller of ``snap``)."""
 
     def __init__(self, source: Source, stage: StageReader, publish: Callable[[Frame], None],
-                 dtype: np.dtype | None = None, settings: Settings | None = None) -> None:
+                 dtype: np.dtype | None = None, settings: Settings | None = None,
+                 thread_context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.source = source
         self.stage = as_monitor(stage)
         self.publish = publish
@@ -141,6 +143,10 @@ class Acquisition:
         self._fault: str | None = None
         self._attempts = 0
         self._last_error: str | None = None
+        self._thread_context = thread_context
+        """Entered for the whole life of the streaming thread: the device passes
+        ``tango.EnsureOmniThread`` (``publish`` pushes Tango events from that thread, and PyTango
+        asks that such threads be known to omniORB); this module stays free of Tango."""
 
     # ----------------------------------------------------------------- state
     @property
@@ -318,6 +324,10 @@ class Acquisition:
             log.exception("closing the source failed")
 
     def _run(self, gen: int, stop: threading.Event) -> None:
+        with self._thread_context():
+            self._stream(gen, stop)
+
+    def _stream(self, gen: int, stop: threading.Event) -> None:
         """The streaming thread: read, deliver, publish, pace; a source error is a fault with a
         growing back-off, never a dead thread."""
         backoff = BACKOFF_START_S

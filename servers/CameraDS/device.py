@@ -22,6 +22,7 @@ import numpy as np
 import tango
 from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import device_property
+from tango.utils import PyTangoThreadPoolExecutor
 
 from servers.CameraDS import sources
 from servers.CameraDS.acquisition import ALARM, FAULT, RUNNING, Acquisition, Frame
@@ -83,11 +84,13 @@ class CameraDS(SmartDevice):
         for name in ("FrameNumber", "FrameMetadata"):
             self.set_change_event(name, True, False)
         # One bounded stage reader for the frames and the sim (which renders where it reads).
-        self._stage = StageMonitor(TangoStageReader(list(self.StageMotors)) if self.StageMotors else sources.NoStage())
+        self._stage = StageMonitor(TangoStageReader(list(self.StageMotors)) if self.StageMotors else sources.NoStage(),
+                                   executor=PyTangoThreadPoolExecutor)
         try:
             source = self._build_source()
             dtype = self._declared_dtype(source.natural_dtype())
-            self._acq = Acquisition(source, self._stage, self._publisher(), dtype=dtype)
+            self._acq = Acquisition(source, self._stage, self._publisher(), dtype=dtype,
+                                    thread_context=tango.EnsureOmniThread)
         except Exception as exc:  # noqa: BLE001 - a bad configuration must leave a device that explains it
             desc = getattr(exc, "desc", f"{type(exc).__name__}: {exc}")
             self._config_error = (f"the camera is not configured: {desc} Fix the device properties and run Init.")

@@ -37,16 +37,20 @@ class StageMonitor:
 
     ``read_one(name)`` reads one motor and returns its position or raises; by default it is
     taken from ``reader.read_one`` when the reader has one, else from ``reader.read()``.
+    ``executor`` makes each motor's worker pool: the device passes PyTango's
+    ``PyTangoThreadPoolExecutor``, whose threads are threads omniORB knows (PyTango asks that
+    of every thread that calls Tango); this module stays free of Tango.
     """
 
     def __init__(self, reader: StageReader, deadline_s: float = STAGE_DEADLINE_S,
-                 read_one: Callable[[str], float | None] | None = None) -> None:
+                 read_one: Callable[[str], float | None] | None = None,
+                 executor: Callable[..., ThreadPoolExecutor] = ThreadPoolExecutor) -> None:
         self.reader = reader
         self.names: list[str] = list(reader.names)
         self.deadline_s = deadline_s
         self._read_one = read_one or getattr(reader, "read_one", None) or (lambda name: reader.read()[name])
         self._lock = threading.Lock()
-        self._executors = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{name}")
+        self._executors = {name: executor(max_workers=1, thread_name_prefix=f"stage-{name}")
                            for name in self.names}
         self._pending: dict[str, tuple[Future, float]] = {}
         self._problems: dict[str, str] = {}

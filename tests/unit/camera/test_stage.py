@@ -121,3 +121,44 @@ def test_frames_keep_coming_in_alarm_while_a_motor_hangs_and_recover_by_themselv
     finally:
         stage.thaw()
         acq.close()
+
+
+def test_motor_reads_and_the_stream_run_in_the_threads_the_device_asks_for() -> None:
+    """The device hands in PyTango's omniORB-aware pool and ``tango.EnsureOmniThread``: every
+    motor read must run in a thread the given executor made, and every frame must be read and
+    published inside the given context (these threads call Tango)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import contextmanager
+
+    pool_threads: set[str] = set()
+
+    class RecordingPool(ThreadPoolExecutor):
+        def __init__(self, **kwargs) -> None:  # noqa: ANN003
+            super().__init__(initializer=lambda: pool_threads.add(threading.current_thread().name), **kwargs)
+
+    inside: set[str] = set()
+    published_inside: list[bool] = []
+
+    @contextmanager
+    def omni_thread():
+        inside.add(threading.current_thread().name)
+        try:
+            yield
+        finally:
+            inside.discard(threading.current_thread().name)
+
+    stage = HangingStage()
+    read_in: list[str] = []
+    monitor = StageMonitor(stage, read_one=lambda name: read_in.append(threading.current_thread().name) or 1.0,
+                           executor=RecordingPool)
+    acq = Acquisition(CountingSource(), monitor,
+                      lambda frame: published_inside.append(threading.current_thread().name in inside),
+                      thread_context=omni_thread)
+    try:
+        acq.set_target_rate(50.0)
+        acq.start()
+        assert wait_for(lambda: len(published_inside) >= 3)
+    finally:
+        acq.close()
+    assert published_inside and all(published_inside)
+    assert read_in and set(read_in) <= pool_threads and len(pool_threads) == 2  # one worker per motor
