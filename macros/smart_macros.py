@@ -51,8 +51,8 @@ from macros.smart_support import (
     SmartMacroError,
     VisitLog,
     camera_rotation_text,
+    known_range,
     length_text,
-    limits_of,
     mesh_around,
     mesh_points,
     mesh_words,
@@ -167,15 +167,30 @@ class _SmartMacro(Macro):
         return ", ".join(f"{name} {position_text(value, unit)}"
                          for name, value in zip(self.motor_names(), position, strict=True))
 
-    def position_configs(self) -> list:
-        """The stage motors' Position configurations (limits, unit), read now: limits can change."""
-        return [self.getMotor(name).get_attribute_config("Position") for name in self.motor_names()]
+    def position_range(self, name: str) -> tuple[float, float, str]:
+        """``(low, high, unit)`` of motor ``name``'s Position limits, read from the motor now.
+
+        Read the way Sardana's own ``wm`` and ``set_lim`` read them: through the Taurus motor's
+        Position attribute, whose range is a pair of Quantities (an unset limit is -inf / +inf).
+        Taurus keeps that range up to date from Tango's configuration events, but an event is
+        asynchronous: a limit set just before the macro runs could still be on its way. So the
+        configuration is queried afresh (``getAttributeInfoEx(cache=False)``); Taurus keeps the
+        old one when that query fails, and old limits are not known limits, so a failed query
+        is refused."""
+        position = self.getMotor(name).getPositionObj()
+        before = position.getAttributeInfoEx()
+        if position.getAttributeInfoEx(cache=False) is before:
+            raise SmartMacroError(f"SMART_Unsafe: the limits of {name} could not be read now (is the motor's "
+                                  "device running?), so no target can be checked; nothing moved")
+        low, high = position.getRange()
+        return float(low.magnitude), float(high.magnitude), f"{low.units:~}"
 
     def check_target(self, target: list[float]) -> None:
         """Refuse (SMART_Unsafe) a target outside the motors' limits, or any target while a
         motor's limits are unknown: unknown limits are never "within"."""
-        for name, value, config in zip(self.motor_names(), target, self.position_configs(), strict=True):
-            limits, unit = limits_of(config), str(config.unit or "").strip()
+        for name, value in zip(self.motor_names(), target, strict=True):
+            low, high, unit = self.position_range(name)
+            limits = known_range(low, high)
             if limits is None:
                 raise SmartMacroError(f"SMART_Unsafe: the limits of {name} are unknown (its Position has no "
                                       "min_value/max_value), so no target can be checked; nothing moved. Set "

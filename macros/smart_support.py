@@ -72,19 +72,14 @@ def sigma_text(sigma: float | None, unit: str) -> str:
     return f"1-sigma {length_text(sigma, unit)}"
 
 
-def limits_of(config: Any) -> tuple[float, float] | None:
-    """(min, max) of a motor's Position attribute configuration; None when either is not a finite
-    number ("Not specified") or min is above max. Unknown limits are never read as "anywhere is
-    fine": callers refuse to move.
+def known_range(low: float, high: float) -> tuple[float, float] | None:
+    """``(low, high)`` of a motor's limits when both are finite and in order, else None.
 
-    CoordMapperDS reads the same configuration by the same rule on its side of the Tango boundary
-    (servers/common/motor_limits.py; the macros import nothing from servers/, and this check is
-    the last one before a motor moves): tests/unit/common/test_motor_limits.py holds both readings
-    to one table of cases."""
-    try:
-        low, high = float(str(config.min_value)), float(str(config.max_value))
-    except (TypeError, ValueError):
-        return None
+    The macros take the numbers from Taurus (``getPositionObj().getRange()``, as Sardana's own
+    ``wm`` and ``set_lim`` do), which gives an unset limit ("Not specified") as -inf / +inf; no
+    limit text is parsed here. An infinite or inverted range means the limits are unknown, and
+    unknown limits are never "within": callers refuse to move."""
+    low, high = float(low), float(high)
     if not (math.isfinite(low) and math.isfinite(high)) or low > high:
         return None
     return low, high

@@ -1,10 +1,11 @@
 """A motor's limits from its Position attribute configuration (``min_value``, ``max_value``).
 
-Tango gives them as text, "Not specified" when unset. Two readers need them: CoordMapperDS,
-which says for each mapped point whether the stage can go there (``within_limits``), and the
-macros, which refuse to move outside them. Both follow one rule: a limit that is not a finite
-number is unknown, and unknown limits are never "within" -- nothing drives to a place whose
-safety cannot be checked.
+Tango gives them as text, "Not specified" when unset. CoordMapperDS reads them here to say for
+each mapped point whether the stage can go there (``within_limits``). The rule: a limit that is
+not a finite number is unknown, and unknown limits are never "within" -- nothing drives to a
+place whose safety cannot be checked. The macros apply the same rule without parsing any text:
+they take the limits from Taurus as numbers, an unset one as -inf / +inf
+(``macros.smart_support.known_range``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from clients.file_db_server import stop_process, wait_answering
 from clients.launcher import Stack
 from macros.smart_calls import command_json as _call
 from macros.smart_calls import proxy as device_proxy
-from macros.smart_support import limits_of
+from servers.common.motor_limits import known_limits
 from servers.CoordMapperDS.device import CoordMapperDS
 from servers.CoordMapperDS.property_lines import join_chunks, split_chunks
 from tests.device_server import serve_devices
@@ -339,8 +339,9 @@ def test_corrupt_property_in_the_database_faults_until_fixed(own_stack) -> None:
 
 # ------------------------------------------------------------------------ (c)
 def _limits(motor: tango.DeviceProxy) -> tuple[float, float]:
-    """The motor's limits, (-inf, inf) when it has none."""
-    return limits_of(motor.get_attribute_config("Position")) or (-math.inf, math.inf)
+    """The motor's limits, read by CoordMapperDS's rule; (-inf, inf) when it has none."""
+    config = motor.get_attribute_config("Position")
+    return known_limits(config.min_value, config.max_value) or (-math.inf, math.inf)
 
 
 @pytest.fixture()

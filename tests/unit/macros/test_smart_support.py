@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from macros.smart_support import (
     SmartMacroError,
     VisitLog,
     camera_rotation_text,
+    known_range,
     length_text,
-    limits_of,
     mesh_around,
     mesh_words,
     number_text,
@@ -167,17 +168,18 @@ def test_camera_rotation_is_an_angle_from_the_stage_axes() -> None:
         assert -90 < angle <= 90
 
 
-class _Config:
-    def __init__(self, low: str, high: str) -> None:
-        self.min_value, self.max_value = low, high
+def test_finite_ordered_limits_are_the_range() -> None:
+    assert known_range(-11.5, 11.5) == (-11.5, 11.5)
+    assert known_range(0.0, 0.0) == (0.0, 0.0)
+    assert known_range(-2, 3) == (-2.0, 3.0)
 
 
-def test_unknown_limits_are_none_never_infinite() -> None:
-    assert limits_of(_Config("-11.5", "11.5")) == (-11.5, 11.5)
-    assert limits_of(_Config("Not specified", "11.5")) is None
-    assert limits_of(_Config("-11.5", "Not specified")) is None
-    assert limits_of(_Config("-inf", "inf")) is None
-    assert limits_of(_Config("", "")) is None
+@pytest.mark.parametrize("low, high", [(-math.inf, 11.5), (-11.5, math.inf), (-math.inf, math.inf),
+                                       (math.nan, 1.0), (-1.0, math.nan), (3.0, 1.0)])
+def test_unknown_limits_are_none_never_infinite(low: float, high: float) -> None:
+    """Taurus gives an unset limit ("Not specified") as -inf / +inf: that is unknown, not "anywhere";
+    and min above max is unknown too."""
+    assert known_range(low, high) is None
 
 
 def test_offsets_agree_within_the_centres_noise_and_not_beyond() -> None:
