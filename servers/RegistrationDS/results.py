@@ -12,7 +12,7 @@ non-finite numbers ``null``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -101,7 +101,14 @@ class Uncertainty(JsonResult):
 @dataclass(frozen=True)
 class Registration(JsonResult):
     """What every registration result has: the matrix (target px -> reference px), its
-    similarity reading, the confidence and whether it passed (``success``)."""
+    similarity reading, the confidence and whether it passed (``success``).
+
+    One :meth:`as_dict` for every kind: the fit's keys, then the kind's own (:meth:`details`),
+    then the warnings. Only where the slot names stand differs, as the replies have always had
+    them (``SLOTS_FIRST``): right after ``model`` in Register, just before ``elapsed_ms`` in
+    RegisterFiducials."""
+
+    SLOTS_FIRST: ClassVar[bool] = True
 
     model: str
     reference: str
@@ -119,6 +126,27 @@ class Registration(JsonResult):
     def matrix_array(self) -> np.ndarray:
         return np.array(self.matrix, dtype=float)
 
+    def details(self) -> dict[str, Any]:
+        """The keys of this kind of result, between ``success`` and ``warnings``."""
+        return {}
+
+    def as_dict(self) -> dict[str, Any]:
+        slots = {"reference": self.reference, "target": self.target}
+        return {
+            "model": self.model,
+            **(slots if self.SLOTS_FIRST else {}),
+            "matrix": [list(row) for row in self.matrix],
+            "shift_px": list(self.shift_px),
+            "rotation_deg": self.rotation_deg,
+            "scale": self.scale,
+            "confidence": self.confidence,
+            "success": self.success,
+            **self.details(),
+            "warnings": list(self.warnings),
+            **({} if self.SLOTS_FIRST else slots),
+            "elapsed_ms": self.elapsed_ms,
+        }
+
 
 @dataclass(frozen=True)
 class ImageRegistration(Registration):
@@ -132,25 +160,14 @@ class ImageRegistration(Registration):
     representation: str
     common_pixel_size_um: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def details(self) -> dict[str, Any]:
         return {
-            "model": self.model,
-            "reference": self.reference,
-            "target": self.target,
-            "matrix": [list(row) for row in self.matrix],
-            "shift_px": list(self.shift_px),
-            "rotation_deg": self.rotation_deg,
-            "scale": self.scale,
-            "confidence": self.confidence,
-            "success": self.success,
             "uncertainty": self.uncertainty.as_dict(),
             "covariance": [list(row) for row in self.covariance],
             "distinctness": self.distinctness,
             "polarity": self.polarity,
             "representation": self.representation,
             "common_pixel_size_um": self.common_pixel_size_um,
-            "warnings": list(self.warnings),
-            "elapsed_ms": self.elapsed_ms,
         }
 
 
@@ -158,27 +175,17 @@ class ImageRegistration(Registration):
 class FiducialRegistration(Registration):
     """The RegisterFiducials reply: a Register-style result plus the pairs' residuals."""
 
+    SLOTS_FIRST: ClassVar[bool] = False
+
     residuals_px: tuple[float, ...]
     rms_px: float
     inliers: tuple[bool, ...]
     rejected: tuple[int, ...]
 
-    def as_dict(self) -> dict[str, Any]:
-        # the order RegisterFiducials has always answered in: the fit first, then the slots
+    def details(self) -> dict[str, Any]:
         return {
-            "model": self.model,
-            "matrix": [list(row) for row in self.matrix],
-            "shift_px": list(self.shift_px),
-            "rotation_deg": self.rotation_deg,
-            "scale": self.scale,
-            "confidence": self.confidence,
-            "success": self.success,
             "residuals_px": list(self.residuals_px),
             "rms_px": self.rms_px,
             "inliers": list(self.inliers),
             "rejected": list(self.rejected),
-            "warnings": list(self.warnings),
-            "reference": self.reference,
-            "target": self.target,
-            "elapsed_ms": self.elapsed_ms,
         }
