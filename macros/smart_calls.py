@@ -118,6 +118,27 @@ def stage_unit_per_um(mapper: tango.DeviceProxy) -> float:
     return UNIT_PER_UM[unit]
 
 
+def position_range(motor: Any, name: str) -> tuple[float, float, str]:
+    """``(low, high, unit)`` of a Sardana motor's Position limits, read from the motor now.
+
+    ``motor`` is the Taurus motor a macro gets from ``self.getMotor(name)``. Its limits are read
+    the way Sardana's own ``wm`` and ``set_lim`` read them: ``getPositionObj().getRange()``, a
+    pair of Quantities in the motor's unit, an unset limit ("Not specified") as -inf / +inf --
+    no limit text is parsed here. Taurus keeps that range up to date from Tango's configuration
+    events, but an event is asynchronous: a limit set just before the macro runs could still be
+    on its way. So the configuration is queried afresh (``getAttributeInfoEx(cache=False)``).
+    Taurus keeps the old configuration when that query fails; old limits are not known limits,
+    so a failed query is refused (SMART_Unsafe). Whether the range is known (finite, in order)
+    is the caller's decision (``smart_support.known_range``)."""
+    position = motor.getPositionObj()
+    before = position.getAttributeInfoEx()
+    if position.getAttributeInfoEx(cache=False) is before:
+        raise SmartMacroError(f"SMART_Unsafe: the limits of {name} could not be read now (is the motor's "
+                              "device running?), so no target can be checked; nothing moved")
+    low, high = position.getRange()
+    return float(low.magnitude), float(high.magnitude), f"{low.units:~}"
+
+
 def map_points(mapper: tango.DeviceProxy, frame_from: str, frame_to: str, points: Sequence[Sequence[float]],
                stage_position: Sequence[float] | None = None) -> dict[str, Any]:
     """CoordMapperDS ``Map`` of ``points`` from one frame to another (at ``stage_position`` when

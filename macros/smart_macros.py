@@ -27,7 +27,15 @@ from sardana.macroserver.macro import Macro, Optional, Type
 
 # The helpers are modules of the installed ``macros`` package (setup.cfg), not neighbours found
 # through the MacroPath: Sardana loads this file as a top-level module, from its MacroPath.
-from macros.smart_calls import call_json, map_points, proxy, read_attribute, scan_columns, stage_unit_per_um
+from macros.smart_calls import (
+    call_json,
+    map_points,
+    position_range,
+    proxy,
+    read_attribute,
+    scan_columns,
+    stage_unit_per_um,
+)
 from macros.smart_queue_support import BeamCondition, BeamWatch
 from macros.smart_records import (
     ROLE_BEAM_CENTRE,
@@ -167,29 +175,11 @@ class _SmartMacro(Macro):
         return ", ".join(f"{name} {position_text(value, unit)}"
                          for name, value in zip(self.motor_names(), position, strict=True))
 
-    def position_range(self, name: str) -> tuple[float, float, str]:
-        """``(low, high, unit)`` of motor ``name``'s Position limits, read from the motor now.
-
-        Read the way Sardana's own ``wm`` and ``set_lim`` read them: through the Taurus motor's
-        Position attribute, whose range is a pair of Quantities (an unset limit is -inf / +inf).
-        Taurus keeps that range up to date from Tango's configuration events, but an event is
-        asynchronous: a limit set just before the macro runs could still be on its way. So the
-        configuration is queried afresh (``getAttributeInfoEx(cache=False)``); Taurus keeps the
-        old one when that query fails, and old limits are not known limits, so a failed query
-        is refused."""
-        position = self.getMotor(name).getPositionObj()
-        before = position.getAttributeInfoEx()
-        if position.getAttributeInfoEx(cache=False) is before:
-            raise SmartMacroError(f"SMART_Unsafe: the limits of {name} could not be read now (is the motor's "
-                                  "device running?), so no target can be checked; nothing moved")
-        low, high = position.getRange()
-        return float(low.magnitude), float(high.magnitude), f"{low.units:~}"
-
     def check_target(self, target: list[float]) -> None:
         """Refuse (SMART_Unsafe) a target outside the motors' limits, or any target while a
         motor's limits are unknown: unknown limits are never "within"."""
         for name, value in zip(self.motor_names(), target, strict=True):
-            low, high, unit = self.position_range(name)
+            low, high, unit = position_range(self.getMotor(name), name)
             limits = known_range(low, high)
             if limits is None:
                 raise SmartMacroError(f"SMART_Unsafe: the limits of {name} are unknown (its Position has no "

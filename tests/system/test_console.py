@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from clients import cli
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import Stack
+from macros.smart_calls import position_range
 from tests.system.conftest import device_trl
 from tests.tango_helpers import stack_proxy
 
@@ -110,6 +113,21 @@ def test_without_limits_nothing_moves_and_nothing_is_within(stack: Stack, exact_
         code, out, err = _smart(capsys, stack, "goto", "--frame", EXACT, "100", "100")
         assert code == 1 and "SMART_Unsafe: the limits of samy are unknown" in err, err
     assert _stage(stack) == pytest.approx(before, abs=1e-9)
+
+
+def test_the_macros_read_limits_from_taurus_including_one_set_just_before(stack: Stack) -> None:
+    """``position_range`` on a real Taurus Position attribute of samy (the macros get the same
+    attribute from ``getMotor(name).getPositionObj()``): numbers in the motor's unit, and a
+    limit changed from outside an instant before is what the next read gives."""
+    import taurus
+
+    device = stack_proxy(stack, "samy").dev_name()
+    position = taurus.Attribute(f"tango://{stack.tango_host}/{device}/Position")
+    motor = SimpleNamespace(getPositionObj=lambda: position)
+    assert position_range(motor, "samy") == (-11.5, 11.5, "mm")
+    with _without_limits(stack, "samy"):
+        assert position_range(motor, "samy") == (-math.inf, math.inf, "mm")
+    assert position_range(motor, "samy") == (-11.5, 11.5, "mm")
 
 
 def test_gen_scan_prints_a_command_the_door_runs(stack: Stack, exact_frame) -> None:  # noqa: ANN001
