@@ -1,5 +1,6 @@
 """How a client calls the SMART devices: a proxy with a timeout, JSON commands, refusals as
-(reason, what to do), the stage unit, alias lookup in the database.
+(reason, what to do), the stage unit, a stage motor's limits as Taurus gives them, alias lookup in
+the database.
 
 One module for the three kinds of client -- the macros, ``clients/`` (the ``smart`` CLI, the
 GUI, through clients/commands.py) and the tests -- so a SMART command is encoded, answered and refused the
