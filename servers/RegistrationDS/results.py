@@ -45,7 +45,7 @@ class SlotDescription(JsonResult):
 
 @dataclass(frozen=True)
 class FileSource(JsonResult):
-    """What an image file said (``ImageData.describe_source``): format, where the pixel size
+    """What an image file said (:class:`servers.common.imageio.LoadedImage`): format, where the pixel size
     came from, and, where the file gives them, the stage position and the channels."""
 
     format: str
