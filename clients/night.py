@@ -131,8 +131,9 @@ def prepare_night_inputs(out_dir: Path, options: NightOptions) -> NightInputs:
     """Generate the night's sample, its beamline (``night_beamline``: drift, imperfect optics and
     SEM, a decaying ring with refills and losses, the simulated clock), the SEM overview and
     ``options.regions`` tiles, the manifest and the truth (with ``regions`` and ``drift``)."""
-    from simulation.config import night_beamline, write_truth
+    from simulation.config import night_beamline
     from simulation.regions import PERFECT_SCANS, RegionsRecipe, night_sample, prepare_regions
+    from simulation.truth import write_truth
 
     if options.regions == 0:  # one SEM image of the default sample, registered to the camera as in make demo
         from simulation.sem import render_sem

@@ -73,9 +73,10 @@ class Inputs:
 
 def prepare_inputs(out_dir: Path, seed: int) -> Inputs:
     """Generate the sample, the virtual beamline, its truth and the lab SEM image."""
-    from simulation.config import default_beamline, write_truth
+    from simulation.config import default_beamline
     from simulation.sem import render_sem
     from simulation.tiffio import write_tiff
+    from simulation.truth import write_truth
 
     out_dir.mkdir(parents=True, exist_ok=True)
     beamline = default_beamline(seed)

@@ -18,8 +18,6 @@ from simulation.config import (
     default_beamline,
     load_beamline,
     night_beamline,
-    truth,
-    write_truth,
 )
 from simulation.drift import Timelines, stage_offset_mm
 from simulation.generate import SampleRecipe, generate_sample, isolated_mask
@@ -27,6 +25,7 @@ from simulation.mounting import sample_to_stage, stage_to_sample
 from simulation.runtime import SimulatedBeamline
 from simulation.sample import Marker, Sample, load_sample, sample_from_json
 from simulation.sem import SemImage, render_sem, sem_pixel_to_sample
+from simulation.truth import truth, write_truth
 from simulation.xrf import XrfDetector
 
 __all__ = [

@@ -24,13 +24,14 @@ import numpy as np
 
 from servers.common.errors import SmartError
 from simulation.camera import CameraRenderer
-from simulation.config import VirtualBeamline, default_beamline, load_beamline, night_beamline, write_truth
+from simulation.config import VirtualBeamline, default_beamline, load_beamline, night_beamline
 from simulation.generate import SampleRecipe, generate_sample
 from simulation.geometry import apply
 from simulation.mounting import sample_to_stage
 from simulation.sample import load_sample
 from simulation.sem import render_sem
 from simulation.tiffio import write_tiff
+from simulation.truth import write_truth
 from simulation.xrf import XrfDetector
 
 

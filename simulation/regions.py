@@ -39,13 +39,13 @@ from simulation.config import (
     SemGeometry,
     VirtualBeamline,
     default_beamline,
-    truth,
 )
 from simulation.generate import SampleRecipe, _agglomerate, _draw_diameters, generate_sample, isolated_mask
 from simulation.geometry import apply
 from simulation.sample import Sample
 from simulation.sem import render_sem, scan_nonlinearity_px, sem_pixel_to_sample
 from simulation.tiffio import write_tiff
+from simulation.truth import truth
 
 REGIONS_STREAM = 0x7E6
 """Stream tag of this module's random draws (tile placement, extra particles, image noise)."""

@@ -39,7 +39,8 @@ def running_stack(stack: Stack) -> Iterator[Stack]:
 def detect_with_true_sem_mapping(stack: Stack, sem: Path) -> tango.DeviceProxy:
     """sem -> stage from the simulation's truth (what smart_fine_align measures: test_workflow.py
     covers that) and the particles of the SEM image detected; the ParticleDS proxy."""
-    from simulation.config import load_beamline, truth
+    from simulation.config import load_beamline
+    from simulation.truth import truth
 
     facts = truth(load_beamline(stack.beamline))
     sem_to_stage = np.array(facts["sample_to_stage"]) @ np.array(facts["sem"]["pixel_to_sample"])

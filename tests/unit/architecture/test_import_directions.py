@@ -125,3 +125,52 @@ def test_macros_and_clients_import_nothing_from_servers(path: Path) -> None:
     wrong = {name for name in imported_names(path) if top(name) == "servers"}
     assert not wrong, (f"{relative(path)} imports {sorted(wrong)}; macros and clients meet the servers through "
                        "Tango only (docs/architecture.md)")
+
+
+def module_graph(package: Path) -> dict[str, set[str]]:
+    """``{module: modules of the same package it imports}`` (imports inside functions count)."""
+    name = package.name
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        imported = {n.split(".")[1] for n in imported_names(path) if n.startswith(f"{name}.") and n.count(".") >= 1}
+        graph[path.stem] = {m for m in imported if (package / f"{m}.py").is_file()} - {path.stem}
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph (``[a, b, ..., a]``), or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        for nxt in sorted(graph.get(node, ())):
+            found = visit(nxt, path + [node])
+            if found:
+                return found
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        found = visit(start, [])
+        if found:
+            return found
+    return None
+
+
+def test_the_simulation_modules_import_each_other_without_a_circle() -> None:
+    """The settings (``config``) import no renderer, and the truth, computed by the renderers,
+    sits above them (``simulation/truth.py``): no circle held apart by imports inside functions."""
+    cycle = import_cycle(module_graph(ROOT / "simulation"))
+    assert cycle is None, f"simulation imports in a circle: {' -> '.join(cycle)}"
+
+
+def test_the_circle_check_finds_a_circle_through_a_function_level_import(tmp_path: Path) -> None:
+    package = tmp_path / "simulation"
+    package.mkdir()
+    (package / "config.py").write_text("def truth():\n    from simulation.camera import render\n")
+    (package / "camera.py").write_text("from simulation.config import Settings\n")
+    (package / "sem.py").write_text("from simulation.config import Settings\n")
+    assert import_cycle(module_graph(package)) == ["camera", "config", "camera"]

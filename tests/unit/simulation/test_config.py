@@ -9,9 +9,10 @@ import pytest
 
 from servers.common.errors import BadArgument
 from simulation import config as cfg
-from simulation.config import Mounting, beamline_from_json, default_beamline, load_beamline, truth, write_truth
+from simulation.config import Mounting, beamline_from_json, default_beamline, load_beamline
 from simulation.geometry import apply
 from simulation.mounting import lab_to_sample, sample_to_stage, stage_motion_matrix, stage_to_sample
+from simulation.truth import truth, write_truth
 
 
 def test_sample_to_stage_is_the_stage_position_that_puts_the_point_in_the_beam(beamline):

@@ -26,7 +26,6 @@ from simulation.config import (
     beamline_from_json,
     default_beamline,
     night_beamline,
-    truth,
 )
 from simulation.drift import Timelines, stage_offset_mm
 from simulation.generate import isolated_mask
@@ -37,6 +36,7 @@ from simulation.pool_link import count_at
 from simulation.ring_schedule import RingSchedule, night_of
 from simulation.runtime import SimulatedBeamline
 from simulation.sem import render_sem, scan_nonlinearity_px, sem_nominal_pixel_to_sample, sem_pixel_to_sample
+from simulation.truth import truth
 from simulation.xrf import XrfDetector
 from tests.unit.simulation.conftest import scattered_cubes, window_centroid
 
