@@ -8,7 +8,8 @@ installed): an import inside a function counts, a word in a docstring does not. 
 * no server imports another server; ``servers/common`` imports no server;
 * the cores import no ``tango`` (nor Sardana or Taurus): only the device shells and the Tango
   glue modules named in :data:`TANGO_MODULES` do;
-* ``macros`` and ``clients`` import nothing from ``servers`` (they meet through Tango).
+* ``macros`` and ``clients`` import nothing from ``servers`` (they meet through Tango);
+* the modules of ``simulation`` import each other without a circle.
 """
 
 from __future__ import annotations
