@@ -50,6 +50,10 @@ field in a camera frame (~150 px) keeps its 64 px search, while a high-magnifica
 an SEM overview (~400 px at the common pixel size) would lose at 6x binning the single
 particles that tell its place from other areas with the same markers and blobs."""
 ANGLE_STEP_DEG = 2.0
+FULL_CIRCLE_ANGLES = round(360.0 / ANGLE_STEP_DEG)
+"""The scan's cost is (angles) x (binned reference pixels); the binning above is sized for a scan
+over the whole circle. A scan over a rotation window tries fewer angles and spends what it saves
+on resolution (:func:`search_factor`)."""
 SCAN_AGREEMENT_STEPS = 1.5
 """The fine alignment's rotation must lie within this many scan steps of the scan's
 (parabola-refined) angle: the two are independent estimates (64 px binned scan vs full
@@ -142,18 +146,30 @@ def search_angles(angle_range: tuple[float, float] | None) -> tuple[np.ndarray, 
     return angles, False
 
 
+def search_factor(target_shape: tuple[int, ...], angles: int) -> float:
+    """Resampling factor (<= 1) of the rotation scan. Over the whole circle the target is binned
+    to ~:data:`SEARCH_TARGET_SIDE` px (by at most :data:`MAX_SEARCH_BINNING`). A scan over fewer
+    angles keeps the same total cost (angles x binned reference pixels) and so bins less, by
+    sqrt(:data:`FULL_CIRCLE_ANGLES` / angles): a rotation window of +-5 deg (6 angles) scans at the
+    working pixel size. Why: a 31 µm tile (154 px in a 0.2 µm overview) binned to 64 px keeps its
+    six blobs but loses the single particles around them, and another area of the membrane then
+    correlates as well as its own (docs/workflow.md, "Tiles into the overview")."""
+    circle = min(1.0, max(SEARCH_TARGET_SIDE / max(target_shape), 1.0 / MAX_SEARCH_BINNING))
+    return min(1.0, circle * math.sqrt(FULL_CIRCLE_ANGLES / max(1, angles)))
+
+
 def estimate_contained(reference: np.ndarray, target: np.ndarray, max_shift_px: float | None = None,
                        angle_range: tuple[float, float] | None = None) -> ContainedEstimate:
     """Similarity target px -> reference px (both float32 representations, same pixel size);
     ``angle_range`` (deg, target onto reference) limits the rotation scan."""
     warnings: list[str] = []
-    factor = min(1.0, max(SEARCH_TARGET_SIDE / max(target.shape), 1.0 / MAX_SEARCH_BINNING))
+    angles, circular = search_angles(angle_range)
+    factor = search_factor(target.shape, len(angles))
     ref_small = resample(reference, factor)
     tgt_small = resample(target, factor)
     to_small = np.diag([factor, factor, 1.0])
     to_small[:2, 2] = 0.5 * factor - 0.5
     from_small = np.linalg.inv(to_small)
-    angles, circular = search_angles(angle_range)
     limit = None if max_shift_px is None else max_shift_px * factor
     scan = _scan(ref_small, tgt_small, angles, limit)
     best = max(range(len(scan)), key=lambda i: scan[i][1].distinctness)
