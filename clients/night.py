@@ -380,6 +380,8 @@ class Night:
         self.timings: dict[str, float] = {}
         self.chaos_log: list[dict[str, Any]] = []
         self.queue_wall_s = 0.0
+        self.refused: dict[str, str] = {}
+        """Regions whose registration into the overview was refused (name -> what the macro said)."""
 
     def queue(self) -> Any:
         return self.proxy("smart/queue/1")
@@ -428,19 +430,41 @@ class Night:
             model = "affine" if options.sem_scan_errors and self.inputs.overview else "similarity"
             self.step(door, f"smart_register {top} {model} {frame}", f"{top.name} registered to the camera",
                       lambda: describe_registration(json.loads(self.registration.LastResult or "{}")))
-            for region in self.inputs.regions if self.inputs.overview else []:
-                self.step(door, f"smart_register_region {region.image} {region.name} {OVERVIEW}",
-                          f"region {region.name}: {region.image.name} registered into the overview",
-                          lambda: describe_registration(json.loads(self.registration.LastResult or "{}"))
-                          .replace("camera px per reference px", "overview px per tile px"))
+            regions = self.register_regions(door) if self.inputs.overview else list(self.inputs.regions)
             queued = 0
-            for k, region in enumerate(self.inputs.regions):
-                share = math.ceil((options.particles - queued) / (len(self.inputs.regions) - k))
+            for k, region in enumerate(regions):
+                share = math.ceil((options.particles - queued) / (len(regions) - k))
                 queued += self.prepare_region(door, region, unit, share)
             door.run(f"senv SmartReferenceFrame {frame}", timeout_s=60)
             queue = self.queue()
             self.step(door, "smart_queue_order", "queue ordered for the shortest stage travel",
                       lambda: f"{queue.Pending} targets pending")
+
+    def register_regions(self, door: DoorClient) -> list[Region]:
+        """Every tile into the overview; returns the registered ones. A registration in doubt
+        (``SMART_Unsafe``: the macro stored nothing) costs that tile, not the night: it is said,
+        kept in :attr:`refused` (and the summary) and the night goes on with the other tiles.
+        Only when no tile registers does the night stop."""
+        registered = []
+        for region in self.inputs.regions:
+            try:
+                self.step(door, f"smart_register_region {region.image} {region.name} {OVERVIEW}",
+                          f"region {region.name}: {region.image.name} registered into the overview",
+                          lambda: describe_registration(json.loads(self.registration.LastResult or "{}"))
+                          .replace("camera px per reference px", "overview px per tile px"))
+            except MacroFailed as exc:
+                if "SMART_Unsafe" not in str(exc):
+                    raise
+                self.refused[region.name] = str(exc).strip()
+                self.console.say(f"region {region.name}: its registration into the overview is in doubt and was "
+                                 f"not stored; the night goes on without it ({str(exc).strip()[:300]})")
+                continue
+            registered.append(region)
+        if not registered:
+            raise MacroFailed(f"no region registered into the overview ({', '.join(self.refused)} refused): "
+                              "nothing to queue. Larger tiles (more structure at the overview's pixel size) "
+                              "or a finer overview register where these do not", [])
+        return registered
 
     def camera_live(self, tries: int = 5) -> None:
         """The camera delivers frames before anything relies on one: a simulated camera's first
@@ -635,7 +659,8 @@ def finish_night(out_dir: Path, inputs: NightInputs, options: NightOptions, nigh
     summary = score_night(night.visits, truth, targets, losses, night.queue_wall_s)
     decompose(summary, night.visits, truth, alignment_times(read_events(out_dir / EVENTS_FILE), truth), inputs.truth)
     summary.update(seed=options.seed, options=asdict(options), timings_s=night.timings, chaos=night.chaos_log,
-                   regions_input=[{"name": r.name, "image": str(r.image)} for r in inputs.regions])
+                   regions_input=[{"name": r.name, "image": str(r.image)} for r in inputs.regions],
+                   regions_refused=night.refused)
     drawn = night_figures.draw(out_dir, inputs, truth, summary)
     summary["figures"] = [str(p) for p in drawn]
     write_report(out_dir, title=f"SMART night, seed {options.seed}")

@@ -279,6 +279,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     for name, region in summary["regions"].items():
         lines.append(f"  region {name}: {region['visits']} visits, {region['within_100nm']:.0%} within 100 nm, "
                      f"median {region['median_error_nm']:.0f} nm")
+    for name in summary.get("regions_refused") or {}:
+        lines.append(f"  region {name}: not registered into the overview (in doubt, nothing stored): no visits")
     lines.append(f"overhead per particle (move + bookkeeping): median {summary['overhead_s_median']:.2f} s, "
                  f"95th percentile {summary['overhead_s_p95']:.2f} s, max {summary['overhead_s_max']:.2f} s")
     if summary["queue_wall_s"]:

@@ -102,6 +102,9 @@ def test_a_night_is_scored_against_where_each_particle_truly_was(tmp_path: Path)
     assert summary["scans_retried_after_beam_loss"] == 1
     assert summary["exactly_once"]["ok"], summary["exactly_once"]
     assert any("75.0% within 100 nm" in line for line in summary_lines(summary))
+    # a region whose registration into the overview was refused is said, with no visits
+    refused = summary_lines({**summary, "regions_refused": {"tile2": "SMART_Unsafe: ..."}})
+    assert any("region tile2: not registered into the overview" in line for line in refused)
 
 
 def test_lost_twice_and_during_a_loss_are_found(tmp_path: Path) -> None:
