@@ -315,7 +315,7 @@ class _SmartMacro(Macro):
     def check_drift(self, registration, camera_name, mapper=None, frame=None, point=None):
         """Re-register the reference to the camera here; stop if it is in doubt. Drift does not
         turn the sample, so the rotation search stays within DRIFT_ROTATION_DEG of the stored one
-        (a few times faster than the whole circle, and fewer chances of a false match).
+        (fewer chances of a false match; the search spends the angles it saves on resolution).
 
         With ``mapper``, ``frame`` and a reference ``point`` (px), the drift is measured: where the
         new registration puts the point on the stage minus where the stored one does. Every

@@ -81,7 +81,8 @@ class RegisterArgs(StrictArgs):
     ``max_shear_deg`` (default 2 deg), what two instruments' scan errors can plausibly give.
     ``rotation_range_deg`` ``[low, high]`` (similarity and affine) is where the rotation of target
     onto reference is known to lie, e.g. from the instruments' scan rotations: the contained
-    search then scans only that range (faster, and fewer chances for a false match), and a
+    search then scans only that range (fewer chances for a false match, and the angles saved go into a
+    finer scan: ``contained.search_factor``), and a
     result outside it (by more than 1 deg) is not a success.
     ``prior`` (:class:`RegistrationPrior`): expected rotation, scale and/or shift with
     tolerances that the result must satisfy to be a success.
