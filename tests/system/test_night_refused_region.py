@@ -1,0 +1,67 @@
+"""A tile whose registration into the overview is in doubt costs that tile, not the night
+(clients/night.py ``Night.register_regions``); no tile at all stops the night with what to do.
+
+The Door is a stand-in that answers each ``smart_register_region`` as the macro would; the rest
+of the night is tested on a real stack in tests/night."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clients.demo import Console
+from clients.door import MacroFailed
+from clients.night import Night, NightInputs, Region
+
+REFUSAL = ("SMART_Unsafe: the registration of tile2.tif into overview is in doubt (confidence 0.2): "
+           "nothing was stored")
+
+
+class _Door:
+    """Refuses the regions named in ``refuse`` with the macro's SMART_Unsafe, accepts the others."""
+
+    def __init__(self, refuse: set[str], error: str = REFUSAL) -> None:
+        self.refuse, self.error, self.ran = refuse, error, []
+
+    def run(self, macro: str, timeout_s: float) -> None:
+        self.ran.append(macro)
+        if macro.split()[2] in self.refuse:
+            raise MacroFailed(self.error, [("error", self.error)])
+
+
+class _Registration:
+    LastResult = json.dumps({"rotation_deg": 0.5, "scale": 0.1, "confidence": 1.0, "success": True})
+
+
+def _night(tmp_path: Path, names: list[str]) -> Night:
+    night = Night.__new__(Night)  # no stack: only the region step is exercised
+    night.inputs = NightInputs(tmp_path / "beamline.json", tmp_path / "sample.json", tmp_path / "truth.json",
+                               [Region(name, tmp_path / f"{name}.tif") for name in names], tmp_path / "overview.tif")
+    night.console, night.registration = Console(quiet=True), _Registration()
+    night.timings, night.refused = {}, {}
+    return night
+
+
+def test_a_refused_tile_is_left_out_and_named(tmp_path: Path) -> None:
+    night = _night(tmp_path, ["tile1", "tile2", "tile3"])
+    door = _Door({"tile2"})
+    kept = night.register_regions(door)
+    assert [r.name for r in kept] == ["tile1", "tile3"]
+    assert list(night.refused) == ["tile2"] and "SMART_Unsafe" in night.refused["tile2"]
+    assert len(door.ran) == 3  # the tiles after the refused one were still tried
+
+
+def test_no_registered_tile_stops_the_night_saying_what_to_do(tmp_path: Path) -> None:
+    night = _night(tmp_path, ["tile1", "tile2"])
+    with pytest.raises(MacroFailed, match="no region registered into the overview .*Larger tiles"):
+        night.register_regions(_Door({"tile1", "tile2"}))
+    assert set(night.refused) == {"tile1", "tile2"}
+
+
+def test_any_other_failure_is_not_taken_for_a_refusal(tmp_path: Path) -> None:
+    night = _night(tmp_path, ["tile1", "tile2"])
+    with pytest.raises(MacroFailed, match="TRANSIENT"):
+        night.register_regions(_Door({"tile1"}, error="API_CorbaException: TRANSIENT"))
+    assert night.refused == {}
