@@ -40,6 +40,7 @@ refined 3x3 (``servers.common.pointfit.AFFINE_ENTRIES``), in source -> destinati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,7 +174,48 @@ def refine_with_prior(source: np.ndarray, destination: np.ndarray, prior_matrix:
     ``model``: one of :data:`REFINE_MODELS`, or ``auto`` (the one with the most evidence).
     ``translation_sigma``: how far off the coarse translation may be beyond its covariance
     (beam position, drift); None: not known at all (flat), the measurements alone place it.
+
+    Steps: the correction is parametrised in a frame centred on the points and scaled by their
+    spread (:class:`_CorrectionFrame`); each candidate model's evidence decides the model
+    (:func:`_choose_model`); its posterior, with the noise raised when the residuals say so,
+    gives the matrix and its covariance (:func:`_posterior`).
     """
+    source, destination = _checked_points(source, destination, noise_sigma, linear_sigma)
+    prior_matrix = np.asarray(prior_matrix, float)
+    warnings: list[str] = []
+    frame = _CorrectionFrame.of(source, prior_matrix)
+    offsets = (destination - apply_matrix(prior_matrix, source)).reshape(-1)
+    design_full = affine_design(frame.u).reshape(-1, 6)
+    scale2 = max(float(np.mean(offsets**2)), noise_sigma**2)
+    full_prior = _prior_covariance(prior_cov6, frame.back, linear_sigma, frame.spread, translation_sigma,
+                                   FLAT_TRANSLATION * scale2)
+    if prior_cov6 is not None and not np.isfinite(prior_cov6).all():
+        warnings.append("the coarse mapping's uncertainty is unknown (an exact fit on its path): its linear part "
+                        f"is taken as known to {linear_sigma:.1%}")
+    chosen, evidence = _choose_model(model, len(source), offsets, design_full, full_prior, noise_sigma)
+    basis = _model_basis(chosen)
+    fit = _posterior(offsets, design_full @ basis, basis.T @ full_prior @ basis, noise_sigma, basis.shape[1])
+    if not fit.consistent:
+        warnings.append(f"the residuals ({fit.refit_rms:.3g} per axis) exceed the measurement "
+                        f"noise ({noise_sigma:.3g}): sigma raised to {fit.sigma:.3g}; more points would tell why")
+    to_entries = frame.back @ basis
+    matrix = prior_matrix.copy()
+    matrix[:2] += (to_entries @ fit.params).reshape(2, 3)
+    covariance = to_entries @ fit.params_cov @ to_entries.T
+    fitted = apply_matrix(matrix, source)
+    prior_fitted = apply_matrix(prior_matrix, source)
+    return RefinedFit(
+        model=chosen, matrix=matrix, covariance=(covariance + covariance.T) / 2,
+        residual_vectors=fitted - destination, prior_residual_vectors=prior_fitted - destination,
+        rms=float(np.sqrt(np.mean(np.sum((fitted - destination) ** 2, axis=1)))),
+        prior_rms=float(np.sqrt(np.mean(np.sum((prior_fitted - destination) ** 2, axis=1)))),
+        sigma=fit.sigma, sigma_given=float(noise_sigma), chi2=fit.chi2, dof=fit.dof, p_value=fit.p_value,
+        consistent=fit.consistent, log_evidence=evidence, linear_sigma=float(linear_sigma),
+        warnings=tuple(warnings))
+
+
+def _checked_points(source: np.ndarray, destination: np.ndarray, noise_sigma: float,
+                    linear_sigma: float) -> tuple[np.ndarray, np.ndarray]:
     source = np.asarray(source, float)
     destination = np.asarray(destination, float)
     if source.ndim != 2 or source.shape[1] != 2 or source.shape != destination.shape or len(source) == 0:
@@ -184,33 +226,43 @@ def refine_with_prior(source: np.ndarray, destination: np.ndarray, prior_matrix:
         raise BadArgument("a fit with a prior needs noise_sigma > 0: the 1-sigma error of one measured point")
     if not (linear_sigma > 0 and np.isfinite(linear_sigma)):
         raise BadArgument("linear_sigma must be a finite number > 0 (the coarse linear part is never exact)")
-    prior_matrix = np.asarray(prior_matrix, float)
-    n = len(source)
-    warnings: list[str] = []
-    centre = source.mean(axis=0)
-    linear0 = prior_matrix[:2, :2]
-    carried = (source - centre) @ linear0.T
-    spread = float(np.sqrt(np.mean(np.sum(carried**2, axis=1)) / 2.0))
-    if spread == 0.0:
-        spread = 1.0  # one point (or coincident ones): only a translation is measurable
-    u = carried / spread
-    offsets = (destination - apply_matrix(prior_matrix, source)).reshape(-1)
-    design_full = affine_design(u).reshape(-1, 6)
-    # correction delta(p) = Theta N p~ with N = [[B, -B c], [0, 0, 1]], B = M0_lin / s; the
-    # affine entries of delta are back @ theta (row r of delta = N^T theta_r)
-    b_matrix = linear0 / spread
-    lift = np.eye(3)
-    lift[:2, :2] = b_matrix
-    lift[:2, 2] = -b_matrix @ centre
-    back = np.zeros((6, 6))
-    back[:3, :3] = lift.T
-    back[3:, 3:] = lift.T
-    scale2 = max(float(np.mean(offsets**2)), noise_sigma**2)
-    full_prior = _prior_covariance(prior_cov6, back, linear_sigma, spread, translation_sigma,
-                                   FLAT_TRANSLATION * scale2)
-    if prior_cov6 is not None and not np.isfinite(prior_cov6).all():
-        warnings.append("the coarse mapping's uncertainty is unknown (an exact fit on its path): its linear part "
-                        f"is taken as known to {linear_sigma:.1%}")
+    return source, destination
+
+
+@dataclass(frozen=True)
+class _CorrectionFrame:
+    """Where the correction's parameters live: source points centred on their mean, carried by
+    the prior's linear part and divided by their spread (``u``), so that the parameters of every
+    model are of one size and the prior on them is simple. ``back`` takes the parameters to the
+    six matrix entries: correction delta(p) = Theta N p~ with N = [[B, -B c], [0, 0, 1]],
+    B = M0_lin / s; row r of delta is N^T theta_r."""
+
+    u: np.ndarray
+    spread: float
+    back: np.ndarray
+
+    @classmethod
+    def of(cls, source: np.ndarray, prior_matrix: np.ndarray) -> _CorrectionFrame:
+        centre = source.mean(axis=0)
+        linear0 = prior_matrix[:2, :2]
+        carried = (source - centre) @ linear0.T
+        spread = float(np.sqrt(np.mean(np.sum(carried**2, axis=1)) / 2.0))
+        if spread == 0.0:
+            spread = 1.0  # one point (or coincident ones): only a translation is measurable
+        b_matrix = linear0 / spread
+        lift = np.eye(3)
+        lift[:2, :2] = b_matrix
+        lift[:2, 2] = -b_matrix @ centre
+        back = np.zeros((6, 6))
+        back[:3, :3] = lift.T
+        back[3:, 3:] = lift.T
+        return cls(carried / spread, spread, back)
+
+
+def _choose_model(model: str, n: int, offsets: np.ndarray, design_full: np.ndarray, full_prior: np.ndarray,
+                  noise_sigma: float) -> tuple[str, dict[str, float]]:
+    """The model with the most evidence among those the points can determine (``model`` itself
+    unless ``auto``), and every candidate's log evidence."""
     candidates = REFINE_MODELS if model == "auto" else (model,)
     evidence: dict[str, float] = {}
     for name in candidates:
@@ -220,41 +272,43 @@ def refine_with_prior(source: np.ndarray, destination: np.ndarray, prior_matrix:
         evidence[name] = _log_evidence(offsets, design_full @ basis, basis.T @ full_prior @ basis, noise_sigma)
     if not evidence:
         raise BadArgument(f"a {model} refinement needs at least {MIN_POINTS.get(model, 1)} points, got {n}")
-    chosen = max(evidence, key=lambda name: evidence[name])
-    basis = _model_basis(chosen)
-    design = design_full @ basis
-    prior = basis.T @ full_prior @ basis
+    return max(evidence, key=lambda name: evidence[name]), evidence
+
+
+@dataclass(frozen=True)
+class _Posterior:
+    params: np.ndarray
+    params_cov: np.ndarray
+    sigma: float
+    chi2: float
+    dof: int
+    p_value: float
+    consistent: bool
+    refit_rms: float
+    """RMS per axis of the residuals after the refit at the raised sigma (what the warning quotes;
+    NaN when the residuals were consistent with the given noise)."""
+
+
+def _posterior(offsets: np.ndarray, design: np.ndarray, prior: np.ndarray, noise_sigma: float,
+               n_params: int) -> _Posterior:
+    """The parameters' posterior at ``noise_sigma``; when the residuals' chi-square says the noise
+    is larger (p < CONSISTENCY_ALPHA), again at the noise the residuals show."""
     prior_precision = np.linalg.pinv(prior)
 
-    def posterior(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    def at(sigma: float) -> tuple[np.ndarray, np.ndarray]:
         precision = design.T @ design / sigma**2 + prior_precision
         cov = np.linalg.inv(precision)
         return cov @ design.T @ offsets / sigma**2, cov
 
-    params, params_cov = posterior(noise_sigma)
+    params, params_cov = at(noise_sigma)
     residual = offsets - design @ params
     chi2 = float(residual @ residual / noise_sigma**2)
-    dof = max(len(offsets) - basis.shape[1], 0)
+    dof = max(len(offsets) - n_params, 0)
     p_value = float(stats.chi2.sf(chi2, dof)) if dof > 0 else 1.0
     consistent = p_value >= CONSISTENCY_ALPHA
-    sigma = noise_sigma
+    sigma, refit_rms = noise_sigma, math.nan
     if not consistent:
         sigma = float(np.sqrt(residual @ residual / dof))
-        params, params_cov = posterior(sigma)
-        residual = offsets - design @ params
-        warnings.append(f"the residuals ({np.sqrt(np.mean(residual**2)):.3g} per axis) exceed the measurement "
-                        f"noise ({noise_sigma:.3g}): sigma raised to {sigma:.3g}; more points would tell why")
-    to_entries = back @ basis
-    correction = (to_entries @ params).reshape(2, 3)
-    matrix = prior_matrix.copy()
-    matrix[:2] += correction
-    covariance = to_entries @ params_cov @ to_entries.T
-    fitted = apply_matrix(matrix, source)
-    prior_fitted = apply_matrix(prior_matrix, source)
-    return RefinedFit(
-        model=chosen, matrix=matrix, covariance=(covariance + covariance.T) / 2,
-        residual_vectors=fitted - destination, prior_residual_vectors=prior_fitted - destination,
-        rms=float(np.sqrt(np.mean(np.sum((fitted - destination) ** 2, axis=1)))),
-        prior_rms=float(np.sqrt(np.mean(np.sum((prior_fitted - destination) ** 2, axis=1)))),
-        sigma=sigma, sigma_given=float(noise_sigma), chi2=chi2, dof=dof, p_value=p_value, consistent=consistent,
-        log_evidence=evidence, linear_sigma=float(linear_sigma), warnings=tuple(warnings))
+        params, params_cov = at(sigma)
+        refit_rms = float(np.sqrt(np.mean((offsets - design @ params) ** 2)))
+    return _Posterior(params, params_cov, sigma, chi2, dof, p_value, consistent, refit_rms)
