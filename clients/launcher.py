@@ -490,9 +490,18 @@ class Stack:
                               f"({', '.join(handed.get('levels', {}))}); run `smart down` first")
         if previous:
             self.say(f"removing stale run state of a stack that is no longer running in {self.run_dir}")
-        for stale in (self.pid_file, self.state_file, self.run_dir / "env.sh",
-                      self.run_dir / "tango.db", self.run_dir / "macroserver.env"):
+        for stale in self.stale_state():
             stale.unlink(missing_ok=True)
+
+    def stale_state(self) -> list[Path]:
+        """What a new stack in this run directory starts without: the process table, the Tango
+        database and the MacroServer environment (a shelve: ``macroserver.env`` plus whatever
+        suffixes the dbm module adds, ``.dat``/``.dir``/``.bak`` for dbm.dumb). A stale
+        environment would, e.g., hand a new run the last run's ``SmartScanProgress``: the same
+        particle list counted as done, nothing scanned. The night queue's file (``queue/``) is
+        not stale state: it survives a restart by design (docs/queue.md)."""
+        return [self.pid_file, self.state_file, self.run_dir / "env.sh", self.run_dir / "tango.db",
+                *sorted(self.run_dir.glob("macroserver.env*"))]
 
     def _start_database(self) -> str:
         if self.port and not _port_is_free(self.port):

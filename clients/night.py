@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -125,6 +126,14 @@ class NightInputs:
     overview: Path | None = None
     """The low-magnification SEM overview the regions are registered into (None: one region,
     registered to the camera directly)."""
+
+
+def forget_earlier_queue(stack: Stack) -> None:
+    """A night is a new sample: an earlier night's queue file in the same run directory (kept on
+    purpose across restarts, docs/queue.md) would add its targets, done or pending, to this
+    night's. Left alone while that earlier stack still runs (``up`` then refuses anyway)."""
+    if not stack.running():
+        shutil.rmtree(stack.run_dir / "queue", ignore_errors=True)
 
 
 def prepare_night_inputs(out_dir: Path, options: NightOptions) -> NightInputs:
@@ -620,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     console.say(f"inputs: SEM overview {inputs.overview.name if inputs.overview else '-'} and "
                 f"{len(inputs.regions)} region(s): " + ", ".join(f"{r.name} ({r.image.name})" for r in inputs.regions))
     stack = Stack(out_dir / "stack", args.config, beamline=inputs.beamline, echo=args.verbose)
+    forget_earlier_queue(stack)
     start_the_clock(inputs)
     started = time.monotonic()
     try:

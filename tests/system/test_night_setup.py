@@ -1,5 +1,6 @@
-"""A tile whose registration into the overview is in doubt costs that tile, not the night
-(clients/night.py ``Night.register_regions``); no tile at all stops the night with what to do.
+"""The night's set-up, without a stack: a tile whose registration into the overview is in doubt
+costs that tile, not the night (``Night.register_regions``), no tile at all stops the night with
+what to do; a new night does not inherit an earlier night's queue (``forget_earlier_queue``).
 
 The Door is a stand-in that answers each ``smart_register_region`` as the macro would; the rest
 of the night is tested on a real stack in tests/night."""
@@ -65,3 +66,19 @@ def test_any_other_failure_is_not_taken_for_a_refusal(tmp_path: Path) -> None:
     with pytest.raises(MacroFailed, match="TRANSIENT"):
         night.register_regions(_Door({"tile1"}, error="API_CorbaException: TRANSIENT"))
     assert night.refused == {}
+
+
+def test_a_new_night_forgets_an_earlier_nights_queue_but_not_a_running_ones(tmp_path: Path) -> None:
+    from clients.launcher import Stack
+    from clients.night import forget_earlier_queue
+
+    stack = Stack(tmp_path / "stack", echo=False)
+    queue_file = stack.run_dir / "queue" / "smart_queue_1.sqlite"
+    queue_file.parent.mkdir(parents=True)
+    queue_file.write_text("an earlier night's targets")
+    stack.running = lambda: [object()]  # type: ignore[method-assign]  # a stack still up in that directory
+    forget_earlier_queue(stack)
+    assert queue_file.exists()
+    stack.running = lambda: []  # type: ignore[method-assign]
+    forget_earlier_queue(stack)
+    assert not queue_file.exists()
