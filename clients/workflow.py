@@ -22,7 +22,7 @@ import numpy as np
 import tango
 
 from clients.display import camera_geometry, duration, format_table, nanometres, significant, um_per_unit
-from clients.door import DoorClient
+from clients.door import DoorClient, MacroFailed
 from clients.particle_profiles import CEO2_50NM, particle_profile
 
 UM_PER_MM = 1000.0
@@ -189,6 +189,9 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
             door.run(scan, timeout_s=3600)
         timings["smart_scan_particles"] = elapsed = time.monotonic() - started
         rows = _read_visits(visits)
+        if to_scan > 0 and not rows:  # the macro ended well but visited nothing: never a result
+            raise MacroFailed(f"smart_scan_particles ended without visiting any of the {to_scan} particles "
+                              f"(no row in {visits}); its output above says why", [])
         with_signal = sum(r.get("outcome") == "scanned" for r in rows)
         say(f"[{total_steps}/{total_steps}] {len(rows)} particles visited in {duration(elapsed)}, "
             f"{with_signal} with a Ce signal")
