@@ -462,11 +462,12 @@ class Night:
                           lambda: describe_registration(json.loads(self.registration.LastResult or "{}"))
                           .replace("camera px per reference px", "overview px per tile px"))
             except MacroFailed as exc:
-                if "SMART_Unsafe" not in str(exc):
+                said = str(exc).strip()
+                if "SMART_Unsafe" not in said:
                     raise
-                self.refused[region.name] = str(exc).strip()
+                self.refused[region.name] = said
                 self.console.say(f"region {region.name}: its registration into the overview is in doubt and was "
-                                 f"not stored; the night goes on without it ({str(exc).strip()[:300]})")
+                                 f"not stored; the night goes on without it ({said[:300]})")
                 continue
             registered.append(region)
         if not registered:

@@ -262,8 +262,8 @@ class RegistrationCore:
         estimate = estimate_model(args, represent(work.ref, representation), represent(work.tgt, representation),
                                   (work.ref, work.tgt), max_shift, rotation_range)
         matrix = _full_resolution_matrix(estimate.matrix, work)
-        verdict = _judge(args, work, estimate, matrix, rotation_range, reference.pixel_size_um)
         rotation, scale = rotation_and_scale(matrix)
+        verdict = _judge(args, work, estimate, matrix, rotation, rotation_range, reference.pixel_size_um)
         sigma = verdict.sigma
         result = ImageRegistration(
             model=args.model,
@@ -430,7 +430,7 @@ class _Verdict:
     covariance: list[list[float]]
 
 
-def _judge(args: RegisterArgs, work: _WorkingPair, estimate: ModelEstimate, matrix: np.ndarray,
+def _judge(args: RegisterArgs, work: _WorkingPair, estimate: ModelEstimate, matrix: np.ndarray, rotation: float,
            rotation_range: tuple[float, float] | None, reference_pixel_size_um: float) -> _Verdict:
     """The rules every model shares, in order: a peak on the edge of the searched shifts, the
     affine's own plausibility, the prior, the precision limits, the rotation window, and
@@ -453,7 +453,6 @@ def _judge(args: RegisterArgs, work: _WorkingPair, estimate: ModelEstimate, matr
                                   confidence, warnings)
     if estimate.peak.polarity < 0:
         warnings.append("the target matched with inverted contrast")
-    rotation, _ = rotation_and_scale(matrix)
     if rotation_range is not None and not within_rotation_range(rotation, rotation_range):
         confidence = 0.0
         warnings.append(f"the rotation found, {rotation:.2f} deg, is outside rotation_range_deg "
