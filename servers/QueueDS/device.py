@@ -69,6 +69,7 @@ class QueueDS(SmartDevice):
         self._fault: str | None = None
         self._core: QueueCore | None = None
         self._pushed: dict[str, Any] = {}
+        self._pushed_revision: int | None = None  # every event of this revision went out (_changed)
         path = database_path(str(self.DataDir), self.get_name())
         try:
             self._core = QueueCore(QueueStore(path), int(self.MaxAttempts), float(self.ClaimTimeout))
@@ -109,23 +110,36 @@ class QueueDS(SmartDevice):
 
     def _changed(self) -> None:
         """After a command: State/Status, and a change event for each queue attribute whose value
-        changed (a loop's Report changes Activity only; facility software gets no repeats)."""
+        changed (a loop's Report changes Activity only; facility software gets no repeats).
+
+        Every change of the targets, the pause or the policy bumps ``Revision``; while it stands,
+        only ``Activity`` can have changed. Reading the whole queue after every command instead (a
+        loop sends five per target) made each command of a night slower than the one before:
+        120 ms with 300 targets pending, 430 ms once they were done, on the loaded 2-core machine."""
         self.refresh_state()
-        values = self._values()
+        core = self._need()
+        if self._pushed_revision == core.revision():
+            values: dict[str, Any] = {"Activity": dumps(core.activity())}
+        else:
+            values = self._values()
+        every_event_out = True
         for name in EVENT_ATTRIBUTES:
-            if self._pushed.get(name, _NOTHING) == values[name]:
+            if name not in values or self._pushed.get(name, _NOTHING) == values[name]:
                 continue
             try:
                 self.push_change_event(name, values[name])
                 self._pushed[name] = values[name]
             except tango.DevFailed as exc:  # an event that cannot go out must not undo the change
+                every_event_out = False
                 log.warning("change event of %s not pushed: %s", name, devfailed_line(exc))
+        if every_event_out and "Revision" in values:
+            self._pushed_revision = values["Revision"]
 
     def _values(self) -> dict[str, Any]:
         core = self._need()
         counts = core.counts()
         values: dict[str, Any] = {attr: counts[key] for attr, key in COUNT_ATTRIBUTES.items()}
-        values.update(Targets=dumps(core.targets()), Counts=dumps(counts), CurrentTarget=dumps(core.current()),
+        values.update(Targets=core.targets_json(), Counts=dumps(counts), CurrentTarget=dumps(core.current()),
                       TimeLeft=core.time_left(), Paused=core.paused, PauseReason=core.pause_reason,
                       Activity=dumps(core.activity()), Policy=dumps(core.policy()), Revision=core.revision())
         return values
@@ -198,7 +212,7 @@ class QueueDS(SmartDevice):
     # ------------------------------------------------------------------ attributes
     @smart_attribute(dtype=str, unit="JSON", label="Targets", doc="every target in queue order (docs/queue.md)")
     def Targets(self) -> str:
-        return dumps(self._need().targets())
+        return self._need().targets_json()
 
     @smart_attribute(dtype=int, unit="count", label="Pending", doc="targets waiting")
     def Pending(self) -> int:

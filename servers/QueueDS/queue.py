@@ -15,6 +15,7 @@ the shell sends); the readings (``targets``, ``counts``, ``policy``, ...) are JS
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -30,6 +31,7 @@ import numpy as np
 
 from servers.common.errors import BadArgument, NotFound, NotReady
 from servers.common.frames import ALWAYS_THERE, STAGE
+from servers.common.jsonargs import dumps
 from servers.QueueDS import args as a
 from servers.QueueDS.order import path_length, shortest_order
 from servers.QueueDS.results import (
@@ -85,6 +87,12 @@ def _scan_key(scan: dict[str, Any]) -> str:
     return json.dumps(scan, sort_keys=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _mesh(scan_key: str) -> a.MeshScan:
+    """A target's scan as the model (the targets of a night share a few scans: validated once)."""
+    return a.MeshScan.model_validate(json.loads(scan_key))
+
+
 class QueueCore:
     """The queue's commands over a :class:`QueueStore`."""
 
@@ -92,20 +100,34 @@ class QueueCore:
         self.store = store
         self.max_attempts = max(1, int(max_attempts))
         self.claim_timeout_s = float(claim_timeout_s)
+        self._encoded: dict[int, tuple[tuple[Any, ...], str]] = {}  # targets_json: id -> (row, JSON)
 
     # ------------------------------------------------------------- reading
     def targets(self) -> list[dict[str, Any]]:
         return [public(t) for t in self.store.targets()]
 
+    def targets_json(self) -> str:
+        """``targets()`` as JSON text, each target encoded again only when its row changed: a
+        night's finished targets carry kilobytes of data each, and ``Targets`` goes out after every
+        claim and finish (decoding and encoding them all took 140 ms with 300 done on the loaded
+        2-core machine)."""
+        encoded: dict[int, tuple[tuple[Any, ...], str]] = {}
+        for row in self.store.rows():
+            key = tuple(row)
+            known = self._encoded.get(row["id"])
+            text = known[1] if known is not None and known[0] == key else dumps(public(QueueStore.row_dict(row)))
+            encoded[row["id"]] = (key, text)
+        self._encoded = encoded
+        return "[" + ", ".join(text for _, text in encoded.values()) + "]"
+
     def counts(self) -> dict[str, int]:
-        counts = {state: 0 for state in a.STATES}
-        for target in self.store.targets():
-            counts[target["state"]] += 1
+        stored = self.store.state_counts()
+        counts = {state: stored.get(state, 0) for state in a.STATES}
         counts["total"] = sum(counts.values())
         return counts
 
     def current(self) -> dict[str, Any]:
-        running = [t for t in self.store.targets() if t["state"] == "running"]
+        running = self.store.targets(("running",))
         return public(running[0]) if running else {}
 
     @property
@@ -127,18 +149,16 @@ class QueueCore:
         return int(self.store.meta("revision", 0))
 
     def seconds_per_point(self, exposure: float) -> float:
-        done = [t for t in self.store.targets() if t["state"] == "done" and t.get("duration_s")]
-        done.sort(key=lambda t: t.get("finished_at") or "")
-        rates = [t["duration_s"] / a.MeshScan.model_validate(t["scan"]).points() for t in done[-ESTIMATE_FROM_LAST:]]
+        rates = [duration / _mesh(_scan_key(json.loads(scan))).points()
+                 for duration, scan in self.store.last_durations(ESTIMATE_FROM_LAST)]
         return float(np.mean(rates)) if rates else exposure + SECONDS_PER_POINT_OVERHEAD
 
     def time_left(self) -> float:
         """Seconds for the pending and running targets (docs/queue.md, TimeLeft)."""
-        left = [t for t in self.store.targets() if t["state"] in ("pending", "running")]
         total = 0.0
-        measured = self.seconds_per_point(0.0) if any(t["state"] == "done" for t in self.store.targets()) else None
-        for target in left:
-            scan = a.MeshScan.model_validate(target["scan"])
+        measured = self.seconds_per_point(0.0) if self.store.state_counts().get("done") else None
+        for target in self.store.targets(("pending", "running")):
+            scan = _mesh(_scan_key(target["scan"]))
             rate = measured if measured is not None else scan.exposure + SECONDS_PER_POINT_OVERHEAD
             total += scan.points() * rate
         return total
@@ -477,7 +497,7 @@ class QueueCore:
         pending; nothing while paused."""
         if self.paused:
             return Claim(None, None, False, "paused")
-        everything = self.store.targets()
+        everything = self.store.targets(("running", "pending"))
         running = [t for t in everything if t["state"] == "running"]
         now = time.time()
         for other in running:

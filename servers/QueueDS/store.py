@@ -97,10 +97,34 @@ class QueueStore:
         out["skip_requested"] = bool(out["skip_requested"])
         return out
 
-    def targets(self) -> list[dict[str, Any]]:
+    def targets(self, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Every target in queue order, or those in ``states`` only: the loop's commands need the
+        running and pending few, and decoding every finished target's data on each of them made
+        every command of a night slower than the one before."""
+        query, params = "SELECT * FROM targets", ()
+        if states is not None:
+            query, params = f"{query} WHERE state IN ({', '.join('?' for _ in states)})", tuple(states)
         with self._lock:
-            rows = self._db.execute("SELECT * FROM targets ORDER BY position, id").fetchall()
+            rows = self._db.execute(f"{query} ORDER BY position, id", params).fetchall()
         return [self.row_dict(r) for r in rows]
+
+    def rows(self) -> list[sqlite3.Row]:
+        """Every target row as stored (JSON columns still text), in queue order."""
+        with self._lock:
+            return self._db.execute("SELECT * FROM targets ORDER BY position, id").fetchall()
+
+    def state_counts(self) -> dict[str, int]:
+        """How many targets are in each state (states without targets are absent)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM targets GROUP BY state").fetchall()
+        return {str(state): int(count) for state, count in rows}
+
+    def last_durations(self, limit: int) -> list[tuple[float, str]]:
+        """(duration_s, scan JSON) of the ``limit`` done targets that finished last (with a duration), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT duration_s, scan FROM targets WHERE state = 'done' AND duration_s > 0 "
+                                    "ORDER BY finished_at DESC, position DESC, id DESC LIMIT ?", (limit,)).fetchall()
+        return [(float(duration), str(scan)) for duration, scan in reversed(rows)]
 
     def target(self, target_id: int) -> dict[str, Any] | None:
         with self._lock:

@@ -185,6 +185,14 @@ def test_a_queue_runs_and_is_steered_from_a_second_client(queue_stack) -> None:
     seen: list[int] = []
     event = queue.subscribe_event("Done", tango.EventType.CHANGE_EVENT,
                                   lambda e: seen.append(int(e.attr_value.value)) if not e.err else None)
+    # Targets goes out only when the queue changed, Activity after every report too (QueueDS._changed)
+    pushed_targets: list[str] = []
+    activities: list[str] = []
+    more = [queue.subscribe_event("Targets", tango.EventType.CHANGE_EVENT,
+                                  lambda e: pushed_targets.append(e.attr_value.value) if not e.err else None),
+            queue.subscribe_event("Activity", tango.EventType.CHANGE_EVENT,
+                                  lambda e: activities.append(json.loads(e.attr_value.value)["activity"])
+                                  if not e.err else None)]
     try:
         loop = Loop(stack)
         wait_for(lambda: activity(queue)["activity"] == "scanning" and activity(queue)["target"] == first, 120,
@@ -200,9 +208,13 @@ def test_a_queue_runs_and_is_steered_from_a_second_client(queue_stack) -> None:
         assert loop.alive(), "the loop ended before the retry"
         assert json.loads(queue.Retry(json.dumps({"ids": [empty]})))["retried"] == [empty]  # retry
         loop.join()
+        wait_for(lambda: bool(pushed_targets) and json.loads(pushed_targets[-1]) == json.loads(queue.Targets), 10,
+                 "the last Targets event is the queue as it ended")
     finally:
-        queue.unsubscribe_event(event)
+        for subscription in (event, *more):
+            queue.unsubscribe_event(subscription)
     assert loop.error is None, loop.error
+    assert {"claimed", "moving", "scanning", "finishing"} <= set(activities), activities
     final = targets(queue)
     assert [final[i]["state"] for i in (first, second, empty, third, fourth)] == \
         ["done", "done", "failed", "skipped", "done"]

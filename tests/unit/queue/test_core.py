@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from servers.common.errors import BadArgument, NotFound, NotReady, SmartError
+from servers.common.jsonargs import dumps
 from servers.QueueDS import args as a
 from servers.QueueDS.queue import Detection, QueueCore
 from servers.QueueDS.results import Added, Claim, Finished
@@ -280,3 +281,43 @@ def test_file_is_wal_with_full_sync(tmp_path: Path) -> None:
     db = sqlite3.connect(str(tmp_path / "q.sqlite"))
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert core.store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_targets_json_is_targets_encoded_after_every_kind_of_change(core: QueueCore) -> None:
+    """``Targets`` goes out as ``targets_json``: it must equal encoding ``targets()`` whatever
+    changed in between (a claim, a finish with data holding NaN, a reorder, an edit, a removal)."""
+    def same() -> None:
+        assert core.targets_json() == dumps(core.targets())
+        assert json.loads(core.targets_json()) == json.loads(dumps(core.targets()))
+
+    add_isolated(core)
+    same()
+    first = claim(core)
+    same()
+    finish(core, first, data={"ce_centre": [1.5, float("nan")], "times": {"scan_s": 2.0}}, duration_s=2.0)
+    same()
+    ids = [t["id"] for t in core.targets() if t["state"] == "pending"]
+    core.reorder(a.ReorderArgs.model_validate({"ids": list(reversed(ids))}), None)
+    same()
+    core.edit(a.EditArgs.model_validate({"id": ids[0], "region": "B"}))
+    same()
+    core.remove(a.IdsArgs.model_validate({"ids": [ids[1]]}))
+    same()
+    assert [t["id"] for t in json.loads(core.targets_json())] == [t["id"] for t in core.targets()]
+
+
+def test_counts_current_and_time_left_read_only_what_they_need(core: QueueCore) -> None:
+    """The reads that follow every command give what a full scan of the targets gives."""
+    add_isolated(core)
+    first = claim(core)
+    assert core.counts() == {"pending": 2, "running": 1, "done": 0, "failed": 0, "skipped": 0, "total": 3}
+    assert core.current()["id"] == first.target["id"]
+    finish(core, first, duration_s=3.0)
+    second = claim(core)
+    finish(core, second, outcome="failed", kind="no_signal", reason="none")
+    everything = core.targets()
+    for state in a.STATES:
+        assert core.counts()[state] == sum(t["state"] == state for t in everything)
+    assert core.current() == {}
+    left = sum(t["state"] in ("pending", "running") for t in everything)
+    assert core.time_left() == pytest.approx(left * 3.0)
