@@ -29,7 +29,7 @@ from pathlib import Path
 
 from clients.display import duration
 from clients.door import MacroFailed
-from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack
+from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack, ended_like_ctrl_c
 from clients.workflow import Inputs, WorkflowOptions, prepare_inputs, run_workflow, score, summary_table
 
 DEMO_DIR = REPO / "run" / "demo"
@@ -120,7 +120,11 @@ def draw_figures(out_dir: Path, tango_host: str, summary: dict, sem_path: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    with ended_like_ctrl_c():  # a killed demo takes its stack down too
+        return run_demo(parse_args(argv))
+
+
+def run_demo(args: argparse.Namespace) -> int:
     begun = time.monotonic()
     console = Console(verbose=args.verbose, quiet=args.quiet)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -816,6 +816,25 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def ended_like_ctrl_c() -> Iterator[None]:
+    """Inside: SIGTERM (``kill``, a batch system, a service manager) and SIGHUP (the terminal
+    closed) end the run as Ctrl-C does, so every ``finally`` runs and the stack a run brought up
+    is taken down. Python's default for them is to die on the spot: a killed ``make night`` left
+    all ten servers of its stack running with no one to stop them. The old handlers come back on
+    the way out. Main thread only (Python's rule for signal handlers)."""
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    ends = (signal.SIGTERM, signal.SIGHUP)
+    before = {sig: signal.signal(sig, leave) for sig in ends}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 from clients.demo import Console, describe_stack
 from clients.display import duration
 from clients.door import DoorClient, MacroFailed
-from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack
+from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack, ended_like_ctrl_c
 from clients.night_decompose import alignment_times, decompose, decomposition_lines, read_events
 from clients.night_score import Truth, read_visits, score_night, summary_lines
 from clients.workflow import (
@@ -611,7 +611,11 @@ class Night:
 
 # ----------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    with ended_like_ctrl_c():  # a killed night takes its stack down too
+        return run_night(parse_args(argv))
+
+
+def run_night(args: argparse.Namespace) -> int:
     begun = time.monotonic()
     console = Console(verbose=args.verbose, quiet=args.quiet)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from clients.launcher import ManagedProcess, Stack
+from clients.launcher import REPO, ManagedProcess, Stack
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -59,3 +61,41 @@ def test_servers_listen_on_loopback_unless_a_facility_gives_the_host_address(tmp
     assert Stack(tmp_path, facility=True, echo=False, listen="10.1.2.3").listen == "10.1.2.3"
     with pytest.raises(LaunchError, match="--listen needs --facility"):
         Stack(tmp_path, echo=False, listen="10.1.2.3")
+
+
+def _started_processes(pids_file: Path) -> list[psutil.Process]:
+    """The processes a stack recorded, those still running (by PID and start time)."""
+    alive = []
+    for entry in json.loads(pids_file.read_text()).values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(entry["pid"])
+            if abs(process.create_time() - entry["create_time"]) < 1.0:
+                alive.append(process)
+    return alive
+
+
+def test_a_demo_ended_by_sigterm_takes_its_whole_stack_down(tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) of a running `make demo` stops every server it started, as Ctrl-C does."""
+    run_dir = tmp_path / "demo"
+    pids_file = run_dir / "stack" / "pids.json"
+    demo = subprocess.Popen([sys.executable, "-m", "clients.demo", "--seed", "3", "--run-dir", str(run_dir), "--quiet"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (pids_file.exists() and "MacroServer/smart" in pids_file.read_text()):
+            assert demo.poll() is None, demo.stderr.read().decode() if demo.stderr else ""
+            assert time.monotonic() < deadline, "the demo's stack did not come up within 240 s"
+            time.sleep(0.5)
+        running = _started_processes(pids_file)
+        assert len(running) >= 8, running
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=120) == 128 + signal.SIGTERM
+        gone, alive = psutil.wait_procs(running, timeout=10)
+        assert not alive, f"left running after the demo ended: {[p.cmdline()[1:2] for p in alive]}"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=30)
+        if pids_file.exists():
+            for process in _started_processes(pids_file):
+                process.kill()

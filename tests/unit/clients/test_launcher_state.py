@@ -4,9 +4,14 @@ environment: a kept environment handed a second `make demo` of the same seed the
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
-from clients.launcher import Stack
+import pytest
+
+from clients.launcher import Stack, ended_like_ctrl_c
 
 
 def test_the_macroserver_environment_of_every_dbm_flavour_is_stale_state(tmp_path: Path) -> None:
@@ -23,3 +28,19 @@ def test_the_macroserver_environment_of_every_dbm_flavour_is_stale_state(tmp_pat
     stack._prepare_run_dir()
     assert not any(path.exists() for path in stale)
     assert all(path.exists() for path in kept)
+
+
+@pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_end_a_run_like_ctrl_c(ending: signal.Signals) -> None:
+    """A run that gets SIGTERM or SIGHUP leaves through its ``finally`` (where its stack is taken
+    down), with the shell's exit status for that signal, and the old handler comes back."""
+    before = signal.getsignal(ending)
+    cleaned = []
+    with pytest.raises(SystemExit) as ended, ended_like_ctrl_c():
+        try:
+            os.kill(os.getpid(), ending)
+            time.sleep(5)  # the handler raises at the next bytecode, long before this ends
+        finally:
+            cleaned.append(True)
+    assert ended.value.code == 128 + ending and cleaned == [True]
+    assert signal.getsignal(ending) is before
