@@ -545,6 +545,9 @@ class Night:
                         self.console.say(f"the loop ended with {left} targets left "
                                          f"(queue paused: {queue.read_attribute('PauseReason').value!r})")
                     break
+                if bool(queue.Paused):  # the loop's own safety stop (a drift check in doubt): no restart helps
+                    raise MacroFailed(f"the loop stopped and paused the queue with {left} targets left: "
+                                      f"{queue.read_attribute('PauseReason').value}", [])
                 restarts += 1
                 if restarts > 5:
                     raise MacroFailed(f"smart_run_queue ended {restarts} times with targets left: {loop.error}", [])

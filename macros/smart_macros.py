@@ -59,6 +59,7 @@ from macros.smart_support import (
     SmartMacroError,
     VisitLog,
     camera_rotation_text,
+    drift_check_search,
     known_range,
     length_text,
     mesh_around,
@@ -81,8 +82,6 @@ CANDIDATE_SLOT = "reference_candidate"
 """Where smart_register loads a new reference: it replaces REFERENCE_SLOT (the image the drift
 checks register) only once it has registered, so a refused image leaves the night's reference."""
 CAMERA_SLOT = "camera"
-DRIFT_ROTATION_DEG = 5.0
-"""Rotation search half-width of the drift check around the rotation smart_register found."""
 FINE_FRAME_SUFFIX = ""
 CENTRE_SIGMA_UM = 0.03
 """Default 1-sigma error per axis of one X-ray (Ce-map) centre: stage repeatability of 10-30 nm
@@ -315,15 +314,16 @@ class _SmartMacro(Macro):
     def check_drift(self, registration, camera_name, mapper=None, frame=None, point=None):
         """Re-register the reference to the camera here; stop if it is in doubt. Drift does not
         turn the sample, so the rotation search stays within DRIFT_ROTATION_DEG of the stored one
-        (fewer chances of a false match; the search spends the angles it saves on resolution).
+        (fewer chances of a false match; the search spends the angles it saves on resolution),
+        with the model of the stored registration (``drift_check_search``).
 
         With ``mapper``, ``frame`` and a reference ``point`` (px), the drift is measured: where the
         new registration puts the point on the stage minus where the stored one does. Every
         check goes to the event log (the morning report's drift plot and time budget)."""
-        rotation = self.env_or("SmartRegistrationRotation", None)
-        window = None if rotation is None else [rotation - DRIFT_ROTATION_DEG, rotation + DRIFT_ROTATION_DEG]
+        model, window = drift_check_search(self.env_or("SmartRegistrationRotation", None),
+                                           self.env_or("SmartRegistrationModel", None))
         started = time.time()
-        result, here = self.register_to_camera(registration, camera_name, "similarity", window)
+        result, here = self.register_to_camera(registration, camera_name, model, window)
         drift = self.drift_at(mapper, frame, point, result, here) if result.get("success") and point else None
         self.event_log().write("drift_check", started, time.time() - started, success=bool(result.get("success")),
                                confidence=result.get("confidence"), rotation_deg=result.get("rotation_deg"),
@@ -683,6 +683,7 @@ class smart_register(_SmartMacro):
         self.setEnv("SmartReferenceFrame", frame)
         self.setEnv("SmartRegistrationStage", stage)
         self.setEnv("SmartRegistrationRotation", float(result["rotation_deg"]))
+        self.setEnv("SmartRegistrationModel", model)
         self.reset_drift("smart_register")
         self.output(f"stored {frame} -> camera at stage position {self.stage_text(stage, self.stage_unit(mapper))}")
 

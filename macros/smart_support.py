@@ -116,6 +116,21 @@ def camera_rotation_text(rotation_deg: float, mirrored: bool) -> str:
             + (", mirrored" if mirrored else ""))
 
 
+DRIFT_ROTATION_DEG = 5.0
+"""Rotation search half-width of the drift check around the rotation smart_register found."""
+
+
+def drift_check_search(rotation_deg: float | None, model: str | None) -> tuple[str, list[float] | None]:
+    """The model and the rotation window (deg) a drift check registers the reference with: the
+    model ``smart_register`` stored it with (an SEM image with its own scan errors registers
+    affinely only: a similarity check of it is refused every time), and within
+    ``DRIFT_ROTATION_DEG`` of its rotation (drift moves the sample, it does not turn it).
+    A registration stored before the model was kept is checked as a similarity, as then."""
+    window = None if rotation_deg is None else [float(rotation_deg) - DRIFT_ROTATION_DEG,
+                                                float(rotation_deg) + DRIFT_ROTATION_DEG]
+    return str(model or "similarity"), window
+
+
 class MeshSpec(NamedTuple):
     """A square mesh centred on a stage position: ``intervals`` steps per axis.
 
