@@ -82,3 +82,44 @@ def test_a_new_night_forgets_an_earlier_nights_queue_but_not_a_running_ones(tmp_
     stack.running = lambda: []  # type: ignore[method-assign]
     forget_earlier_queue(stack)
     assert not queue_file.exists()
+
+
+class _PausedQueue:
+    """A queue the loop paused itself (a drift check in doubt), two targets left."""
+
+    Pending, Running, Paused = 2, 0, True
+
+    def read_attribute(self, name: str):
+        assert name == "PauseReason"
+        return type("Value", (), {"value": "drift check failed: confidence 0.500"})()
+
+
+class _LoopThatPaused:
+    """``smart_run_queue`` that ended with the drift check's refusal."""
+
+    started = 0
+
+    def __init__(self, tango_host: str, echo) -> None:  # noqa: ANN001
+        _LoopThatPaused.started += 1
+        self.error = MacroFailed("SMART_Unsafe: drift check failed", [])
+
+    def alive(self) -> bool:
+        return False
+
+    def join(self, timeout_s: float) -> None:
+        pass
+
+
+def test_a_queue_the_loop_paused_ends_the_night_with_its_reason(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """No restart of a loop that stopped itself for safety: the night ends saying why."""
+    import clients.night as night_module
+
+    monkeypatch.setattr(night_module, "QueueLoop", _LoopThatPaused)
+    night = _night(tmp_path, ["tile1"])
+    night.stack = type("Stack", (), {"tango_host": "127.0.0.1:1"})()
+    night.options = night_module.NightOptions(chaos=False)
+    night.visits = tmp_path / "visits.csv"
+    night.queue = lambda: _PausedQueue()  # type: ignore[method-assign]
+    with pytest.raises(MacroFailed, match="paused the queue with 2 targets left: drift check failed"):
+        night.run_queue()
+    assert _LoopThatPaused.started == 1
