@@ -93,10 +93,10 @@ class NightOptions:
     """SEM tiles (high-magnification regions) besides the overview."""
     tile_px: int = 4096
     """Width and height of each tile (20 nm/px)."""
-    sem_scan_errors: bool = False
+    sem_scan_errors: bool = True
     """Render the overview and tiles with their own SEM scan errors (magnification, shear,
-    non-linearity) and register them with the affine model; off by default until a night with
-    them has been measured (a similarity registration refuses them; docs/simulation.md)."""
+    non-linearity), as a real SEM scans, and register the overview to the camera with the affine
+    model (a similarity registration refuses them; docs/simulation.md)."""
     acceleration: float = 8.0
     """Simulated seconds per wall second: a default night (300 particles, 4 tiles) takes about an
     hour of wall time on 2 shared cores, in which 8 simulated hours of drift pass."""
@@ -160,9 +160,7 @@ def prepare_night_inputs(out_dir: Path, options: NightOptions) -> NightInputs:
                                                                                     "seed": options.seed})
         return one
     recipe = RegionsRecipe(tiles=options.regions, tile_px=options.tile_px)
-    if not options.sem_scan_errors:
-        # with each image's own SEM scan errors only the affine registrations hold (docs/registration.md,
-        # "Affine"); a night with them is not measured yet: perfect scans by default
+    if not options.sem_scan_errors:  # perfect similarities (--no-sem-scan-errors)
         recipe = replace(recipe, scan_errors=PERFECT_SCANS)
     sample = night_sample(options.seed, recipe)
     beamline = night_beamline(options.seed, sample=sample, hours=options.hours, acceleration=options.acceleration)
@@ -210,9 +208,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--regions", type=int, default=4,
                         help="SEM tiles besides the overview (default 4); 0: one SEM image registered to the camera")
     parser.add_argument("--tile-px", type=int, default=4096, help="width and height of each tile, px of 20 nm")
-    parser.add_argument("--sem-scan-errors", action="store_true",
-                        help="SEM overview and tiles with their own scan errors, registered with the affine "
-                             "model (not yet measured in a night)")
+    parser.add_argument("--sem-scan-errors", action=argparse.BooleanOptionalAction, default=True,
+                        help="SEM overview and tiles with their own scan errors (1-2 %% magnification, shear, "
+                             "non-linearity), the overview registered to the camera with the affine model "
+                             "(default on); off: perfect similarities")
     parser.add_argument("--acceleration", type=float, default=8.0,
                         help="simulated seconds per wall second (default 8: 8 h of drift in an hour)")
     parser.add_argument("--fine-particles", type=int, default=4, help="particles mapped for the fine alignment")
