@@ -7,10 +7,10 @@ alternately, and reads Sardana's own account of each scan (the "taking ... Dead 
 (setup time ..., motion dead time ...)" line every scan prints): the per-point slope between
 the two sizes, the fixed cost per scan, and per point the motion (Sardana's motion dead
 time), the exposure and the rest (measurement-group start/wait/read and the recorders). The
-same meshes without ``ScanFile`` (no NXscan HDF5 recorder: never how the product runs, the
-workflow reads that file) say what the file recorder costs; a ``meshct`` (Sardana's continuous
-mesh, software synchronisation) of the same 7 x 7 grid says whether continuous scans would pay
-on these simulated controllers. Takes ~3 minutes on two cores.
+same meshes without ``ScanFile``, alternating with them (no NXscan HDF5 recorder: never how the
+product runs, the workflow reads that file) say what the file recorder costs; a ``meshct``
+(Sardana's continuous mesh, software synchronisation) of the same 7 x 7 grid says whether
+continuous scans would pay on these simulated controllers. Takes ~3 minutes on two cores.
 """
 
 from __future__ import annotations
@@ -59,12 +59,21 @@ def mesh_command(macro: str, side: int, x0: float, y0: float) -> str:
             f"samy {y0 - HALF_MM!r} {y0 + HALF_MM!r} {side - 1} {EXPOSURE_S}")
 
 
-def timed_meshes(door: DoorClient, x0: float, y0: float) -> dict[int, list[dict[str, float]]]:
-    runs: dict[int, list[dict[str, float]]] = {7: [], 13: []}
+def timed_meshes(door: DoorClient, x0: float, y0: float) -> tuple[dict[int, list[dict[str, float]]], ...]:
+    """Three rounds of 7 x 7 and 13 x 13, each round with the HDF5 file and then without it:
+    alternating, so that the machine's load drifting during the bench weighs on both alike."""
+    with_file: dict[int, list[dict[str, float]]] = {7: [], 13: []}
+    without_file: dict[int, list[dict[str, float]]] = {7: [], 13: []}
     for _ in range(REPEATS):
-        for side in runs:
-            runs[side].append(scan_account(door.run(mesh_command("mesh", side, x0, y0), timeout_s=600).text()))
-    return runs
+        rounds = ((with_file, None, None), (without_file, "usenv ScanFile", "senv ScanFile smart_scans.h5"))
+        for runs, before, after in rounds:
+            if before:
+                door.run(before)
+            for side in runs:
+                runs[side].append(scan_account(door.run(mesh_command("mesh", side, x0, y0), timeout_s=600).text()))
+            if after:
+                door.run(after)
+    return with_file, without_file
 
 
 def median(runs: list[dict[str, float]], key: str) -> float:
@@ -85,10 +94,7 @@ def run(report: Report) -> None:
             with DoorClient(f"tango://{stack.tango_host}/smart/door/01") as door:
                 x0, y0 = (float(tango.DeviceProxy(name).position) for name in ("samx", "samy"))
                 door.run(mesh_command("mesh", 7, x0, y0))  # warm-up: first scan opens the file, loads modules
-                with_file = timed_meshes(door, x0, y0)
-                door.run("usenv ScanFile")
-                without_file = timed_meshes(door, x0, y0)
-                door.run("senv ScanFile smart_scans.h5")
+                with_file, without_file = timed_meshes(door, x0, y0)
                 started = time.monotonic()
                 continuous = scan_account(door.run(mesh_command("meshct", 7, x0, y0), timeout_s=600).text())
                 continuous_wall = time.monotonic() - started
