@@ -349,10 +349,18 @@ class Stack:
         for spec in config.servers:
             self._start(spec.name, _server_command(spec.executable, spec.instance, self.listen))
         for server in config.sardana_servers:
-            self._start(server, _server_command(*server.split("/"), self.listen))
+            self._start(server, [*_server_command(*server.split("/"), self.listen), *self._sardana_log_file(server)])
             self._wait_devices(self._devices_of_server(server), server)
         for spec in config.servers:
             self._wait_devices(list(spec.devices), spec.name)
+
+    def _sardana_log_file(self, server: str) -> list[str]:
+        """Sardana's own log file in this run's log folder, at info level. Its default is
+        ``/tmp/tango-<user>/<Server>/<instance>/log.txt`` at debug level: every stack on the
+        machine whose instance has the same name (two test tiers, a demo beside a night) would
+        write, and rotate away, one file."""
+        return ["--log-file-name", str(self.log_dir / f"{server.replace('/', '-')}.sardana.log"),
+                "--log-file-level", "info"]
 
     def _starter_client(self) -> Any:
         """The Starter that is to run our servers, once it answers and looks in ``<run>/bin``;

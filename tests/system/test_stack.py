@@ -65,6 +65,15 @@ def test_ascan_runs_through_the_door(stack: Stack) -> None:
     assert float(data_rows[-1].split()[1]) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_sardana_logs_into_the_run_not_into_a_file_every_stack_shares(stack: Stack) -> None:
+    """Sardana's own log of this stack's Pool and MacroServer is in the run's log folder (its
+    default, /tmp/tango-<user>/<Server>/smart/log.txt, would be shared by every stack named smart)."""
+    for server in ("Pool/smart", "MacroServer/smart"):
+        log = stack.log_dir / f"{server.replace('/', '-')}.sardana.log"
+        assert log.exists() and log.stat().st_size > 0, log
+        assert "--log-file-name" in stack.processes[server].cmd
+
+
 def test_failing_macro_is_reported(stack: Stack) -> None:
     with DoorClient(device_trl(stack, "smart/door/01")) as door, pytest.raises(MacroFailed):
         door.run("ascan no_such_motor 0 1 5 0.1", timeout_s=60)
