@@ -85,26 +85,18 @@ def run(report: Report) -> None:
 
     from clients.door import DoorClient
     from clients.launcher import Stack
+    from tests.system.stacks import running_stack
 
-    with tempfile.TemporaryDirectory(prefix="smart-bench-scan-") as tmp:
-        stack = Stack(run_dir=Path(tmp), seed=1, echo=False)
-        previous = os.environ.get("TANGO_HOST")
-        try:
-            os.environ["TANGO_HOST"] = stack.up()
-            with DoorClient(f"tango://{stack.tango_host}/smart/door/01") as door:
-                x0, y0 = (float(tango.DeviceProxy(name).position) for name in ("samx", "samy"))
-                door.run(mesh_command("mesh", 7, x0, y0))  # warm-up: first scan opens the file, loads modules
-                with_file, without_file = timed_meshes(door, x0, y0)
-                started = time.monotonic()
-                continuous = scan_account(door.run(mesh_command("meshct", 7, x0, y0), timeout_s=600).text())
-                continuous_wall = time.monotonic() - started
-                step = scan_account(door.run(mesh_command("mesh", 7, x0, y0), timeout_s=600).text())
-        finally:
-            stack.down(quiet=True)
-            if previous is None:
-                os.environ.pop("TANGO_HOST", None)
-            else:
-                os.environ["TANGO_HOST"] = previous
+    with tempfile.TemporaryDirectory(prefix="smart-bench-scan-") as tmp, \
+            running_stack(Stack(run_dir=Path(tmp), seed=1, echo=False)) as stack, \
+            DoorClient(f"tango://{stack.tango_host}/smart/door/01") as door:
+        x0, y0 = (float(tango.DeviceProxy(name).position) for name in ("samx", "samy"))
+        door.run(mesh_command("mesh", 7, x0, y0))  # warm-up: first scan opens the file, loads modules
+        with_file, without_file = timed_meshes(door, x0, y0)
+        started = time.monotonic()
+        continuous = scan_account(door.run(mesh_command("meshct", 7, x0, y0), timeout_s=600).text())
+        continuous_wall = time.monotonic() - started
+        step = scan_account(door.run(mesh_command("mesh", 7, x0, y0), timeout_s=600).text())
     load = os.getloadavg()[0]
     note = f"10 ms per point, median of {REPEATS}; 1-min load {load:.1f} on {os.cpu_count()} cores"
     t7, t13 = median(with_file[7], "total"), median(with_file[13], "total")
