@@ -32,7 +32,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -357,6 +357,18 @@ class ChaosStep:
     done: bool = False
 
 
+def fair_shares(available: Sequence[int], total: int) -> list[int]:
+    """Up to ``total`` particles over regions holding ``available`` isolated ones: equal shares,
+    and what a region cannot fill goes to the others (a tile with few isolated particles no
+    longer leaves the night short while another has more)."""
+    shares, left = [0] * len(available), max(int(total), 0)
+    order = sorted(range(len(available)), key=lambda i: available[i])
+    for k, i in enumerate(order):
+        shares[i] = min(max(int(available[i]), 0), math.ceil(left / (len(order) - k)))
+        left -= shares[i]
+    return shares
+
+
 def chaos_plan(total: int, beam_loss_s: float) -> list[ChaosStep]:
     """When to strike: the MacroServer a third into the queue, the beam halfway, the SMART
     server at two thirds (each while a target is being scanned)."""
@@ -439,10 +451,10 @@ class Night:
             self.step(door, f"smart_register {top} {model} {frame}", f"{top.name} registered to the camera",
                       lambda: describe_registration(json.loads(self.registration.LastResult or "{}")))
             regions = self.register_regions(door) if self.inputs.overview else list(self.inputs.regions)
-            queued = 0
-            for k, region in enumerate(regions):
-                share = math.ceil((options.particles - queued) / (len(regions) - k))
-                queued += self.prepare_region(door, region, unit, share)
+            available = ([self.isolated_in(door, region) for region in regions] if len(regions) > 1
+                         else [options.particles])  # one region: no counting pass
+            for region, share in zip(regions, fair_shares(available, options.particles), strict=True):
+                self.prepare_region(door, region, unit, share)
             door.run(f"senv SmartReferenceFrame {frame}", timeout_s=60)
             queue = self.queue()
             self.step(door, "smart_queue_order", "queue ordered for the shortest stage travel",
@@ -492,10 +504,9 @@ class Night:
                                       f"{exc.args[0].desc.strip()}", []) from None
                 time.sleep(1.0)
 
-    def prepare_region(self, door: DoorClient, region: Region, unit: str, share: int) -> int:
-        """Find one region's particles, fine-align the region to the stage with X-ray maps of a
-        few of them and queue up to ``share`` of its isolated particles, spread over the region;
-        returns how many were queued."""
+    def detect(self, door: DoorClient, region: Region) -> None:
+        """The particles of one region, with the settings for its pixel size (ParticleDS keeps
+        the last detection: the queue and the fine alignment take that one)."""
         options = self.options
         pixel_um = _tiff_pixel_size_um(region.image)
         for name, value in {**options.particle_settings, "IsolationRadius": options.isolation_um / pixel_um}.items():
@@ -503,6 +514,18 @@ class Night:
         door.run(f"senv SmartReferenceFrame {region.name}", timeout_s=60)
         self.step(door, f"smart_find_particles {region.image}", f"region {region.name}: particles detected",
                   lambda: f"{self.particles.Count} on {region.image.name}, {self.particles.IsolatedCount} isolated")
+
+    def isolated_in(self, door: DoorClient, region: Region) -> int:
+        """How many isolated particles a region holds (a first detection, for the shares)."""
+        self.detect(door, region)
+        return int(self.particles.IsolatedCount)
+
+    def prepare_region(self, door: DoorClient, region: Region, unit: str, share: int) -> int:
+        """Find one region's particles, fine-align the region to the stage with X-ray maps of a
+        few of them and queue up to ``share`` of its isolated particles, spread over the region;
+        returns how many were queued."""
+        options = self.options
+        self.detect(door, region)
         self.step(door, f"smart_fine_align {options.fine_particles} {options.search_um} {options.exposure_s}",
                   f"region {region.name}: fine alignment",
                   lambda: describe_fine_alignment(_edge(self.mapper, region.name, "stage"), unit),

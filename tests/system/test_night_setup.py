@@ -123,3 +123,19 @@ def test_a_queue_the_loop_paused_ends_the_night_with_its_reason(tmp_path: Path, 
     with pytest.raises(MacroFailed, match="paused the queue with 2 targets left: drift check failed"):
         night.run_queue()
     assert _LoopThatPaused.started == 1
+
+
+@pytest.mark.parametrize(("available", "total", "expected"), [
+    ([112, 100, 89], 300, [111, 100, 89]),   # the short tile's rest goes to the others
+    ([75, 80, 90, 100], 300, [75, 75, 75, 75]),  # enough everywhere: equal shares
+    ([10, 0, 5], 300, [10, 0, 5]),           # not enough in all: every isolated particle
+    ([40, 40], 3, [2, 1]),                   # fewer than regions: none beyond the total
+    ([], 300, []),
+])
+def test_shares_fill_up_from_the_regions_that_have_more(available: list[int], total: int,
+                                                         expected: list[int]) -> None:
+    from clients.night import fair_shares
+
+    shares = fair_shares(available, total)
+    assert shares == expected and sum(shares) == min(total, sum(available))
+    assert all(0 <= share <= count for share, count in zip(shares, available, strict=True))
