@@ -1,4 +1,4 @@
-"""``make test``: the whole suite as three pytest processes, with one summary.
+"""``make test``: the whole suite as four pytest processes, with one summary.
 
 Why not one ``pytest``:
 
@@ -12,6 +12,10 @@ Why not one ``pytest``:
   fails every later subscription in it ("not able to acquire serialization monitor
   'subscription monitor'"): in separate processes one such failure stays in its own tier
   instead of failing the rest of the suite.
+- A small whole night (``tests/night/test_night.py``: ``make night`` itself with its chaos,
+  7-8 min) runs last in the same lane, after the Qt tier: the unit and Qt tiers take about 7 of
+  the system tier's 17 minutes, so the night fills time the lane had idle. (``tests/night`` is
+  left out of the other tiers' collection, setup.cfg.)
 
 Given paths (``make test PYTEST_ARGS="tests/system/test_gui.py -x"``), it runs one pytest with
 exactly those arguments. Exit status: 0 only when every process passed (a tier that selects no
@@ -40,6 +44,7 @@ class Tier:
 UNIT_TIER = Tier("unit (no Tango)", ("tests/unit",))
 SYSTEM_TIER = Tier("system", ("tests", "--ignore=tests/unit", "-m", "not qt", "--durations=15"))
 QT_TIER = Tier("Qt and Taurus", ("tests", "--ignore=tests/unit", "-m", "qt", "--durations=5"))
+NIGHT_TIER = Tier("night (small)", ("tests/night/test_night.py",))
 
 
 def pytest_command(args: tuple[str, ...] | list[str], extra: list[str]) -> list[str]:
@@ -92,11 +97,12 @@ class Lane:
 
 
 def run_tiers(extra: list[str]) -> int:
-    """The system tier in the foreground; the unit tier, then the Qt tier, beside it."""
+    """The system tier in the foreground; the unit tier, then the Qt tier, then the small
+    night, beside it."""
     log_dir = ROOT / "run" / "test"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    lane = Lane((UNIT_TIER, QT_TIER), extra, log_dir)
+    lane = Lane((UNIT_TIER, QT_TIER, NIGHT_TIER), extra, log_dir)
     try:
         print(f"\n===== make test: {SYSTEM_TIER.name} tests (the unit and Qt tiers run alongside, "
               f"into {log_dir.relative_to(ROOT)}/) =====", flush=True)

@@ -43,7 +43,9 @@ def test_every_unit_module_imports_without_tango() -> None:
 
 
 def test_make_test_splits_into_tiers_unless_given_tests() -> None:
-    from tests.tiers import names_tests, passed
+    from tests.tiers import NIGHT_TIER, names_tests, passed
+
+    assert all((ROOT / arg).exists() for arg in NIGHT_TIER.args if not arg.startswith("-"))  # the small night
 
     assert not names_tests([]) and not names_tests(["-x", "-k", "registration"])
     assert names_tests(["tests/unit"]) and names_tests(["tests/system/test_gui.py::test_every_tab_title_is_on_screen"])
