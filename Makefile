@@ -58,9 +58,9 @@ test-facility: venv viewer-deps facility-deps
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(FACILITY_TIMEOUT_S) \
 		$(BIN)/python -m pytest tests/facility -p no:cacheprovider $(PYTEST_ARGS)
 
-# A small whole night (tests/night: two tiles, 12 particles, one simulated hour, SIGKILLs and a beam
-# loss) and the several-regions workflow on a real stack, 10-20 min on 2 cores: too long for
-# `make test`. docs/workflow.md, "The night".
+# A small whole night (tests/night/test_night.py: two tiles, 12 particles, one simulated hour,
+# SIGKILLs and a beam loss; make test runs it too, beside the system tier) and the several-regions
+# workflow (tests/night/test_regions.py, only here), 10-20 min on 2 cores. docs/workflow.md, "The night".
 test-night: venv
 	QT_QPA_PLATFORM=offscreen timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT_S) \
 		$(BIN)/python -m pytest tests/night -p no:cacheprovider $(PYTEST_ARGS)
