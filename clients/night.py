@@ -520,10 +520,9 @@ class Night:
         self.detect(door, region)
         return int(self.particles.IsolatedCount)
 
-    def prepare_region(self, door: DoorClient, region: Region, unit: str, share: int) -> int:
+    def prepare_region(self, door: DoorClient, region: Region, unit: str, share: int) -> None:
         """Find one region's particles, fine-align the region to the stage with X-ray maps of a
-        few of them and queue up to ``share`` of its isolated particles, spread over the region;
-        returns how many were queued."""
+        few of them and queue up to ``share`` of its isolated particles, spread over the region."""
         options = self.options
         self.detect(door, region)
         self.step(door, f"smart_fine_align {options.fine_particles} {options.search_um} {options.exposure_s}",
@@ -532,13 +531,12 @@ class Night:
                   f"X-ray maps of {options.fine_particles} particles, each searched ±{options.search_um:g} µm")
         isolated = [i for i, flag in enumerate(self.particles.read_attribute("Isolated").value) if flag]
         if share <= 0 or not isolated:
-            return 0
+            return
         spread = sorted({isolated[round(j)] for j in np.linspace(0, len(isolated) - 1, min(share, len(isolated)))})
         what = "isolated" if len(spread) == len(isolated) else ",".join(str(i) for i in spread)
         self.step(door, f"smart_queue_add {what} {options.scan_half_width_um} {options.scan_step_um} "
                         f"{options.exposure_s} {region.name}",
                   f"region {region.name}: queued", lambda: f"{len(spread)} of {len(isolated)} isolated particles")
-        return len(spread)
 
     # ---------------------------------------------------------------------------- the queue
     def run_queue(self) -> None:

@@ -101,17 +101,16 @@ class QueueStore:
         """Every target in queue order, or those in ``states`` only: the loop's commands need the
         running and pending few, and decoding every finished target's data on each of them made
         every command of a night slower than the one before."""
+        return [self.row_dict(r) for r in self.rows(states)]
+
+    def rows(self, states: tuple[str, ...] | None = None) -> list[sqlite3.Row]:
+        """The target rows as stored (JSON columns still text), in queue order; only those in
+        ``states`` when given."""
         query, params = "SELECT * FROM targets", ()
         if states is not None:
             query, params = f"{query} WHERE state IN ({', '.join('?' for _ in states)})", tuple(states)
         with self._lock:
-            rows = self._db.execute(f"{query} ORDER BY position, id", params).fetchall()
-        return [self.row_dict(r) for r in rows]
-
-    def rows(self) -> list[sqlite3.Row]:
-        """Every target row as stored (JSON columns still text), in queue order."""
-        with self._lock:
-            return self._db.execute("SELECT * FROM targets ORDER BY position, id").fetchall()
+            return self._db.execute(f"{query} ORDER BY position, id", params).fetchall()
 
     def state_counts(self) -> dict[str, int]:
         """How many targets are in each state (states without targets are absent)."""
