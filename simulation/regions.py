@@ -109,12 +109,16 @@ class RegionsRecipe:
     into the overview. Markers repeat (three alike crosses near the centre), so a tile holding
     one cross and two blobs matches the wrong cross; six blobs make the place unique."""
     tile_agglomerate_radius_um: tuple[float, float] = (0.8, 2.0)
-    overview_pixel_size_um: float = 0.2
-    """Fine enough for tile -> overview (10x ratio) and coarse enough to hold the membrane in
-    2600 px; the camera (0.55 µm/px) sees the overview as a 945 px field in its 2048 px frame."""
+    overview_pixel_size_um: float = 0.13
+    """The membrane and its margin in 4000 px, the largest side RegistrationDS works at without
+    binning, as a lab SEM writes an overview (4096 px lines). Fine enough that single 50 nm cubes
+    show, so every part of a tile holds structure to register it into the overview by: at
+    0.2 µm (2600 px) they did not, and 5 of the 12 tiles of seeds 4-6 were refused (blank parts,
+    docs/workflow.md, "Tiles into the overview"). The camera (0.55 µm/px) sees the overview as a
+    945 px field in its 2048 px frame."""
     overview_margin_um: float = 10.0
     """The overview spans the membrane plus this margin on each side (the Si chip's edge)."""
-    overview_probe_sigma_um: float = 0.1
+    overview_probe_sigma_um: float = 0.065
     """Effective probe of the overview: half its pixel, so single cubes are sampled without
     aliasing (a real SEM integrates along the line at this magnification)."""
     scan_rotation_max_deg: float = 10.0
