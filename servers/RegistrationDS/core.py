@@ -259,8 +259,13 @@ class RegistrationCore:
         representation = _representation(args)
         rotation_range = _rotation_window(args)
         max_shift = None if args.max_shift_px is None else args.max_shift_px * work.ref_factor
-        estimate = estimate_model(args, represent(work.ref, representation), represent(work.tgt, representation),
-                                  (work.ref, work.tgt), max_shift, rotation_range)
+        if args.model == "translation" and representation == "intensity":
+            # The translation windows its inputs into fresh float32 arrays (preprocess.apodise),
+            # the same numbers as from represent's float32 copies, one pass over each frame fewer.
+            ref_rep, tgt_rep = work.ref, work.tgt
+        else:
+            ref_rep, tgt_rep = represent(work.ref, representation), represent(work.tgt, representation)
+        estimate = estimate_model(args, ref_rep, tgt_rep, (work.ref, work.tgt), max_shift, rotation_range)
         matrix = _full_resolution_matrix(estimate.matrix, work)
         rotation, scale = rotation_and_scale(matrix)
         verdict = _judge(args, work, estimate, matrix, rotation, rotation_range, reference.pixel_size_um)

@@ -108,14 +108,25 @@ def _hann_window(height: int, width: int) -> np.ndarray:
     return window
 
 
+_CV_MEAN_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+"""Input types whose values float32 holds exactly and OpenCV's mean reads directly."""
+
+
 def apodise(image: np.ndarray, window: np.ndarray | None = None) -> np.ndarray:
     """Subtract the mean and apply the window: the input the FFT-based correlators expect."""
     if window is None:
         window = hann_window(image.shape)
-    data = image.astype(np.float32)  # always a fresh array, any input dtype
     # OpenCV's mean (double accumulator) and multiply are SIMD and threaded: 2.0 ms against
-    # 4.2 ms for the numpy equivalent on a 2048x2048 uint16 frame.
-    data -= np.float32(cv2.mean(data)[0])
+    # 4.2 ms for the numpy equivalent on a 2048x2048 uint16 frame. The mean of the input's own
+    # type is the same double (its values are exact in float32); the conversion to float32 and
+    # the subtraction are one pass that writes the fresh array.
+    image = np.asarray(image)
+    if image.dtype in _CV_MEAN_TYPES:
+        mean = np.float32(cv2.mean(image)[0])
+        data = np.subtract(image, mean, dtype=np.float32)
+    else:
+        data = image.astype(np.float32)  # always a fresh array, any input dtype
+        data -= np.float32(cv2.mean(data)[0])
     cv2.multiply(data, window, dst=data)
     return data
 
