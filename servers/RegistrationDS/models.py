@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from servers.common.parallel import pair
 from servers.RegistrationDS.affine import AffineEstimate, agreement_problem, refine_affine
 from servers.RegistrationDS.args import RegisterArgs
 from servers.RegistrationDS.confidence import chance_probability, confidence_from_peak
 from servers.RegistrationDS.contained import estimate_contained, is_contained
 from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to
 from servers.RegistrationDS.similarity import estimate_similarity
-from servers.RegistrationDS.translation import estimate_translation
+from servers.RegistrationDS.translation import estimate_translation, real_spectrum
 
 CONTAINED_MIN_PATCH_AGREEMENT = 0.6
 """A small target inside a large reference must agree over most of its area: standard
@@ -65,9 +66,17 @@ def estimate_model(args: RegisterArgs, ref_rep: np.ndarray, tgt_rep: np.ndarray,
 def _translation(args: RegisterArgs, ref_rep: np.ndarray, tgt_rep: np.ndarray,
                  max_shift: float | None) -> ModelEstimate:
     shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
-    peak = estimate_translation(pad_to(apodise(ref_rep, hann_window(ref_rep.shape)), shape),
-                                pad_to(apodise(tgt_rep, hann_window(tgt_rep.shape)), shape),
-                                args.upsample, max_shift, polarity_invariant=True, with_uncertainty=True)
+
+    def prepared(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        windowed = pad_to(apodise(image, hann_window(image.shape)), shape)
+        return windowed, real_spectrum(windowed, workers=1)
+
+    # The two images' windows and spectra are independent: side by side, one core each.
+    (ref_windowed, ref_spectrum), (tgt_windowed, tgt_spectrum) = pair(lambda: prepared(ref_rep),
+                                                                      lambda: prepared(tgt_rep))
+    peak = estimate_translation(ref_windowed, tgt_windowed, args.upsample, max_shift, polarity_invariant=True,
+                                reference_spectrum=ref_spectrum, with_uncertainty=True,
+                                target_spectrum=tgt_spectrum)
     matrix = np.eye(3)
     matrix[0, 2], matrix[1, 2] = peak.shift
     covariance = peak.covariance if peak.covariance is not None else np.full((2, 2), np.inf)

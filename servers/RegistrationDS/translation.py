@@ -75,9 +75,10 @@ class PeakEstimate:
     ``max_shift_px``): the true peak may lie outside it, so the position is not trusted."""
 
 
-def real_spectrum(image: np.ndarray) -> np.ndarray:
-    """``rfft2`` of a float32 image as complex64."""
-    return scipy.fft.rfft2(image, workers=FFT_WORKERS).astype(np.complex64, copy=False)
+def real_spectrum(image: np.ndarray, workers: int = FFT_WORKERS) -> np.ndarray:
+    """``rfft2`` of a float32 image as complex64 (the same numbers for any ``workers``: pocketfft
+    splits the independent 1-D transforms between its threads)."""
+    return scipy.fft.rfft2(image, workers=workers).astype(np.complex64, copy=False)
 
 
 def inverse_real_spectrum(spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from servers.common.parallel import pair
 from servers.common.pointfit import affine_point_covariance
 
 SUMMED_MAX_SIDE = 256
@@ -172,8 +173,8 @@ def band_estimates(spectrum: np.ndarray, shape: tuple[int, int], shift: tuple[fl
         infinite = BandEstimate(shift, np.full((2, 2), np.inf))
         return infinite, infinite
     split = grid.sorted_radius[int(np.searchsorted(cumulative, 0.5 * cumulative[-1]))]
-    out = []
-    for mask in (grid.radius <= split, grid.radius > split):
+
+    def estimate_on(mask: np.ndarray) -> BandEstimate:
         estimate = np.array(shift, dtype=float)
         covariance = np.full((2, 2), np.inf)
         for _ in range(iterations):
@@ -185,8 +186,11 @@ def band_estimates(spectrum: np.ndarray, shape: tuple[int, int], shift: tuple[fl
             estimate = estimate + move
             if np.max(np.abs(move)) < 1e-4:
                 break
-        out.append(BandEstimate((float(estimate[0]), float(estimate[1])), _calibrated(covariance)))
-    return out[0], out[1]
+        return BandEstimate((float(estimate[0]), float(estimate[1])), _calibrated(covariance))
+
+    # The two bands share nothing but the (read-only) inputs: one core each.
+    low, high = grid.radius <= split, grid.radius > split
+    return pair(lambda: estimate_on(low), lambda: estimate_on(high))
 
 
 def band_agreement(low: BandEstimate, high: BandEstimate) -> tuple[bool, float]:
