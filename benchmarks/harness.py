@@ -89,3 +89,29 @@ def paired_times(ours: Callable[[], Any], baseline: Callable[[], Any], rounds: i
         theirs.append(t_base)
         ratios.append(t_base / t_ours)
     return statistics.median(mine), statistics.median(theirs), statistics.median(ratios)
+
+
+def looped_times(ours: Callable[[], Any], baseline: Callable[[], Any], rounds: int = 5,
+                 calls: int = 3) -> tuple[float, float, float]:
+    """Median times of ``ours`` and ``baseline`` each called back to back with itself (a
+    script calling one library in a loop), and the median of the per-round ratios.
+
+    Every round runs ``calls + 1`` calls of ours in a row, then as many of the baseline,
+    and times all but the first of each block (which follows the other library or the
+    previous round). Rounds alternate which library goes first, so a change of load on the
+    shared machine reaches both, as in :func:`paired_times`."""
+    mine, theirs, ratios = [], [], []
+    for round_index in range(rounds):
+        blocks: dict[str, list[float]] = {"ours": [], "baseline": []}
+        order = (("ours", ours), ("baseline", baseline))
+        for name, function in order if round_index % 2 == 0 else order[::-1]:
+            function()
+            for _ in range(calls):
+                start = time.perf_counter()
+                function()
+                blocks[name].append(time.perf_counter() - start)
+        t_ours, t_base = statistics.median(blocks["ours"]), statistics.median(blocks["baseline"])
+        mine.append(t_ours)
+        theirs.append(t_base)
+        ratios.append(t_base / t_ours)
+    return statistics.median(mine), statistics.median(theirs), statistics.median(ratios)
