@@ -23,7 +23,7 @@ from servers.RegistrationDS.confidence import chance_probability, confidence_fro
 from servers.RegistrationDS.contained import estimate_contained, is_contained
 from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to
 from servers.RegistrationDS.similarity import estimate_similarity
-from servers.RegistrationDS.translation import estimate_translation, real_spectrum
+from servers.RegistrationDS.translation import estimate_translation
 
 CONTAINED_MIN_PATCH_AGREEMENT = 0.6
 """A small target inside a large reference must agree over most of its area: standard
@@ -67,16 +67,19 @@ def _translation(args: RegisterArgs, ref_rep: np.ndarray, tgt_rep: np.ndarray,
                  max_shift: float | None) -> ModelEstimate:
     shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
 
-    def prepared(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        windowed = pad_to(apodise(image, hann_window(image.shape)), shape)
-        return windowed, real_spectrum(windowed, workers=1)
+    # The two windowed images are independent: side by side, one core each, into arrays this
+    # thread allocates (see preprocess.apodise); the FFTs then use all cores each.
+    ref_windowed, tgt_windowed = np.empty(shape, np.float32), np.empty(shape, np.float32)
 
-    # The two images' windows and spectra are independent: side by side, one core each.
-    (ref_windowed, ref_spectrum), (tgt_windowed, tgt_spectrum) = pair(lambda: prepared(ref_rep),
-                                                                      lambda: prepared(tgt_rep))
+    def window_into(image: np.ndarray, out: np.ndarray) -> None:
+        if image.shape == shape:
+            apodise(image, hann_window(image.shape), out=out)
+        else:
+            out[...] = pad_to(apodise(image, hann_window(image.shape)), shape)
+
+    pair(lambda: window_into(ref_rep, ref_windowed), lambda: window_into(tgt_rep, tgt_windowed))
     peak = estimate_translation(ref_windowed, tgt_windowed, args.upsample, max_shift, polarity_invariant=True,
-                                reference_spectrum=ref_spectrum, with_uncertainty=True,
-                                target_spectrum=tgt_spectrum)
+                                with_uncertainty=True)
     matrix = np.eye(3)
     matrix[0, 2], matrix[1, 2] = peak.shift
     covariance = peak.covariance if peak.covariance is not None else np.full((2, 2), np.inf)
