@@ -1,13 +1,15 @@
 """Two independent pieces of work side by side, on a pool whose idle thread does not spin.
 
-A translation's front end (window and FFT of the reference, and of the target) and its two
-band estimates are independent pairs of numpy / OpenCV / pocketfft work, all of which
-release the GIL in their loops. Run as a pair, each on one core, a 2048 px front end took
-48 ms instead of 71 ms (the same FFTs, each with one pocketfft thread, against both
-transforms in turn with two; 2 cores, 2026-12-01), and with the same numbers: every part
-runs exactly the operations it ran alone. The pool's idle worker waits on a queue, so
-unlike OpenBLAS's threads it takes no core from what runs next
-(:mod:`servers.common.blas`).
+A translation's windowing of the reference and of the target, the two halves of its
+whitening and its two band estimates are independent pairs of numpy / OpenCV work, all of
+which release the GIL in their loops; every part runs exactly the operations it ran alone,
+so the numbers are the same. The pool's idle worker waits on a queue, so unlike OpenBLAS's
+threads it takes no core from what runs next (:mod:`servers.common.blas`).
+
+Large arrays are best allocated by the caller and filled by the worker (``out=``): arrays
+the worker allocates come from its own malloc arena, which hands freed memory back to the
+system, and the next call pays page faults for it (1000-1500 per 2048 px registration when
+the worker also ran the FFTs, 2026-12-01).
 """
 
 from __future__ import annotations
