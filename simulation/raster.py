@@ -121,8 +121,37 @@ def rectangle_coverage(frame: PixelFrame, rect: tuple[float, float, float, float
         ramp_x = np.clip(0.5 - (np.abs(xs - cx) - w / 2) / m[0, 0], 0.0, 1.0).astype(np.float32)
         ramp_y = np.clip(0.5 - (np.abs(ys - cy) - h / 2) / m[1, 1], 0.0, 1.0).astype(np.float32)
         return ramp_y[:, None] * ramp_x[None, :]
-    sx, sy = _patch_sample_coords(frame, 0, 0, frame.width, frame.height)
-    return np.clip(0.5 - _rect_sdf(sx, sy, rect) / frame.pixel_size_um, 0.0, 1.0).astype(np.float32)
+    return _coverage_by_blocks(frame, rect)
+
+
+COVERAGE_BLOCK_PX = 128
+"""Side of the blocks :func:`_coverage_by_blocks` decides at once."""
+
+
+def _coverage_by_blocks(frame: PixelFrame, rect: tuple[float, float, float, float, float]) -> np.ndarray:
+    """The 2-D distance field only where a block may hold an edge: the signed distance changes
+    by at most the grid's largest singular value per pixel step, so a block whose centre lies
+    further from the edge than its half-diagonal (plus a pixel) is wholly inside (1) or outside
+    (0), the values the field gives there. An overview of 4000 px holds the membrane's edges in
+    a few of its ~1000 blocks: the same image, several times faster."""
+    pixel = frame.pixel_size_um
+    stretch = float(np.linalg.svd(frame.pixel_to_sample[:2, :2], compute_uv=False)[0]) / pixel
+    out = np.empty((frame.height, frame.width), np.float32)
+    for y0 in range(0, frame.height, COVERAGE_BLOCK_PX):
+        y1 = min(y0 + COVERAGE_BLOCK_PX, frame.height)
+        for x0 in range(0, frame.width, COVERAGE_BLOCK_PX):
+            x1 = min(x0 + COVERAGE_BLOCK_PX, frame.width)
+            centre = apply(frame.pixel_to_sample, np.array([[(x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2]]))[0]
+            distance = float(_rect_sdf(np.array(centre[0]), np.array(centre[1]), rect)) / pixel
+            reach = stretch * math.hypot(x1 - x0, y1 - y0) / 2 + 1.0
+            if distance >= reach + 0.5:
+                out[y0:y1, x0:x1] = 0.0
+            elif distance <= -reach - 0.5:
+                out[y0:y1, x0:x1] = 1.0
+            else:
+                sx, sy = _patch_sample_coords(frame, x0, y0, x1, y1)
+                out[y0:y1, x0:x1] = np.clip(0.5 - _rect_sdf(sx, sy, rect) / pixel, 0.0, 1.0)
+    return out
 
 
 def _blurred_box(u: np.ndarray, half: np.ndarray, sigma: float) -> np.ndarray:

@@ -38,12 +38,13 @@ of that mesh for this link of the chain."""
 SEEDS = (1, 3, 5, 7)
 """The seeds whose small night was refused at 0.2 µm (seeds 2 and 4 registered)."""
 KEYS = [(str(seed), name) for seed in SEEDS for name in ("tile1", "tile2")]
-SPARSE_AT_COARSE = (("3", "tile1"), ("3", "tile2"), ("5", "tile1"), ("5", "tile2"))
+SPARSE_AT_COARSE = (("3", "tile1"), ("3", "tile2"))
 """In the 0.2 µm overview: found at the right place but refused by the affine's agreement gate, 9
 of 16 parts agreeing (10 needed); the other parts are blank membrane at 0.2 µm (peak
 distinctness ~1.0 against 17-49 for the parts with blobs), which is what another sample's field
-matched on its markers alone looks like (docs/registration.md, "Affine"). Seed 7 tile2 is
-refused there too (docs/workflow.md, "Tiles into the overview")."""
+matched on its markers alone looks like (docs/registration.md, "Affine"). Seed 5's two tiles and
+seed 7's tile2 are refused there too (docs/workflow.md, "Tiles into the overview"); one seed keeps
+the test short."""
 
 
 def _request(recipe: RegionsRecipe) -> dict:
