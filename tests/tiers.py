@@ -13,8 +13,8 @@ Why not one ``pytest``:
   'subscription monitor'"): in separate processes one such failure stays in its own tier
   instead of failing the rest of the suite.
 - A small whole night (``tests/night/test_night.py``: ``make night`` itself with its chaos,
-  7-8 min) runs last in the same lane, after the Qt tier: the unit and Qt tiers take about 7 of
-  the system tier's 17 minutes, so the night fills time the lane had idle. (``tests/night`` is
+  7-11 min) runs last in the same lane, after the Qt tier: the unit and Qt tiers take about 9 of
+  the system tier's 19 minutes, so the night fills time the lane had idle. (``tests/night`` is
   left out of the other tiers' collection, setup.cfg.)
 
 Given paths (``make test PYTEST_ARGS="tests/system/test_gui.py -x"``), it runs one pytest with
