@@ -30,7 +30,7 @@ SEARCH_UM = 0.7
 here (median and 95th percentile of this night on 2026-12-01), so +-0.7 µm still holds each
 particle with room to spare."""
 ACCELERATION = 5.0
-"""Simulated seconds per wall second: about the simulated hour passes while the run (10-15 min on
+"""Simulated seconds per wall second: about the simulated hour passes while the run (7-11 min on
 2 loaded cores) takes place."""
 
 
