@@ -30,8 +30,8 @@ SEARCH_UM = 0.7
 here (median and 95th percentile of this night on 2026-12-01), so +-0.7 µm still holds each
 particle with room to spare."""
 ACCELERATION = 5.0
-"""Simulated seconds per wall second: about the simulated hour passes while the run (7-11 min on
-2 loaded cores) takes place."""
+"""Simulated seconds per wall second: 35-55 simulated minutes of the hour's drift pass while the
+run (7-11 min on 2 loaded cores) takes place."""
 
 
 @pytest.fixture(scope="module")
