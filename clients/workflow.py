@@ -115,9 +115,47 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
         return f"tango://{tango_host}/{name}"
 
     say = report or (lambda line: None)
-    camera = tango.DeviceProxy(trl("smart/camera/1"))
     mapper = tango.DeviceProxy(trl("smart/coordmapper/1"))
     registration = tango.DeviceProxy(trl("smart/registration/1"))
+    particles = tango.DeviceProxy(trl("smart/particles/1"))
+    _prepare_devices(tango.DeviceProxy(trl("smart/camera/1")), mapper, particles, inputs, options)
+    visits = out_dir / "visits.csv"
+    setup = _session_variables(out_dir, visits, options)
+    unit = str(mapper.read_attribute("StageUnit").value or "mm")
+    steps = [
+        Step(f"smart_calibrate_camera {options.calibration_step_um} 3", "camera calibrated",
+             lambda: describe_calibration(_edge(mapper, "camera", "stage"), unit)),
+        Step(f"smart_register {inputs.sem} similarity sem", f"{inputs.sem.name} registered to the camera",
+             lambda: describe_registration(json.loads(registration.LastResult or "{}"))),
+        Step(f"smart_find_particles {inputs.sem}", "particles detected",
+             lambda: f"{particles.Count} on {inputs.sem.name}, {particles.IsolatedCount} isolated"),
+        Step(f"smart_fine_align {options.fine_particles} {options.search_um} {options.exposure_s}",
+             "fine alignment", lambda: describe_fine_alignment(_edge(mapper, "sem", "stage"), unit),
+             f"X-ray maps of {options.fine_particles} particles, each searched ±{options.search_um:g} µm "
+             "(a few minutes)"),
+    ]
+    total_steps = len(steps) + 1
+    timings: dict[str, float] = {}
+    with DoorClient(trl("smart/door/01"), echo=echo) as door:
+        for line in setup:
+            door.run(line, timeout_s=60)
+        for number, step in enumerate(steps, start=1):
+            if step.announce:
+                say(f"[{number}/{total_steps}] {step.title}: {step.announce} ...")
+            started = time.monotonic()
+            door.run(step.macro, timeout_s=3600)
+            timings[step.macro.split()[0]] = elapsed = time.monotonic() - started
+            outcome = step.outcome() if step.outcome else ""
+            say(f"[{number}/{total_steps}] {step.title} in {duration(elapsed)}" + (f": {outcome}" if outcome else ""))
+        timings["smart_scan_particles"] = _scan_particles(door, int(particles.IsolatedCount), visits, options,
+                                                          f"[{total_steps}/{total_steps}]", say)
+    return timings
+
+
+def _prepare_devices(camera: tango.DeviceProxy, mapper: tango.DeviceProxy, particles: tango.DeviceProxy,
+                     inputs: Inputs, options: WorkflowOptions) -> None:
+    """What a beamline has set before a user starts: the beam's camera pixel and the
+    detection settings for this sample; refused when the stack runs another beamline file."""
     camera.Snap()  # Width and Height are those of the last frame; there is none before the first
     width, height = camera.read_attribute("Width").value, camera.read_attribute("Height").value
     if not (width > 0 and height > 0):
@@ -132,18 +170,21 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
         raise RuntimeError(f"the camera gives {width} x {height} frames, the beamline file {optics.width} x "
                            f"{optics.height}; start the stack with this run's beamline file")
     mapper.write_attribute("BeamPosition", list(optics.beam_calibrated()))
-    particles = tango.DeviceProxy(trl("smart/particles/1"))
     sem_pixel_um = _tiff_pixel_size_um(inputs.sem)
     for name, value in {**options.particle_settings,
                         "IsolationRadius": options.isolation_um / sem_pixel_um}.items():
         particles.write_attribute(name, value)
-    visits = out_dir / "visits.csv"
+
+
+def _session_variables(out_dir: Path, visits: Path, options: WorkflowOptions) -> list[str]:
+    """The ``senv`` lines of this run, after clearing a previous run's files from ``out_dir``
+    (its scans, visits and events are not this run's)."""
     visits.unlink(missing_ok=True)
     scans = out_dir / "scans"
     scans.mkdir(parents=True, exist_ok=True)
-    (scans / SCAN_FILE).unlink(missing_ok=True)  # a previous run's scans are not this run's
+    (scans / SCAN_FILE).unlink(missing_ok=True)
     (out_dir / EVENTS_FILE).unlink(missing_ok=True)
-    setup = [
+    return [
         f"senv ScanDir {scans}",  # every mesh is kept (Sardana's NXscan HDF5 recorder), as at a beamline
         f"senv ScanFile {SCAN_FILE}",
         f"senv SmartScanLog {visits}",
@@ -151,51 +192,29 @@ def run_workflow(tango_host: str, inputs: Inputs, out_dir: Path, options: Workfl
         *([f"senv SmartRotationRange {options.rotation_range_deg[0]} {options.rotation_range_deg[1]}"]
           if options.rotation_range_deg is not None else []),
     ]
-    unit = str(mapper.read_attribute("StageUnit").value or "mm")
-    steps = [
-        Step(f"smart_calibrate_camera {options.calibration_step_um} 3", "camera calibrated",
-             lambda: describe_calibration(_edge(mapper, "camera", "stage"), unit)),
-        Step(f"smart_register {inputs.sem} similarity sem", f"{inputs.sem.name} registered to the camera",
-             lambda: describe_registration(json.loads(registration.LastResult or "{}"))),
-        Step(f"smart_find_particles {inputs.sem}", "particles detected",
-             lambda: f"{particles.Count} on {inputs.sem.name}, {particles.IsolatedCount} isolated"),
-        Step(f"smart_fine_align {options.fine_particles} {options.search_um} {options.exposure_s}",
-             "fine alignment", lambda: describe_fine_alignment(_edge(mapper, "sem", "stage"), unit),
-             f"X-ray maps of {options.fine_particles} particles, each searched ±{options.search_um:g} µm "
-             "(a few minutes)"),
-    ]
-    scan = (f"smart_scan_particles mesh {options.scan_half_width_um} {options.scan_step_um} {options.exposure_s} "
-            f"True {options.particles}")
-    total_steps = len(steps) + 1
-    timings: dict[str, float] = {}
-    with DoorClient(trl("smart/door/01"), echo=echo) as door:
-        for line in setup:
-            door.run(line, timeout_s=60)
-        for number, step in enumerate(steps, start=1):
-            if step.announce:
-                say(f"[{number}/{total_steps}] {step.title}: {step.announce} ...")
-            started = time.monotonic()
-            door.run(step.macro, timeout_s=3600)
-            timings[step.macro.split()[0]] = elapsed = time.monotonic() - started
-            outcome = step.outcome() if step.outcome else ""
-            say(f"[{number}/{total_steps}] {step.title} in {duration(elapsed)}" + (f": {outcome}" if outcome else ""))
-        to_scan = min(options.particles, int(particles.IsolatedCount)) if options.particles > 0 \
-            else int(particles.IsolatedCount)
-        say(f"[{total_steps}/{total_steps}] scanning {to_scan} isolated particles: "
-            f"mesh ±{options.scan_half_width_um:g} µm, {options.scan_step_um * 1000:g} nm steps, "
-            f"{options.exposure_s * 1000:g} ms per point")
-        started = time.monotonic()
-        with VisitWatcher(visits, to_scan, say):
-            door.run(scan, timeout_s=3600)
-        timings["smart_scan_particles"] = elapsed = time.monotonic() - started
-        rows = _read_visits(visits)
-        if to_scan > 0 and not rows:  # the macro ended well but visited nothing: never a result
-            raise MacroFailed(f"smart_scan_particles ended without visiting any of the {to_scan} particles "
-                              f"(no row in {visits}); its output above says why", [])
-        with_signal = sum(r.get("outcome") == "scanned" for r in rows)
-        say(f"[{total_steps}/{total_steps}] {len(rows)} particles visited in {duration(elapsed)}, "
-            f"{with_signal} with a Ce signal")
-    return timings
+
+
+def _scan_particles(door: DoorClient, isolated: int, visits: Path, options: WorkflowOptions, step: str,
+                    say: Callable[[str], None]) -> float:
+    """The last step, with one line per particle as the loop logs it; its time (s)."""
+    import time
+
+    to_scan = min(options.particles, isolated) if options.particles > 0 else isolated
+    say(f"{step} scanning {to_scan} isolated particles: "
+        f"mesh ±{options.scan_half_width_um:g} µm, {options.scan_step_um * 1000:g} nm steps, "
+        f"{options.exposure_s * 1000:g} ms per point")
+    started = time.monotonic()
+    with VisitWatcher(visits, to_scan, say):
+        door.run(f"smart_scan_particles mesh {options.scan_half_width_um} {options.scan_step_um} "
+                 f"{options.exposure_s} True {options.particles}", timeout_s=3600)
+    elapsed = time.monotonic() - started
+    rows = _read_visits(visits)
+    if to_scan > 0 and not rows:  # the macro ended well but visited nothing: never a result
+        raise MacroFailed(f"smart_scan_particles ended without visiting any of the {to_scan} particles "
+                          f"(no row in {visits}); its output above says why", [])
+    with_signal = sum(r.get("outcome") == "scanned" for r in rows)
+    say(f"{step} {len(rows)} particles visited in {duration(elapsed)}, {with_signal} with a Ce signal")
+    return elapsed
 
 
 def _edge(mapper: tango.DeviceProxy, first: str, second: str) -> dict[str, Any] | None:

@@ -97,6 +97,38 @@ class SmartWindow(Qt.QMainWindow):
         self.camera_view.pointClicked.connect(self.on_camera_click)
         self.macroFinished.connect(self._on_macro_finished)
 
+        self._build_tabs(client, with_macro_panel)
+        self._build_camera_side()
+        self._build_toolbar()
+        self._build_status_bar()
+        self.motors = _motor_devices(client)
+        try:
+            self.stage_unit = str(client.read("mapper", "StageUnit") or "")
+        except CommandError:
+            self.stage_unit = ""
+        self.stage_time = 0.0
+        self.doorLine.connect(self.macro_panel.append_log)
+        try:
+            self.door = client.door(echo=lambda stream, line: self.doorLine.emit(stream, line))
+        except CommandError as exc:
+            self.door = None
+            self.statusBar().showMessage(exc.one_line())
+
+        self.poll_timer = Qt.QTimer(self)
+        self.poll_timer.timeout.connect(self.poll)
+        self.poll_timer.start(int(1000 / max(poll_hz, 0.1)))
+        # the queue has its own timer: a slow or failing camera read must not freeze the night's view
+        self.queue_timer = Qt.QTimer(self)
+        self.queue_timer.timeout.connect(self.refresh_queue)
+        if self.queue_panel is not None:
+            self.queue_timer.start(int(QUEUE_PERIOD_S * 1000))
+        self._snapped = False
+        Qt.QTimer.singleShot(0, self.poll)
+
+    # ---------------------------------------------------------------- layout
+    def _build_tabs(self, client: SmartClient, with_macro_panel: bool) -> None:
+        """The devices' forms, the stage, the particle table, the macros and (when QueueDS
+        is configured) the queue, one tab each."""
         self.tabs = Qt.QTabWidget()
         # seven tabs side by side would be cut off behind scroll arrows at any usable panel
         # width: on the left edge, one under the other, every title stays readable
@@ -125,6 +157,9 @@ class SmartWindow(Qt.QMainWindow):
             self.queue_panel = QueuePanel(client, client.devices.get("queue", "smart/queue/1"))
             self.tabs.addTab(self.queue_panel, "Queue")
             self.queue_overlay = QueueOverlay(self.camera_view)
+
+    def _build_camera_side(self) -> None:
+        """The camera with its legend beside the tabs; the camera keeps most of the room."""
         self.splitter = Qt.QSplitter(Qt.Qt.Horizontal)
         camera_side = Qt.QWidget()
         camera_layout = Qt.QVBoxLayout(camera_side)
@@ -141,37 +176,14 @@ class SmartWindow(Qt.QMainWindow):
         self.splitter.setStretchFactor(0, 3)  # the camera keeps most of the room
         self.splitter.setStretchFactor(1, 2)
         self.setCentralWidget(self.splitter)
-        self._build_toolbar()
+
+    def _build_status_bar(self) -> None:
         self.stage_label = Qt.QLabel("stage: -")
         self.door_label = Qt.QLabel("Door: -")
         for label in (self.stage_label, self.door_label):
             label.setStyleSheet("font-family: monospace; padding: 0 8px;")
             self.statusBar().addPermanentWidget(label)
-        self.motors = _motor_devices(client)
-        try:
-            self.stage_unit = str(client.read("mapper", "StageUnit") or "")
-        except CommandError:
-            self.stage_unit = ""
-        self.stage_time = 0.0
-        self.doorLine.connect(self.macro_panel.append_log)
-        try:
-            self.door = client.door(echo=lambda stream, line: self.doorLine.emit(stream, line))
-        except CommandError as exc:
-            self.door = None
-            self.statusBar().showMessage(exc.one_line())
 
-        self.poll_timer = Qt.QTimer(self)
-        self.poll_timer.timeout.connect(self.poll)
-        self.poll_timer.start(int(1000 / max(poll_hz, 0.1)))
-        # the queue has its own timer: a slow or failing camera read must not freeze the night's view
-        self.queue_timer = Qt.QTimer(self)
-        self.queue_timer.timeout.connect(self.refresh_queue)
-        if self.queue_panel is not None:
-            self.queue_timer.start(int(QUEUE_PERIOD_S * 1000))
-        self._snapped = False
-        Qt.QTimer.singleShot(0, self.poll)
-
-    # ---------------------------------------------------------------- layout
     def _build_toolbar(self) -> None:
         bar = self.addToolBar("Camera")
         bar.setObjectName("smart-toolbar")
