@@ -123,12 +123,16 @@ def apodise(image: np.ndarray, window: np.ndarray | None = None, out: np.ndarray
         window = hann_window(image.shape)
     # OpenCV's mean (double accumulator) and multiply are SIMD and threaded: 2.0 ms against
     # 4.2 ms for the numpy equivalent on a 2048x2048 uint16 frame. The mean of the input's own
-    # type is the same double (its values are exact in float32); the conversion to float32 and
-    # the subtraction are one pass that writes the fresh array.
+    # type is the same double (its values are exact in float32). The conversion to float32 and
+    # the subtraction are two plain passes: numpy's subtraction with a dtype= cast goes through
+    # its buffered casting loop, 2.0 ms against 1.1 ms for the copy and the float32 subtraction
+    # (the same numbers: the cast is exact, the subtraction the same float32 one).
     image = np.asarray(image)
     if image.dtype in _CV_MEAN_TYPES:
         mean = np.float32(cv2.mean(image)[0])
-        data = np.subtract(image, mean, dtype=np.float32, out=out)
+        data = np.empty(image.shape, np.float32) if out is None else out
+        np.copyto(data, image)
+        np.subtract(data, mean, out=data)
     else:
         data = image.astype(np.float32)  # always a fresh array, any input dtype
         data -= np.float32(cv2.mean(data)[0])

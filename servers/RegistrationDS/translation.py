@@ -83,8 +83,19 @@ def real_spectrum(image: np.ndarray, workers: int = FFT_WORKERS) -> np.ndarray:
 
 
 def inverse_real_spectrum(spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``irfft2(spectrum, s=shape)`` as float32."""
-    return scipy.fft.irfft2(spectrum, s=shape, workers=FFT_WORKERS).astype(np.float32, copy=False)
+    """``irfft2(spectrum, s=shape)`` as float32, the same numbers to the last bit.
+
+    For power-of-two sides, done as its two passes, the columns' inverse FFT in place on a copy
+    of the spectrum, then the rows' real inverse FFT: pocketfft's own ``irfft2`` runs the column
+    pass out of place, which took 14 ms of CPU where the copy plus the in-place pass take 12
+    (2048 px, float32, in a registration). ``irfft2`` scales by 1/(rows * columns) at the end,
+    the passes by 1/rows and 1/columns each: both powers of two, so exact either way. Other
+    sizes take ``irfft2`` itself."""
+    if (spectrum.shape[0] != shape[0] or spectrum.dtype != np.complex64
+            or not all(side > 0 and side & (side - 1) == 0 for side in shape)):
+        return scipy.fft.irfft2(spectrum, s=shape, workers=FFT_WORKERS).astype(np.float32, copy=False)
+    columns = scipy.fft.ifft(spectrum.copy(), axis=0, workers=FFT_WORKERS, overwrite_x=True)
+    return scipy.fft.irfft(columns, n=shape[1], axis=1, workers=FFT_WORKERS).astype(np.float32, copy=False)
 
 
 def cross_power_spectrum(reference: np.ndarray, target: np.ndarray,
@@ -291,14 +302,16 @@ def upsampled_correlation(spectrum: np.ndarray, shape: tuple[int, int], centre: 
     # cgemm (2048 x 1025 by 31 points, 2 cores). Real columns give Re(S K), the others Im(S K).
     spectrum = np.ascontiguousarray(spectrum, dtype=np.complex64)
     count = col_kernel.shape[1]
-    real_kernel = np.empty((2 * col_kernel.shape[0], 2 * count), np.float32)
+    # Columns padded with zeros to a multiple of 16 (OpenBLAS's sgemm kernels): 62 -> 64 columns
+    # took 6.8 instead of 7.5 ms, and each column's sums are the same.
+    real_kernel = np.zeros((2 * col_kernel.shape[0], -(-2 * count // 16) * 16), np.float32)
     real_kernel[0::2, :count] = col_kernel.real
     real_kernel[1::2, :count] = -col_kernel.imag
-    real_kernel[0::2, count:] = col_kernel.imag
-    real_kernel[1::2, count:] = col_kernel.real
+    real_kernel[0::2, count:2 * count] = col_kernel.imag
+    real_kernel[1::2, count:2 * count] = col_kernel.real
     with single_threaded_blas(spectrum.size):
         partial = split_product(spectrum.view(np.float32), real_kernel)
-        surface = row_kernel.real @ partial[:, :count] - row_kernel.imag @ partial[:, count:]
+        surface = row_kernel.real @ partial[:, :count] - row_kernel.imag @ partial[:, count:2 * count]
     return surface / (height * width)
 
 
