@@ -80,6 +80,9 @@ class _Frequencies:
     step: int
     kx: np.ndarray
     ky: np.ndarray
+    kx_line: np.ndarray
+    """The distinct values of ``kx`` (one row) and of ``ky`` (one column), for :func:`_phase`."""
+    ky_line: np.ndarray
     weights: np.ndarray
     a: np.ndarray
     """``2 pi kx``; ``b`` likewise for ky, ``aa`` = a*a, ``ab`` = a*b, ``bb`` = b*b."""
@@ -101,8 +104,10 @@ def _frequencies(shape: tuple[int, int]) -> _Frequencies:
     rows = np.arange(0, height, step)
     cols = np.arange(0, width // 2 + 1, step)
     sub_shape = (rows.size, cols.size)
-    ky = np.broadcast_to(scipy.fft.fftfreq(height)[rows][:, None], sub_shape)
-    kx = np.broadcast_to((cols / width)[None, :], sub_shape)
+    ky_line = scipy.fft.fftfreq(height)[rows]
+    kx_line = cols / width
+    ky = np.broadcast_to(ky_line[:, None], sub_shape)
+    kx = np.broadcast_to(kx_line[None, :], sub_shape)
     half = np.full(width // 2 + 1, 2.0)
     half[0] = 1.0
     if width % 2 == 0:
@@ -112,9 +117,17 @@ def _frequencies(shape: tuple[int, int]) -> _Frequencies:
     radius = np.hypot(kx, ky)
     order = np.argsort(radius, axis=None)
     arrays = (a, b, a * a, a * b, b * b, radius, radius ** 2, radius.ravel()[order], order)
-    for array in arrays:
+    for array in (*arrays, kx_line, ky_line):
         array.setflags(write=False)
-    return _Frequencies(step, kx, ky, weights, *arrays)
+    return _Frequencies(step, kx, ky, kx_line, ky_line, weights, *arrays)
+
+
+def _phase(grid: _Frequencies, shift: tuple[float, float]) -> np.ndarray:
+    """``exp(2 pi i (kx dx + ky dy))`` on the grid, as the outer product of its row and column
+    factors: 385 complex exponentials instead of 33 000 (numpy's complex ``exp`` is not
+    vectorised; 0.6 ms of each 0.85 ms :func:`_sandwich` went there). The same numbers to
+    within a few units in the last place."""
+    return np.exp(2j * np.pi * grid.ky_line * shift[1])[:, None] * np.exp(2j * np.pi * grid.kx_line * shift[0])[None, :]
 
 
 def _subsampled(spectrum: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, _Frequencies]:
@@ -128,7 +141,7 @@ def _subsampled(spectrum: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarra
 def _sandwich(sub: np.ndarray, grid: _Frequencies, shift: tuple[float, float],
               mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradient, curvature (of -r) and sandwich covariance at ``shift`` over ``mask``."""
-    term = sub * np.exp(2j * np.pi * (grid.kx * shift[0] + grid.ky * shift[1]))
+    term = sub * _phase(grid, shift)
     if mask is not None:
         term = np.where(mask, term, 0.0)
     real, imag = term.real, term.imag
@@ -166,7 +179,7 @@ def band_estimates(spectrum: np.ndarray, shape: tuple[int, int], shift: tuple[fl
     the frequencies, each with its own calibrated covariance."""
     sub, grid = _subsampled(spectrum, shape)
     sub = sub * polarity
-    term = (sub * np.exp(2j * np.pi * (grid.kx * shift[0] + grid.ky * shift[1]))).real
+    term = (sub * _phase(grid, shift)).real
     information = np.maximum(term, 0.0) * grid.radius2
     cumulative = np.cumsum(information.ravel()[grid.order])
     if cumulative[-1] <= 0:
