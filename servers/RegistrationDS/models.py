@@ -23,7 +23,8 @@ from servers.RegistrationDS.confidence import chance_probability, confidence_fro
 from servers.RegistrationDS.contained import estimate_contained, is_contained
 from servers.RegistrationDS.preprocess import apodise, hann_window, pad_to
 from servers.RegistrationDS.similarity import estimate_similarity
-from servers.RegistrationDS.translation import estimate_translation
+from servers.RegistrationDS.translation import buffers as translation_buffers
+from servers.RegistrationDS.translation import estimate_translation, opencv_real_spectrum
 
 CONTAINED_MIN_PATCH_AGREEMENT = 0.6
 """A small target inside a large reference must agree over most of its area: standard
@@ -67,19 +68,24 @@ def _translation(args: RegisterArgs, ref_rep: np.ndarray, tgt_rep: np.ndarray,
                  max_shift: float | None) -> ModelEstimate:
     shape = (max(ref_rep.shape[0], tgt_rep.shape[0]), max(ref_rep.shape[1], tgt_rep.shape[1]))
 
-    # The two windowed images are independent: side by side, one core each, into arrays this
-    # thread allocates (see preprocess.apodise); the FFTs then use all cores each.
-    ref_windowed, tgt_windowed = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    # The two images are independent up to their spectra: windowed and transformed side by side,
+    # one core each (OpenCV's DFT is single-threaded), in arrays kept from call to call (or
+    # allocated by this thread: see preprocess.apodise). The windowed images become the DFT's
+    # packed output in place.
+    with translation_buffers(shape) as work:
+        windowed = work.windowed if work is not None else (np.empty(shape, np.float32), np.empty(shape, np.float32))
 
-    def window_into(image: np.ndarray, out: np.ndarray) -> None:
-        if image.shape == shape:
-            apodise(image, hann_window(image.shape), out=out)
-        else:
-            out[...] = pad_to(apodise(image, hann_window(image.shape)), shape)
+        def spectrum_of(image: np.ndarray, which: int) -> np.ndarray:
+            if image.shape == shape:
+                apodise(image, hann_window(image.shape), out=windowed[which])
+            else:
+                windowed[which][...] = pad_to(apodise(image, hann_window(image.shape)), shape)
+            return opencv_real_spectrum(windowed[which], out=None if work is None else work.spectra[which])
 
-    pair(lambda: window_into(ref_rep, ref_windowed), lambda: window_into(tgt_rep, tgt_windowed))
-    peak = estimate_translation(ref_windowed, tgt_windowed, args.upsample, max_shift, polarity_invariant=True,
-                                with_uncertainty=True)
+        ref_spectrum, tgt_spectrum = pair(lambda: spectrum_of(ref_rep, 0), lambda: spectrum_of(tgt_rep, 1))
+        peak = estimate_translation(windowed[0], windowed[1], args.upsample, max_shift, polarity_invariant=True,
+                                    reference_spectrum=ref_spectrum, with_uncertainty=True,
+                                    target_spectrum=tgt_spectrum, buffers=work)
     matrix = np.eye(3)
     matrix[0, 2], matrix[1, 2] = peak.shift
     covariance = peak.covariance if peak.covariance is not None else np.full((2, 2), np.inf)

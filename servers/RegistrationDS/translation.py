@@ -8,11 +8,12 @@ of zero-padding.
 
 Why this is faster than ``skimage.registration.phase_cross_correlation`` at the same
 accuracy, without changing the method:
-- real FFTs in float32 through ``scipy.fft`` on all cores: half the spectrum, half the bytes.
-  (OpenCV's ``cv2.dft`` was used before; with the data out of cache, as in a real call, its
-  forward transform plus the conversion from its packed layout cost the same as
-  ``scipy.fft.rfft2`` and its inverse made no measurable difference in whole calls, so the
-  simpler single library stays);
+- real FFTs in float32: half the spectrum, half the bytes. ``scipy.fft`` (pocketfft) in
+  general; a registration's own two images (``models``) are transformed by OpenCV's DFT
+  (Intel IPP inside, 13 ms of CPU per 2048 px image against pocketfft's 17, single-threaded,
+  so the two run side by side) and unpacked from its packed layout into the rfft2 layout, and
+  their correlation surface comes back by pocketfft's column pass in place plus OpenCV's row
+  pass (:func:`_surface_from_copy`), all in arrays kept from call to call (:class:`Buffers`);
 - the band-pass weight is cached per shape and folded with the whitening into one real
   factor, so the spectrum is touched in place a minimum number of times;
 - the upsampled DFT sums over the half spectrum only (the correlation is real, so the
@@ -31,8 +32,11 @@ by ``shift``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -82,6 +86,120 @@ def real_spectrum(image: np.ndarray, workers: int = FFT_WORKERS) -> np.ndarray:
     return scipy.fft.rfft2(image, workers=workers).astype(np.complex64, copy=False)
 
 
+@dataclass(frozen=True)
+class Buffers:
+    """The large arrays of one translation of ``shape`` (both sides even), kept from one call
+    to the next by :func:`buffers`.
+
+    Fresh arrays of 8-17 MB cost page faults whenever glibc has handed freed ones back to the
+    system, which depends on what else the process allocated in between: 1500 faults per 2048
+    px call were seen when calls of two versions of this code alternated, 0 in a loop of one,
+    and a fault costs several microseconds on this virtual machine. Kept arrays take no fault.
+
+    Each array serves more than one step, in turn: ``windowed`` holds the apodised images,
+    which OpenCV's DFT overwrites with their packed spectra; once those are unpacked into
+    ``spectra``, ``windowed[0]`` is the whitening's weight scratch (:attr:`scratch`) and
+    ``windowed[1]`` receives the correlation surface (:attr:`surface`); ``spectra[1]``
+    (the target's) becomes the cross-power spectrum and ``spectra[0]`` (the reference's), once
+    correlated, its copy for the inverse FFT to overwrite. 75 MB for 2048 x 2048."""
+
+    shape: tuple[int, int]
+    windowed: tuple[np.ndarray, np.ndarray]
+    spectra: tuple[np.ndarray, np.ndarray]
+    magnitude: np.ndarray
+
+    @classmethod
+    def allocate(cls, shape: tuple[int, int]) -> Buffers:
+        half = (shape[0], shape[1] // 2 + 1)
+        return cls(shape, (np.empty(shape, np.float32), np.empty(shape, np.float32)),
+                   (np.empty(half, np.complex64), np.empty(half, np.complex64)), np.empty(half, np.float32))
+
+    @property
+    def scratch(self) -> np.ndarray:
+        """float32 of the spectrum's shape, on ``windowed[0]``'s memory."""
+        rows, columns = self.magnitude.shape
+        return self.windowed[0].reshape(-1)[:rows * columns].reshape(rows, columns)
+
+    @property
+    def surface(self) -> np.ndarray:
+        return self.windowed[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in (*self.windowed, *self.spectra, self.magnitude))
+
+
+KEPT_BUFFER_BYTES = 128 << 20
+"""Buffers up to this size are kept between calls (one shape at a time): a 2048 x 2048 frame
+takes 75 MB; a 4096 x 4096 one would keep 300 MB, so its arrays are allocated per call."""
+
+_kept: Buffers | None = None
+_kept_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def buffers(shape: tuple[int, int]) -> Iterator[Buffers | None]:
+    """The kept :class:`Buffers` of ``shape`` for the duration of the block (replacing those of
+    another shape), fresh ones when another thread is using the kept ones or they would be too
+    large, and None for shapes with an odd side (those take the general path)."""
+    global _kept
+    shape = (int(shape[0]), int(shape[1]))
+    if shape[0] % 2 or shape[1] % 2:
+        yield None
+        return
+    if not _kept_lock.acquire(blocking=False):
+        yield Buffers.allocate(shape)  # a registration on another thread holds the kept ones
+        return
+    try:
+        if _kept is None or _kept.shape != shape:
+            _kept = None  # the old ones go before the new ones are allocated
+            fresh = Buffers.allocate(shape)
+            if fresh.nbytes > KEPT_BUFFER_BYTES:
+                yield fresh
+                return
+            _kept = fresh
+        yield _kept
+    finally:
+        _kept_lock.release()
+
+
+def opencv_real_spectrum(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``real_spectrum(image)`` (the rfft2 half spectrum, complex64) from OpenCV's DFT, for an
+    image whose sides are even; other images take :func:`real_spectrum` on one thread.
+
+    One transform takes 13 ms of CPU where pocketfft's takes 17 (2048 px float32, Intel IPP
+    inside OpenCV), on one thread: two images are transformed side by side
+    (:func:`servers.common.parallel.pair`), which uses both cores better than one transform
+    after the other on two threads each. The numbers differ from pocketfft's by rounding
+    (~1e-7 of the largest coefficient). ``image`` (float32, C-contiguous) is overwritten: OpenCV
+    transforms in place into its packed ("CCS") layout, which is unpacked into ``out``
+    (complex64, ``(height, width // 2 + 1)``; allocated when not given). Pass arrays the
+    calling thread allocated when this runs on a worker (:mod:`servers.common.parallel`)."""
+    height, width = image.shape
+    if height % 2 or width % 2 or image.dtype != np.float32 or not image.flags.c_contiguous:
+        spectrum = real_spectrum(image, workers=1)
+        if out is None:
+            return spectrum
+        out[...] = spectrum
+        return out
+    if out is None:
+        out = np.empty((height, width // 2 + 1), np.complex64)
+    packed = cv2.dft(image, dst=image)
+    # Each row of the packed layout is Re0, (Re_k, Im_k) for 0 < k < width/2, Re_(width/2);
+    # the columns of Re0 and Re_(width/2), transforms of real columns, are packed the same way
+    # down the rows. Everything else is the half spectrum itself.
+    out[:, 1:width // 2] = packed[:, 1:width - 1].view(np.complex64)
+    half = height // 2
+    for source, target in ((0, 0), (width - 1, width // 2)):
+        column = packed[:, source]
+        out[0, target] = column[0]
+        out[1:half, target].real = column[1:height - 1:2]
+        out[1:half, target].imag = column[2:height - 1:2]
+        out[half, target] = column[height - 1]
+        out[half + 1:, target] = np.conj(out[half - 1:0:-1, target])
+    return out
+
+
 def inverse_real_spectrum(spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``irfft2(spectrum, s=shape)`` as float32, the same numbers to the last bit.
 
@@ -98,16 +216,43 @@ def inverse_real_spectrum(spectrum: np.ndarray, shape: tuple[int, int]) -> np.nd
     return scipy.fft.irfft(columns, n=shape[1], axis=1, workers=FFT_WORKERS).astype(np.float32, copy=False)
 
 
+def _surface_from_copy(columns: np.ndarray, shape: tuple[int, int], out: np.ndarray) -> np.ndarray:
+    """``irfft2`` of the half spectrum ``columns`` (complex64, overwritten) into ``out`` (float32,
+    ``shape``, both sides even).
+
+    The columns' inverse FFT runs in place (pocketfft, all cores); the rows' real inverse FFT is
+    OpenCV's, 4.5 ms of CPU where pocketfft's took 7 (2048 px), on the rows as they lie: moving
+    each row's Re0 into the slot of its Im0 (zero for a real result, and ignored by an inverse
+    real FFT) makes the rest of the row OpenCV's packed layout. The two halves of the rows run
+    side by side. The numbers differ from ``irfft2``'s by rounding (~1e-7 of the largest)."""
+    height, width = shape
+    columns = scipy.fft.ifft(columns, axis=0, workers=FFT_WORKERS, overwrite_x=True)
+    rows = columns.view(np.float32)
+    rows[:, 1] = rows[:, 0]
+    packed = rows[:, 1:width + 1]
+    flags = cv2.DFT_INVERSE | cv2.DFT_ROWS | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE
+    halves = _row_halves(height, columns.size)
+    if len(halves) == 1:
+        cv2.dft(packed, dst=out, flags=flags)
+    else:
+        pair(lambda: cv2.dft(packed[halves[0]], dst=out[halves[0]], flags=flags),
+             lambda: cv2.dft(packed[halves[1]], dst=out[halves[1]], flags=flags))
+    return out
+
+
 def cross_power_spectrum(reference: np.ndarray, target: np.ndarray,
                          reference_spectrum: np.ndarray | None = None,
-                         snr_weighting: bool = True, target_spectrum: np.ndarray | None = None) -> np.ndarray:
+                         snr_weighting: bool = True, target_spectrum: np.ndarray | None = None,
+                         buffers: Buffers | None = None) -> np.ndarray:
     """Whitened, band-passed half cross-power spectrum of two apodised float32 images of equal shape.
 
     ``reference_spectrum`` (``real_spectrum(reference)``) saves one FFT when one reference
     is compared with many targets; ``target_spectrum`` likewise (computed in a batch by the
     caller, and overwritten here: pass a spectrum that is not used again). ``snr_weighting``
     multiplies each frequency by the product of the two images' signal fractions there (see
-    :func:`snr_fraction`)."""
+    :func:`snr_fraction`). With ``buffers`` (the spectra must be its ``spectra``) the work
+    arrays are its own, and the result is also copied into ``buffers.spectra[0]`` (the
+    reference spectrum, no longer needed by then) for :func:`_surface_from_copy`."""
     if target_spectrum is None:
         target_spectrum = real_spectrum(target)
     if reference_spectrum is None:
@@ -118,7 +263,11 @@ def cross_power_spectrum(reference: np.ndarray, target: np.ndarray,
     # product of the two looked-up arrays, for one table look-up instead of two plus a product.
     table = snr_fraction(reference_spectrum, shape) * snr_fraction(target_spectrum, shape) if snr_weighting else None
     product = target_spectrum  # a fresh array: conjugated and whitened in place
-    magnitude = np.empty(product.shape, np.float32)
+    magnitude = np.empty(product.shape, np.float32) if buffers is None else buffers.magnitude
+    # The weights of the frequencies go into an array the calling thread owns (the halves run
+    # on two threads; see servers.common.parallel on arrays allocated by the worker).
+    scratch = None if buffers is None else buffers.scratch
+    copy_into = None if buffers is None else buffers.spectra[0]
     # Every step is per frequency except one maximum: the two halves of the rows run side by
     # side (servers.common.parallel), with the numbers of one pass over the whole spectrum.
     halves = _row_halves(product.shape[0], product.size)
@@ -135,10 +284,18 @@ def cross_power_spectrum(reference: np.ndarray, target: np.ndarray,
         np.maximum(factor, floor, out=factor)
         if WHITENING_EXPONENT != 1.0:
             np.power(factor, np.float32(WHITENING_EXPONENT), out=factor)
-        part_weight = weight[rows] if table is None else weight[rows] * radial_lookup(table, shape, rows)
+        if table is None:
+            part_weight = weight[rows]
+        elif scratch is None:
+            part_weight = weight[rows] * radial_lookup(table, shape, rows)
+        else:
+            part_weight = np.multiply(weight[rows], radial_lookup(table, shape, rows, out=scratch[rows]),
+                                      out=scratch[rows])
         # One real factor per frequency: band-pass weight / magnitude (whitening).
         np.divide(part_weight, factor, out=factor)
         product[rows] *= factor
+        if copy_into is not None:
+            copy_into[rows] = product[rows]  # after every half's correlate: the reference is done with
 
     if len(halves) == 1:
         floor = np.float32(1e-6) * np.float32(correlate(halves[0])) + np.float32(1e-30)
@@ -215,8 +372,10 @@ def snr_fraction(spectrum: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip((profile - noise) / np.maximum(profile, 1e-30), 0.0, 1.0).astype(np.float32)
 
 
-def radial_lookup(table: np.ndarray, shape: tuple[int, int], rows: slice = slice(None)) -> np.ndarray:
-    """``table[radial bin]`` for every rfft2 frequency of ``shape`` (float32), or for those of ``rows``.
+def radial_lookup(table: np.ndarray, shape: tuple[int, int], rows: slice = slice(None),
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """``table[radial bin]`` for every rfft2 frequency of ``shape`` (float32), or for those of ``rows``
+    (into ``out``, float32 of that shape, when given).
 
     OpenCV's 256-entry table look-up on the uint8 bin indices: 1.6 ms for a 2048 px
     spectrum, where numpy's fancy indexing took 5.4 ms (it first widens the 2 M indices to
@@ -224,6 +383,9 @@ def radial_lookup(table: np.ndarray, shape: tuple[int, int], rows: slice = slice
     lut = np.zeros(256, np.float32)
     lut[:RADIAL_BINS] = table
     index = _radial_index(shape, 1)[rows]
+    if out is not None:
+        cv2.LUT(index, lut, dst=out)
+        return out
     return cv2.LUT(index, lut).reshape(index.shape)
 
 
@@ -410,7 +572,7 @@ def estimate_translation(reference: np.ndarray, target: np.ndarray, upsample: in
                          max_shift_px: float | None = None, polarity_invariant: bool = True,
                          reference_spectrum: np.ndarray | None = None,
                          snr_weighting: bool = True, with_uncertainty: bool = False,
-                         target_spectrum: np.ndarray | None = None) -> PeakEstimate:
+                         target_spectrum: np.ndarray | None = None, buffers: Buffers | None = None) -> PeakEstimate:
     """Shift of ``target`` onto ``reference``; both apodised float32 arrays of the same shape.
 
     Shifts are searched in the wrap-around range [-N/2, N/2) of each axis; a peak in the
@@ -419,15 +581,23 @@ def estimate_translation(reference: np.ndarray, target: np.ndarray, upsample: in
     match. With ``polarity_invariant`` a strong negative peak (inverted contrast) counts too.
     ``with_uncertainty`` adds the shift's covariance and the two-band agreement test
     (:mod:`uncertainty`). ``reference_spectrum`` / ``target_spectrum``: see
-    :func:`cross_power_spectrum`.
+    :func:`cross_power_spectrum`. ``buffers`` (:func:`buffers`, whose ``spectra`` the two
+    spectra must be; both are overwritten) holds every large array of the call; then only the
+    shapes of ``reference`` and ``target`` are read.
     """
     if reference.shape != target.shape:
         raise BadArgument(f"internal: shapes differ {reference.shape} vs {target.shape}")
     if upsample < 1:
         raise BadArgument(f"upsample must be >= 1, got {upsample}")
     shape = reference.shape
-    spectrum = cross_power_spectrum(reference, target, reference_spectrum, snr_weighting, target_spectrum)
-    surface = inverse_real_spectrum(spectrum, shape)
+    if buffers is not None and (buffers.shape != shape or reference_spectrum is not buffers.spectra[0]
+                                or target_spectrum is not buffers.spectra[1]):
+        raise BadArgument("internal: buffers must be of the images' shape and hold both spectra")
+    spectrum = cross_power_spectrum(reference, target, reference_spectrum, snr_weighting, target_spectrum, buffers)
+    if buffers is None:
+        surface = inverse_real_spectrum(spectrum, shape)
+    else:
+        surface = _surface_from_copy(buffers.spectra[0], shape, buffers.surface)
     mask = _shift_limit_mask(shape, max_shift_px)
     positions = surface.size if mask is None else int(mask.sum())
     found = _abs_peak_and_runner_up(surface) if mask is None and polarity_invariant else None
