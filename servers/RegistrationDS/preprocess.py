@@ -72,6 +72,15 @@ def resample_matrix(image_shape: tuple[int, int], factor: float) -> np.ndarray:
     return np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
 
 
+GRADIENT_BORDER_PX = 2
+"""Width of the band along an image's border where :func:`represent`'s ``gradient`` (Gaussian of
+1 px, then a 3x3 Sobel) reads reflected copies of the image instead of data: there the gradient
+across the border is invented (exactly zero on the outermost row). A direct fit that compares
+every pixel of such a target with the inside of a larger reference must leave this band out:
+the suppressed edge response on all four sides pulls the fitted scale (measured on the corpus
+renderer's cross-modal cases: -0.05 % on average, up to -0.29 %)."""
+
+
 def represent(image: np.ndarray, kind: Representation, smoothing_px: float = 1.0) -> np.ndarray:
     """Return the float32 image to correlate.
 
