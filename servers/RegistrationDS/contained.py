@@ -70,12 +70,12 @@ resolution patches and ECC) and a larger difference means the refinement went el
 SCALE_MODEL_SIGMA = 0.001
 """Added in quadrature to the scale sigma of a contained (cross-instrument) registration:
 what the similarity model and the two instruments' different contrast leave over. On the
-virtual beamline the stage shear shows as a scale error of +0.06 to +0.10 % (10 scenes, the
-same before and after the border fix below). On the corpus renderer's cross-modal cases the
-errors were 0.05-0.19 %, most of it a shared bias from the target's reflected border band
-(:func:`_ecc`); without it, 0.056 % rms on the tuning split (52 cases), where the patch fit's
-own sigma (median 0.07 %) would already cover 98 %. Kept at 0.1 % for the virtual beamline's
-shear, which no fit of a similarity can see."""
+virtual beamline the stage shear shows as a scale error of +0.05 to +0.12 % (10 scenes;
++0.06 to +0.10 % before the scale was shared with the patch fit, :func:`_shared_scale`). On
+the corpus renderer's cross-modal cases the errors were 0.05-0.19 %, most of it a shared bias
+from the target's reflected border band (:func:`_ecc`); without it, 0.056 % rms on the tuning
+split (52 cases), where the patch fit's own sigma (median 0.07 %) would already cover 98 %.
+Kept at 0.1 % for the virtual beamline's shear, which no fit of a similarity can see."""
 ECC_ITERATIONS = 200
 
 
