@@ -76,6 +76,18 @@ the corpus renderer's cross-modal cases the errors were 0.05-0.19 %, most of it 
 from the target's reflected border band (:func:`_ecc`); without it, 0.056 % rms on the tuning
 split (52 cases), where the patch fit's own sigma (median 0.07 %) would already cover 98 %.
 Kept at 0.1 % for the virtual beamline's shear, which no fit of a similarity can see."""
+POSITION_MODEL_SIGMA_PX = 0.03
+"""Added in quadrature to each axis of the target centre's position sigma of a contained
+registration (working reference px: the coarser, camera pixel): what the two instruments'
+different drawing of the same features (optical PSF and defocus, vignetting, SEM edge
+brightening) leaves in the position of the final (ECC) answer. The patch fit's sigma alone
+does not see it: on the tuning split (renderer seeds 1-3, 144 cases, 106 accepted;
+``benchmarks/study_crossmodal_sigma tuning 48``) the centre errors were 0.040 / 0.043 px rms
+(x / y) whatever the fit's sigma (median 0.033 px, no correlation with |error|), and only 87 %
+of the axes lay within 2 sigma (max 4.5 sigma). The maximum-likelihood constant for
+error ~ N(0, sigma_fit^2 + c^2) there is 0.027 px; with 0.03, 204 of 212 axes (96 %) lie
+within 2 sigma, 210 within 3, the largest at 3.4. On the virtual beamline (24 scenes) the
+errors are smaller (<= 0.03 px) and the sigma was already conservative."""
 ECC_ITERATIONS = 200
 
 
@@ -91,7 +103,8 @@ class ContainedEstimate:
     warnings: list[str] = field(default_factory=list)
     sigma: tuple[float, float, float, float] = (2.0, 2.0, 1.0, 0.02)
     """1-sigma of (x, y of the target centre's image in reference px, rotation deg, relative
-    scale) from the patch fit; the default (no fit) is the coarse scan's resolution."""
+    scale) from the patch fit, with :data:`POSITION_MODEL_SIGMA_PX` and :data:`SCALE_MODEL_SIGMA`
+    in quadrature; the default (no fit) is the coarse scan's resolution."""
 
 
 def is_contained(reference_shape: tuple[int, int], target_shape: tuple[int, int]) -> bool:
@@ -218,7 +231,9 @@ def estimate_contained(reference: np.ndarray, target: np.ndarray, max_shift_px: 
     if fit_sigma is not None:
         # The centre's sigma is in target px: the map to the reference scales it.
         scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-        sigma = (fit_sigma[0] * scale, fit_sigma[1] * scale, fit_sigma[2], math.hypot(fit_sigma[3], SCALE_MODEL_SIGMA))
+        sigma = (math.hypot(fit_sigma[0] * scale, POSITION_MODEL_SIGMA_PX),
+                 math.hypot(fit_sigma[1] * scale, POSITION_MODEL_SIGMA_PX), fit_sigma[2],
+                 math.hypot(fit_sigma[3], SCALE_MODEL_SIGMA))
     found_angle = math.degrees(math.atan2(matrix[1, 0] - matrix[0, 1], matrix[0, 0] + matrix[1, 1]))
     scan_off = (found_angle - angle + 180.0) % 360.0 - 180.0
     if abs(scan_off) > SCAN_AGREEMENT_STEPS * ANGLE_STEP_DEG:
