@@ -115,8 +115,10 @@ class ParticleCore:
         h, w = region.shape[:2]
         listed = isolation.nearest_neighbour_distance(particles, all_xy) >= settings.IsolationRadius
         listed &= isolation.edge_distance(particles, (0, 0, w, h)) >= settings.IsolationRadius
+        size = float(np.median(features.size[features.kept])) if len(particles) else None
         return crowding.analyse(detection.detection_image(region, settings), particles, all_xy,
-                                settings.Diameter, settings.IsolationRadius, candidates=listed, work=work)
+                                settings.Diameter, settings.IsolationRadius, candidates=listed, work=work,
+                                particle_size=size)
 
     @staticmethod
     def _build_results(features: detection.Features, crowd: crowding.Crowding, settings: ParticleSettings,
