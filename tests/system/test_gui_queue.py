@@ -103,8 +103,11 @@ def test_queue_tab_follows_and_steers_a_running_night(queue_stack, qtbot, tmp_pa
         # the live map fills while the first target is scanned
         wait_until(qtbot, scanning(added[0], 20), 180, "the first target running, 20 points of its map", why)
         assert panel.live.columns is not None and panel.live.expected == 13 * 13
-        # x runs fastest in a mesh: every column of the map is there, its rows fill one by one
-        assert panel.live_image.image.shape[0] == 13 and panel.live_image.image.shape[1] >= 2
+        # x runs fastest in a mesh: every column of the map is there, its rows fill one by one (the
+        # map is redrawn at most every LIVE_REDRAW_S, so the second row shows a moment after its points)
+        wait_until(qtbot, lambda: panel.live_image.image is not None and panel.live_image.image.shape[1] >= 2, 20,
+                   "the live map showing its second row", why)
+        assert panel.live_image.image.shape[0] == 13
         assert "running" in [panel.table.item(r, 1).text() for r in range(5)]
         assert panel.progress.maximum() == 5 and panel.time_left_label.text().startswith("time left: about")
         wait_until(qtbot, lambda: len(overlay.positions["running"]) == 1, 20, "the running target on the camera")
