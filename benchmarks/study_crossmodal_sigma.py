@@ -10,7 +10,8 @@ Case sets:
 - ``tuning``: the corpus renderer's tuning scenes only (renderer seeds 1-3) with fresh random
   streams (as ``study_crossmodal_scale tuning``), ``bar`` and ``ratio`` variants;
 - ``beamline``: the virtual beamline's SEM -> camera scenes (seeds x SEM-field offsets, as
-  ``tests/unit/registration/test_sem_camera.py`` builds them), what the workflow's coarse
+  ``simulation.scenes.sem_in_camera``, as
+  ``tests/unit/registration/test_sem_camera.py`` uses them), what the workflow's coarse
   alignment sees;
 - ``corpus``: the bench's own ``crossmodal-*`` cases (held-out rows are for reporting only).
 
@@ -34,30 +35,7 @@ import numpy as np
 
 from benchmarks.corpus import cases, evaluate
 from benchmarks.study_crossmodal_scale import corpus_cases, tuning_cases
-
-
-def beamline_scene(seed: int, offset_px: tuple[float, float]) -> tuple[np.ndarray, float, np.ndarray, float,
-                                                                       np.ndarray]:
-    """Camera frame (and its pixel size) with the SEM field ``offset_px`` from the camera
-    centre, the SEM image (and its pixel size), and the true SEM px -> camera px matrix."""
-    import simulation.config as sim
-    from simulation.camera import CameraRenderer, camera_pixel_to_sample
-    from simulation.geometry import apply
-    from simulation.mounting import sample_to_stage
-    from simulation.sem import render_sem
-
-    beamline = sim.default_beamline(seed)
-    sem = render_sem(beamline.sample, beamline.sem, seed=seed)
-    centre = beamline.sem.centre_um or beamline.sample.centre
-    stage = apply(sample_to_stage(beamline.sample, beamline.mounting), np.asarray(centre, float))
-    camera = CameraRenderer(beamline.sample, beamline.mounting, beamline.camera, seed=seed)
-    stage = stage - camera.calibration() @ np.asarray(offset_px, float)
-    frame = camera.render(tuple(stage))
-    to_camera = np.linalg.inv(camera_pixel_to_sample(beamline.sample, beamline.mounting, beamline.camera,
-                                                     tuple(stage)))
-    pixel_size = beamline.camera.zooms[beamline.camera.zoom].pixel_size_um
-    return frame, pixel_size, sem.image, sem.pixel_size_um, to_camera @ sem.pixel_to_sample
-
+from simulation.scenes import sem_in_camera
 
 BEAMLINE_OFFSETS = ((0.0, 0.0), (250.0, -180.0), (-200.0, 150.0))
 
@@ -66,7 +44,8 @@ def beamline_cases(seeds: int) -> list[cases.Case]:
     out = []
     for seed in range(1, seeds + 1):
         for offset in BEAMLINE_OFFSETS:
-            frame, camera_px, sem, sem_px, truth = beamline_scene(seed, offset)
+            frame, camera_px, sem_image, truth = sem_in_camera(seed, offset)
+            sem, sem_px = sem_image.image, sem_image.pixel_size_um
             out.append(cases.Case(f"beamline:seed{seed}:{offset[0]:+.0f},{offset[1]:+.0f}", f"beamline-seed{seed}",
                                   "beamline", "beamline", "similarity", frame, sem, truth, camera_px, sem_px))
     return out

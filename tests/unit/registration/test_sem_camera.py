@@ -15,26 +15,9 @@ import pytest
 import simulation.config as sim
 from servers.RegistrationDS.contained import ANGLE_STEP_DEG, search_angles
 from servers.RegistrationDS.core import RegistrationCore
-from simulation.camera import CameraRenderer, camera_pixel_to_sample
 from simulation.geometry import apply
-from simulation.mounting import sample_to_stage
+from simulation.scenes import sem_in_camera
 from simulation.sem import render_sem
-
-
-def _scene(seed: int, offset_px: tuple[float, float]):
-    """Camera frame with the SEM field ``offset_px`` from the camera centre, the SEM image,
-    and the true SEM px -> camera px matrix."""
-    beamline = sim.default_beamline(seed)
-    sem = render_sem(beamline.sample, beamline.sem, seed=seed)
-    centre = beamline.sem.centre_um or beamline.sample.centre
-    stage = apply(sample_to_stage(beamline.sample, beamline.mounting), np.asarray(centre, float))
-    camera = CameraRenderer(beamline.sample, beamline.mounting, beamline.camera, seed=seed)
-    stage = stage - camera.calibration() @ np.asarray(offset_px, float)  # X = S + A (p - b)
-    frame = camera.render(tuple(stage))
-    to_camera = np.linalg.inv(camera_pixel_to_sample(beamline.sample, beamline.mounting, beamline.camera,
-                                                     tuple(stage)))
-    pixel_size = beamline.camera.zooms[beamline.camera.zoom].pixel_size_um
-    return frame, pixel_size, sem, to_camera @ sem.pixel_to_sample
 
 
 def _rotation_scale(matrix: np.ndarray) -> tuple[float, float]:
@@ -45,7 +28,7 @@ def _rotation_scale(matrix: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.parametrize(("seed", "offset"), [(1, (0.0, 0.0)), (4, (250.0, -180.0)), (5, (250.0, -180.0))])
 def test_sem_in_camera_frame_similarity_accuracy(seed, offset):
-    frame, camera_px, sem, truth = _scene(seed, offset)
+    frame, camera_px, sem, truth = sem_in_camera(seed, offset)
     core = RegistrationCore()
     core.put_image("camera", frame, camera_px)
     core.put_image("sem", sem.image, sem.pixel_size_um)
@@ -64,7 +47,7 @@ def test_sem_in_camera_frame_similarity_accuracy(seed, offset):
 
 def test_sem_of_another_sample_is_not_a_success():
     """Same marker layout, different particles: the markers alone must not make a success."""
-    frame, camera_px, _, _ = _scene(3, (0.0, 0.0))
+    frame, camera_px, _, _ = sem_in_camera(3, (0.0, 0.0))
     other = sim.default_beamline(9)
     sem = render_sem(other.sample, other.sem, seed=9)
     core = RegistrationCore()
@@ -85,7 +68,7 @@ def test_search_angles_cover_the_range():
 def test_rotation_range_limits_the_contained_search():
     """With the rotation known to +-10 deg the search (11 angles instead of 180) finds the
     same answer; a range that excludes the true rotation gives no success."""
-    frame, camera_px, sem, truth = _scene(4, (250.0, -180.0))
+    frame, camera_px, sem, truth = sem_in_camera(4, (250.0, -180.0))
     true_rotation, _ = _rotation_scale(truth)
     core = RegistrationCore()
     core.put_image("camera", frame, camera_px)
