@@ -169,6 +169,30 @@ def sardana_with_stage_motors(text: str, motors: list[str] | None) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
+def environments_in_database(text: str) -> list[str]:
+    """The Tango database objects that hold the MacroServers' environments of a sardana-config
+    YAML (``environment_db: property``: free properties of the MacroServer's alias, or of the
+    object named after ``property:``); none for a MacroServer that keeps a shelve file."""
+    names = []
+    for server in ((yaml.safe_load(text) or {}).get("macro_servers") or {}).values():
+        where = str(server.get("environment_db") or "")
+        if where == "property":
+            names.append(str(server.get("tango_alias") or server.get("tango_device")))
+        elif where.startswith("property:"):
+            names.append(where.split(":", 1)[1])
+    return names
+
+
+def clear_environments(db: Any, objects: Iterable[str]) -> None:
+    """Delete every environment variable kept under these database objects: what deleting the
+    shelve file did for a new stack (``Stack.stale_state``), for an environment in a facility's
+    database, which outlives the stack."""
+    for name in objects:
+        stale = list(db.get_object_property_list(name, "*").value_string)
+        if stale:
+            db.delete_property(name, stale)
+
+
 def _device(tango_host: str, name: str) -> Any:
     """A proxy that gives up after 3 s: a starting or stuck server must not hang the launcher."""
     from macros.smart_calls import proxy
@@ -503,11 +527,12 @@ class Stack:
 
     def stale_state(self) -> list[Path]:
         """What a new stack in this run directory starts without: the process table, the Tango
-        database and the MacroServer environment (a shelve: ``macroserver.env`` plus whatever
+        database and a MacroServer environment kept as a shelve (``macroserver.env`` plus whatever
         suffixes the dbm module adds, ``.dat``/``.dir``/``.bak`` for dbm.dumb). A stale
         environment would, e.g., hand a new run the last run's ``SmartScanProgress``: the same
-        particle list counted as done, nothing scanned. The night queue's file (``queue/``) is
-        not stale state: it survives a restart by design (docs/queue.md)."""
+        particle list counted as done, nothing scanned. (The project's own configuration keeps
+        the environment in the Tango database; ``_load_sardana`` clears it there.) The night
+        queue's file (``queue/``) is not stale state: it survives a restart by design (docs/queue.md)."""
         return [self.pid_file, self.state_file, self.run_dir / "env.sh", self.run_dir / "tango.db",
                 *sorted(self.run_dir.glob("macroserver.env*"))]
 
@@ -572,9 +597,11 @@ class Stack:
             raise self._fail(f"cannot read the Sardana configuration {config.sardana_config}: {exc}") from None
         rendered = self.run_dir / "sardana.yaml"
         try:
-            rendered.write_text(sardana_with_stage_motors(_expand(template, self.places()), config.stage_motors))
+            text = sardana_with_stage_motors(_expand(template, self.places()), config.stage_motors)
         except LaunchError as exc:
             raise self._fail(str(exc)) from None
+        rendered.write_text(text)
+        clear_environments(self._database(), environments_in_database(text))
         log_path = self.log_dir / "sardana-config.log"
         cmd = [_executable("sardana-config"), "load", "--write", "--environment", str(rendered)]
         with open(log_path, "ab") as log:
