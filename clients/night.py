@@ -44,7 +44,7 @@ from clients.display import duration
 from clients.door import DoorClient, MacroFailed
 from clients.launcher import DEFAULT_CONFIG, REPO, LaunchError, Stack, ended_like_ctrl_c
 from clients.night_decompose import alignment_times, decompose, decomposition_lines, read_events
-from clients.night_score import Truth, read_visits, score_night, summary_lines
+from clients.night_score import LossPeriods, Truth, read_visits, score_night, summary_lines
 from clients.workflow import (
     EVENTS_FILE,
     PARTICLE_SETTINGS_50NM,
@@ -235,17 +235,19 @@ class BeamMonitor:
     """Records every period the ring had no beam (Current below the beam condition's threshold),
     read from the ring itself: the scorer's truth of when scans would have had no signal."""
 
-    def __init__(self, tango_host: str, period_s: float = 0.25) -> None:
+    def __init__(self, tango_host: str, period_s: float = 0.1) -> None:
         import tango
 
         self._ring = tango.DeviceProxy(f"tango://{tango_host}/smart/ring/1")
         self._ring.set_timeout_millis(2000)
         self.period_s = period_s
-        self.losses: list[tuple[float, float]] = []
-        self._since: float | None = None
-        self._last_lost = 0.0
+        self._seen = LossPeriods()
         self._stop = threading.Event()
         self._thread = TangoThread(target=self._watch, daemon=True, name="beam-monitor")
+
+    @property
+    def losses(self) -> list[tuple[float, float]]:
+        return self._seen.periods
 
     def __enter__(self) -> BeamMonitor:
         self._thread.start()
@@ -254,28 +256,18 @@ class BeamMonitor:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if self._since is not None:
-            self.losses.append((self._since, time.time()))
-            self._since = None
+        self._seen.close()
 
     def _watch(self) -> None:
         import tango
 
         while not self._stop.wait(self.period_s):
+            asked = time.time()
             try:
                 lost = float(self._ring.read_attribute("Current").value) < BEAM_MIN_MA
             except (tango.DevFailed, TypeError, ValueError):
                 continue
-            now = time.time()
-            if lost:
-                if self._since is None:
-                    self._since = now - self.period_s  # it went sometime since the last read
-                self._last_lost = now
-            elif self._since is not None:
-                # back sometime since the last read that saw it lost: a scan the loop started in
-                # between (it checks the beam itself) is not counted as taken during the loss
-                self.losses.append((self._since, self._last_lost))
-                self._since = None
+            self._seen.saw(lost, asked, time.time())
 
 
 class NightWatcher(VisitWatcher):

@@ -125,6 +125,36 @@ def read_visits(path: Path) -> list[dict[str, str]]:
         return []
 
 
+class LossPeriods:
+    """The periods the beam was certainly off, from reads of the ring that each took some time.
+
+    A read that answers "no beam" says the beam was off at some instant between its request and
+    its reply. For one loss, seen by a first read ``(asked_1, replied_1)`` and a last read
+    ``(asked_n, replied_n)``, the beam was off throughout ``[replied_1, asked_n]``: the scorer
+    counts a scan kept during that time as taken without beam, and a scan that ended just before
+    the loss (which the loop rightly kept) is not counted for a read that came later."""
+
+    def __init__(self) -> None:
+        self.periods: list[tuple[float, float]] = []
+        self._since: float | None = None
+        self._last_lost = 0.0
+
+    def saw(self, lost: bool, asked: float, replied: float) -> None:
+        """One read of the ring: ``lost`` between ``asked`` and ``replied`` (epoch s)."""
+        if lost:
+            if self._since is None:
+                self._since = replied
+            self._last_lost = asked
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """The current loss, if any, ends at its last read that saw it."""
+        if self._since is not None:
+            self.periods.append((self._since, max(self._since, self._last_lost)))
+            self._since = None
+
+
 def overlaps(start: float, end: float, periods: Iterable[tuple[float, float]]) -> bool:
     """Whether [start, end] shares time with any (start, end) period."""
     return any(start < e and s < end for s, e in periods)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.night_score import Truth, mesh_points, overlaps, score_night, summary_lines
+from clients.night_score import LossPeriods, Truth, mesh_points, overlaps, score_night, summary_lines
 from macros.smart_support import VISIT_COLUMNS
 
 SCAN = {"macro": "mesh", "half_width_um": 0.3, "step_um": 0.05, "exposure": 0.01}
@@ -135,3 +135,27 @@ def test_the_simulations_own_offset_function_wins_over_the_table(tmp_path: Path)
     truth.offset_function = lambda t_s: (0.001 * t_s / 3600.0, 0.0)   # 1 um per hour, past the table too
     assert np.allclose(truth.stage_offset(4 * 3600.0), [0.004, 0.0])
     assert np.isnan(truth.stage_offset(math.nan)).all()
+
+
+def test_a_loss_is_counted_from_its_first_reply_to_its_last_request() -> None:
+    """The night's beam monitor reads the ring every 0.1 s; a read takes time. A scan that ended
+    after the last read with beam but before the first reply without it was taken with beam (the
+    loop kept it rightly); the loss is certain only between those two reads."""
+    seen = LossPeriods()
+    seen.saw(False, 100.00, 100.02)
+    seen.saw(True, 100.10, 100.13)   # the beam went between 100.02 and 100.13
+    seen.saw(True, 100.20, 100.21)
+    seen.saw(True, 115.10, 115.12)
+    seen.saw(False, 115.20, 115.21)  # back between 115.10 and 115.21
+    seen.saw(True, 200.00, 200.01)   # a second loss, still on when the night ended
+    seen.saw(True, 201.00, 201.01)
+    seen.close()
+    assert seen.periods == [(100.13, 115.10), (200.01, 201.00)]
+    # a scan that ended at 100.08 (the loss came after it) is not counted; one that ran into it is
+    assert not overlaps(99.0, 100.08, seen.periods)
+    assert overlaps(99.0, 100.5, seen.periods)
+    # one read alone that saw no beam: a loss at that instant, of no length, overlaps nothing
+    single = LossPeriods()
+    single.saw(True, 50.0, 50.3)
+    single.close()
+    assert single.periods == [(50.3, 50.3)]
