@@ -16,7 +16,6 @@ leads to a move; motion goes through Sardana's ``mv`` so Stop/Abort halt it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -59,6 +58,7 @@ from macros.smart_support import (
     SmartMacroError,
     VisitLog,
     camera_rotation_text,
+    check_storable,
     drift_check_search,
     known_range,
     length_text,
@@ -110,6 +110,12 @@ def _searched(window) -> str:
 
 class _SmartMacro(Macro):
     """Shared access to the SMART devices and the stage for the macros below."""
+
+    def setEnv(self, key, value):  # noqa: N802 - Sardana's name
+        """Sardana's setEnv for a value the environment gives back intact (``check_storable``):
+        a variable that came back broken would fail every later macro that reads it."""
+        check_storable(f"the value of {key}", value)
+        return super().setEnv(key, value)
 
     def devices(self) -> tuple:
         names = [self.getEnv(key) for key in ("SmartCamera", "SmartRegistration", "SmartParticles",
@@ -636,6 +642,9 @@ class smart_register(_SmartMacro):
     ]
 
     def run(self, reference_image, model, frame, channel=None):
+        for what, text in (("the reference image's path", reference_image), ("the frame name", frame),
+                           ("the channel", channel or "")):
+            check_storable(what, text)  # before the registration, which would be lost otherwise
         camera_name = self.getEnv("SmartCamera")
         _, registration, _, mapper = self.devices()
         request = {"slot": CANDIDATE_SLOT, "path": reference_image, **({"channel": channel} if channel else {})}
@@ -697,6 +706,7 @@ class smart_find_particles(_SmartMacro):
         path = reference_image or self.env_or("SmartReferenceImage", None)
         if not path:
             raise SmartMacroError("no reference image: give one, or run smart_register first")
+        check_storable("the image's path", path)
         channel = None if reference_image else self.env_or("SmartReferenceChannel", None)
         _, _, particles, _ = self.devices()
         result = call_json(particles, "Detect", {"path": path, **({"channel": channel} if channel else {})})
@@ -963,9 +973,9 @@ class smart_scan_particles(_SmartMacro):
         order = [i for i in range(len(xs)) if isolated[i] or not isolated_only]
         if max_particles > 0:
             order = order[:max_particles]
-        progress = self.progress_for(json.dumps([self.env_or("SmartParticleImage", ""), len(xs),
-                                                 [round(float(xs[i]), 3) for i in order], scan_macro,
-                                                 half_width_um, step_um, exposure]))
+        progress = self.progress_for([self.env_or("SmartParticleImage", ""), len(xs),
+                                      [round(float(xs[i]), 3) for i in order], scan_macro,
+                                      half_width_um, step_um, exposure])
         log_path = self.visit_log_path()
         log = VisitLog(log_path)
         per_um = stage_unit_per_um(mapper)
@@ -990,7 +1000,7 @@ class smart_scan_particles(_SmartMacro):
                         f"about {left_s / 60:.1f} min left")
         self.output(f"all {len(order)} particles done; log {log_path}")
 
-    def progress_for(self, key: str) -> dict:
+    def progress_for(self, key: list) -> dict:
         """``SmartScanProgress`` for this particle list and these parameters (a new one otherwise)."""
         progress = self.env_or("SmartScanProgress", None)
         if not isinstance(progress, dict) or progress.get("key") != key:

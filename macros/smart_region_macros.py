@@ -26,7 +26,7 @@ from macros.smart_macros import _SmartMacro
 from macros.smart_queue_macros import _QueueMacro
 from macros.smart_queue_support import scan_spec
 from macros.smart_region_support import replace_frame
-from macros.smart_support import SmartMacroError
+from macros.smart_support import SmartMacroError, check_storable
 
 PARENT_SLOT = "region_parent"
 REGION_SLOT = "region"
@@ -83,6 +83,8 @@ class smart_register_region(_SmartMacro):
             raise SmartMacroError(f"SMART_NotFound: the mapper has no frame '{parent}' (frames: {', '.join(frames)}): "
                                   f"register it first, e.g. smart_register /abs/overview.tif affine {parent}")
         parent_image = parent_image or known.get(parent, {}).get("image")
+        for what, text in (("the region's image path", image), ("the parent's image path", parent_image or "")):
+            check_storable(what, text)  # before the registration, which would be lost otherwise
         if not parent_image:
             raise SmartMacroError(f"SMART_NotReady: which image is '{parent}'? Give it: smart_register_region "
                                   f"{image} {region} {parent} /abs/path/of/{parent}.tif")

@@ -8,6 +8,7 @@ MacroServer or a control system. How the macros (and the clients) call the devic
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -43,6 +44,22 @@ class SmartMacroError(RuntimeError):
     def __init__(self, message: str, reason: str = "", desc: str = "") -> None:
         super().__init__(message)
         self.reason, self.desc = reason, desc
+
+
+def check_storable(what: str, value: object) -> None:
+    """Refuse a value that the MacroServer environment would not give back as it was stored.
+
+    The stack keeps the environment in the Tango database (sardana.yaml: ``environment_db:
+    property``), one JSON text per variable. cppTango's DataBaseds on MariaDB (9.3.4, Debian's
+    tango-db) gives back ``"`` for every ``\\"`` in a property (measured in
+    tests/facility/test_database_differences.py), and JSON writes a double quote inside a string,
+    or a backslash at a string's end, exactly so: such a variable comes back as broken JSON and
+    every later macro that reads it fails. Refused before anything is stored, on every database,
+    so a session behaves the same on the embedded one and at a facility."""
+    if '\\"' in json.dumps(value):
+        raise SmartMacroError(f"SMART_BadArgument: {what} holds a double quote (\") or ends a text with a "
+                              "backslash (\\), which the facility's Tango database does not store intact "
+                              "(the MacroServer environment lives there); rename it without them")
 
 
 def position_text(value: float, unit: str) -> str:

@@ -85,15 +85,17 @@ def reference_frame(client: SmartClient) -> str | None:
 def scanned_particles(environment: dict[str, Any], rows: list[dict[str, Any]]) -> set[int]:
     """The table indices the scan loop has finished, if its progress belongs to this detection.
 
-    ``SmartScanProgress`` is ``{"key", "done", "started"}``; the key (JSON) holds the image,
-    the number of particles and the rounded x of each particle in the loop's order. A new
+    ``SmartScanProgress`` is ``{"key", "done", "started"}``; the key (a list; a JSON text of it
+    before 2026-12) holds the image, the number of particles and the rounded x of each particle
+    in the loop's order. A new
     detection makes the old ``done`` list meaningless, so it is used only when the count
     matches and every x of the key is an x of the current table."""
     progress = environment.get("SmartScanProgress")
     if not isinstance(progress, dict) or not isinstance(progress.get("done"), (list, tuple)):
         return set()
     try:
-        key = json.loads(progress.get("key") or "[]")
+        key = progress.get("key") or []
+        key = json.loads(key) if isinstance(key, str) else key
         count, xs = int(key[1]), {round(float(v), 3) for v in key[2]}
     except (ValueError, TypeError, IndexError):
         return set()

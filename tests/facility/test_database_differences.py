@@ -94,3 +94,24 @@ def test_writing_many_property_elements_is_slower_on_mariadb(
             FACILITY_TIMINGS[f"{name}: put_device_property, {count} elements of {size} chars"] = (
                 time.monotonic() - began)
             assert list(db.get_device_property("test/differences/1", "P")["P"]) == ["z" * size] * count
+
+
+
+def test_a_backslash_before_a_double_quote_is_dropped_by_mariadb_and_kept_by_sqlite(
+        sqlite_host: str, production_db: ProductionDatabase) -> None:
+    """What the MacroServer environment meets (sardana.yaml: ``environment_db: property``, one
+    JSON text per variable): JSON writes a double quote in a string as ``\\"`` and a string's
+    last backslash before its closing ``"``; DataBaseds on MariaDB gives back ``"`` for every
+    ``\\"``, so the text no longer parses. Other backslashes come back as stored."""
+    broken = [json.dumps({"key": json.dumps(["/data/a.tif", 3])}), json.dumps("C:\\")]
+    kept = ["C:\\data\\x.tif", json.dumps("5 \u00b5m"), "a\\nb", "a\\\\b"]
+    back = {}
+    for name, host in (("sqlite", sqlite_host), ("mariadb", production_db.tango_host)):
+        db = _database(host)
+        db.put_device_property("test/differences/1", {"Escapes": [*broken, *kept]})
+        back[name] = list(db.get_device_property("test/differences/1", "Escapes")["Escapes"])
+    assert back["sqlite"] == [*broken, *kept]
+    assert back["mariadb"] == [text.replace('\\"', '"') for text in broken] + kept
+    for text in back["mariadb"][:len(broken)]:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)

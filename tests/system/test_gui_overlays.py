@@ -17,13 +17,15 @@ from clients.gui import overlays  # noqa: E402 - after the Qt platform is chosen
 ROWS = [{"index": i, "x": x, "y": 10.0} for i, x in enumerate([100.0, 200.25, 300.5, 400.0])]
 
 
-def progress(xs: list[float], count: int, done: list[int]) -> dict:
-    key = json.dumps(["/data/sem.tif", count, [round(x, 3) for x in xs], "mesh", 0.3, 0.05, 0.01])
-    return {"SmartScanProgress": {"key": key, "done": done, "started": "2026-11-30T06:00:00"}}
+def progress(xs: list[float], count: int, done: list[int], as_text: bool = False) -> dict:
+    key = ["/data/sem.tif", count, [round(x, 3) for x in xs], "mesh", 0.3, 0.05, 0.01]
+    return {"SmartScanProgress": {"key": json.dumps(key) if as_text else key, "done": done,
+                                  "started": "2026-11-30T06:00:00"}}
 
 
-def test_scanned_particles_of_this_detection_are_reported() -> None:
-    env = progress([100.0, 300.5, 400.0], 4, [0, 2])  # the loop's order: isolated ones only
+@pytest.mark.parametrize("as_text", [False, True])  # as smart_scan_particles writes it; as JSON text (before)
+def test_scanned_particles_of_this_detection_are_reported(as_text: bool) -> None:
+    env = progress([100.0, 300.5, 400.0], 4, [0, 2], as_text)  # the loop's order: isolated ones only
     assert overlays.scanned_particles(env, ROWS) == {0, 2}
 
 

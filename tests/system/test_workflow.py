@@ -152,6 +152,25 @@ def test_registration_in_doubt_is_not_stored(workflow_stack, tmp_path: Path) -> 
     assert json.loads(mapper.Transforms)["edges"] == before["edges"]
 
 
+def test_a_name_the_environment_cannot_keep_is_refused_before_anything_is_stored(workflow_stack) -> None:
+    """A double quote in a path would come back from a facility's Tango database as broken
+    JSON (tests/facility/test_database_differences.py) and fail every later macro: refused
+    first, the stored registration and environment stay, the next call works."""
+    stack, inputs, out = workflow_stack
+    mapper = stack_proxy(stack, "smart/coordmapper/1")
+    before = json.loads(mapper.Transforms)
+    quoted = out / 'sem"copy.tif'
+    quoted.write_bytes(Path(inputs.sem).read_bytes())
+    with _door(stack) as door:
+        with pytest.raises(MacroFailed, match="SMART_BadArgument: the reference image's path holds a double quote"):
+            door.run(["smart_register", str(quoted), "similarity", "sem"], timeout_s=300)
+        with pytest.raises(MacroFailed, match="SMART_BadArgument: the image's path holds a double quote"):
+            door.run(["smart_find_particles", str(quoted)], timeout_s=120)
+        assert json.loads(mapper.Transforms)["edges"] == before["edges"]
+        found = door.run("smart_find_particles", timeout_s=120)  # the stored reference image, read back
+    assert f"found on {Path(inputs.sem).name}" in found.text(("Output",)), found.lines
+
+
 def test_resume_after_a_macroserver_crash_scans_every_particle_once(workflow_stack) -> None:
     stack, _, out = workflow_stack
     log = out / "resume.csv"

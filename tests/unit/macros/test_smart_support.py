@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from macros.smart_support import (
     SmartMacroError,
     VisitLog,
     camera_rotation_text,
+    check_storable,
     known_range,
     length_text,
     mesh_around,
@@ -200,3 +202,19 @@ def test_mesh_points_counts_the_mesh_that_mesh_around_makes() -> None:
     assert mesh_points(0.3, 0.05) == 13 * 13
     assert mesh_points(0.15, 0.05) == 7 * 7
     assert mesh_points(0.16, 0.05) == 8 * 8  # rounded up: the mesh covers at least the half width
+
+
+@pytest.mark.parametrize("value", ["/data/sem 7 µm.tif", "C:\\data\\x.tif", ["x", 1.0, None],
+                                   {"done": [1, 2], "key": ["/a.tif", 3, [1.5]]}])
+def test_values_the_environment_gives_back_intact_are_accepted(value: object) -> None:
+    check_storable("it", value)
+    # DataBaseds on MariaDB turns every \\" into " (tests/facility/test_database_differences.py)
+    assert json.loads(json.dumps(value).replace('\\"', '"')) == value
+
+
+@pytest.mark.parametrize("value", ['/data/sem"copy.tif', "C:\\data\\", {"key": json.dumps(["/a.tif", 3])}])
+def test_values_that_would_come_back_broken_are_refused(value: object) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(json.dumps(value).replace('\\"', '"'))
+    with pytest.raises(SmartMacroError, match="SMART_BadArgument: it holds a double quote"):
+        check_storable("it", value)
