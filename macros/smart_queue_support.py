@@ -175,9 +175,13 @@ def _epoch_text(value: Any) -> str:
 class BeamWatch:
     """Watches the beam condition while a scan runs (a thread reading it every ``period_s``):
     a loss that begins and ends within one scan is not seen by the checks before and after it,
-    yet the scan's points taken meanwhile have no signal. ``lost`` says why, or is empty."""
+    yet the scan's points taken meanwhile have no signal. ``lost`` says why, or is empty.
 
-    def __init__(self, beam: BeamCondition | None, period_s: float = 0.25) -> None:
+    Leaving the block reads the beam once more, at the moment the scan ends: the caller's own
+    check comes only after the scan is recorded, and a loss in the scan's last ``period_s`` that
+    is over by then would otherwise go unseen."""
+
+    def __init__(self, beam: BeamCondition | None, period_s: float = 0.1) -> None:
         self.beam, self.period_s = beam, period_s
         self.lost = ""
         self._stop = threading.Event()
@@ -192,6 +196,10 @@ class BeamWatch:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self.beam is not None and not self.lost:
+            ok, why = self.beam.check()
+            if not ok:
+                self.lost = f"as the scan ended: {why}"
 
     def _watch(self) -> None:
         while not self.lost and not self._stop.wait(self.period_s):

@@ -122,6 +122,11 @@ def test_beam_watch_sees_a_loss_that_ends_before_the_scan_does() -> None:
     with BeamWatch(steady, period_s=0.01) as watch:
         time.sleep(0.1)
     assert watch.lost == ""
+    last = iter([50.0, 0.0, 50.0])               # the loss falls after the thread's last reading
+    at_end = BeamCondition("smart/ring/1/Current", 10.0, reader=lambda name: next(last))
+    with BeamWatch(at_end, period_s=10.0) as watch:
+        at_end.check()                           # the beam seen before the scan
+    assert watch.lost.startswith("as the scan ended:") and at_end.check()[0]
     with BeamWatch(None) as watch:             # no beam condition: nothing to watch
         pass
     assert watch.lost == ""
