@@ -58,7 +58,12 @@ SETTLE_S = 0.3
 spinning for ~0.1 s after a matrix product (its THREAD_TIMEOUT); without a pause, the
 previous call's spinning threads take a core from the next call's FFT threads, so the call
 timed second pays for the first. Measured on the 2-core machine: a 2048x2048 rfft2 takes
-17 ms right after a threaded 2048x2050 by 62 matrix product and 9-10 ms after 0.3 s idle."""
+17 ms right after a threaded 2048x2050 by 62 matrix product and 9-10 ms after 0.3 s idle.
+
+The pause is also how a call meets the machine in use: a Register follows a camera frame, not
+another library's call. It is not neutral for every library: arrays freed back to the system
+cost fresh pages after a pause, which is why bench_registration also times both libraries back
+to back (:func:`looped_times`) and reports the lower of the two ratios."""
 
 
 def paired_times(ours: Callable[[], Any], baseline: Callable[[], Any], rounds: int = 5,
