@@ -278,7 +278,7 @@ class _SmartMacro(Macro):
                     time.sleep(0.2)
             with BeamWatch(beam) as watch:
                 scan = self.execMacro(command)
-            lost = watch.lost or (not beam.check()[0] and "after the map")
+            lost = watch.lost  # its last read is the moment the map ended
             if not lost or attempt == tries:
                 return scan
             self.warning(f"the beam went during the map ({lost}): taking it again")
