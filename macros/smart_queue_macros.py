@@ -417,7 +417,7 @@ class smart_run_queue(_QueueMacro):
         if self._beam is not None:
             ok, why = self._beam.check()
             if ok and watch.lost:
-                ok, why = False, f"during the scan: {watch.lost}"
+                ok, why = False, watch.lost  # the message says "during the scan" already
             if not ok:
                 self._beam_outage = True
                 self.record_scan(record, {"outcome": "beam_lost"})
